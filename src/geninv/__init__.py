@@ -1,0 +1,34 @@
+"""geninv: invert deep generative models, and say when the inverse is unique.
+
+Implements "When and How Can Deep Generative Models be Inverted?" (Aberdam, Simon, Elad,
+2020): uniqueness certificates, the Oracle, Layered Basis-Pursuit and Latent-Pursuit, with
+gradient-based and LP baselines.
+"""
+
+from geninv.exceptions import (
+    ConvergenceWarning,
+    DomainError,
+    GenInvError,
+    InputError,
+    ModelFileError,
+    NumericalError,
+    ShapeError,
+    UnsupportedLayerError,
+)
+from geninv.metrics import relative_error, snr
+from geninv.model import PLU, Activation, Generator, Layer, Trace, load_generator, random_generator
+from geninv.operators import GaussianMatrix, Identity, Mask, add_noise, block_mask, random_mask
+from geninv.solvers.result import SolveResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "ConvergenceWarning", "DomainError", "GenInvError", "InputError", "ModelFileError",
+    "NumericalError", "ShapeError", "UnsupportedLayerError",
+    "snr", "relative_error",
+    "PLU", "Activation", "Generator", "Layer", "Trace", "load_generator", "random_generator",
+    "GaussianMatrix", "Identity", "Mask", "add_noise", "block_mask", "random_mask",
+    "SolveResult",
+]
+# -- exports added by later modules (keep one block per module) --

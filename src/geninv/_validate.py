@@ -1,0 +1,69 @@
+"""Argument checks used at the public boundary (never inside solver loops)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from geninv.exceptions import InputError, ShapeError, describe
+
+__all__ = ["as_batch", "check_finite", "as_mask"]
+
+
+def as_batch(x: object, width: int, name: str, *, dtype: torch.dtype | None = None) -> Tensor:
+    """Return ``x`` as a floating (B, width) tensor; a 1-D vector becomes a batch of one.
+
+    Raises ShapeError/InputError naming ``name`` for anything else.
+    """
+    if not isinstance(x, Tensor):
+        try:
+            import numpy as np
+
+            if isinstance(x, np.ndarray):
+                x = torch.from_numpy(x)
+            else:
+                raise InputError(f"{name}: expected a torch.Tensor of shape (B, {width}), received {describe(x)}")
+        except ImportError:  # pragma: no cover
+            raise InputError(f"{name}: expected a torch.Tensor of shape (B, {width}), received {describe(x)}") from None
+    assert isinstance(x, Tensor)
+    if x.is_complex() or not (x.is_floating_point() or x.dtype in (torch.int64, torch.int32)):
+        raise InputError(f"{name}: expected a real floating tensor, received dtype {x.dtype}")
+    if not x.is_floating_point():
+        x = x.to(dtype or torch.get_default_dtype())
+    if dtype is not None:
+        x = x.to(dtype)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.shape[1] != width:
+        raise ShapeError(f"{name}: expected shape (B, {width}) or ({width},), received shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ShapeError(f"{name}: expected a batch of at least one signal, received shape {tuple(x.shape)}")
+    check_finite(x, name)
+    return x
+
+
+def check_finite(x: Tensor, name: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        n_bad = int((~torch.isfinite(x)).sum())
+        raise InputError(f"{name}: expected finite values, received {n_bad} NaN/Inf entries")
+
+
+def as_mask(mask: object, batch: int, width: int, device: torch.device, name: str = "mask") -> Tensor:
+    """Return a boolean mask of shape (B, width) (``True`` = observed pixel)."""
+    if not isinstance(mask, Tensor):
+        raise InputError(f"{name}: expected a boolean torch.Tensor of shape ({width},) or (B, {width}), received {describe(mask)}")
+    if mask.dtype != torch.bool:
+        if mask.is_floating_point() or mask.dtype in (torch.int64, torch.int32, torch.uint8, torch.int8):
+            vals = torch.unique(mask)
+            if not bool(((vals == 0) | (vals == 1)).all()):
+                raise InputError(f"{name}: expected 0/1 or boolean entries, received values such as {vals[:4].tolist()}")
+            mask = mask != 0
+        else:
+            raise InputError(f"{name}: expected a boolean tensor, received dtype {mask.dtype}")
+    if mask.ndim == 1:
+        mask = mask[None]
+    if mask.ndim != 2 or mask.shape[1] != width or mask.shape[0] not in (1, batch):
+        raise ShapeError(f"{name}: expected shape ({width},), (1, {width}) or ({batch}, {width}), received {tuple(mask.shape)}")
+    if not bool(mask.any(dim=1).all()):
+        raise InputError(f"{name}: expected at least one observed entry per signal, received a mask hiding everything")
+    return mask.to(device).expand(batch, width)

@@ -1,0 +1,216 @@
+"""Activation functions with value, inverse, derivative and Lipschitz constant.
+
+Hidden layers of a geninv generator use ReLU; the output layer may use any of the
+activations here. Every activation is elementwise and (except ReLU) strictly monotone,
+so the output layer can be inverted: ``phi.inverse(y)`` gives the pre-activation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from geninv.exceptions import DomainError, InputError
+
+__all__ = ["Activation", "PLU", "get_activation", "ACTIVATIONS"]
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise activation ``phi``.
+
+    Parameters
+    ----------
+    name : str
+        One of ``relu``, ``leaky_relu``, ``tanh``, ``sigmoid``, ``plu``, ``identity``.
+    params : dict
+        ``slope`` for leaky ReLU; ``alpha`` and ``c`` for PLU.
+
+    Notes
+    -----
+    PLU (piecewise linear unit) is ``x`` on ``[-c, c]`` and has slope ``alpha`` outside:
+    ``plu(x) = max(alpha (x + c) - c, min(alpha (x - c) + c, x))``.
+    """
+
+    name: str
+    params: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name not in _DEFAULTS:
+            raise InputError(
+                f"activation: expected one of {sorted(_DEFAULTS)}, received {self.name!r}"
+            )
+        merged = dict(_DEFAULTS[self.name])
+        unknown = set(self.params) - set(merged)
+        if unknown:
+            raise InputError(
+                f"activation {self.name!r}: expected parameters {sorted(merged)}, "
+                f"received unknown {sorted(unknown)}"
+            )
+        merged.update({k: float(v) for k, v in self.params.items()})
+        object.__setattr__(self, "params", merged)
+        if self.name == "leaky_relu" and not merged["slope"] > 0:
+            raise InputError(f"leaky_relu slope: expected > 0, received {merged['slope']}")
+        if self.name == "plu" and not (merged["alpha"] > 0 and merged["c"] > 0):
+            raise InputError(f"plu alpha and c: expected > 0, received {merged}")
+
+    # -- evaluation -------------------------------------------------------------
+    def __call__(self, x: Tensor) -> Tensor:
+        n, p = self.name, self.params
+        if n == "relu":
+            return torch.relu(x)
+        if n == "leaky_relu":
+            return torch.where(x >= 0, x, p["slope"] * x)
+        if n == "tanh":
+            return torch.tanh(x)
+        if n == "sigmoid":
+            return torch.sigmoid(x)
+        if n == "plu":
+            a, c = p["alpha"], p["c"]
+            return torch.maximum(a * (x + c) - c, torch.minimum(a * (x - c) + c, x))
+        return x
+
+    def derivative(self, x: Tensor) -> Tensor:
+        """``phi'(x)`` elementwise (the right derivative at kinks)."""
+        n, p = self.name, self.params
+        if n == "relu":
+            return (x > 0).to(x.dtype)
+        if n == "leaky_relu":
+            return torch.where(x >= 0, torch.ones_like(x), torch.full_like(x, p["slope"]))
+        if n == "tanh":
+            return 1 - torch.tanh(x) ** 2
+        if n == "sigmoid":
+            s = torch.sigmoid(x)
+            return s * (1 - s)
+        if n == "plu":
+            inside = (x >= -p["c"]) & (x <= p["c"])
+            return torch.where(inside, torch.ones_like(x), torch.full_like(x, p["alpha"]))
+        return torch.ones_like(x)
+
+    @property
+    def lipschitz(self) -> float:
+        """Lipschitz constant of ``phi`` (1 for all except sigmoid, 1/4)."""
+        if self.name == "sigmoid":
+            return 0.25
+        if self.name == "leaky_relu":
+            return max(1.0, self.params["slope"])
+        if self.name == "plu":
+            return max(1.0, self.params["alpha"])
+        return 1.0
+
+    @property
+    def invertible(self) -> bool:
+        return self.name != "relu"
+
+    @property
+    def range(self) -> tuple[float, float]:
+        """Open interval of values ``phi`` attains (closed at 0 for ReLU)."""
+        if self.name == "tanh":
+            return (-1.0, 1.0)
+        if self.name == "sigmoid":
+            return (0.0, 1.0)
+        if self.name == "relu":
+            return (0.0, float("inf"))
+        return (float("-inf"), float("inf"))
+
+    def in_range(self, y: Tensor) -> Tensor:
+        """Boolean tensor: where ``phi^{-1}(y)`` is defined."""
+        lo, hi = self.range
+        if self.name == "relu":
+            return y >= 0
+        return (y > lo) & (y < hi) & torch.isfinite(y)
+
+    def inverse(self, y: Tensor, *, clamp: float | None = None, name: str = "y") -> Tensor:
+        """``phi^{-1}(y)``.
+
+        Parameters
+        ----------
+        y : Tensor
+            Values in the range of ``phi``.
+        clamp : float, optional
+            For tanh/sigmoid, clip ``y`` into ``[lo + clamp, hi - clamp]`` instead of
+            raising on values outside the open range (useful for noisy signals).
+        name : str
+            Argument name used in the error message.
+
+        Raises
+        ------
+        DomainError
+            If some value lies outside the range and ``clamp`` is None.
+        """
+        n, p = self.name, self.params
+        if n == "relu":
+            raise DomainError(f"{name}: relu is not invertible (it zeroes negatives)")
+        if clamp is not None and n in ("tanh", "sigmoid"):
+            lo, hi = self.range
+            y = y.clamp(lo + clamp, hi - clamp)
+        bad = ~self.in_range(y)
+        if bool(bad.any()):
+            lo, hi = self.range
+            worst = y[bad].flatten()[0].item()
+            raise DomainError(
+                f"{name}: expected values in the open range ({lo}, {hi}) of the {n} output "
+                f"activation, received {int(bad.sum())} value(s) outside it (e.g. {worst:.6g})"
+            )
+        if n == "leaky_relu":
+            return torch.where(y >= 0, y, y / p["slope"])
+        if n == "tanh":
+            return torch.atanh(y)
+        if n == "sigmoid":
+            return torch.log(y) - torch.log1p(-y)
+        if n == "plu":
+            a, c = p["alpha"], p["c"]
+            return torch.where(
+                y > c, c + (y - c) / a, torch.where(y < -c, -c + (y + c) / a, y)
+            )
+        return y
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Activation:
+        return cls(str(d["name"]), dict(d.get("params", {})))
+
+
+_DEFAULTS: dict[str, dict[str, float]] = {
+    "relu": {},
+    "leaky_relu": {"slope": 0.01},
+    "tanh": {},
+    "sigmoid": {},
+    "plu": {"alpha": 0.1, "c": 1.0},
+    "identity": {},
+}
+ACTIVATIONS = tuple(_DEFAULTS)
+
+
+def get_activation(spec: str | Activation, **params: float) -> Activation:
+    """Return an :class:`Activation` from a name (``"tanh"``) or pass one through."""
+    if isinstance(spec, Activation):
+        return spec
+    if not isinstance(spec, str):
+        raise InputError(f"activation: expected a name in {list(ACTIVATIONS)}, received {spec!r}")
+    return Activation(spec, params)
+
+
+class PLU(nn.Module):
+    """Piecewise linear unit as a torch module (Nicolae, 2018).
+
+    ``PLU(x) = max(alpha (x + c) - c, min(alpha (x - c) + c, x))``; the output activation of
+    the paper's MNIST generator. :meth:`geninv.Generator.from_torch` reads it.
+    """
+
+    def __init__(self, alpha: float = 0.1, c: float = 1.0) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+        self.c = float(c)
+        self._act = Activation("plu", {"alpha": self.alpha, "c": self.c})
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._act(x)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, c={self.c}"

@@ -1,0 +1,190 @@
+"""Fully connected layers and reading them from torch modules.
+
+A :class:`Layer` is ``x_out = phi(W x_in + b)``. :func:`layers_from_torch` turns an
+``nn.Sequential`` of ``Linear``, ``BatchNorm1d``, activations and nested Sequentials into
+layers, folding each batch-norm (eval statistics) exactly into the preceding Linear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from geninv.exceptions import InputError, ShapeError, UnsupportedLayerError
+from geninv.model.activations import PLU, Activation
+
+__all__ = ["Layer", "layers_from_torch"]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One fully connected layer ``phi(W x + b)``.
+
+    Attributes
+    ----------
+    W : Tensor of shape (n_out, n_in)
+    b : Tensor of shape (n_out,)
+    activation : Activation
+    """
+
+    W: Tensor
+    b: Tensor
+    activation: Activation
+
+    def __post_init__(self) -> None:
+        if self.W.ndim != 2:
+            raise ShapeError(f"W: expected a 2-D weight (n_out, n_in), received shape {tuple(self.W.shape)}")
+        if self.b.shape != (self.W.shape[0],):
+            raise ShapeError(
+                f"b: expected shape ({self.W.shape[0]},) to match W {tuple(self.W.shape)}, "
+                f"received {tuple(self.b.shape)}"
+            )
+        if not (torch.isfinite(self.W).all() and torch.isfinite(self.b).all()):
+            raise InputError("W, b: expected finite weights, received NaN or Inf")
+
+    @property
+    def n_in(self) -> int:
+        return int(self.W.shape[1])
+
+    @property
+    def n_out(self) -> int:
+        return int(self.W.shape[0])
+
+    def pre(self, x: Tensor) -> Tensor:
+        """Pre-activation ``W x + b`` for a batch ``x`` of shape (B, n_in)."""
+        return torch.addmm(self.b, x, self.W.T)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.activation(self.pre(x))
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Layer:
+        return Layer(self.W.to(device=device, dtype=dtype), self.b.to(device=device, dtype=dtype), self.activation)
+
+
+_ACT_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity, PLU)
+
+
+def _activation_of(m: nn.Module) -> Activation:
+    if isinstance(m, nn.ReLU):
+        return Activation("relu")
+    if isinstance(m, nn.LeakyReLU):
+        return Activation("leaky_relu", {"slope": float(m.negative_slope)})
+    if isinstance(m, nn.Tanh):
+        return Activation("tanh")
+    if isinstance(m, nn.Sigmoid):
+        return Activation("sigmoid")
+    if isinstance(m, PLU):
+        return Activation("plu", {"alpha": m.alpha, "c": m.c})
+    return Activation("identity")
+
+
+def _flatten(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
+    if isinstance(module, nn.Sequential):
+        out: list[tuple[str, nn.Module]] = []
+        for name, child in module.named_children():
+            out.extend(_flatten(child, f"{prefix}.{name}" if prefix else name))
+        return out
+    return [(prefix or type(module).__name__, module)]
+
+
+def layers_from_torch(module: nn.Module) -> list[Layer]:
+    """Read a torch module into a list of :class:`Layer`.
+
+    Accepted: ``Linear``, ``BatchNorm1d`` in eval mode directly after a Linear (folded
+    exactly: ``W <- diag(g) W``, ``b <- g (b - mean) + beta`` with
+    ``g = gamma / sqrt(var + eps)``), one activation after each Linear (ReLU on hidden
+    layers; ReLU, LeakyReLU, Tanh, Sigmoid, Identity or :class:`PLU` on the last), ``Dropout``
+    in eval mode (a no-op), and nested ``nn.Sequential``. A Linear with no activation after it
+    gets the identity.
+
+    Raises
+    ------
+    UnsupportedLayerError
+        Naming the offending layer and its position, for anything else.
+    """
+    if not isinstance(module, nn.Module):
+        raise UnsupportedLayerError(f"module: expected a torch nn.Module, received {type(module).__name__}")
+    items = _flatten(module, "")
+    if not items:
+        raise UnsupportedLayerError("module: expected at least one nn.Linear, received an empty Sequential")
+    layers: list[Layer] = []
+    W: Tensor | None = None
+    b: Tensor | None = None
+    act: Activation | None = None
+    last_kind = "start"
+
+    def where(pos: int, name: str, m: nn.Module) -> str:
+        return f"layer {pos} ({name}: {type(m).__name__})"
+
+    def close() -> None:
+        nonlocal W, b, act
+        if W is not None and b is not None:
+            layers.append(Layer(W, b, act or Activation("identity")))
+        W, b, act = None, None, None
+
+    for pos, (name, m) in enumerate(items):
+        if isinstance(m, nn.Linear):
+            close()
+            W = m.weight.detach().clone()
+            b = m.bias.detach().clone() if m.bias is not None else torch.zeros(m.out_features, dtype=W.dtype)
+            last_kind = "linear"
+        elif isinstance(m, nn.BatchNorm1d):
+            if m.training:
+                raise UnsupportedLayerError(
+                    f"{where(pos, name, m)}: expected BatchNorm1d in eval mode (call module.eval()); "
+                    "received one in training mode, whose output depends on the batch"
+                )
+            if last_kind != "linear" or W is None or b is None:
+                raise UnsupportedLayerError(
+                    f"{where(pos, name, m)}: expected BatchNorm1d directly after a Linear, received it after {last_kind}"
+                )
+            if m.running_mean is None or m.running_var is None:
+                raise UnsupportedLayerError(f"{where(pos, name, m)}: expected tracked running statistics, received none")
+            if m.num_features != W.shape[0]:
+                raise UnsupportedLayerError(
+                    f"{where(pos, name, m)}: expected {W.shape[0]} features, received {m.num_features}"
+                )
+            dt = torch.float64
+            g = 1.0 / torch.sqrt(m.running_var.detach().to(dt) + m.eps)
+            if m.affine:
+                g = g * m.weight.detach().to(dt)
+                beta = m.bias.detach().to(dt)
+            else:
+                beta = torch.zeros_like(g)
+            W = (g[:, None] * W.to(dt)).to(W.dtype)
+            b = (g * (b.to(dt) - m.running_mean.detach().to(dt)) + beta).to(b.dtype)
+            last_kind = "batchnorm"
+        elif isinstance(m, _ACT_MODULES):
+            if last_kind in ("activation", "start"):
+                raise UnsupportedLayerError(
+                    f"{where(pos, name, m)}: expected an activation after a Linear, received it after {last_kind} "
+                    "(two activations in a row or an activation first)"
+                )
+            act = _activation_of(m)
+            last_kind = "activation"
+        elif isinstance(m, nn.Dropout):
+            if m.training and m.p > 0:
+                raise UnsupportedLayerError(
+                    f"{where(pos, name, m)}: expected Dropout in eval mode (call module.eval()), received training mode"
+                )
+        else:
+            raise UnsupportedLayerError(
+                f"{where(pos, name, m)}: expected Linear, BatchNorm1d, ReLU, LeakyReLU, Tanh, Sigmoid, "
+                f"Identity, Dropout or geninv.PLU; received {type(m).__name__}"
+            )
+    close()
+    if not layers:
+        raise UnsupportedLayerError("module: expected at least one nn.Linear, received none")
+    for i, layer in enumerate(layers[:-1]):
+        if layer.activation.name != "relu":
+            raise UnsupportedLayerError(
+                f"hidden layer {i + 1}: expected a ReLU activation inside the generator, received "
+                f"{layer.activation.name}"
+            )
+        if layer.n_out != layers[i + 1].n_in:
+            raise UnsupportedLayerError(
+                f"layer {i + 2}: expected input width {layer.n_out}, received {layers[i + 1].n_in}"
+            )
+    return layers

@@ -1,0 +1,212 @@
+"""Measurement operators ``A`` with forward and adjoint on batched tensors (B, n).
+
+Solvers only use the protocol (``forward``, ``adjoint``, ``shape``, ``norm``), so any object
+with these methods works. Pixel masks keep the signal's width and zero the hidden pixels,
+which lets masks differ per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from geninv._validate import as_batch
+from geninv.exceptions import InputError, ShapeError
+
+__all__ = [
+    "Operator", "Identity", "Mask", "GaussianMatrix", "random_mask", "block_mask",
+    "add_noise", "noise_sigma", "adjointness_test",
+]
+
+
+@runtime_checkable
+class Operator(Protocol):
+    """A linear measurement operator ``A`` from R^n to R^m acting on batches."""
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    def forward(self, x: Tensor) -> Tensor: ...
+
+    def adjoint(self, r: Tensor) -> Tensor: ...
+
+    def norm(self) -> float: ...
+
+
+class Identity:
+    """``A = I_n``."""
+
+    def __init__(self, n: int) -> None:
+        if not (isinstance(n, int) and n > 0):
+            raise InputError(f"n: expected a positive int, received {n!r}")
+        self.n = n
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.n)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+    def adjoint(self, r: Tensor) -> Tensor:
+        return r
+
+    def norm(self) -> float:
+        return 1.0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.forward(x)
+
+
+class Mask:
+    """Diagonal 0/1 operator ``M x`` (``True`` = observed pixel); self-adjoint.
+
+    Parameters
+    ----------
+    mask : Tensor of shape (n,) or (B, n), bool
+    """
+
+    def __init__(self, mask: Tensor) -> None:
+        if not isinstance(mask, Tensor):
+            raise InputError(f"mask: expected a boolean torch.Tensor, received {type(mask).__name__}")
+        if mask.dtype != torch.bool:
+            vals = torch.unique(mask)
+            if not bool(((vals == 0) | (vals == 1)).all()):
+                raise InputError(f"mask: expected boolean or 0/1 entries, received values such as {vals[:4].tolist()}")
+            mask = mask != 0
+        if mask.ndim not in (1, 2):
+            raise ShapeError(f"mask: expected shape (n,) or (B, n), received {tuple(mask.shape)}")
+        self.mask = mask if mask.ndim == 2 else mask[None]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        n = int(self.mask.shape[1])
+        return (n, n)
+
+    @property
+    def observed(self) -> Tensor:
+        """Number of observed entries per mask row."""
+        return self.mask.sum(dim=1)
+
+    def weights(self, like: Tensor) -> Tensor:
+        return self.mask.to(device=like.device, dtype=like.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.weights(x)
+
+    def adjoint(self, r: Tensor) -> Tensor:
+        return r * self.weights(r)
+
+    def norm(self) -> float:
+        return 1.0 if bool(self.mask.any()) else 0.0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.forward(x)
+
+
+class GaussianMatrix:
+    """Compressed-sensing matrix ``A`` (m x n) with i.i.d. ``N(0, 1/m)`` entries."""
+
+    def __init__(self, m: int, n: int, *, seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+        if not (isinstance(m, int) and isinstance(n, int) and m > 0 and n > 0):
+            raise InputError(f"m, n: expected positive ints, received m={m!r}, n={n!r}")
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(int(seed))
+        self.A = (torch.randn(m, n, generator=gen, dtype=torch.float64) / math.sqrt(m)).to(device, dtype)
+        self._norm: float | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.A.shape[0]), int(self.A.shape[1]))
+
+    def _on(self, x: Tensor) -> Tensor:
+        if self.A.dtype != x.dtype or self.A.device != x.device:
+            self.A = self.A.to(x.device, x.dtype)
+        return self.A
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x @ self._on(x).T
+
+    def adjoint(self, r: Tensor) -> Tensor:
+        return r @ self._on(r)
+
+    def norm(self) -> float:
+        if self._norm is None:
+            self._norm = float(torch.linalg.matrix_norm(self.A.double(), ord=2))
+        return self._norm
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.forward(x)
+
+
+def random_mask(n: int, fraction: float, *, seed: int = 0, batch: int | None = None) -> Tensor:
+    """A boolean mask of length ``n`` hiding exactly ``round(fraction * n)`` random pixels.
+
+    Parameters
+    ----------
+    fraction : float in [0, 1)
+        Fraction of *missing* pixels (0.45 hides 45 %).
+    batch : int, optional
+        Draw a different mask per sample, shape (batch, n).
+    """
+    if not (isinstance(n, int) and n > 0):
+        raise InputError(f"n: expected a positive int, received {n!r}")
+    if not (0.0 <= float(fraction) < 1.0):
+        raise InputError(f"fraction: expected a missing fraction in [0, 1), received {fraction!r}")
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(seed))
+    k = int(round(float(fraction) * n))
+    rows = 1 if batch is None else int(batch)
+    out = torch.ones(rows, n, dtype=torch.bool)
+    for r in range(rows):
+        out[r, torch.randperm(n, generator=gen)[:k]] = False
+    return out[0] if batch is None else out
+
+
+def block_mask(shape: tuple[int, int] = (28, 28), *, rows: int | slice = 13) -> Tensor:
+    """A flattened image mask hiding whole rows: ``rows=13`` hides the upper 13 rows.
+
+    ``rows`` may also be a slice of hidden rows. Returns a bool tensor of length H*W.
+    """
+    H, W = shape
+    m = torch.ones(H, W, dtype=torch.bool)
+    sl = slice(0, rows) if isinstance(rows, int) else rows
+    if isinstance(rows, int) and not (0 <= rows < H):
+        raise InputError(f"rows: expected a number of hidden rows in [0, {H}), received {rows}")
+    m[sl] = False
+    return m.flatten()
+
+
+def noise_sigma(y: Tensor, snr_db: float) -> Tensor:
+    """Per-sample noise standard deviation giving expected SNR ``snr_db`` on ``y`` (B, n)."""
+    n = y.shape[1]
+    return y.norm(dim=1) / math.sqrt(n) * 10 ** (-float(snr_db) / 20)
+
+
+def add_noise(y: Tensor, snr_db: float, *, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Add white Gaussian noise to ``y`` at input SNR ``snr_db`` (per sample).
+
+    Returns ``(y_noisy, sigma)`` with ``sigma`` of shape (B,).
+    """
+    y = as_batch(y, y.shape[-1] if isinstance(y, Tensor) and y.ndim else 1, "y")
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(seed))
+    sigma = noise_sigma(y, snr_db)
+    e = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.device, y.dtype)
+    return y + sigma[:, None] * e, sigma
+
+
+def adjointness_test(op: Operator, *, batch: int = 4, dtype: torch.dtype = torch.float64, seed: int = 0) -> float:
+    """Relative error ``|<A x, r> - <x, A^T r>| / (|A x| |r|)`` on random batches."""
+    m, n = op.shape
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(seed)
+    x = torch.randn(batch, n, generator=gen, dtype=dtype)
+    r = torch.randn(batch, m, generator=gen, dtype=dtype)
+    lhs = (op.forward(x) * r).sum()
+    rhs = (x * op.adjoint(r)).sum()
+    scale = float(op.forward(x).norm() * r.norm()) or 1.0
+    return float((lhs - rhs).abs()) / scale
