@@ -95,8 +95,6 @@ class Generator:
 
     def to_torch(self) -> nn.Sequential:
         """An equivalent ``nn.Sequential`` (batch-norms already folded)."""
-        from geninv.model.activations import PLU
-
         mods: list[nn.Module] = []
         for layer in self.layers:
             lin = nn.Linear(layer.n_in, layer.n_out, dtype=layer.W.dtype, device=layer.W.device)
@@ -104,17 +102,7 @@ class Generator:
                 lin.weight.copy_(layer.W)
                 lin.bias.copy_(layer.b)
             mods.append(lin)
-            a = layer.activation
-            mods.append(
-                {
-                    "relu": lambda: nn.ReLU(),
-                    "leaky_relu": lambda: nn.LeakyReLU(a.params.get("slope", 0.01)),
-                    "tanh": lambda: nn.Tanh(),
-                    "sigmoid": lambda: nn.Sigmoid(),
-                    "plu": lambda: PLU(a.params.get("alpha", 0.1), a.params.get("c", 1.0)),
-                    "identity": lambda: nn.Identity(),
-                }[a.name]()
-            )
+            mods.append(_torch_activation(layer.activation))
         return nn.Sequential(*mods)
 
     # -- shape information ------------------------------------------------------
@@ -219,6 +207,23 @@ class Generator:
     def __repr__(self) -> str:
         arch = " -> ".join(str(d) for d in self.dims)
         return f"Generator({arch}, output={self.output_activation.name}, dtype={self.dtype})"
+
+
+def _torch_activation(a: Activation) -> nn.Module:
+    from geninv.model.activations import PLU
+
+    p = a.params
+    if a.name == "relu":
+        return nn.ReLU()
+    if a.name == "leaky_relu":
+        return nn.LeakyReLU(p["slope"])
+    if a.name == "tanh":
+        return nn.Tanh()
+    if a.name == "sigmoid":
+        return nn.Sigmoid()
+    if a.name == "plu":
+        return PLU(p["alpha"], p["c"])
+    return nn.Identity()
 
 
 def random_generator(
