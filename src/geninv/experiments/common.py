@@ -1,0 +1,156 @@
+"""What the reproductions share: which inversion methods exist, and running one of them.
+
+The reproductions call the public API only (``geninv.invert``, ``geninv.certify``,
+``geninv.load_mnist_generator``). A method that the installed library does not provide is
+*unavailable*: it is reported with the reason and no record is written for it, so a later
+run (after it lands) fills it in. Nothing is ever made up in its place.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import geninv
+from geninv.metrics import snr
+
+__all__ = [
+    "MethodStatus", "method_status", "certify_status", "mnist_status", "solve", "layer_snrs", "say",
+    "PAPER_METHODS",
+]
+
+#: Methods of the paper's figures, in plotting order.
+PAPER_METHODS = ("oracle", "layered_bp", "latent_pursuit", "gd", "lp_layerwise")
+
+
+def say(msg: str) -> None:
+    """Messages of a reproduction (kept apart from the progress bar, on stderr)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class MethodStatus:
+    name: str
+    available: bool
+    reason: str = ""
+
+
+_STATUS_CACHE: dict[str, MethodStatus] = {}
+
+
+def method_status(name: str) -> MethodStatus:
+    """Whether ``geninv.invert(..., method=name)`` works, checked once on a tiny generator."""
+    if name in _STATUS_CACHE:
+        return _STATUS_CACHE[name]
+    invert = getattr(geninv, "invert", None)
+    if invert is None:
+        st = MethodStatus(name, False, "geninv.invert has not landed yet (src/geninv/solvers)")
+    else:
+        G = geninv.random_generator([3, 12, 30], output="tanh", seed=0, dtype=torch.float64)
+        z = torch.randn(1, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        y = G(z)
+        kw: dict[str, Any] = {"max_iter": 5}
+        if name == "oracle":
+            kw["supports"] = G.trace(z).supports
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                invert(G, y, method=name, **kw)
+            st = MethodStatus(name, True)
+        except Exception as e:  # noqa: BLE001 - any failure means we cannot use it
+            st = MethodStatus(name, False, f"geninv.invert(method={name!r}) failed on a 3-12-30 probe: "
+                                           f"{type(e).__name__}: {e}")
+    _STATUS_CACHE[name] = st
+    return st
+
+
+def certify_status() -> MethodStatus:
+    if getattr(geninv, "certify", None) is None:
+        return MethodStatus("certify", False, "geninv.certify has not landed yet (src/geninv/certificates)")
+    return MethodStatus("certify", True)
+
+
+def mnist_status() -> MethodStatus:
+    """Whether the shipped MNIST generator can be loaded."""
+    load = getattr(geninv, "load_mnist_generator", None)
+    if load is None:
+        return MethodStatus("mnist", False, "geninv.load_mnist_generator has not landed yet (issue 5)")
+    try:
+        load()
+    except Exception as e:  # noqa: BLE001
+        return MethodStatus("mnist", False, f"geninv.load_mnist_generator() failed: {type(e).__name__}: {e}")
+    return MethodStatus("mnist", True)
+
+
+def solve(G: geninv.Generator, y: Tensor, method: str, *, mask: Tensor | None = None,
+          supports: list[Tensor] | None = None, options: dict[str, Any] | None = None) -> tuple[Any, float]:
+    """Run one method; returns ``(SolveResult, seconds)`` (wall time measured here too)."""
+    kw = dict(options or {})
+    if method == "oracle":
+        kw["supports"] = supports
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        # Non-convergence is recorded per trial (``converged``), not printed per trial.
+        warnings.simplefilter("ignore", category=geninv.ConvergenceWarning)
+        res = geninv.invert(G, y, method=method, mask=mask, **kw)  # type: ignore[attr-defined]
+    return res, time.perf_counter() - t0
+
+
+def layer_snrs(G: geninv.Generator, z: Tensor, hidden: Sequence[Tensor], y: Tensor, res: Any) -> list[dict[str, float]]:
+    """Per-sample SNR (dB) of ``z``, each hidden layer and the image, as a list of dicts.
+
+    Parameters
+    ----------
+    z : Tensor of shape (B, n_0)
+        The true latents; ``hidden`` their true layers ``[x_1..x_L]``, ``y`` (B, n) the full
+        true images (also the hidden pixels when a mask was used).
+    res : SolveResult
+
+    Notes
+    -----
+    The hidden layers are the method's own estimates (``res.layers``, e.g. Latent-Pursuit's
+    debiased layers); the image is the re-synthesis ``G(z_hat)``, the signal a user gets back.
+    """
+    names = ["z"] + [f"x{i + 1}" for i in range(G.n_hidden)] + ["y"]
+    z_hat = res.z.detach().to(z.dtype)
+    cols = [snr(z, z_hat)]
+    regen = None
+    for i, x in enumerate(hidden):
+        if i < len(res.layers):
+            est = res.layers[i].detach().to(x.dtype)
+        else:
+            regen = regen if regen is not None else G.trace(z_hat).hidden
+            est = regen[i]
+        cols.append(snr(x, est))
+    with torch.no_grad():
+        y_hat = G(z_hat.to(G.dtype))
+    cols.append(snr(y, y_hat))
+    return [{n: float(c[b]) for n, c in zip(names, cols)} for b in range(z.shape[0])]
+
+
+def as_list(x: Tensor) -> list[Any]:
+    return x.detach().cpu().tolist()
+
+
+def check_methods(methods: Sequence[str]) -> tuple[list[str], list[MethodStatus]]:
+    """Split ``methods`` into the available ones and the statuses of the rest (and say so)."""
+    ok: list[str] = []
+    missing: list[MethodStatus] = []
+    for m in methods:
+        st = method_status(m)
+        if st.available:
+            ok.append(m)
+        else:
+            missing.append(st)
+            say(f"skipping method {st.name!r}: {st.reason}")
+    return ok, missing
