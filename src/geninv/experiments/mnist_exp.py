@@ -192,7 +192,7 @@ def run_image_experiment(
                     if key not in keys:
                         continue
                     rec: dict[str, Any] = {
-                        "key": key, "kind": "solve", "method": m, "image": i, "seed": zseeds[j],
+                        "key": key, "kind": "solve", "method": m, "options": opts, "image": i, "seed": zseeds[j],
                         "dims": G.dims, "mask_kind": config.mask, "snr": snrs[j],
                         "s": [int(c[j]) for c in card],
                         "converged": bool(res.converged[j]), "n_iter": int(res.n_iter[j]),

@@ -120,6 +120,7 @@ def plot_random_sweep(out_dir: str | os.PathLike[str]) -> list[Path]:
     for r in recs:
         by[r["method"]][int(r["n1"])].append(r)
     methods = method_order(by)
+    handles: list[Any] = []
     for ax, layer in zip(axes, layers):
         for m in methods:
             xs = sorted(by[m])
@@ -154,17 +155,16 @@ def plot_random_sweep(out_dir: str | os.PathLike[str]) -> list[Path]:
             else:
                 tw.set_yticklabels([])
             if layer == "z":
-                h1, l1 = ax.get_legend_handles_labels()
-                h2, l2 = tw.get_legend_handles_labels()
-                ax.legend(h1 + h2, l1 + l2, fontsize=7.5, loc="center left")
-        elif layer == "z":
-            ax.legend(fontsize=7.5, loc="center left")
+                handles += tw.get_legend_handles_labels()[0]
+        if layer == "z":
+            handles = ax.get_legend_handles_labels()[0] + handles
     axes[0].set_ylabel(f"SNR [dB] (exact = top, {SNR_CAP:.0f}; failure/NaN = bottom)")
     st = read_settings(out_dir)["settings"]
     n_trials = max((len(v) for d in by.values() for v in d.values()), default=0)
     fig.suptitle(f"Random two-layer generators: $n_0$ = {st['n0']}, $n$ = {st['n']}, {st['output']} output, "
                  f"{st['dtype']}, up to {n_trials} trials per $n_1$ (ribbons: 10-90 % and 25-75 %, line: median)")
-    fig.tight_layout()
+    fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=5, fontsize=8.5, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     path = out_dir / "fig4_random_sweep.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

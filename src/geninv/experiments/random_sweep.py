@@ -167,7 +167,7 @@ def run_random_sweep(
                         opts.setdefault("seed", derive_seed(seed_t, what))
                     res, secs = solve(G, y, what, supports=tr.supports, options=opts)
                     snrs = layer_snrs(G, z, tr.hidden, y, res)[0]
-                    recs.append({**base, "key": key, "kind": "solve", "method": what, "snr": snrs,
+                    recs.append({**base, "key": key, "kind": "solve", "method": what, "options": opts, "snr": snrs,
                                  "converged": bool(res.converged[0]), "n_iter": int(res.n_iter[0]), "seconds": secs})
                 except Exception as e:  # noqa: BLE001 - a failing method must not stop the sweep
                     msg = f"{type(e).__name__}: {e}"
