@@ -32,3 +32,24 @@ __all__ = [
     "SolveResult",
 ]
 # -- exports added by later modules (keep one block per module) --
+# certificates: uniqueness (Theorem 1, Corollary 1) and stability (Theorem 2) of the inverse
+from geninv.certificates import (  # noqa: E402
+    ArchitectureReport,
+    Bound,
+    Certificate,
+    certify,
+    certify_architecture,
+    coherence_of_rows,
+    mutual_coherence,
+    s_coherence,
+    s_rank,
+    s_spark,
+    spark,
+    theorem2_bound,
+    welch_bound,
+)
+
+__all__ += [
+    "certify", "certify_architecture", "Certificate", "ArchitectureReport", "Bound", "spark", "s_rank", "s_spark",
+    "s_coherence", "mutual_coherence", "coherence_of_rows", "welch_bound", "theorem2_bound",
+]

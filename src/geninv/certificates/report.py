@@ -1,0 +1,656 @@
+"""Per-signal uniqueness certificates (Theorem 1, Corollary 1, Theorem 2) and architecture reports.
+
+:func:`certify` answers "is *this* signal's inverse unique, and how stable is it?";
+:func:`certify_architecture` answers "how invertible is this network in practice?".
+
+Meaning of ``unique`` (SPEC sec. 3): Theorem 1 shows that ``z`` is the only latent whose hidden
+layers are at most as dense as this signal's (``||x_i'||_0 <= s_i``) and that produces the same
+image. So
+
+- ``True``: every condition of Theorem 1 holds for this signal's supports (the per-signal form
+  ``spark(W_{L+1}) > 2 s_L``, ``spark(W_i^{S_i}) > 2 s_{i-1}``, ``rank(W_1^{S_1}) = n_0``; a
+  condition also holds when its s-spark / s-rank form holds, which is stronger);
+- ``False``: a second latent ``z' != z`` with the *same* supports and the same image was
+  constructed and verified by a forward pass (the local linear map
+  ``W_{L+1} D_L W_L ... D_1 W_1`` has a null direction ``d`` and ``z' = z + t d`` keeps every
+  ReLU pattern), so the inverse is not unique even within Theorem 1's class;
+- ``None``: neither (a sufficient condition fails or is undecided, but no witness was found).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from geninv.certificates.bounds import Theorem2Bound, _jsonable, coherence_condition, theorem2_bound_one
+from geninv.certificates.coherence import mutual_coherence
+from geninv.certificates.spark import Bound, _rank, _spark, s_coherence, s_rank, s_spark
+from geninv.exceptions import InputError
+from geninv.model.generator import Generator
+
+__all__ = ["Condition", "Certificate", "certify", "ArchitectureReport", "certify_architecture"]
+
+HOLDS, FAILS, UNDECIDED = "holds", "fails", "undecided"
+
+
+def _verdict(b: bool | None) -> str:
+    return HOLDS if b is True else FAILS if b is False else UNDECIDED
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One checked condition.
+
+    Attributes
+    ----------
+    key : str
+        Column of the table it belongs to: ``"thm1"``, ``"thm1_s"``, ``"cor1"``, ``"thm2_coh"``, ``"thm2_err"``.
+    theorem : str
+        "Theorem 1 (i)", "Corollary 1", ...
+    layer : int
+        Table row: 0 for ``z``, ``i`` for ``x_i``.
+    statement : str
+        The inequality, e.g. ``"spark(W_2) > 2 s_1"``.
+    values : str
+        The numbers it was decided with.
+    verdict : str
+        ``"holds"``, ``"fails"`` or ``"undecided"``.
+    """
+
+    key: str
+    theorem: str
+    layer: int
+    statement: str
+    values: str
+    verdict: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The uniqueness / stability report of one signal; ``print`` it for a table.
+
+    Attributes
+    ----------
+    dims : list of int
+        ``[n_0, n_1, ..., n_L, n]``.
+    cardinalities : list of int
+        ``[s_1, ..., s_L]``.
+    output_rows : int
+        Rows of ``W_{L+1}`` that carry equations (``n`` for an invertible output activation,
+        the support of ``y`` for a ReLU output).
+    conditions : list of Condition
+    theorem2 : Theorem2Bound or None
+        Layered Basis-Pursuit's certified error at the given noise level.
+    unique : bool or None
+        See the module docstring.
+    reason : str
+    witness : dict or None
+        For ``unique=False``: ``z_alt`` (list), ``distance`` ``||z' - z||``, ``image_gap`` ``||G(z') - G(z)||``.
+    noise : float
+    activation : str
+    """
+
+    dims: list[int]
+    cardinalities: list[int]
+    output_rows: int
+    conditions: list[Condition]
+    theorem2: Theorem2Bound | None
+    unique: bool | None
+    reason: str
+    witness: dict[str, Any] | None = None
+    noise: float = 0.0
+    activation: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def expansion(self) -> list[float]:
+        """``[s_1 / n_0, s_2 / s_1, ..., s_L / s_{L-1}, n / s_L]`` (inf where dividing by 0)."""
+        s = [self.dims[0], *self.cardinalities, self.output_rows]
+        return [s[i + 1] / s[i] if s[i] else math.inf for i in range(len(s) - 1)]
+
+    def condition(self, theorem: str) -> Condition:
+        """The condition whose ``theorem`` label starts with ``theorem`` (e.g. ``"Theorem 1 (i)"``)."""
+        for c in self.conditions:
+            if c.theorem.startswith(theorem):
+                return c
+        raise KeyError(theorem)
+
+    @property
+    def corollary1(self) -> bool:
+        """Whether every inequality of Corollary 1 (the expansion by 2 per layer) holds."""
+        return all(c.verdict == HOLDS for c in self.conditions if c.key == "cor1")
+
+    def summary(self) -> str:
+        s = ", ".join(str(v) for v in self.cardinalities)
+        err = ""
+        if self.theorem2 is not None and self.theorem2.verdict == HOLDS:
+            err = f", ||z_hat - z|| <= {self.theorem2.z_error:.3g}"
+        return f"unique={self.unique}  s=[{s}]  Corollary 1 {'holds' if self.corollary1 else 'fails'}{err}"
+
+    def table(self) -> str:
+        L = len(self.cardinalities)
+        names = ["z"] + [f"x_{i}" for i in range(1, L + 1)] + ["y"]
+        svals = [self.dims[0], *self.cardinalities, self.output_rows]
+        ratio = ["-"] + [f"{r:.2f}" if math.isfinite(r) else "inf" for r in self.expansion]
+        cols = [("thm1", "Thm1 signal"), ("thm1_s", "Thm1 s-form"), ("cor1", "Cor1"),
+                ("thm2_coh", "Thm2 coherence"), ("thm2_err", "Thm2 err <=")]
+        cell: dict[tuple[int, str], str] = {}
+        for c in self.conditions:
+            cell[(c.layer, c.key)] = c.verdict
+        if self.theorem2 is not None:
+            errs = self.theorem2.layer_errors
+            for i, e in enumerate(errs):
+                cell[(i, "thm2_err")] = f"{e:.3g}" if math.isfinite(e) else "inf"
+        header = ["layer", "n", "s", "s/s_prev"] + [h for _, h in cols]
+        rows = []
+        for i, nm in enumerate(names):
+            rows.append([nm, str(self.dims[i]), str(svals[i]), ratio[i]] + [cell.get((i, k), "") for k, _ in cols])
+        widths = [max(len(r[j]) for r in [header, *rows]) for j in range(len(header))]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        return "\n".join([fmt.format(*header), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in rows])
+
+    def __str__(self) -> str:
+        arch = " -> ".join(str(d) for d in self.dims)
+        lines = [f"geninv certificate: generator {arch} ({self.activation} output), noise ||e|| <= {self.noise:g}",
+                 "", self.table(), "", f"unique: {self.unique}  ({self.reason})"]
+        if self.witness is not None:
+            lines.append(f"  witness: z' with ||z' - z|| = {self.witness['distance']:.3g}, "
+                         f"||G(z') - G(z)|| = {self.witness['image_gap']:.3g}, same supports")
+        if self.theorem2 is not None:
+            t2 = self.theorem2
+            lam = ", ".join(f"{v:.3g}" for v in t2.lam)
+            lines.append(f"Theorem 2 (Layered Basis-Pursuit, lam = [{lam}] for x_1..x_L): {t2.verdict}"
+                         + (f", ||z_hat - z|| <= {t2.z_error:.3g}" if t2.verdict == HOLDS else f" ({t2.reason})"))
+        lines.append("")
+        lines.append("conditions:")
+        w1 = max((len(c.theorem) for c in self.conditions), default=0)
+        w2 = max((len(c.statement) for c in self.conditions), default=0)
+        for c in self.conditions:
+            lines.append(f"  {c.verdict:<9}  {c.theorem:<{w1}}  {c.statement:<{w2}}  {c.values}")
+        lines.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (infinities as the strings ``"inf"``)."""
+        return {
+            "dims": list(self.dims), "cardinalities": list(self.cardinalities), "output_rows": self.output_rows,
+            "expansion": [_jsonable(v) for v in self.expansion], "unique": self.unique, "reason": self.reason,
+            "corollary1": self.corollary1, "noise": self.noise, "activation": self.activation,
+            "conditions": [c.to_dict() for c in self.conditions],
+            "theorem2": None if self.theorem2 is None else self.theorem2.to_dict(),
+            "witness": self.witness, "notes": list(self.notes),
+        }
+
+
+# -- computation --------------------------------------------------------------------------
+class _Ctx:
+    """Per-generator float64 weights and caches shared by the samples of one call."""
+
+    def __init__(self, G: Generator, *, max_work: int, lp_tries: int, samples: int, seed: int) -> None:
+        self.Ws = [W.detach().cpu().to(torch.float64).numpy() for W in G.weights]
+        self.bs = [b.detach().cpu().to(torch.float64).numpy() for b in G.biases]
+        self.act = G.output_activation
+        self.dims = G.dims
+        self.L = G.n_hidden
+        self.max_work, self.lp_tries, self.samples, self.seed = max_work, lp_tries, samples, seed
+        self._spark: dict[tuple[Any, ...], Bound] = {}
+        self._s: dict[tuple[Any, ...], Bound] = {}
+        self._mu: dict[bytes, float] = {}
+
+    def spark_rows(self, i: int, rows: np.ndarray, gt: int, cache: bool) -> Bound:
+        key = (i, rows.tobytes(), gt)
+        if cache and key in self._spark:
+            return self._spark[key]
+        b = _spark(self.Ws[i][rows], max_work=self.max_work, lp_tries=self.lp_tries, seed=self.seed, gt=gt)
+        if cache:
+            self._spark[key] = b
+        return b
+
+    def s_quantity(self, kind: str, i: int, s: int) -> Bound:
+        key = (kind, i, s)
+        if key not in self._s:
+            f = {"rank": s_rank, "spark": s_spark, "mu": s_coherence}[kind]
+            self._s[key] = f(self.Ws[i], s, max_work=self.max_work, samples=self.samples, seed=self.seed)
+        return self._s[key]
+
+    def mu_rows(self, i: int, rows: np.ndarray) -> float:
+        key = bytes([i]) + rows.tobytes()
+        if key not in self._mu:
+            self._mu[key] = mutual_coherence(self.Ws[i][rows]) if rows.size else 1.0
+        return self._mu[key]
+
+    def forward(self, z: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Pre-activations ``[p_1..p_{L+1}]`` and the image ``y`` in float64."""
+        pre, x = [], z
+        for i in range(self.L + 1):
+            p = self.Ws[i] @ x + self.bs[i]
+            pre.append(p)
+            x = np.maximum(p, 0.0) if i < self.L else self.act(torch.from_numpy(p)).numpy()
+        return pre, x
+
+
+def _witness(ctx: _Ctx, z: np.ndarray) -> dict[str, Any] | None:
+    """A second latent with the same supports and the same image, or None (see module docstring)."""
+    pre, y = ctx.forward(z)
+    J = np.eye(z.size)
+    Ps = []
+    for i in range(ctx.L):
+        P = ctx.Ws[i] @ J
+        Ps.append(P)
+        J = (pre[i] > 0)[:, None] * P
+    Pout = ctx.Ws[ctx.L] @ J
+    if ctx.act.invertible:
+        M = Pout
+    else:
+        M = Pout[pre[ctx.L] > 0]
+        Ps.append(Pout)  # the inactive output units must stay inactive
+    if M.shape[0]:
+        _, sv, Vt = np.linalg.svd(M, full_matrices=True)
+        smax = sv[0] if sv.size else 0.0
+        rank = int((sv > 1e-10 * max(smax, 1e-300)).sum())
+    else:
+        Vt, rank, smax = np.eye(z.size), 0, 0.0
+    if rank >= z.size:
+        return None
+    d = Vt[-1]
+    pres = pre[: ctx.L] + ([] if ctx.act.invertible else [pre[ctx.L]])
+    scale = 1.0 + float(np.linalg.norm(z))
+    for sign in (1.0, -1.0):
+        dd = sign * d
+        t_max = scale
+        feasible = True
+        for p, P in zip(pres, Ps):
+            v = P @ dd
+            moving = np.abs(v) > 1e-14 * (1.0 + np.abs(P).sum(axis=1))
+            toward = moving & (np.sign(v) != np.sign(p))  # moving towards zero (or off an exact zero)
+            if (toward & (p == 0) & (v > 0)).any():
+                feasible = False
+                break
+            ratios = np.abs(p[toward & (p != 0)]) / np.abs(v[toward & (p != 0)])
+            if ratios.size:
+                t_max = min(t_max, float(ratios.min()))
+        if not feasible or t_max <= 1e-8 * scale:
+            continue
+        t = 0.5 * t_max
+        z2 = z + t * dd
+        pre2, y2 = ctx.forward(z2)
+        same = all(np.array_equal(a > 0, b > 0) for a, b in zip(pre[: ctx.L], pre2[: ctx.L]))
+        gap = float(np.linalg.norm(y2 - y))
+        if same and gap <= 1e-9 * (1.0 + float(np.linalg.norm(y))):
+            return {"z_alt": z2.tolist(), "distance": float(np.linalg.norm(z2 - z)), "image_gap": gap,
+                    "direction": dd.tolist(), "local_rank": rank}
+    return None
+
+
+def _certify_one(
+    ctx: _Ctx,
+    xs: list[np.ndarray],
+    z: np.ndarray | None,
+    y: np.ndarray,
+    noise: float,
+    *,
+    s_forms: bool,
+    theorem2: bool,
+    lam: list[float] | None,
+    lam_factor: float,
+    support_tol_solver: float,
+    witness: bool,
+) -> Certificate:
+    L, Ws, dims = ctx.L, ctx.Ws, ctx.dims
+    n0, n = dims[0], dims[-1]
+    S = [np.flatnonzero(x > 0) for x in xs]
+    s = [int(v.size) for v in S]
+    out_rows = np.arange(n) if ctx.act.invertible else np.flatnonzero(y > 0)
+    conds: list[Condition] = []
+    notes: list[str] = []
+
+    # Theorem 1 (i): spark of the output matrix (rows carrying equations) > 2 s_L.
+    b = ctx.spark_rows(L, out_rows, 2 * s[-1], cache=True)
+    wname = f"W_{L + 1}" if ctx.act.invertible else f"W_{L + 1}^(supp y)"
+    t1 = {L: b.exceeds(2 * s[-1])}
+    conds.append(Condition("thm1", "Theorem 1 (i)", L, f"spark({wname}) > 2 s_{L}",
+                           f"spark = {b}, 2 s_{L} = {2 * s[-1]}", _verdict(t1[L])))
+    # Theorem 1 (ii): spark(W_i^{S_i}) > 2 s_{i-1}, i = 2..L (and the s-spark form).
+    for i in range(L, 1, -1):
+        gt = 2 * s[i - 2]
+        b = ctx.spark_rows(i - 1, S[i - 1], gt, cache=False)
+        v = b.exceeds(gt)
+        conds.append(Condition("thm1", f"Theorem 1 (ii), i={i}", i - 1, f"spark(W_{i}^S_{i}) > 2 s_{i - 1}",
+                               f"spark = {b}, 2 s_{i - 1} = {gt}", _verdict(v)))
+        if s_forms:
+            bs_ = ctx.s_quantity("spark", i - 1, s[i - 1])
+            vs = bs_.exceeds(gt)
+            conds.append(Condition("thm1_s", f"Theorem 1 (ii) s-form, i={i}", i - 1,
+                                   f"spark_s{i}(W_{i}) > 2 s_{i - 1}", f"spark_s = {bs_}, 2 s_{i - 1} = {gt}",
+                                   _verdict(vs)))
+            if v is None and vs is True:
+                v = True
+        t1[i - 1] = v
+    # Theorem 1 (iii): rank(W_1^{S_1}) = n_0 (and rank_{s_1}(W_1) = n_0).
+    r1 = _rank(Ws[0][S[0]], None) if s[0] else 0
+    v3: bool | None = r1 == n0
+    conds.append(Condition("thm1", "Theorem 1 (iii)", 0, "rank(W_1^S_1) = n_0", f"rank = {r1}, n_0 = {n0}",
+                           _verdict(v3)))
+    if s_forms:
+        br = ctx.s_quantity("rank", 0, s[0])
+        vs3 = True if br.lower >= n0 else False if br.upper < n0 else None
+        conds.append(Condition("thm1_s", "Theorem 1 (iii) s-form", 0, "rank_s1(W_1) = n_0 <= s_1",
+                               f"rank_s = {br}, n_0 = {n0}", _verdict(vs3)))
+    t1[0] = v3
+    # Corollary 1 (random weights): s_L < n/2, s_{i-1} < s_i/2, n_0 <= s_1.
+    conds.append(Condition("cor1", "Corollary 1", L, f"s_{L} < n/2", f"s_{L} = {s[-1]}, n/2 = {n / 2:g}",
+                           _verdict(s[-1] < n / 2)))
+    for i in range(L, 1, -1):
+        conds.append(Condition("cor1", "Corollary 1", i - 1, f"s_{i - 1} < s_{i}/2",
+                               f"s_{i - 1} = {s[i - 2]}, s_{i}/2 = {s[i - 1] / 2:g}", _verdict(s[i - 2] < s[i - 1] / 2)))
+    conds.append(Condition("cor1", "Corollary 1", 0, "n_0 <= s_1", f"n_0 = {n0}, s_1 = {s[0]}", _verdict(n0 <= s[0])))
+    # Theorem 2 coherence condition: s_i < (1 + 1/mu(W_{i+1}^{S_{i+1}})) / 2, i = 1..L.
+    for i in range(L, 0, -1):
+        rows = out_rows if i == L else S[i]
+        mu = ctx.mu_rows(i, rows)
+        thr = (1 + 1 / mu) / 2 if mu > 0 else math.inf
+        sup = wname if i == L else f"W_{i + 1}^S_{i + 1}"
+        conds.append(Condition("thm2_coh", f"Theorem 2 coherence, x_{i}", i, f"s_{i} < (1 + 1/mu({sup}))/2",
+                               f"s_{i} = {s[i - 1]}, mu = {mu:.3g}, bound = {thr:.3g}",
+                               _verdict(coherence_condition(s[i - 1], mu))))
+        if s_forms and i < L:
+            bm = ctx.s_quantity("mu", i, s[i])
+            # Holds if it holds at the largest possible mu_s, fails if it fails at the smallest.
+            vm = True if coherence_condition(s[i - 1], bm.upper) else False if not coherence_condition(
+                s[i - 1], bm.lower) else None
+            conds.append(Condition("thm2_coh", f"Theorem 2 coherence s-form, x_{i}", i,
+                                   f"s_{i} < (1 + 1/mu_s{i + 1}(W_{i + 1}))/2", f"mu_s = {bm}", _verdict(vm)))
+    t2 = None
+    if theorem2:
+        t2 = theorem2_bound_one(Ws, ctx.act, xs, y, noise, lam=lam, lam_factor=lam_factor,
+                                support_tol=support_tol_solver)
+        zerr = f"||z_hat - z|| <= {t2.z_error:.3g}" if math.isfinite(t2.z_error) else t2.reason
+        conds.append(Condition("thm2_bound", "Theorem 2 error bound", 0, "LASSO support inclusion at every layer",
+                               zerr, t2.verdict))
+
+    # The verdict.
+    verdicts = [t1[k] for k in sorted(t1)]
+    wit = None
+    if all(v is True for v in verdicts):
+        unique: bool | None = True
+        reason = ("Theorem 1 holds with this signal's supports: no other latent whose layers are at most "
+                  "as dense gives this image")
+    else:
+        failing = [c.theorem for c in conds if c.key == "thm1" and c.verdict != HOLDS]
+        wit = _witness(ctx, z) if (witness and z is not None) else None
+        if wit is not None:
+            unique = False
+            reason = (f"non-unique: the local linear map has rank {wit['local_rank']} < n_0 = {n0}, and z' = z + t d "
+                      "gives the same image with the same supports")
+        else:
+            unique = None
+            reason = "Theorem 1 not established (" + ", ".join(
+                f"{f}: {next(c.verdict for c in conds if c.theorem == f)}" for f in failing) + ")"
+    return Certificate(list(dims), s, int(out_rows.size), conds, t2, unique, reason, wit, float(noise),
+                       ctx.act.name, notes)
+
+
+def certify(
+    G: Generator,
+    z: Any = None,
+    *,
+    layers: Sequence[Tensor] | None = None,
+    noise: float | Tensor = 0.0,
+    lam: Any = None,
+    lam_factor: float = 2.0,
+    support_tol: float = 1e-4,
+    solver_support_tol: float = 0.0,
+    s_forms: bool = True,
+    theorem2: bool = True,
+    max_work: int = 20_000,
+    lp_tries: int = 3,
+    samples: int = 50,
+    seed: int = 0,
+) -> Certificate | list[Certificate]:
+    """Certify uniqueness (Theorem 1, Corollary 1) and stability (Theorem 2) of signals of ``G``.
+
+    Parameters
+    ----------
+    G : Generator
+    z : Tensor of shape (n_0,) or (B, n_0), or SolveResult, optional
+        The latents; supports are those of the exact forward pass (``x_i > 0``). A
+        :class:`geninv.SolveResult` gives both ``z`` and its estimated ``layers``.
+    layers : sequence of Tensor, each (n_i,) or (B, n_i), optional
+        Estimated hidden layers ``[x_1, ..., x_L]`` (e.g. a solver's); supports are the entries
+        above ``support_tol`` x the layer's largest entry. With ``layers`` the certificate is
+        about the representation they describe.
+    noise : float or Tensor of shape (B,)
+        ``||e||_2`` bound on the image noise, for the Theorem 2 error bound.
+    lam : sequence of float (L,), optional
+        Layered Basis-Pursuit's ``lam`` for ``[x_1, ..., x_L]``; default chosen by the bound
+        (see :func:`geninv.certificates.theorem2_bound`).
+    lam_factor, solver_support_tol : float
+        Passed to the Theorem 2 bound.
+    support_tol : float
+        Relative threshold for supports of given ``layers``.
+    s_forms : bool
+        Also check the s-spark / s-rank / s-coherence forms (worst case over row subsets).
+    theorem2 : bool
+        Compute the Theorem 2 error bound.
+    max_work, lp_tries, samples, seed
+        Budgets of the spark computations (see :func:`geninv.certificates.spark`, :func:`s_spark`).
+
+    Returns
+    -------
+    Certificate (1-D ``z`` or 1-D layers) or list of Certificate (a batch)
+
+    Examples
+    --------
+    >>> G = random_generator([20, 200, 600], seed=0)
+    >>> cert = certify(G, torch.randn(20))
+    >>> cert.unique
+    True
+    >>> print(cert)  # doctest: +SKIP
+    """
+    from geninv._validate import as_batch
+    from geninv.solvers.result import SolveResult
+
+    if isinstance(z, SolveResult):
+        layers = z.layers if layers is None else layers
+        z = z.z
+    if z is None and layers is None:
+        raise InputError("z, layers: expected latents z or estimated layers, received neither")
+    single = False
+    zz: Tensor | None = None
+    if z is not None:
+        single = isinstance(z, Tensor) and z.ndim == 1
+        zz = as_batch(z, G.latent_dim, "z").to(G.device, G.dtype)
+    ctx = _Ctx(G, max_work=max_work, lp_tries=lp_tries, samples=samples, seed=seed)
+    if layers is not None:
+        layers = list(layers)
+        if len(layers) != G.n_hidden:
+            raise InputError(f"layers: expected {G.n_hidden} hidden layers [x_1..x_L], received {len(layers)}")
+        if z is None:
+            single = isinstance(layers[0], Tensor) and layers[0].ndim == 1
+        xs_b = [as_batch(x, G.dims[i + 1], f"layers[{i}]").detach().cpu().to(torch.float64) for i, x in enumerate(layers)]
+        B = xs_b[0].shape[0]
+        if any(x.shape[0] != B for x in xs_b) or (zz is not None and zz.shape[0] != B):
+            raise InputError("layers, z: expected the same batch size for every layer and z")
+        xs_b = [torch.where(x > support_tol * x.amax(dim=1, keepdim=True).clamp_min(0), x, torch.zeros_like(x))
+                for x in xs_b]
+        # The image of the representation: phi(W_{L+1} x_L + b_{L+1}).
+        last = G.layers[-1].to(dtype=torch.float64)
+        ys = last(xs_b[-1])
+        zs = None if zz is None else zz.detach().cpu().to(torch.float64).numpy()
+        if zs is None:
+            zs = _latent_from_layers(ctx, [x.numpy() for x in xs_b])
+    else:
+        assert zz is not None
+        tr = G.trace(zz)
+        xs_b = [x.detach().cpu().to(torch.float64) for x in tr.hidden]
+        ys = tr.y.detach().cpu().to(torch.float64)
+        zs = zz.detach().cpu().to(torch.float64).numpy()
+        B = zz.shape[0]
+    nz = torch.as_tensor(noise, dtype=torch.float64).flatten()
+    if nz.numel() not in (1, B) or bool((nz < 0).any()) or not bool(torch.isfinite(nz).all()):
+        raise InputError(f"noise: expected a finite float >= 0 or a ({B},) tensor, received {noise!r}")
+    nz = nz.expand(B) if nz.numel() == 1 else nz
+    lam_list = None if lam is None else [float(v) for v in torch.as_tensor(lam, dtype=torch.float64).flatten()]
+    if lam_list is not None and len(lam_list) != G.n_hidden:
+        raise InputError(f"lam: expected {G.n_hidden} values (one per hidden layer), received {len(lam_list)}")
+    certs = []
+    for k in range(B):
+        xs = [x[k].numpy() for x in xs_b]
+        zk = None if zs is None else (zs[k] if zs.ndim == 2 else None)
+        certs.append(_certify_one(ctx, xs, zk, ys[k].numpy(), float(nz[k]), s_forms=s_forms, theorem2=theorem2,
+                                  lam=lam_list, lam_factor=lam_factor, support_tol_solver=solver_support_tol,
+                                  witness=True))
+    return certs[0] if single else certs
+
+
+def _latent_from_layers(ctx: _Ctx, xs: list[np.ndarray]) -> np.ndarray | None:
+    """``z = pinv(W_1^{S_1}) (x_1^{S_1} - b_1^{S_1})`` per sample, kept only where it reproduces the layers."""
+    out = []
+    for k in range(xs[0].shape[0]):
+        x1 = xs[0][k]
+        S1 = x1 > 0
+        if not S1.any():
+            return None
+        zk = np.linalg.lstsq(ctx.Ws[0][S1], x1[S1] - ctx.bs[0][S1], rcond=None)[0]
+        pre, _ = ctx.forward(zk)
+        ok = all(np.allclose(np.maximum(p, 0), x[k], rtol=1e-6, atol=1e-8 * (1 + np.abs(x[k]).max()))
+                 for p, x in zip(pre[: ctx.L], xs))
+        if not ok:
+            return None
+        out.append(zk)
+    return np.stack(out)
+
+
+# -- architecture report -----------------------------------------------------------------
+@dataclass(frozen=True)
+class ArchitectureReport:
+    """How invertible a generator is in practice: cardinalities of sampled signals.
+
+    Attributes
+    ----------
+    dims : list of int
+    trials : int
+    quantile_levels : list of float
+    cardinality : list of dict
+        Per hidden layer: ``min``, ``max``, ``mean``, ``median`` and ``q`` (quantiles at ``quantile_levels``).
+    expansion : list of dict
+        The same statistics for ``s_1/n_0, s_2/s_1, ..., n/s_L``.
+    corollary1 : dict
+        Fraction of samples meeting each inequality of Corollary 1 and ``"all"``.
+    theorem1 : dict or None
+        Fractions of per-signal verdicts ``"true"``, ``"false"``, ``"none"`` (Theorem 1 certificates).
+    """
+
+    dims: list[int]
+    trials: int
+    quantile_levels: list[float]
+    cardinality: list[dict[str, Any]]
+    expansion: list[dict[str, Any]]
+    corollary1: dict[str, float]
+    theorem1: dict[str, float] | None
+
+    def __str__(self) -> str:
+        arch = " -> ".join(str(d) for d in self.dims)
+        qs = [f"q{int(round(100 * q))}" for q in self.quantile_levels]
+        header = ["layer", "n", "min", *qs, "max", "mean", "ratio median"]
+        rows = []
+        for i, (c, e) in enumerate(zip(self.cardinality, self.expansion)):
+            rows.append([f"x_{i + 1}", str(self.dims[i + 1]), str(c["min"]), *[f"{v:g}" for v in c["q"]],
+                         str(c["max"]), f"{c['mean']:.1f}", f"{float(e['median']):.2f}"])
+        widths = [max(len(r[j]) for r in [header, *rows]) for j in range(len(header))]
+        fmt = "  ".join(f"{{:>{w}}}" for w in widths)
+        lines = [f"geninv architecture report: {arch}, {self.trials} latents z ~ N(0, I)", "",
+                 "cardinalities s_i = ||x_i||_0:", fmt.format(*header)] + [fmt.format(*r) for r in rows]
+        lines.append("")
+        lines.append("Corollary 1 (expansion by 2 per layer), fraction of samples meeting it:")
+        for k, v in self.corollary1.items():
+            lines.append(f"  {k:<16} {v:.3f}")
+        if self.theorem1 is not None:
+            t = self.theorem1
+            lines.append(f"Theorem 1 per signal: unique {t['true']:.3f}, not unique {t['false']:.3f}, "
+                         f"undecided {t['none']:.3f}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dims": self.dims, "trials": self.trials, "quantile_levels": self.quantile_levels,
+                "cardinality": self.cardinality, "expansion": self.expansion, "corollary1": self.corollary1,
+                "theorem1": self.theorem1}
+
+
+def _stats(v: np.ndarray, qs: Sequence[float]) -> dict[str, Any]:
+    v = np.asarray(v, dtype=np.float64)
+    return {"min": _num(v.min()), "max": _num(v.max()), "mean": float(v.mean()), "median": _num(np.median(v)),
+            "q": [_num(x) for x in np.quantile(v, qs)]}
+
+
+def _num(x: float) -> float | int:
+    x = float(x)
+    return int(x) if x.is_integer() else (x if math.isfinite(x) else _jsonable(x))
+
+
+def certify_architecture(
+    G: Generator,
+    trials: int = 200,
+    *,
+    seed: int = 0,
+    quantiles: Sequence[float] = (0.1, 0.25, 0.5, 0.75, 0.9),
+    theorem1: bool = True,
+) -> ArchitectureReport:
+    """Sample ``trials`` latents ``z ~ N(0, I)`` and report the cardinalities per layer.
+
+    Parameters
+    ----------
+    G : Generator
+    trials : int
+    seed : int
+    quantiles : sequence of float
+    theorem1 : bool
+        Also certify each sample (Theorem 1 per-signal form, no s-forms, no Theorem 2).
+
+    Returns
+    -------
+    ArchitectureReport
+        Distribution (min / quantiles / max / mean) of ``s_i`` and of the expansion ratios,
+        the fraction of samples meeting each inequality of Corollary 1 (and all of them), and
+        the fractions certified unique / not unique / undecided.
+    """
+    if not (isinstance(trials, int) and trials > 0):
+        raise InputError(f"trials: expected a positive integer, received {trials!r}")
+    qs = [float(q) for q in quantiles]
+    if any(not 0 <= q <= 1 for q in qs):
+        raise InputError(f"quantiles: expected values in [0, 1], received {qs}")
+    z, _ = G.sample(trials, seed=seed)
+    tr = G.trace(z)
+    card = torch.stack(tr.cardinalities, dim=1).cpu().numpy()  # (T, L)
+    dims = G.dims
+    L = G.n_hidden
+    n0, n = dims[0], dims[-1]
+    s_ext = np.concatenate([np.full((trials, 1), n0), card, np.full((trials, 1), n)], axis=1).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        ratios = s_ext[:, 1:] / s_ext[:, :-1]
+    cor: dict[str, np.ndarray] = {f"s_{L} < n/2": card[:, -1] < n / 2}
+    for i in range(L, 1, -1):
+        cor[f"s_{i - 1} < s_{i}/2"] = card[:, i - 2] < card[:, i - 1] / 2
+    cor["n_0 <= s_1"] = n0 <= card[:, 0]
+    allc = np.logical_and.reduce(list(cor.values()))
+    corollary = {k: float(v.mean()) for k, v in cor.items()}
+    corollary["all"] = float(allc.mean())
+    t1 = None
+    if theorem1:
+        certs = certify(G, z, s_forms=False, theorem2=False)
+        assert isinstance(certs, list)
+        u = [c.unique for c in certs]
+        t1 = {"true": sum(v is True for v in u) / trials, "false": sum(v is False for v in u) / trials,
+              "none": sum(v is None for v in u) / trials}
+    return ArchitectureReport(
+        list(dims), trials, qs, [_stats(card[:, i], qs) for i in range(L)],
+        [_stats(ratios[:, i], qs) for i in range(L + 1)], corollary, t1)

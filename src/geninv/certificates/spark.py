@@ -1,0 +1,570 @@
+"""Spark, s-rank, s-spark and s-coherence: exact for small matrices, certified intervals otherwise.
+
+Definitions (SPEC sec. 2), for ``A`` of shape (m, n) and ``W`` of shape (n_out, n_in):
+
+- ``spark(A)``: the smallest number of linearly dependent columns of ``A``.
+- ``rank_s(W) = min_{|S| = s} rank(W^S)``, ``spark_s(W) = min_{|S| = s} spark(W^S)``,
+  ``mu_s(W) = max_{|S| = s} mu(W^S)``, over row subsets ``S``.
+
+Computing the spark is NP-hard. :func:`spark` enumerates column subsets by increasing size
+with rank tests while a work budget lasts, and otherwise returns an interval that always
+contains the true value (the test-suite checks this against exact rational arithmetic).
+
+Conventions
+-----------
+- **Full column rank**: no dependent set exists, so the spark is "infinite"; we return
+  ``n + 1`` (finite, so arithmetic and comparisons keep working) and set ``full_rank=True``.
+  A condition "spark > k" then holds for every ``k``: every vector with any number of
+  nonzeros is determined by ``A x``. Use :meth:`Bound.exceeds`, which knows this.
+- **Numerical rank**: a set of columns is dependent when, after normalizing its columns,
+  ``sigma_min <= rtol * sigma_max`` with ``rtol = max(m, n) * eps`` by default (NumPy's
+  ``matrix_rank`` rule). Exact answers are exact *for this rank rule*; a matrix built in
+  floating point with a planted dependency is found dependent, a generic one is not.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from geninv.certificates.coherence import ZERO_COL_RTOL, as_matrix, babel, mutual_coherence
+from geninv.exceptions import InputError
+
+__all__ = ["Bound", "spark", "s_rank", "s_spark", "s_coherence", "numerical_rank"]
+
+_EPS = float(np.finfo(np.float64).eps)
+# Babel/Gershgorin independence is exact maths; keep a margin so it never contradicts the
+# numerical rank rule (lambda_min >= 1e-12 means sigma_min >= 1e-6, far above rtol).
+_BABEL_MARGIN = 1e-12
+# Pairs with |cos| below this are independent for any rtol < 1e-4 (sigma_2/sigma_1 >= ~7e-4).
+_PAIR_COS = 1.0 - 1e-6
+_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A certified interval ``lower <= value <= upper`` for an integer or real quantity.
+
+    Unpacks as ``(lower, upper, exact)``: ``lo, hi, exact = spark(A)``.
+
+    Attributes
+    ----------
+    lower, upper : int or float
+        The interval; ``lower == upper`` when ``exact``.
+    exact : bool
+        True when the value is known (``lower == upper``).
+    method : str
+        How each end was obtained ("exact enumeration", "Babel lower bound", "sampled", ...).
+    full_rank : bool
+        Spark only: the matrix has full column rank, so no dependent set exists and the spark
+        is infinite; ``lower = upper = n + 1`` by convention.
+    """
+
+    lower: float
+    upper: float
+    exact: bool
+    method: str
+    full_rank: bool = False
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        yield self.lower
+        yield self.upper
+        yield self.exact
+
+    @property
+    def value(self) -> float | None:
+        """The value when exact, else None."""
+        return self.lower if self.exact else None
+
+    def exceeds(self, k: float) -> bool | None:
+        """Decide ``value > k``: True / False when the interval decides it, None otherwise.
+
+        For a full-column-rank spark (infinite) this is True for every ``k``.
+        """
+        if self.full_rank or self.lower > k:
+            return True
+        if self.upper <= k:
+            return False
+        return None
+
+    def below(self, k: float) -> bool | None:
+        """Decide ``value < k``: True / False when the interval decides it, None otherwise."""
+        if self.full_rank:
+            return False
+        if self.upper < k:
+            return True
+        if self.lower >= k:
+            return False
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lower": _num(self.lower), "upper": _num(self.upper), "exact": self.exact,
+                "method": self.method, "full_rank": self.full_rank}
+
+    def __str__(self) -> str:
+        if self.full_rank:
+            return f"inf (full column rank; {int(self.lower)} by convention)"
+        if self.exact:
+            return f"{_fmt(self.lower)}"
+        return f"[{_fmt(self.lower)}, {_fmt(self.upper)}]"
+
+
+def _num(v: float) -> float | int:
+    return int(v) if float(v).is_integer() else float(v)
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:.4g}"
+
+
+# -- rank helpers ----------------------------------------------------------------------
+def _rtol(m: int, n: int, rtol: float | None) -> float:
+    return max(m, n) * _EPS if rtol is None else float(rtol)
+
+
+def numerical_rank(A: Any, rtol: float | None = None) -> int:
+    """Rank of ``A`` (m, n): singular values above ``rtol * sigma_max`` (default ``max(m, n) eps``)."""
+    M = as_matrix(A)
+    return _rank(M, rtol)
+
+
+def _rank(M: np.ndarray, rtol: float | None) -> int:
+    if M.size == 0:
+        return 0
+    s = np.linalg.svd(M, compute_uv=False)
+    if s.size == 0 or s[0] == 0:
+        return 0
+    return int((s > _rtol(*M.shape, rtol) * s[0]).sum())
+
+
+def _dependent_batch(Mn: np.ndarray, idx: np.ndarray, rtol: float) -> np.ndarray:
+    """For column subsets ``idx`` (c, k) of the normalized ``Mn`` (m, n): which are dependent (c,) bool."""
+    c, k = idx.shape
+    if k > Mn.shape[0]:
+        return np.ones(c, dtype=bool)
+    sub = np.transpose(Mn[:, idx], (1, 0, 2))  # (c, m, k)
+    s = np.linalg.svd(sub, compute_uv=False)  # (c, k)
+    return s[:, -1] <= rtol * s[:, 0]
+
+
+def _is_dependent(Mn: np.ndarray, cols: list[int] | np.ndarray, rtol: float) -> bool:
+    return bool(_dependent_batch(Mn, np.asarray(cols, dtype=np.int64)[None, :], rtol)[0])
+
+
+def _combinations_chunks(n: int, k: int, chunk: int = _CHUNK):
+    it = itertools.combinations(range(n), k)
+    while True:
+        block = list(itertools.islice(it, chunk))
+        if not block:
+            return
+        yield np.asarray(block, dtype=np.int64).reshape(len(block), k)
+
+
+# -- spark ------------------------------------------------------------------------------
+def _circuit(Mn: np.ndarray, support: np.ndarray, weights: np.ndarray, rtol: float) -> list[int] | None:
+    """Shrink a dependent column set to a circuit (a minimal dependent set), or None if not dependent."""
+    T = [int(t) for t in support[np.argsort(weights)]]  # try to drop the smallest coefficients first
+    if len(T) == 0 or not _is_dependent(Mn, T, rtol):
+        return None
+    for t in list(T):
+        trial = [u for u in T if u != t]
+        if trial and _is_dependent(Mn, trial, rtol):
+            T = trial
+    # Every single removal now gives an independent set, and T is dependent: a circuit.
+    return sorted(T)
+
+
+def _l1_null_vector(Vr: np.ndarray, j: int) -> np.ndarray | None:
+    """``argmin ||x||_1 s.t. Vr x = 0, x_j = 1`` with HiGHS (``Vr`` (r, n) spans the row space)."""
+    from scipy.optimize import linprog
+
+    r, n = Vr.shape
+    # x = p - q with p, q >= 0; the objective 1^T (p + q) is ||x||_1 at an optimum.
+    A_eq = np.zeros((r + 1, 2 * n))
+    A_eq[:r, :n] = Vr
+    A_eq[:r, n:] = -Vr
+    A_eq[r, j] = 1.0
+    A_eq[r, n + j] = -1.0
+    b_eq = np.zeros(r + 1)
+    b_eq[r] = 1.0
+    res = linprog(np.ones(2 * n), A_eq=A_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+    if res.status != 0 or res.x is None:
+        return None
+    return np.asarray(res.x[:n] - res.x[n:])
+
+
+def spark(
+    A: Any,
+    *,
+    max_work: int = 100_000,
+    lp_tries: int | None = None,
+    rtol: float | None = None,
+    seed: int = 0,
+) -> Bound:
+    """The spark of ``A``: exact when affordable, else a certified interval.
+
+    Parameters
+    ----------
+    A : Tensor or ndarray of shape (m, n)
+    max_work : int
+        Budget of column subsets rank-tested by the exact enumeration.
+    lp_tries : int, optional
+        Number of l1 null-space searches (one HiGHS LP each) used to tighten the upper
+        bound; default ``min(n, 20)``; 0 disables them.
+    rtol : float, optional
+        Relative rank tolerance (see module Notes); default ``max(m, n) * eps``.
+    seed : int
+        Order in which columns are tried by the LP search.
+
+    Returns
+    -------
+    Bound
+        ``(lower, upper, exact)`` plus ``method``; ``full_rank=True`` and ``n + 1`` when no
+        dependent set exists.
+
+    Notes
+    -----
+    In order, each step stopping as soon as ``lower == upper``:
+
+    1. a zero column gives spark 1; full column rank gives ``n + 1`` (convention);
+    2. a dependent pair (parallel columns) gives 2 (pairs with ``|cos| < 1 - 1e-6`` are
+       independent, so only near-parallel pairs are rank-tested);
+    3. lower bound from the cumulative coherence: if ``mu_1(k - 1) < 1`` every ``k`` columns
+       are independent (Gershgorin), so ``spark >= k + 1``; this implies ``1 + 1/mu``;
+    4. upper bound ``rank + 1`` (any ``rank + 1`` columns are dependent);
+    5. upper bound from sparse null vectors: ``min ||x||_1 s.t. A x = 0, x_j = 1`` (HiGHS) for
+       several ``j``; each solution's support is dependent and is shrunk greedily to a circuit,
+       whose size bounds the spark from above;
+    6. exact enumeration of column subsets of sizes ``lower, lower + 1, ...`` with batched
+       rank tests while ``max_work`` lasts: a dependent subset of size ``k`` (all smaller sizes
+       being independent) gives spark ``k``; a size fully enumerated without one raises the
+       lower bound to ``k + 1``.
+
+    Examples
+    --------
+    >>> spark(np.hstack([np.eye(3), np.eye(3)])).value
+    2
+    >>> b = spark(np.eye(3))  # full column rank: "infinite", n + 1 by convention
+    >>> (b.lower, b.full_rank)
+    (4, True)
+    """
+    M = as_matrix(A)
+    if not (isinstance(max_work, (int, np.integer)) and max_work >= 0):
+        raise InputError(f"max_work: expected an integer >= 0, received {max_work!r}")
+    return _spark(M, max_work=int(max_work), lp_tries=lp_tries, rtol=rtol, seed=seed)
+
+
+def _spark(
+    M: np.ndarray,
+    *,
+    max_work: int = 100_000,
+    lp_tries: int | None = None,
+    rtol: float | None = None,
+    seed: int = 0,
+    gt: float | None = None,
+) -> Bound:
+    """:func:`spark` on a float64 array; with ``gt`` it may stop once ``spark > gt`` is decided."""
+    m, n = M.shape
+    tol = _rtol(m, n, rtol)
+    norms = np.linalg.norm(M, axis=0)
+    scale = float(norms.max())
+    zero = norms <= ZERO_COL_RTOL * scale if scale > 0 else np.ones(n, dtype=bool)
+    if zero.any():
+        j = int(np.flatnonzero(zero)[0])
+        return Bound(1, 1, True, f"exact: column {j} is zero")
+    Mn = M / norms
+    _, sv, Vt = np.linalg.svd(Mn, full_matrices=False)
+    r = int((sv > tol * sv[0]).sum())
+    if r == n:
+        return Bound(n + 1, n + 1, True, "full column rank: no dependent set (spark = n + 1 by convention)",
+                     full_rank=True)
+
+    def decided(lo: int, hi: int) -> bool:
+        return lo == hi or (gt is not None and (lo > gt or hi <= gt))
+
+    # Step 2: dependent pairs. Only near-parallel pairs can be numerically dependent.
+    G = np.abs(Mn.T @ Mn)
+    np.fill_diagonal(G, 0.0)
+    cand = np.argwhere(np.triu(G >= _PAIR_COS, 1))
+    if len(cand):
+        dep = _dependent_batch(Mn, cand.astype(np.int64), tol)
+        if dep.any():
+            i, j = (int(v) for v in cand[int(np.flatnonzero(dep)[0])])
+            return Bound(2, 2, True, f"exact: columns {i} and {j} are parallel")
+    upper, up_how = r + 1, f"rank + 1 = {r + 1}"
+    # Step 3: cumulative-coherence (Babel) lower bound, at least 3 (no zero column, no pair).
+    cum = babel(Mn)
+    ok = np.flatnonzero(cum < 1.0 - _BABEL_MARGIN)  # p with mu_1(p) < 1 -> every p+1 columns independent
+    k_babel = int(ok.max()) + 1 if ok.size else 1
+    lower, lo_how = 3, "no zero column or dependent pair"
+    if k_babel + 1 > lower:
+        lower, lo_how = k_babel + 1, f"cumulative coherence mu_1({k_babel - 1}) < 1"
+    lower = min(lower, upper)
+    mu = float(G.max()) if n > 1 else 0.0
+    if decided(lower, upper):
+        return _finish(lower, upper, lo_how, up_how, mu)
+
+    # Step 5: sparse null vectors by l1 minimization (HiGHS), shrunk to circuits.
+    tries = min(n, 20) if lp_tries is None else max(0, int(lp_tries))
+    if tries:
+        Vr = Vt[:r]
+        order = np.random.default_rng(seed).permutation(n)[:tries]
+        for j in order:
+            x = _l1_null_vector(Vr, int(j))
+            if x is None:
+                continue
+            ax = np.abs(x)
+            supp = np.flatnonzero(ax > 1e-9 * ax.max())
+            C = _circuit(Mn, supp, ax[supp], tol)
+            if C is not None and len(C) < upper:
+                upper, up_how = len(C), f"l1 null-space search found the dependent set {C}"
+                if decided(lower, upper):
+                    break
+        lower = min(lower, upper)
+        if decided(lower, upper):
+            return _finish(lower, upper, lo_how, up_how, mu)
+
+    # Step 6: exact enumeration by increasing size, within the budget.
+    work = 0
+    k = lower
+    stop_at = upper if gt is None else min(upper, int(math.floor(gt)) + 1)
+    while k < stop_at:
+        total = math.comb(n, k)
+        found = None
+        complete = True
+        for idx in _combinations_chunks(n, k):
+            if work + len(idx) > max_work:
+                idx = idx[: max(0, max_work - work)]
+                complete = False
+            if len(idx):
+                work += len(idx)
+                dep = _dependent_batch(Mn, idx, tol)
+                if dep.any():
+                    found = idx[int(np.flatnonzero(dep)[0])].tolist()
+                    break
+            if not complete:
+                break
+        if found is not None:
+            # All sizes below k were shown independent (enumeration or bounds): spark = k.
+            return Bound(k, k, True, f"exact enumeration: columns {found} are dependent, all smaller sets independent")
+        if not complete:
+            return _finish(lower, upper, lo_how + f"; enumeration budget spent at size {k} ({work} of "
+                           f"{total} subsets tested)", up_how, mu)
+        lower, lo_how = k + 1, f"exact enumeration: every set of {k} columns is independent"
+        k += 1
+    return _finish(lower, upper, lo_how, up_how, mu)
+
+
+def _finish(lower: int, upper: int, lo_how: str, up_how: str, mu: float) -> Bound:
+    if lower >= upper:
+        return Bound(upper, upper, True, f"exact: lower ({lo_how}) meets upper ({up_how})")
+    coh = f"; 1 + 1/mu = {1 + 1 / mu:.3g}" if mu > 0 else ""
+    return Bound(lower, upper, False, f"lower: {lo_how}{coh}; upper: {up_how}")
+
+
+# -- s-rank, s-spark, s-coherence ------------------------------------------------------------
+def _check_s(s: Any, n_rows: int) -> int:
+    if not (isinstance(s, (int, np.integer)) and 0 <= s <= n_rows):
+        raise InputError(f"s: expected an integer in [0, {n_rows}] (a number of rows), received {s!r}")
+    return int(s)
+
+
+def _sample_subsets(n_rows: int, s: int, samples: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(np.stack([rng.choice(n_rows, size=s, replace=False) for _ in range(samples)]), axis=1)
+
+
+def s_rank(
+    W: Any,
+    s: int,
+    *,
+    max_work: int = 20_000,
+    samples: int = 200,
+    rtol: float | None = None,
+    seed: int = 0,
+) -> Bound:
+    """``rank_s(W) = min over row subsets |S| = s of rank(W^S)``.
+
+    Parameters
+    ----------
+    W : Tensor or ndarray of shape (n_out, n_in)
+    s : int
+        Number of rows, ``0 <= s <= n_out``.
+    max_work : int
+        Enumerate all ``C(n_out, s)`` subsets when at most this many.
+    samples : int
+        Otherwise, random subsets whose minimum rank is an upper bound.
+
+    Returns
+    -------
+    Bound
+        Exact by enumeration, or: upper = min over sampled subsets (and ``min(s, rank W)``);
+        lower = ``max(rank W - (n_out - s), min(s, k))`` where every ``k`` rows of ``W`` are
+        independent by the cumulative coherence of the rows (removing a row lowers the rank
+        by at most one; a set of ``s`` rows contains ``min(s, k)`` independent ones).
+    """
+    M = as_matrix(W, "W")
+    n_out, n_in = M.shape
+    s = _check_s(s, n_out)
+    if s == 0:
+        return Bound(0, 0, True, "exact: no rows")
+    tol = _rtol(s, n_in, rtol)
+    r = _rank(M, rtol)
+    norms = np.linalg.norm(M, axis=1)
+    if (norms <= ZERO_COL_RTOL * max(norms.max(), 1e-300)).any() or r == 0:
+        k_rows = 0
+    else:
+        cum = babel(M.T)
+        ok = np.flatnonzero(cum < 1.0 - _BABEL_MARGIN)
+        k_rows = int(ok.max()) + 1 if ok.size else 1
+    lower = max(r - (n_out - s), min(s, k_rows), 0)
+    trivial_upper = min(s, r)
+    total = math.comb(n_out, s)
+    if lower >= trivial_upper:
+        return Bound(trivial_upper, trivial_upper, True, "exact: lower bound meets min(s, rank W)")
+    if total <= max_work:
+        best = trivial_upper
+        for idx in _combinations_chunks(n_out, s, max(1, _CHUNK // max(1, s))):
+            sub = M[idx]  # (c, s, n_in)
+            sv = np.linalg.svd(sub, compute_uv=False)
+            ranks = (sv > tol * np.maximum(sv[:, :1], 1e-300)).sum(axis=1) * (sv[:, 0] > 0)
+            best = min(best, int(ranks.min()))
+            if best <= lower:
+                break
+        return Bound(best, best, True, f"exact enumeration over C({n_out}, {s}) = {total} row subsets")
+    idx = _sample_subsets(n_out, s, samples, seed)
+    sv = np.linalg.svd(M[idx], compute_uv=False)
+    ranks = (sv > tol * np.maximum(sv[:, :1], 1e-300)).sum(axis=1) * (sv[:, 0] > 0)
+    upper = min(trivial_upper, int(ranks.min()))
+    if lower >= upper:
+        return Bound(upper, upper, True, f"exact: lower bound meets the sampled minimum ({samples} subsets)")
+    return Bound(lower, upper, False,
+                 f"lower: rank W - (n_out - s) and row independence (k = {k_rows}); "
+                 f"upper: minimum over {samples} sampled row subsets (C({n_out}, {s}) too many to enumerate)")
+
+
+def _mu_s_upper(M: np.ndarray, s: int) -> float:
+    """An upper bound on ``mu(W^S)`` valid for every row subset with ``|S| = s``.
+
+    ``|<w_j^S, w_k^S>| <= sum of the s largest |w_rj w_rk|`` and
+    ``||w_j^S||^2 >= sum of the s smallest w_rj^2``.
+    """
+    n_out, n_in = M.shape
+    if n_in < 2:
+        return 0.0
+    sq = M**2
+    bot = np.partition(sq, s - 1, axis=0)[:s].sum(axis=0) if s < n_out else sq.sum(axis=0)
+    if (bot <= 0).any():
+        return 1.0
+    A = np.abs(M)
+    best = 0.0
+    for j in range(n_in - 1):
+        P = A[:, j : j + 1] * A[:, j + 1 :]
+        top = np.partition(P, n_out - s, axis=0)[n_out - s :].sum(axis=0) if s < n_out else P.sum(axis=0)
+        best = max(best, float((top / np.sqrt(bot[j] * bot[j + 1 :])).max()))
+        if best >= 1.0:
+            return 1.0
+    return min(best, 1.0)
+
+
+def s_coherence(
+    W: Any,
+    s: int,
+    *,
+    max_work: int = 20_000,
+    samples: int = 200,
+    seed: int = 0,
+) -> Bound:
+    """``mu_s(W) = max over row subsets |S| = s of mu(W^S)`` (the coherence in Theorem 2).
+
+    Exact by enumeration when ``C(n_out, s) <= max_work``; otherwise lower = max over
+    ``samples`` random subsets, upper = the subset-free bound
+    ``max_{j<k} (top-s sum of |w_rj w_rk|) / sqrt(bottom-s sum of w_rj^2 * bottom-s sum of w_rk^2)``.
+    """
+    M = as_matrix(W, "W")
+    n_out, n_in = M.shape
+    s = _check_s(s, n_out)
+    if n_in < 2:
+        return Bound(0.0, 0.0, True, "exact: a single column")
+    if s == 0:
+        return Bound(1.0, 1.0, True, "exact: no rows (every column zero, mu = 1 by convention)")
+    total = math.comb(n_out, s)
+    if total <= max_work:
+        best = max(mutual_coherence(M[list(S)]) for S in itertools.combinations(range(n_out), s))
+        return Bound(best, best, True, f"exact enumeration over C({n_out}, {s}) = {total} row subsets")
+    lo = max(mutual_coherence(M[idx]) for idx in _sample_subsets(n_out, s, samples, seed))
+    hi = max(lo, _mu_s_upper(M, s))
+    return Bound(lo, hi, hi == lo, f"lower: max over {samples} sampled row subsets; "
+                 "upper: top-s / bottom-s entry bound over all subsets")
+
+
+def s_spark(
+    W: Any,
+    s: int,
+    *,
+    max_work: int = 20_000,
+    samples: int = 50,
+    rtol: float | None = None,
+    seed: int = 0,
+) -> Bound:
+    """``spark_s(W) = min over row subsets |S| = s of spark(W^S)`` (Theorem 1 (ii)).
+
+    Parameters
+    ----------
+    W : Tensor or ndarray of shape (n_out, n_in)
+    s : int
+        Number of rows.
+    max_work : int
+        Total budget of rank tests; when ``C(n_out, s)`` subsets fit, each subset's spark is
+        computed (exactly if its own share of the budget allows).
+    samples : int
+        Otherwise, random row subsets: the minimum of their spark upper bounds is an upper bound.
+
+    Returns
+    -------
+    Bound
+        Lower bound without enumeration: 1 if some column has ``>= s`` zeros (then exact),
+        else ``1 + 1/mu_bar`` with ``mu_bar`` the subset-free coherence bound of
+        :func:`s_coherence`. Upper bound also ``min(s, rank W) + 1`` (``spark(B) <= rank(B) + 1``
+        with the full-rank convention). ``full_rank=True`` when every subset has full column rank.
+    """
+    M = as_matrix(W, "W")
+    n_out, n_in = M.shape
+    s = _check_s(s, n_out)
+    if s == 0:
+        return Bound(1, 1, True, "exact: no rows (every column is zero)")
+    col_zeros = (np.abs(M) <= ZERO_COL_RTOL * max(float(np.abs(M).max()), 1e-300)).sum(axis=0)
+    if (col_zeros >= s).any():
+        j = int(np.flatnonzero(col_zeros >= s)[0])
+        return Bound(1, 1, True, f"exact: column {j} has {int(col_zeros[j])} >= s zeros, so some W^S has a zero column")
+    total = math.comb(n_out, s)
+    r = _rank(M, rtol)
+    if total <= max(1, max_work // max(1, n_in)):
+        share = max(1, max_work // total)
+        bounds = [_spark(M[list(S)], max_work=share, lp_tries=0, rtol=rtol)
+                  for S in itertools.combinations(range(n_out), s)]
+        lo = min(b.lower for b in bounds)
+        hi = min(b.upper for b in bounds)
+        full = all(b.full_rank for b in bounds)
+        exact = lo == hi
+        how = f"{'exact ' if exact else ''}enumeration over C({n_out}, {s}) = {total} row subsets"
+        return Bound(lo, hi, exact, how, full_rank=full)
+    mu_bar = _mu_s_upper(M, s)
+    lower = 2 if mu_bar >= 1.0 else max(2, math.ceil(1 + 1 / mu_bar - 1e-12))
+    upper, how = min(s, r) + 1, "min(s, rank W) + 1"
+    for idx in _sample_subsets(n_out, s, samples, seed):
+        b = _spark(M[idx], max_work=0, lp_tries=0, rtol=rtol)
+        if b.upper < upper:
+            upper, how = int(b.upper), f"minimum over {samples} sampled row subsets"
+    if lower >= n_in + 1:
+        # Every n_in columns of every W^S are independent: each W^S has full column rank.
+        return Bound(n_in + 1, n_in + 1, True, f"every W^S has full column rank (1 + 1/mu >= n_in + 1, "
+                     f"mu <= {mu_bar:.3g})", full_rank=True)
+    lower = min(lower, upper)
+    if lower == upper:
+        return Bound(lower, upper, True, "exact: coherence lower bound meets the sampled upper bound")
+    return Bound(lower, upper, False, f"lower: 1 + 1/mu over all subsets (mu <= {mu_bar:.3g}); upper: {how}")
