@@ -82,7 +82,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from geninv.certificates.coherence import as_matrix
+from geninv.certificates.coherence import as_matrix, single_thread_blas
 from geninv.exceptions import InputError
 from geninv.model.activations import Activation
 from geninv.model.generator import Generator
@@ -351,13 +351,11 @@ def theorem2_bound_one(
             C = lasso_constants(W[rows_hi], Lam)
         elif rows_hi.size - rows_lo.size <= max_enum:
             U = np.setdiff1d(rows_hi, rows_lo)
-            C = None
-            for k in range(U.size + 1):
+            C = lasso_constants(W[rows_lo], Lam)
+            for k in range(1, U.size + 1):
                 for extra in itertools.combinations(U.tolist(), k):
                     R = np.sort(np.concatenate([rows_lo, np.asarray(extra, dtype=np.int64)]))
-                    c = lasso_constants(W[R], Lam)
-                    C = c if C is None else C.worst(c)
-            assert C is not None
+                    C = C.worst(lasso_constants(W[R], Lam))
             rows_how = f"enumerated {2 ** U.size} row sets"
         else:
             C = _monotone_constants(W, rows_lo, rows_hi, Lam)
@@ -417,6 +415,7 @@ def theorem2_bound_one(
     return Theorem2Bound(noise, eps_pre, out, lams_used, zerr, verdict, reason, errors)
 
 
+@single_thread_blas
 def theorem2_bound(
     G: Generator,
     z: Tensor,

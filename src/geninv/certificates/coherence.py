@@ -6,16 +6,39 @@ work on its *columns* ``a_1 .. a_n``; computations run in float64 NumPy.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from geninv.exceptions import InputError, ShapeError, describe
 
-__all__ = ["mutual_coherence", "coherence_of_rows", "welch_bound", "babel", "as_matrix", "row_index"]
+__all__ = ["mutual_coherence", "coherence_of_rows", "welch_bound", "babel", "as_matrix", "row_index", "single_thread_blas"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def single_thread_blas(f: _F) -> _F:
+    """Run ``f`` with NumPy's BLAS limited to one thread (when threadpoolctl is installed).
+
+    The certificates do many small dense factorizations (at most a few hundred rows), for which
+    extra BLAS threads bring nothing; on a loaded machine OpenBLAS's spinning threads made a
+    600 x 200 SVD take seconds instead of milliseconds.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional
+        return f
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with threadpool_limits(1, user_api="blas"):
+            return f(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 # A column whose norm is below this fraction of the largest column norm counts as zero:
 # float64 rounding of a genuinely zero combination leaves ~1e-16 relative residue.

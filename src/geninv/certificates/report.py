@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from geninv.certificates.bounds import Theorem2Bound, _jsonable, coherence_condition, theorem2_bound_one
-from geninv.certificates.coherence import mutual_coherence
+from geninv.certificates.coherence import mutual_coherence, single_thread_blas
 from geninv.certificates.spark import Bound, _rank, _spark, s_coherence, s_rank, s_spark
 from geninv.exceptions import InputError
 from geninv.model.generator import Generator
@@ -399,6 +399,7 @@ def _certify_one(
                        ctx.act.name, notes)
 
 
+@single_thread_blas
 def certify(
     G: Generator,
     z: Any = None,
@@ -597,6 +598,7 @@ def _num(x: float) -> float | int:
     return int(x) if x.is_integer() else (x if math.isfinite(x) else _jsonable(x))
 
 
+@single_thread_blas
 def certify_architecture(
     G: Generator,
     trials: int = 200,

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from geninv.certificates.coherence import ZERO_COL_RTOL, as_matrix, babel, mutual_coherence
+from geninv.certificates.coherence import ZERO_COL_RTOL, as_matrix, babel, mutual_coherence, single_thread_blas
 from geninv.exceptions import InputError
 
 __all__ = ["Bound", "spark", "s_rank", "s_spark", "s_coherence", "numerical_rank"]
@@ -138,7 +138,7 @@ def _rank(M: np.ndarray, rtol: float | None) -> int:
     s = np.linalg.svd(M, compute_uv=False)
     if s.size == 0 or s[0] == 0:
         return 0
-    return int((s > _rtol(*M.shape, rtol) * s[0]).sum())
+    return int((s > _rtol(M.shape[0], M.shape[1], rtol) * s[0]).sum())
 
 
 def _dependent_batch(Mn: np.ndarray, idx: np.ndarray, rtol: float) -> np.ndarray:
@@ -197,6 +197,7 @@ def _l1_null_vector(Vr: np.ndarray, j: int) -> np.ndarray | None:
     return np.asarray(res.x[:n] - res.x[n:])
 
 
+@single_thread_blas
 def spark(
     A: Any,
     *,
@@ -378,6 +379,7 @@ def _sample_subsets(n_rows: int, s: int, samples: int, seed: int) -> np.ndarray:
     return np.sort(np.stack([rng.choice(n_rows, size=s, replace=False) for _ in range(samples)]), axis=1)
 
 
+@single_thread_blas
 def s_rank(
     W: Any,
     s: int,
@@ -471,6 +473,7 @@ def _mu_s_upper(M: np.ndarray, s: int) -> float:
     return min(best, 1.0)
 
 
+@single_thread_blas
 def s_coherence(
     W: Any,
     s: int,
@@ -502,6 +505,7 @@ def s_coherence(
                  "upper: top-s / bottom-s entry bound over all subsets")
 
 
+@single_thread_blas
 def s_spark(
     W: Any,
     s: int,
@@ -554,7 +558,8 @@ def s_spark(
         how = f"{'exact ' if exact else ''}enumeration over C({n_out}, {s}) = {total} row subsets"
         return Bound(lo, hi, exact, how, full_rank=full)
     mu_bar = _mu_s_upper(M, s)
-    lower = 2 if mu_bar >= 1.0 else max(2, math.ceil(1 + 1 / mu_bar - 1e-12))
+    # mu_bar = 0: the columns of every W^S are orthogonal (and nonzero): full column rank.
+    lower = n_in + 1 if mu_bar <= 0 else 2 if mu_bar >= 1.0 else max(2, math.ceil(1 + 1 / mu_bar - 1e-12))
     upper, how = min(s, r) + 1, "min(s, rank W) + 1"
     for idx in _sample_subsets(n_out, s, samples, seed):
         b = _spark(M[idx], max_work=0, lp_tries=0, rtol=rtol)
