@@ -272,3 +272,10 @@ def test_public_exports():
     for name in ("certify", "certify_architecture", "spark", "mutual_coherence", "s_rank", "s_spark", "theorem2_bound",
                  "welch_bound", "coherence_of_rows", "Bound"):
         assert hasattr(geninv, name), name
+
+
+def test_spark_follows_the_rank_tolerance():
+    A = np.random.default_rng(0).standard_normal((5, 9))
+    A[:, 3] = A[:, 1] * (1 + 1e-5) + 1e-4 * A[:, 2]  # nearly parallel to column 1
+    assert spark(A).value == 3  # default rule: the pair is independent; {1, 2, 3} is dependent by construction
+    assert spark(A, rtol=1e-3).value == 2  # a loose tolerance calls the pair dependent

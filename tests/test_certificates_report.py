@@ -354,3 +354,22 @@ def test_report_prints_a_table():
         assert head in s
     assert s.count("\n") > 8
     assert math.isfinite(c.expansion[-1])
+
+
+def test_relu_output_uses_the_rows_of_the_image_support():
+    G = random_generator([10, 60, 200], output="relu", seed=0, dtype=F64)
+    z, y = G.sample(2, seed=0)
+    for k, c in enumerate(certify(G, z)):
+        assert c.output_rows == int((y[k] > 0).sum()) < 200
+        assert c.unique is True
+        assert c.theorem2 is not None and c.theorem2.verdict == "undecided"  # noise moves the support of y
+
+
+def test_float32_generator_and_input_errors():
+    G = random_generator([20, 200, 600], seed=0)  # float32 weights: certified in float64
+    c = certify(G, torch.randn(20))
+    assert c.unique is True
+    with pytest.raises(InputError):
+        certify(random_generator([5, 8], seed=0), torch.randn(5))  # no hidden layer
+    with pytest.raises(InputError):
+        certify(G, layers=[torch.rand(200), torch.rand(3)])

@@ -460,6 +460,9 @@ def certify(
     from geninv._validate import as_batch
     from geninv.solvers.result import SolveResult
 
+    if G.n_hidden < 1:
+        raise InputError(f"G: expected a generator with at least one hidden ReLU layer, received {G!r} "
+                         "(with none, z is unique iff W_1 has full column rank)")
     if isinstance(z, SolveResult):
         layers = z.layers if layers is None else layers
         z = z.z
@@ -625,6 +628,8 @@ def certify_architecture(
         the fraction of samples meeting each inequality of Corollary 1 (and all of them), and
         the fractions certified unique / not unique / undecided.
     """
+    if G.n_hidden < 1:
+        raise InputError(f"G: expected a generator with at least one hidden ReLU layer, received {G!r}")
     if not (isinstance(trials, int) and trials > 0):
         raise InputError(f"trials: expected a positive integer, received {trials!r}")
     qs = [float(q) for q in quantiles]

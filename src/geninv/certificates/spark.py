@@ -40,7 +40,7 @@ _EPS = float(np.finfo(np.float64).eps)
 # Babel/Gershgorin independence is exact maths; keep a margin so it never contradicts the
 # numerical rank rule (lambda_min >= 1e-12 means sigma_min >= 1e-6, far above rtol).
 _BABEL_MARGIN = 1e-12
-# Pairs with |cos| below this are independent for any rtol < 1e-4 (sigma_2/sigma_1 >= ~7e-4).
+# Pairs with |cos| below this are independent for any rtol below ~5e-4 (sigma_2/sigma_1 >= ~7e-4).
 _PAIR_COS = 1.0 - 1e-6
 _CHUNK = 4096
 
@@ -290,7 +290,9 @@ def _spark(
     # Step 2: dependent pairs. Only near-parallel pairs can be numerically dependent.
     G = np.abs(Mn.T @ Mn)
     np.fill_diagonal(G, 0.0)
-    cand = np.argwhere(np.triu(G >= _PAIR_COS, 1))
+    # sigma_2 / sigma_1 of a normalized pair is sqrt((1 - c) / (1 + c)), c = |cos|: only pairs with
+    # 1 - c <= ~2 tol^2 can be dependent under the rank rule; test those (and a margin) directly.
+    cand = np.argwhere(np.triu(G >= min(_PAIR_COS, 1.0 - 4.0 * tol**2), 1))
     if len(cand):
         dep = _dependent_batch(Mn, cand.astype(np.int64), tol)
         if dep.any():
@@ -299,7 +301,10 @@ def _spark(
     upper, up_how = r + 1, f"rank + 1 = {r + 1}"
     # Step 3: cumulative-coherence (Babel) lower bound, at least 3 (no zero column, no pair).
     cum = babel(Mn)
-    ok = np.flatnonzero(cum < 1.0 - _BABEL_MARGIN)  # p with mu_1(p) < 1 -> every p+1 columns independent
+    # p with mu_1(p) < 1 -> every p+1 columns independent. Gershgorin also gives
+    # sigma_min^2 / sigma_max^2 >= (1 - mu_1) / (1 + mu_1), so below this threshold those sets are
+    # independent under the numerical rank rule too.
+    ok = np.flatnonzero(cum < (1.0 - tol**2) / (1.0 + tol**2) - _BABEL_MARGIN)
     k_babel = int(ok.max()) + 1 if ok.size else 1
     lower, lo_how = 3, "no zero column or dependent pair"
     if k_babel + 1 > lower:
