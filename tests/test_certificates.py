@@ -279,3 +279,14 @@ def test_spark_follows_the_rank_tolerance():
     A[:, 3] = A[:, 1] * (1 + 1e-5) + 1e-4 * A[:, 2]  # nearly parallel to column 1
     assert spark(A).value == 3  # default rule: the pair is independent; {1, 2, 3} is dependent by construction
     assert spark(A, rtol=1e-3).value == 2  # a loose tolerance calls the pair dependent
+
+
+def test_spark_upper_n_plus_one_is_open_unless_full_rank_is_proven():
+    W = np.random.default_rng(4).standard_normal((40, 6))
+    b = s_spark(W, 20, max_work=0, samples=5)  # every sampled 20 x 6 block has full column rank
+    assert b.upper == 7 and b.open_above and not b.full_rank
+    assert b.exceeds(12) is None  # infinite (true here) or <= 6: not decided by sampling
+    g = spark(np.random.default_rng(5).standard_normal((4, 7)))
+    assert not g.open_above and g.exceeds(5) is False and g.exceeds(4) is True
+    f = spark(np.eye(3))
+    assert f.full_rank and not f.open_above and f.exceeds(10) is True

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,9 @@ class Bound:
     full_rank : bool
         Spark only: the matrix has full column rank, so no dependent set exists and the spark
         is infinite; ``lower = upper = n + 1`` by convention.
+    n_cols : int or None
+        Spark-type bounds only: the number of columns ``n``. A spark is in ``{1..n}`` or
+        infinite, so ``upper = n + 1`` means "no finite upper bound" (see :attr:`open_above`).
     """
 
     lower: float
@@ -69,6 +72,12 @@ class Bound:
     exact: bool
     method: str
     full_rank: bool = False
+    n_cols: int | None = None
+
+    @property
+    def open_above(self) -> bool:
+        """True when the upper end is the ``n + 1`` convention without full rank being proven."""
+        return self.n_cols is not None and not self.full_rank and self.upper >= self.n_cols + 1
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         yield self.lower
@@ -87,7 +96,7 @@ class Bound:
         """
         if self.full_rank or self.lower > k:
             return True
-        if self.upper <= k:
+        if self.upper <= k and not self.open_above:
             return False
         return None
 
@@ -95,7 +104,7 @@ class Bound:
         """Decide ``value < k``: True / False when the interval decides it, None otherwise."""
         if self.full_rank:
             return False
-        if self.upper < k:
+        if self.upper < k and not self.open_above:
             return True
         if self.lower >= k:
             return False
@@ -103,14 +112,15 @@ class Bound:
 
     def to_dict(self) -> dict[str, Any]:
         return {"lower": _num(self.lower), "upper": _num(self.upper), "exact": self.exact,
-                "method": self.method, "full_rank": self.full_rank}
+                "method": self.method, "full_rank": self.full_rank, "open_above": self.open_above}
 
     def __str__(self) -> str:
         if self.full_rank:
             return f"inf (full column rank; {int(self.lower)} by convention)"
         if self.exact:
             return f"{_fmt(self.lower)}"
-        return f"[{_fmt(self.lower)}, {_fmt(self.upper)}]"
+        hi = f"inf ({_fmt(self.upper)} or infinite)" if self.open_above else _fmt(self.upper)
+        return f"[{_fmt(self.lower)}, {hi}]"
 
 
 def _num(v: float) -> float | int:
@@ -269,6 +279,19 @@ def _spark(
     gt: float | None = None,
 ) -> Bound:
     """:func:`spark` on a float64 array; with ``gt`` it may stop once ``spark > gt`` is decided."""
+    b = _spark_impl(M, max_work=max_work, lp_tries=lp_tries, rtol=rtol, seed=seed, gt=gt)
+    return replace(b, n_cols=int(M.shape[1]))
+
+
+def _spark_impl(
+    M: np.ndarray,
+    *,
+    max_work: int,
+    lp_tries: int | None,
+    rtol: float | None,
+    seed: int,
+    gt: float | None,
+) -> Bound:
     m, n = M.shape
     tol = _rtol(m, n, rtol)
     norms = np.linalg.norm(M, axis=0)
@@ -539,8 +562,24 @@ def s_spark(
         Lower bound without enumeration: 1 if some column has ``>= s`` zeros (then exact),
         else ``1 + 1/mu_bar`` with ``mu_bar`` the subset-free coherence bound of
         :func:`s_coherence`. Upper bound also ``min(s, rank W) + 1`` (``spark(B) <= rank(B) + 1``
-        with the full-rank convention). ``full_rank=True`` when every subset has full column rank.
+        with the full-rank convention). ``full_rank=True`` when every subset has full column rank;
+        ``open_above`` when the upper end ``n_in + 1`` only says "possibly infinite".
     """
+    M = as_matrix(W, "W")
+    b = _s_spark(M, s, max_work=max_work, samples=samples, rtol=rtol, seed=seed)
+    return replace(b, n_cols=int(M.shape[1]))
+
+
+def _s_spark(
+    W: np.ndarray,
+    s: int,
+    *,
+    max_work: int,
+    samples: int,
+    rtol: float | None,
+    seed: int,
+) -> Bound:
+    """:func:`s_spark` on a float64 array (without the ``n_cols`` field)."""
     M = as_matrix(W, "W")
     n_out, n_in = M.shape
     s = _check_s(s, n_out)
@@ -578,3 +617,4 @@ def s_spark(
     if lower == upper:
         return Bound(lower, upper, True, "exact: coherence lower bound meets the sampled upper bound")
     return Bound(lower, upper, False, f"lower: 1 + 1/mu over all subsets (mu <= {mu_bar:.3g}); upper: {how}")
+
