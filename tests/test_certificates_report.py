@@ -373,3 +373,22 @@ def test_float32_generator_and_input_errors():
         certify(random_generator([5, 8], seed=0), torch.randn(5))  # no hidden layer
     with pytest.raises(InputError):
         certify(G, layers=[torch.rand(200), torch.rand(3)])
+
+
+@pytest.mark.parametrize("dims,seed,eps", [([1, 4, 12, 300], 17, 0.1), ([1, 4, 12, 300], 33, 0.1),
+                                           ([2, 6, 16, 300], 31, 3e-3)])
+def test_theorem2_bound_with_uncertain_middle_support(dims, seed, eps):
+    # Larger noise: some small entries of x_2 may drop out of the estimated support, so the
+    # middle-layer constants are taken in the worst case over every possible row set (enumerated).
+    G = random_generator(dims, output="identity", seed=seed, dtype=F64, bias=True)
+    z = torch.randn(dims[0], dtype=F64, generator=torch.Generator().manual_seed(seed))
+    tr = G.trace(z[None])
+    b = theorem2_bound(G, z, noise=eps, max_enum=4)
+    assert b.verdict == "holds"
+    assert b.layers[1].rows.startswith("enumerated")
+    rng = np.random.default_rng(seed)
+    y = tr.y[0].numpy()
+    truth = [x[0].numpy() for x in tr.hidden]
+    for _ in range(8):
+        e = rng.standard_normal(y.size)
+        _check_bound(G, z.numpy(), b, y + eps * e / np.linalg.norm(e), truth)

@@ -202,16 +202,22 @@ class _Ctx:
         self.dims = G.dims
         self.L = G.n_hidden
         self.max_work, self.lp_tries, self.samples, self.seed = max_work, lp_tries, samples, seed
-        self._spark: dict[tuple[Any, ...], Bound] = {}
+        self._spark: dict[tuple[int, bytes], Bound] = {}
         self._s: dict[tuple[Any, ...], Bound] = {}
         self._mu: dict[bytes, float] = {}
 
     def spark_rows(self, i: int, rows: np.ndarray, gt: int, cache: bool) -> Bound:
-        key = (i, rows.tobytes(), gt)
-        if cache and key in self._spark:
-            return self._spark[key]
+        """A spark interval of ``W_{i+1}[rows]`` that decides ``spark > gt`` when affordable.
+
+        With ``cache``, an interval computed for an earlier ``gt`` is reused whenever it already
+        decides this one (the output layer is shared by every sample of a batch).
+        """
+        key = (i, rows.tobytes())
+        old = self._spark.get(key) if cache else None
+        if old is not None and (old.exact or old.exceeds(gt) is not None):
+            return old
         b = _spark(self.Ws[i][rows], max_work=self.max_work, lp_tries=self.lp_tries, seed=self.seed, gt=gt)
-        if cache:
+        if cache and (old is None or b.upper - b.lower <= old.upper - old.lower):
             self._spark[key] = b
         return b
 
