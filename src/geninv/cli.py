@@ -175,20 +175,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _one_line_parser_errors(parser: argparse.ArgumentParser) -> None:
+    # argparse prints a usage block before a usage error; print one line (and the --help hint) instead.
+    def make(p: argparse.ArgumentParser) -> Callable[[str], None]:
+        def error(message: str) -> None:
+            p.exit(2, f"{p.prog}: error: {_one_line(message)} (see {p.prog} --help)\n")
+
+        return error
+
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        p.error = make(p)  # type: ignore[method-assign]
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> str:
+    return f"geninv: {category.__name__}: {_one_line(message)}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``geninv`` command line; returns the exit status.
+
+    Exit status 0 on success; 2 for a usage error or a bad input (a :class:`GenInvError`:
+    one line on stderr naming the argument, what was expected and what was received); 1 when
+    the operating system refuses a file (``OSError``); 130 when interrupted; 70 for an
+    unexpected internal error (one line; set ``GENINV_DEBUG=1`` to get the traceback instead).
+    """
+    import os
+    import warnings
+
     parser = build_parser()
+    _one_line_parser_errors(parser)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    name = f"geninv {args.command}"
+    saved_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
     try:
         return int(args.func(args) or 0)
     except GenInvError as e:
-        print(f"geninv {args.command}: error: {e}", file=sys.stderr)
+        print(f"{name}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"geninv {args.command}: interrupted; finished work is kept on disk", file=sys.stderr)
+        print(f"{name}: interrupted; finished work is kept on disk", file=sys.stderr)
         return 130
+    except OSError as e:
+        print(f"{name}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
+        if os.environ.get("GENINV_DEBUG"):
+            raise
+        print(f"{name}: internal error: {type(e).__name__}: {_one_line(e)} (a bug in geninv, please report it; "
+              "GENINV_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 70
+    finally:
+        warnings.formatwarning = saved_format
 
 
 if __name__ == "__main__":

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 
 class GenInvError(Exception):
-    """Base class of every error geninv raises on purpose."""
+    """Base class of every error geninv raises on purpose.
+
+    The message is kept on one line (whitespace runs, newlines included, become one space), so a
+    command-line error is always a single line.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (" ".join(args[0].split()),)
+        super().__init__(*args)
 
 
 class ShapeError(GenInvError, ValueError):

@@ -7,6 +7,7 @@ so the output layer can be inverted: ``phi.inverse(y)`` gives the pre-activation
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +40,12 @@ class Activation:
     params: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.name not in _DEFAULTS:
+        if not isinstance(self.name, str) or self.name not in _DEFAULTS:
             raise InputError(
                 f"activation: expected one of {sorted(_DEFAULTS)}, received {self.name!r}"
             )
+        if not isinstance(self.params, dict):
+            raise InputError(f"activation {self.name!r} params: expected a dict, received {type(self.params).__name__}")
         merged = dict(_DEFAULTS[self.name])
         unknown = set(self.params) - set(merged)
         if unknown:
@@ -50,6 +53,9 @@ class Activation:
                 f"activation {self.name!r}: expected parameters {sorted(merged)}, "
                 f"received unknown {sorted(unknown)}"
             )
+        for k, v in self.params.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+                raise InputError(f"activation {self.name!r} parameter {k}: expected a finite number, received {v!r}")
         merged.update({k: float(v) for k, v in self.params.items()})
         object.__setattr__(self, "params", merged)
         if self.name == "leaky_relu" and not merged["slope"] > 0:
@@ -142,8 +148,10 @@ class Activation:
             If some value lies outside the range and ``clamp`` is None.
         """
         n, p = self.name, self.params
+        if not isinstance(y, Tensor):
+            raise InputError(f"{name}: expected a torch.Tensor, received {type(y).__name__}")
         if n == "relu":
-            raise DomainError(f"{name}: relu is not invertible (it zeroes negatives)")
+            raise DomainError(f"{name}: expected an invertible output activation, received relu (relu is not invertible: it zeroes negatives)")
         if clamp is not None and n in ("tanh", "sigmoid"):
             lo, hi = self.range
             y = y.clamp(lo + clamp, hi - clamp)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from geninv._validate import as_batch
-from geninv.exceptions import InputError, ShapeError
+from geninv._validate import as_batch, as_device, as_dtype, as_int
+from geninv.exceptions import InputError, NumericalError, ShapeError
 from geninv.model.activations import Activation, get_activation
 from geninv.model.layers import Layer, layers_from_torch
 
@@ -69,6 +70,8 @@ class Generator:
     """
 
     def __init__(self, layers: Sequence[Layer]) -> None:
+        if isinstance(layers, (Layer, str, bytes)) or not hasattr(layers, "__iter__"):
+            raise InputError(f"layers: expected a sequence of geninv Layer, received {type(layers).__name__}")
         layers = list(layers)
         if not layers:
             raise InputError("layers: expected at least one layer, received none")
@@ -149,6 +152,10 @@ class Generator:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Generator:
         """A copy on ``device`` with ``dtype`` (this generator is left unchanged)."""
+        if dtype is not None:
+            dtype = as_dtype(dtype)
+        if device is not None:
+            device = as_device(device)
         return Generator([layer.to(device, dtype) for layer in self.layers])
 
     def like(self, t: Tensor) -> Generator:
@@ -165,10 +172,15 @@ class Generator:
         return zz
 
     def __call__(self, z: Tensor) -> Tensor:
-        """``G(z)`` for ``z`` of shape (B, n_0); returns (B, n)."""
+        """``G(z)`` for ``z`` of shape (B, n_0); returns (B, n).
+
+        Raises NumericalError if a layer overflows to Inf/NaN (huge weights or latents in a
+        low precision), instead of returning a poisoned signal.
+        """
         x = self._check_z(z)
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             x = layer(x)
+            _check_overflow(x, i, self.dtype)
         return x
 
     def forward_unchecked(self, z: Tensor) -> Tensor:
@@ -183,8 +195,9 @@ class Generator:
         x = self._check_z(z)
         pre: list[Tensor] = []
         post: list[Tensor] = []
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             a = layer.pre(x)
+            _check_overflow(a, i, self.dtype)
             x = layer.activation(a)
             pre.append(a)
             post.append(x)
@@ -192,8 +205,9 @@ class Generator:
 
     def sample(self, n: int, *, seed: int | None = None) -> tuple[Tensor, Tensor]:
         """Draw ``z ~ N(0, I)`` (n of them) and return ``(z, G(z))``."""
+        n = as_int(n, "n", minimum=1)
         gen = torch.Generator(device="cpu")
-        gen.manual_seed(0 if seed is None else int(seed))
+        gen.manual_seed(0 if seed is None else as_int(seed, "seed"))
         z = torch.randn(n, self.latent_dim, generator=gen, dtype=torch.float64).to(self.device, self.dtype)
         return z, self(z)
 
@@ -207,6 +221,14 @@ class Generator:
     def __repr__(self) -> str:
         arch = " -> ".join(str(d) for d in self.dims)
         return f"Generator({arch}, output={self.output_activation.name}, dtype={self.dtype})"
+
+
+def _check_overflow(x: Tensor, i: int, dtype: torch.dtype) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise NumericalError(
+            f"G(z): expected finite values in layer {i + 1}, received {int((~torch.isfinite(x)).sum())} Inf/NaN entries "
+            f"(the forward pass overflowed in {dtype}; use smaller latents/weights or float64)"
+        )
 
 
 def _torch_activation(a: Activation) -> nn.Module:
@@ -248,12 +270,18 @@ def random_generator(
     bias : bool
         Draw biases ``N(0, 0.1^2)`` if True; zero biases otherwise (the paper's setting).
     """
-    dims = list(dims)
-    if len(dims) < 2 or not all(isinstance(d, int) and d > 0 for d in dims):
+    if isinstance(dims, (str, bytes)) or not hasattr(dims, "__iter__"):
         raise InputError(f"dims: expected at least two positive integers, received {dims!r}")
+    dims = list(dims)
+    ok = all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in dims)
+    if len(dims) < 2 or not ok:
+        raise InputError(f"dims: expected at least two positive integers, received {dims!r}")
+    dims = [int(d) for d in dims]
     act_out = get_activation(output)
+    dtype = as_dtype(dtype)
+    device = as_device(device)
     gen = torch.Generator(device="cpu")
-    gen.manual_seed(int(seed))
+    gen.manual_seed(as_int(seed, "seed"))
     layers = []
     for i in range(len(dims) - 1):
         W = torch.randn(dims[i + 1], dims[i], generator=gen, dtype=torch.float64) / dims[i] ** 0.5

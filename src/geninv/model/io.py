@@ -1,11 +1,15 @@
 """Safe save/load of generators: one safetensors file, architecture as JSON metadata.
 
 Nothing here unpickles: a file that is a pickle or a torch zip archive is refused before
-any of its bytes are interpreted as objects.
+any of its bytes are interpreted as objects. safetensors has no checksum of its own, so the
+architecture JSON carries ``sha256``, a digest of itself and of every tensor's bytes: a flipped
+byte anywhere in the file is refused instead of silently changing a weight (files written
+before the digest existed, or by other tools, load without this check).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -29,16 +33,40 @@ def save_generator(G: Generator, path: str | os.PathLike[str]) -> None:
     """Write ``G`` to ``path`` atomically (write to a temporary file, then rename)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
+    path = _as_path(path)
     tensors = {}
     arch: dict[str, Any] = {"format": FORMAT, "dims": G.dims, "layers": []}
     for i, layer in enumerate(G.layers):
         tensors[f"layers.{i}.W"] = layer.W.detach().cpu().contiguous()
         tensors[f"layers.{i}.b"] = layer.b.detach().cpu().contiguous()
         arch["layers"].append({"n_in": layer.n_in, "n_out": layer.n_out, "activation": layer.activation.to_dict()})
+    arch["sha256"] = _digest(arch, tensors)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"geninv": json.dumps(arch)})
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp), metadata={"geninv": json.dumps(arch)})
+        os.replace(tmp, path)
+    except Exception as e:  # safetensors raises its own error type (not OSError) for I/O failures
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        raise ModelFileError(f"path {str(path)!r}: expected a writable file path, received one that cannot be written ({e})") from None
+
+
+def _digest(arch: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({k: v for k, v in arch.items() if k != "sha256"}, sort_keys=True).encode())
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"|{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _as_path(path: object) -> Path:
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)) or str(path) == "":
+        raise ModelFileError(f"path: expected a file path (str or os.PathLike), received {type(path).__name__} {path!r}"[:200])
+    return Path(path)
 
 
 def _sniff(path: Path, data: bytes) -> None:
@@ -64,10 +92,13 @@ def _sniff(path: Path, data: bytes) -> None:
     try:
         header = json.loads(data[8 : 8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"path {str(path)!r}: the safetensors header is not valid JSON ({e})") from None
+        raise ModelFileError(f"path {str(path)!r}: expected a UTF-8 JSON safetensors header, received invalid bytes ({e})") from None
     if not isinstance(header, dict):
-        raise ModelFileError(f"path {str(path)!r}: expected a JSON object as safetensors header")
-    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
+        raise ModelFileError(f"path {str(path)!r}: expected a JSON object as safetensors header, received {type(header).__name__}")
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
+    except (TypeError, ValueError, IndexError, KeyError):
+        raise ModelFileError(f"path {str(path)!r}: expected integer data_offsets in the safetensors header, received malformed ones (corrupt file)") from None
     if 8 + n + end != len(data):
         raise ModelFileError(
             f"path {str(path)!r}: expected {8 + n + end} bytes from the header, received {len(data)} (truncated or corrupt file)"
@@ -86,17 +117,29 @@ def load_generator(path: str | os.PathLike[str], *, dtype: torch.dtype | None = 
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    path = Path(path)
+    from geninv._validate import as_device, as_dtype
+
+    path = _as_path(path)
+    if dtype is not None:
+        dtype = as_dtype(dtype)
+    device = as_device(device)
+    if path.is_dir():
+        raise ModelFileError(f"path {str(path)!r}: expected a generator file, received a directory")
     if not path.is_file():
         raise ModelFileError(f"path {str(path)!r}: expected an existing generator file, received a missing path")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ModelFileError(f"path {str(path)!r}: expected a readable generator file, received one that cannot be read ({e.strerror})") from None
     _sniff(path, data)
     try:
         tensors = load(data)
         n = struct.unpack("<Q", data[:8])[0]
         meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
-    except (SafetensorError, ValueError, RuntimeError) as e:
-        raise ModelFileError(f"path {str(path)!r}: corrupt safetensors file ({e})") from None
+    except (SafetensorError, ValueError, RuntimeError, TypeError, AttributeError) as e:
+        raise ModelFileError(f"path {str(path)!r}: expected a valid safetensors file, received a corrupt one ({e})") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"path {str(path)!r}: expected a JSON object as safetensors __metadata__, received {type(meta).__name__}")
     if "geninv" not in meta:
         raise ModelFileError(
             f"path {str(path)!r}: expected geninv architecture metadata (format {FORMAT}), received a safetensors "
@@ -106,7 +149,6 @@ def load_generator(path: str | os.PathLike[str], *, dtype: torch.dtype | None = 
         arch = json.loads(meta["geninv"])
         if arch.get("format") != FORMAT:
             raise ModelFileError(f"path {str(path)!r}: expected format {FORMAT}, received {arch.get('format')!r}")
-        layers = []
         for i, spec in enumerate(arch["layers"]):
             W, b = tensors[f"layers.{i}.W"], tensors[f"layers.{i}.b"]
             if tuple(W.shape) != (spec["n_out"], spec["n_in"]) or tuple(b.shape) != (spec["n_out"],):
@@ -114,14 +156,23 @@ def load_generator(path: str | os.PathLike[str], *, dtype: torch.dtype | None = 
                     f"path {str(path)!r}: layer {i}: expected W of shape ({spec['n_out']}, {spec['n_in']}) and b of "
                     f"({spec['n_out']},), received {tuple(W.shape)} and {tuple(b.shape)}"
                 )
+        if "sha256" in arch and _digest(arch, tensors) != arch["sha256"]:
+            raise ModelFileError(
+                f"path {str(path)!r}: expected sha256 {str(arch['sha256'])[:16]}... of the stored architecture and "
+                "weights, received different bytes (corrupt file)"
+            )
+        layers = []
+        for i, spec in enumerate(arch["layers"]):
+            W, b = tensors[f"layers.{i}.W"], tensors[f"layers.{i}.b"]
             layers.append(Layer(W, b, Activation.from_dict(spec["activation"])))
         G = Generator(layers)
     except ModelFileError:
         raise
-    except (KeyError, TypeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"path {str(path)!r}: malformed geninv architecture metadata (missing {e})") from None
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:  # JSONDecodeError is a ValueError
+        what = f"missing {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise ModelFileError(f"path {str(path)!r}: expected geninv architecture metadata ({FORMAT}), received malformed metadata ({what})") from None
     except GenInvError as e:
-        raise ModelFileError(f"path {str(path)!r}: inconsistent generator: {e}") from None
+        raise ModelFileError(f"path {str(path)!r}: expected a consistent generator, received an inconsistent one: {e}") from None
     if dtype is not None or str(device) != "cpu":
         G = G.to(device, dtype)
     return G

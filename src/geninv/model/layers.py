@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from geninv.exceptions import InputError, ShapeError, UnsupportedLayerError
+from geninv.exceptions import InputError, ShapeError, UnsupportedLayerError, describe
 from geninv.model.activations import PLU, Activation
 
 __all__ = ["Layer", "layers_from_torch"]
@@ -34,12 +34,26 @@ class Layer:
     activation: Activation
 
     def __post_init__(self) -> None:
+        for arg, t in (("W", self.W), ("b", self.b)):
+            if not isinstance(t, Tensor):
+                raise InputError(f"{arg}: expected a torch.Tensor, received {describe(t)}")
+            if not t.is_floating_point():
+                raise InputError(f"{arg}: expected a floating tensor, received dtype {t.dtype}")
+        if not isinstance(self.activation, Activation):
+            raise InputError(f"activation: expected a geninv Activation, received {describe(self.activation)}")
         if self.W.ndim != 2:
             raise ShapeError(f"W: expected a 2-D weight (n_out, n_in), received shape {tuple(self.W.shape)}")
         if self.b.shape != (self.W.shape[0],):
             raise ShapeError(
                 f"b: expected shape ({self.W.shape[0]},) to match W {tuple(self.W.shape)}, "
                 f"received {tuple(self.b.shape)}"
+            )
+        if self.W.shape[0] == 0 or self.W.shape[1] == 0:
+            raise ShapeError(f"W: expected a non-empty weight (n_out, n_in), received shape {tuple(self.W.shape)}")
+        if self.b.dtype != self.W.dtype or self.b.device != self.W.device:
+            raise InputError(
+                f"b: expected the dtype and device of W ({self.W.dtype} on {self.W.device}), "
+                f"received {self.b.dtype} on {self.b.device}"
             )
         if not (torch.isfinite(self.W).all() and torch.isfinite(self.b).all()):
             raise InputError("W, b: expected finite weights, received NaN or Inf")

@@ -13,8 +13,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from geninv._validate import as_batch
-from geninv.exceptions import InputError, ShapeError
+from geninv._validate import as_batch, as_float, as_int
+from geninv.exceptions import InputError, ShapeError, describe
 
 __all__ = [
     "Operator", "Identity", "Mask", "GaussianMatrix", "random_mask", "block_mask",
@@ -36,13 +36,20 @@ class Operator(Protocol):
     def norm(self) -> float: ...
 
 
+def _check_width(x: object, width: int, name: str, where: str) -> None:
+    # A cheap shape check (no data pass), so a mismatched operator fails with a geninv error
+    # instead of a broadcasting or matmul error from torch.
+    if not isinstance(x, Tensor):
+        raise InputError(f"{where}: {name}: expected a torch.Tensor of shape (B, {width}), received {describe(x)}")
+    if x.ndim not in (1, 2) or x.shape[-1] != width:
+        raise ShapeError(f"{where}: {name}: expected shape (B, {width}), received {tuple(x.shape)}")
+
+
 class Identity:
     """``A = I_n``."""
 
     def __init__(self, n: int) -> None:
-        if not (isinstance(n, int) and n > 0):
-            raise InputError(f"n: expected a positive int, received {n!r}")
-        self.n = n
+        self.n = as_int(n, "n", minimum=1)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -72,13 +79,15 @@ class Mask:
     def __init__(self, mask: Tensor) -> None:
         if not isinstance(mask, Tensor):
             raise InputError(f"mask: expected a boolean torch.Tensor, received {type(mask).__name__}")
+        if mask.is_complex():
+            raise InputError(f"mask: expected a boolean or 0/1 tensor, received dtype {mask.dtype}")
         if mask.dtype != torch.bool:
             vals = torch.unique(mask)
             if not bool(((vals == 0) | (vals == 1)).all()):
                 raise InputError(f"mask: expected boolean or 0/1 entries, received values such as {vals[:4].tolist()}")
             mask = mask != 0
-        if mask.ndim not in (1, 2):
-            raise ShapeError(f"mask: expected shape (n,) or (B, n), received {tuple(mask.shape)}")
+        if mask.ndim not in (1, 2) or mask.shape[-1] == 0 or mask.shape[0] == 0:
+            raise ShapeError(f"mask: expected a non-empty shape (n,) or (B, n), received {tuple(mask.shape)}")
         self.mask = mask if mask.ndim == 2 else mask[None]
 
     @property
@@ -95,9 +104,11 @@ class Mask:
         return self.mask.to(device=like.device, dtype=like.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_width(x, self.shape[1], "x", "Mask.forward")
         return x * self.weights(x)
 
     def adjoint(self, r: Tensor) -> Tensor:
+        _check_width(r, self.shape[0], "r", "Mask.adjoint")
         return r * self.weights(r)
 
     def norm(self) -> float:
@@ -111,10 +122,10 @@ class GaussianMatrix:
     """Compressed-sensing matrix ``A`` (m x n) with i.i.d. ``N(0, 1/m)`` entries."""
 
     def __init__(self, m: int, n: int, *, seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
-        if not (isinstance(m, int) and isinstance(n, int) and m > 0 and n > 0):
+        if not (isinstance(m, int) and isinstance(n, int) and m > 0 and n > 0) or isinstance(m, bool) or isinstance(n, bool):
             raise InputError(f"m, n: expected positive ints, received m={m!r}, n={n!r}")
         gen = torch.Generator(device="cpu")
-        gen.manual_seed(int(seed))
+        gen.manual_seed(as_int(seed, "seed"))
         self.A = (torch.randn(m, n, generator=gen, dtype=torch.float64) / math.sqrt(m)).to(device, dtype)
         self._norm: float | None = None
 
@@ -128,9 +139,11 @@ class GaussianMatrix:
         return self.A
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_width(x, self.shape[1], "x", "GaussianMatrix.forward")
         return x @ self._on(x).T
 
     def adjoint(self, r: Tensor) -> Tensor:
+        _check_width(r, self.shape[0], "r", "GaussianMatrix.adjoint")
         return r @ self._on(r)
 
     def norm(self) -> float:
@@ -152,14 +165,14 @@ def random_mask(n: int, fraction: float, *, seed: int = 0, batch: int | None = N
     batch : int, optional
         Draw a different mask per sample, shape (batch, n).
     """
-    if not (isinstance(n, int) and n > 0):
-        raise InputError(f"n: expected a positive int, received {n!r}")
-    if not (0.0 <= float(fraction) < 1.0):
+    n = as_int(n, "n", minimum=1)
+    f = as_float(fraction, "fraction", finite=False)
+    if not (0.0 <= f < 1.0):
         raise InputError(f"fraction: expected a missing fraction in [0, 1), received {fraction!r}")
     gen = torch.Generator(device="cpu")
-    gen.manual_seed(int(seed))
-    k = int(round(float(fraction) * n))
-    rows = 1 if batch is None else int(batch)
+    gen.manual_seed(as_int(seed, "seed"))
+    k = int(round(f * n))
+    rows = 1 if batch is None else as_int(batch, "batch", minimum=1)
     out = torch.ones(rows, n, dtype=torch.bool)
     for r in range(rows):
         out[r, torch.randperm(n, generator=gen)[:k]] = False
@@ -171,7 +184,11 @@ def block_mask(shape: tuple[int, int] = (28, 28), *, rows: int | slice = 13) -> 
 
     ``rows`` may also be a slice of hidden rows. Returns a bool tensor of length H*W.
     """
-    H, W = shape
+    if not (isinstance(shape, (tuple, list)) and len(shape) == 2):
+        raise InputError(f"shape: expected (H, W), received {describe(shape)}")
+    H, W = as_int(shape[0], "shape[0]", minimum=1), as_int(shape[1], "shape[1]", minimum=1)
+    if not isinstance(rows, (int, slice)) or isinstance(rows, bool):
+        raise InputError(f"rows: expected an int or a slice of hidden rows, received {describe(rows)}")
     m = torch.ones(H, W, dtype=torch.bool)
     sl = slice(0, rows) if isinstance(rows, int) else rows
     if isinstance(rows, int) and not (0 <= rows < H):
@@ -182,6 +199,8 @@ def block_mask(shape: tuple[int, int] = (28, 28), *, rows: int | slice = 13) -> 
 
 def noise_sigma(y: Tensor, snr_db: float) -> Tensor:
     """Per-sample noise standard deviation giving expected SNR ``snr_db`` on ``y`` (B, n)."""
+    y = as_batch(y, y.shape[-1] if isinstance(y, Tensor) and y.ndim else 1, "y")
+    snr_db = as_float(snr_db, "snr_db")
     n = y.shape[1]
     return y.norm(dim=1) / math.sqrt(n) * 10 ** (-float(snr_db) / 20)
 
@@ -192,8 +211,9 @@ def add_noise(y: Tensor, snr_db: float, *, seed: int = 0) -> tuple[Tensor, Tenso
     Returns ``(y_noisy, sigma)`` with ``sigma`` of shape (B,).
     """
     y = as_batch(y, y.shape[-1] if isinstance(y, Tensor) and y.ndim else 1, "y")
+    snr_db = as_float(snr_db, "snr_db")
     gen = torch.Generator(device="cpu")
-    gen.manual_seed(int(seed))
+    gen.manual_seed(as_int(seed, "seed"))
     sigma = noise_sigma(y, snr_db)
     e = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.device, y.dtype)
     return y + sigma[:, None] * e, sigma
