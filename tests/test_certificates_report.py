@@ -147,7 +147,7 @@ def test_three_layer_generator_checks_the_middle_spark():
     assert mid.verdict == "holds"  # W_2^{S_2} (about 100 x 60) has full column rank
     assert c.unique is True
     d = c.to_dict()
-    json.dumps(d)  # JSON-serialisable
+    json.dumps(d, allow_nan=False)  # strict JSON: infinities are written as "inf"
     assert d["cardinalities"] == c.cardinalities and d["unique"] is True
     assert {r["theorem"] for r in d["conditions"]} >= {"Theorem 1 (i)", "Theorem 1 (iii)", "Corollary 1"}
 
@@ -183,7 +183,7 @@ def test_certified_fraction_rises_with_n1_as_corollary1_predicts():
         assert t["false"] == pytest.approx(1 - t["true"]) and t["none"] == 0
     assert fractions == sorted(fractions)
     assert fractions[0] == 0.0 and fractions[-1] == 1.0
-    assert "Corollary 1" in str(rep) and json.dumps(rep.to_dict())
+    assert "Corollary 1" in str(rep) and json.dumps(rep.to_dict(), allow_nan=False)
 
 
 def test_architecture_report_statistics():
