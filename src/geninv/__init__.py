@@ -53,3 +53,8 @@ __all__ += [
     "certify", "certify_architecture", "Certificate", "ArchitectureReport", "Bound", "spark", "s_rank", "s_spark",
     "s_coherence", "mutual_coherence", "coherence_of_rows", "welch_bound", "theorem2_bound",
 ]
+
+# data, training and the shipped MNIST generator (issue 5)
+from geninv.weights import load_mnist_generator  # noqa: E402
+
+__all__ += ["load_mnist_generator"]
