@@ -58,3 +58,8 @@ __all__ += [
 from geninv.weights import load_mnist_generator  # noqa: E402
 
 __all__ += ["load_mnist_generator"]
+
+# solvers: the public dispatcher and the paper's three inversion methods (issue 3)
+from geninv.solvers import invert, latent_pursuit, layered_bp, oracle  # noqa: E402
+
+__all__ += ["invert", "oracle", "layered_bp", "latent_pursuit"]

@@ -1,5 +1,134 @@
-"""Inversion methods. Each is a function ``method(G, y, *, measure=None, ...) -> SolveResult``."""
+"""Inversion methods. Each is a function ``method(G, y, *, measure=None, ...) -> SolveResult``;
+:func:`invert` is the one public entry point that validates and dispatches by name."""
 
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from geninv.exceptions import InputError, describe
+from geninv.operators import Mask
+from geninv.solvers.common import check_generator, check_informative, resolve_measurement
+from geninv.solvers.latent_pursuit import latent_pursuit
+from geninv.solvers.layered_bp import layered_bp
+from geninv.solvers.oracle import oracle
 from geninv.solvers.result import SolveResult
 
-__all__ = ["SolveResult"]
+__all__ = ["SolveResult", "invert", "oracle", "layered_bp", "latent_pursuit", "METHODS"]
+
+# name -> (module, function). The baselines are imported on first use, so this module works
+# before (or without) them.
+METHODS: dict[str, tuple[str, str]] = {
+    "oracle": ("geninv.solvers.oracle", "oracle"),
+    "layered_bp": ("geninv.solvers.layered_bp", "layered_bp"),
+    "latent_pursuit": ("geninv.solvers.latent_pursuit", "latent_pursuit"),
+    "gd": ("geninv.solvers.gradient", "gd"),
+    "adam": ("geninv.solvers.gradient", "adam"),
+    "lp_layerwise": ("geninv.solvers.lp_layerwise", "lp_layerwise"),
+}
+
+# Parameters of a method function that are not user options of invert().
+_NOT_OPTIONS = ("G", "y", "measure", "mask")
+
+
+def _load(method: str) -> Callable[..., SolveResult]:
+    module, name = METHODS[method]
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name != module:
+            raise
+        raise InputError(
+            f"method: {method!r} is not available in this installation (module {module} is missing)"
+        ) from None
+    fn = getattr(mod, name, None)
+    if fn is None:
+        raise InputError(f"method: {method!r} is not available ({module} has no function {name})")
+    return fn  # type: ignore[no-any-return]
+
+
+def accepted_options(method: str) -> tuple[str, ...] | None:
+    """Option names ``invert(..., method=method, **options)`` accepts (None: any)."""
+    fn = _load(method)
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return tuple(
+        k for k, p in params.items()
+        if k not in _NOT_OPTIONS and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    )
+
+
+def invert(
+    G: Any,
+    y: Any,
+    method: str = "latent_pursuit",
+    mask: Any = None,
+    measure: Any = None,
+    **options: Any,
+) -> SolveResult:
+    """Invert a batch of signals ``y = A G(z)`` with the named method.
+
+    Parameters
+    ----------
+    G : Generator
+    y : Tensor of shape (B, n) or (n,)
+        Signals (with a general ``measure`` of shape (m, n): measurements of shape (B, m)).
+        Must be finite; methods that apply ``phi^{-1}`` (``oracle``, ``layered_bp`` and
+        ``latent_pursuit`` with their default pre-activation form) need the observed entries
+        inside the range of the output activation (e.g. ``|y| < 1`` for tanh), else DomainError.
+    method : str
+        ``"latent_pursuit"`` (default), ``"layered_bp"``, ``"oracle"`` (needs ``supports=``),
+        ``"gd"``, ``"adam"`` or ``"lp_layerwise"``.
+    mask : Tensor of shape (n,) or (B, n), bool, optional
+        Observed pixels (True); becomes ``geninv.Mask(mask)``. Exclusive with ``measure``.
+    measure : operator, optional
+        A ``Mask``, ``GaussianMatrix`` or any object with ``forward``, ``adjoint``, ``shape``
+        and ``norm``.
+    **options
+        The method's keyword options (same names everywhere: ``lam``, ``rho``, ``gamma``,
+        ``max_iter``, ``tol``, ``debias``, ``seed``, ``callback``, ...). An option the method does
+        not take raises InputError naming it and listing the accepted ones.
+
+    Returns
+    -------
+    SolveResult
+
+    Raises
+    ------
+    InputError, ShapeError, DomainError
+        Naming the offending argument.
+
+    Examples
+    --------
+    >>> G = random_generator([20, 200, 600], "tanh", dtype=torch.float64)
+    >>> z, y = G.sample(4, seed=0)
+    >>> res = invert(G, y, method="latent_pursuit")
+    >>> res.z.shape
+    torch.Size([4, 20])
+    """
+    if not isinstance(method, str) or method not in METHODS:
+        raise InputError(f"method: expected one of {sorted(METHODS)}, received {describe(method)}")
+    G = check_generator(G)
+    yy, meas = resolve_measurement(measure, mask, G, y)
+    if mask is not None:
+        measure = mask if isinstance(mask, Mask) else Mask(meas.obs)  # validated above
+    fn = _load(method)
+    accepted = accepted_options(method)
+    if accepted is not None:
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise InputError(
+                f"{unknown[0]}: expected an option of method {method!r} ({', '.join(accepted)}), "
+                f"received unknown option(s) {', '.join(repr(u) for u in unknown)}"
+            )
+    if method == "oracle" and "supports" not in options:
+        raise InputError(
+            "supports: expected supports=[S_1, ..., S_L] (bool (B, n_i), e.g. G.trace(z).supports) for method "
+            "'oracle', received none"
+        )
+    if method != "oracle":
+        check_informative(G, yy, meas)
+    return fn(G, yy, measure=measure, **options)
