@@ -30,7 +30,7 @@ CLI_CASES: dict[str, int] = {
     "cli_usage": 16,
     "cli_generator_file": 0,  # set below from the commands found (commands x files)
     "cli_values": 10,
-    "cli_subprocess": 6,
+    "cli_subprocess": 3,
 }
 
 
@@ -194,10 +194,7 @@ def test_real_processes_print_one_line(bad_files):
     runs = [
         (["sample", "--generator", str(files["pickle"])], True, str(files["pickle"])),
         ([*dict(cmds).get("certify", ["sample", "--generator"]), str(files["torch.save zip with code"])], False, "zip"),
-        (["check-mnist-generator", "--generator", str(files["truncated"])], True, "truncated"),
-        (["sample", "--generator", str(files["pickle protocol 0"])], False, str(files["pickle protocol 0"])),
         (["sample", "--n", "abc"], True, "--n"),
-        (["no-such-command"], False, "no-such-command"),
     ]
     for argv, module, needle in runs:
         p = _run(argv, module=module)

@@ -1,0 +1,184 @@
+#!/usr/bin/env python
+"""Stress run of issue 8: invert N random generators with every method, and find any NaN.
+
+Generator i (seeded by i, so any failure is reproducible alone with ``--only i``) has 1 to 3
+hidden ReLU layers, widths 5 to ``--max-width``, n_0 in 2..20, biases or not, an output
+activation cycling through tanh, sigmoid, leaky_relu, plu, identity and relu, and float64 (two
+in three) or float32. Each is given a batch of 3 signals ``y = G(z)``, the last with 1 % noise.
+
+Every method must return a finite result (z, every hidden layer, flags) or raise a clear geninv
+``InputError``/``DomainError`` (e.g. phi^-1 of a relu output, y saturating the output in
+float32). Anything else (NaN/Inf in an output, another exception) is a failure, printed with the
+generator index, and the exit status is 1.
+
+Usage::
+
+    python scripts/stress_generators.py                 # 1,000 generators, 2 workers, defaults
+    python scripts/stress_generators.py --n 20 --max-width 40 --max-iter 100   # the CI size
+    python scripts/stress_generators.py --only 417 --method lp_layerwise       # reproduce one case
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import time
+import traceback
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+METHODS = ("oracle", "layered_bp", "latent_pursuit", "gd", "adam", "lp_layerwise")
+OUTPUTS = ("tanh", "sigmoid", "leaky_relu", "plu", "identity", "relu")
+
+
+def random_case(i: int, *, max_width: int = 300) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """The i-th generator and its batch: ``(G, z (3, n_0), y (3, n))``."""
+    import geninv
+
+    rng = np.random.default_rng(1000 + i)
+    depth = int(rng.integers(1, 4))
+    dims = [int(rng.integers(5, max_width + 1)) for _ in range(depth + 2)]
+    dims[0] = int(rng.integers(2, min(20, max_width) + 1))
+    out = OUTPUTS[i % len(OUTPUTS)]
+    bias = bool(rng.integers(0, 2))
+    dtype = torch.float64 if i % 3 else torch.float32
+    G = geninv.random_generator(dims, output=out, seed=i, bias=bias, dtype=dtype)
+    z, y = G.sample(3, seed=i)
+    y = y.clone()
+    noise = torch.randn(y.shape[1], generator=torch.Generator().manual_seed(i), dtype=torch.float64)
+    y[2] = y[2] + 0.01 * y[2].abs().mean() * noise.to(dtype)
+    if out in ("tanh", "sigmoid"):
+        lo, hi = G.output_activation.range
+        eps = 1e-6 if dtype == torch.float64 else 1e-3
+        y[2] = y[2].clamp(lo + eps, hi - eps)
+    return G, z, y
+
+
+def check_result(res: Any, method: str, y: torch.Tensor) -> None:
+    """AssertionError unless ``res`` is a well-formed finite SolveResult for ``y``."""
+    B = y.shape[0]
+    assert torch.isfinite(res.z).all(), "NaN/Inf in z"
+    for k, x in enumerate(res.layers):
+        assert torch.isfinite(x).all(), f"NaN/Inf in layers[{k}]"
+    assert res.z.shape[0] == B and res.z.dtype == y.dtype, f"z of shape {tuple(res.z.shape)} / {res.z.dtype}"
+    assert res.converged.shape == (B,) and res.converged.dtype == torch.bool, "converged must be bool (B,)"
+    assert res.n_iter.shape == (B,), "n_iter must be (B,)"
+
+
+def invert_once(G: Any, z: torch.Tensor, y: torch.Tensor, method: str, **options: Any) -> str:
+    """``"ok"``, or the name of the clear geninv error the method raised; AssertionError otherwise."""
+    import geninv
+    from geninv.solvers import accepted_options
+
+    accepted = accepted_options(method)
+    # options a method does not take (lp_layerwise has no max_iter) are left out for it
+    options = {k: v for k, v in options.items() if accepted is None or k in accepted}
+    if method == "oracle":
+        options["supports"] = G.trace(z).supports
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", geninv.ConvergenceWarning)
+            res = geninv.invert(G, y, method=method, **options)
+    except (geninv.DomainError, geninv.InputError) as e:
+        msg = str(e)
+        assert "\n" not in msg and "expected" in msg, f"unclear {type(e).__name__}: {msg}"
+        return type(e).__name__
+    except geninv.GenInvError as e:
+        raise AssertionError(f"{type(e).__name__} on a valid signal: {e}") from None
+    except Exception as e:  # noqa: BLE001
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        raise AssertionError(f"{type(e).__name__} from {where.filename}:{where.lineno}: {e}") from None
+    check_result(res, method, y)
+    return "ok"
+
+
+def run_one(i: int, max_width: int, methods: tuple[str, ...], options: dict[str, Any]) -> dict[str, Any]:
+    """Every method on generator i: {"i", "G", "outcomes": {method: outcome}, "failures": [...]}."""
+    torch.set_num_threads(1)
+    G, z, y = random_case(i, max_width=max_width)
+    rec: dict[str, Any] = {"i": i, "G": repr(G), "bias": G.has_bias(), "outcomes": {}, "failures": []}
+    for method in methods:
+        try:
+            rec["outcomes"][method] = invert_once(G, z, y, method, **dict(options))
+        except AssertionError as e:
+            rec["outcomes"][method] = "FAIL"
+            rec["failures"].append(f"generator {i} {G!r} bias={G.has_bias()} method {method}: {e}")
+    return rec
+
+
+def _job(args: tuple[int, int, tuple[str, ...], dict[str, Any]]) -> dict[str, Any]:
+    return run_one(*args)
+
+
+def stress(indices: list[int], *, max_width: int = 300, methods: tuple[str, ...] = METHODS,
+           options: dict[str, Any] | None = None, workers: int = 1, progress: bool = False) -> dict[str, Any]:
+    """Run the stress test on generators ``indices``; returns counts per method and the failures."""
+    jobs = [(i, max_width, methods, dict(options or {})) for i in indices]
+    t0 = time.perf_counter()
+    if workers > 1:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            it = pool.imap_unordered(_job, jobs, chunksize=1)
+            recs = _collect(it, len(jobs), progress)
+    else:
+        recs = _collect(map(_job, jobs), len(jobs), progress)
+    counts: dict[str, dict[str, int]] = {m: {} for m in methods}
+    by_output: dict[str, dict[str, dict[str, int]]] = {}
+    for r in recs:
+        out = random_case_output(r["i"])
+        for m, o in r["outcomes"].items():
+            counts[m][o] = counts[m].get(o, 0) + 1
+            d = by_output.setdefault(out, {}).setdefault(m, {})
+            d[o] = d.get(o, 0) + 1
+    failures = [f for r in sorted(recs, key=lambda r: r["i"]) for f in r["failures"]]
+    return {"generators": len(indices), "max_width": max_width, "options": options or {}, "counts": counts,
+            "by_output": by_output, "failures": failures, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def random_case_output(i: int) -> str:
+    return OUTPUTS[i % len(OUTPUTS)]
+
+
+def _collect(it: Any, total: int, progress: bool) -> list[dict[str, Any]]:
+    recs = []
+    for k, r in enumerate(it, 1):
+        recs.append(r)
+        if progress and (k % 25 == 0 or k == total):
+            bad = sum(len(x["failures"]) for x in recs)
+            print(f"  {k}/{total} generators, {bad} failures", file=sys.stderr, flush=True)
+    return recs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=1000, help="number of generators (default 1000)")
+    p.add_argument("--only", type=int, default=None, help="run generator i alone")
+    p.add_argument("--max-width", type=int, default=300)
+    p.add_argument("--method", default=",".join(METHODS), help="comma-separated methods (default: all)")
+    p.add_argument("--max-iter", type=int, default=None, help="pass max_iter to every method (default: their defaults)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--json", default=None, help="write the summary here")
+    a = p.parse_args(argv)
+    methods = tuple(m.strip() for m in a.method.split(",") if m.strip())
+    options = {} if a.max_iter is None else {"max_iter": a.max_iter}
+    indices = [a.only] if a.only is not None else list(range(a.n))
+    summary = stress(indices, max_width=a.max_width, methods=methods, options=options, workers=a.workers, progress=True)
+    print(f"{summary['generators']} generators, widths <= {a.max_width}, {summary['seconds']} s")
+    for m, c in summary["counts"].items():
+        print(f"  {m:15s} " + ", ".join(f"{k}: {v}" for k, v in sorted(c.items())))
+    for f in summary["failures"]:
+        print("FAIL " + f)
+    if a.json:
+        from pathlib import Path
+
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(summary, indent=1) + "\n")
+    return 1 if summary["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
