@@ -3,20 +3,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
+import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from geninv.exceptions import InputError, describe
 from geninv.operators import Mask
-from geninv.solvers.common import check_generator, check_informative, resolve_measurement
+from geninv.solvers.common import (
+    check_generator,
+    check_informative,
+    debias_fit,
+    hidden_layers,
+    network_objective,
+    resolve_measurement,
+)
 from geninv.solvers.latent_pursuit import latent_pursuit
 from geninv.solvers.layered_bp import layered_bp
 from geninv.solvers.oracle import oracle
 from geninv.solvers.result import SolveResult
 
-__all__ = ["SolveResult", "invert", "oracle", "layered_bp", "latent_pursuit", "METHODS"]
+__all__ = ["SolveResult", "invert", "oracle", "layered_bp", "latent_pursuit", "METHODS", "debias_result"]
 
 # name -> (module, function). The baselines are imported on first use, so this module works
 # before (or without) them.
@@ -90,7 +101,9 @@ def invert(
     **options
         The method's keyword options (same names everywhere: ``lam``, ``rho``, ``gamma``,
         ``max_iter``, ``tol``, ``debias``, ``seed``, ``callback``, ...). An option the method does
-        not take raises InputError naming it and listing the accepted ones.
+        not take raises InputError naming it and listing the accepted ones. ``debias=True`` for a
+        method without its own debiasing (``gd``, ``adam``) applies :func:`debias_result` to its
+        result (supports of ``G(z_hat)`` frozen, ``z`` refit end to end, kept where better).
 
     Returns
     -------
@@ -117,6 +130,12 @@ def invert(
         measure = mask if isinstance(mask, Mask) else Mask(meas.obs)  # validated above
     fn = _load(method)
     accepted = accepted_options(method)
+    post_debias = False
+    if accepted is not None and "debias" in options and "debias" not in accepted:
+        # A method without its own debiasing (gd, adam): invert() adds the common one.
+        post_debias = options.pop("debias")
+        if not isinstance(post_debias, bool):
+            raise InputError(f"debias: expected True or False, received {describe(post_debias)}")
     if accepted is not None:
         unknown = sorted(set(options) - set(accepted))
         if unknown:
@@ -131,4 +150,27 @@ def invert(
         )
     if method != "oracle":
         check_informative(G, yy, meas)
-    return fn(G, yy, measure=measure, **options)
+    res = fn(G, yy, measure=measure, **options)
+    if post_debias:
+        res = debias_result(G, yy, meas, res)
+    return res
+
+
+def debias_result(G: Any, y: Any, meas: Any, res: SolveResult) -> SolveResult:
+    """Debias any method's result (SPEC sec. 6): freeze the supports of ``G(res.z)`` and fit ``z``
+    end to end (:func:`geninv.solvers.common.debias_fit`); the fit is kept per sample only where
+    it lowers ``1/2 ||A (y - G(z))||^2``."""
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        Gl = G.like(y)
+        z0 = res.z.to(y.dtype)
+        sup = [x > 0 for x in hidden_layers(Gl, z0)]
+        before = network_objective(Gl, y, z0, meas)
+        z, ok, after, fit_sup = debias_fit(Gl, y, sup, meas, z0=z0)
+        better = torch.isfinite(after) & (after < before)
+        z = torch.where(better[:, None], z.to(y.dtype), z0)
+        layers = hidden_layers(Gl, z)
+        supports = [torch.where(better[:, None], a, b) for a, b in zip(fit_sup, sup)]
+    info = dict(res.info, debiased=better)
+    return dataclasses.replace(res, z=z, layers=layers, supports=supports, seconds=res.seconds + time.perf_counter() - t0,
+                               info=info)

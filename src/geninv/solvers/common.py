@@ -90,12 +90,16 @@ def check_seed(seed: object) -> int | None:
     return seed
 
 
-def choose_domain(image_domain: object, G: Generator, y: Tensor, meas: Measurement) -> str:
+def choose_domain(image_domain: object, G: Generator, y: Tensor, meas: Measurement, *,
+                  out_of_range: str = "signal") -> str:
     """Resolve ``image_domain`` ('auto', 'pre' or 'signal') for this generator, data and measure.
 
-    'auto' is 'pre' when the output activation is invertible, the measurement diagonal (a pixel
-    mask or none) and every observed entry of ``y`` inside the activation's range; otherwise
-    'signal' (which needs no inverse: noisy tanh data, ReLU outputs, general operators).
+    'auto' is 'pre' when the output activation is invertible and the measurement diagonal (a
+    pixel mask or none), 'signal' otherwise (ReLU outputs, general operators). When some
+    observed entry of ``y`` lies outside the activation's range, 'auto' gives 'signal' if
+    ``out_of_range == "signal"`` (Latent-Pursuit: fit phi(.) to noisy data) and 'pre' otherwise,
+    whose ``phi^{-1}(y)`` then raises DomainError (Layered Basis-Pursuit, which SPEC sec. 5
+    defines on ``phi^{-1}(y)``).
     """
     if image_domain not in ("auto", "pre", "signal"):
         raise InputError(f"image_domain: expected 'auto', 'pre' or 'signal', received {describe(image_domain)}")
@@ -112,6 +116,8 @@ def choose_domain(image_domain: object, G: Generator, y: Tensor, meas: Measureme
         return "pre"
     if not pre_ok:
         return "signal"
+    if out_of_range != "signal":
+        return "pre"
     inside = phi.in_range(y) if meas.obs is None else (phi.in_range(y) | ~meas.obs)
     return "pre" if bool(inside.all()) else "signal"
 
@@ -368,8 +374,47 @@ def threshold_support(x: Tensor, rel: float) -> Tensor:
     return (x > rel * top) & (top > 0)
 
 
-def batched_lstsq(A: Tensor, rhs: Tensor, *, pad: Tensor | None = None, refine: int = 2) -> Tensor:
-    """Minimum-norm least squares ``x_b = pinv(A_b) rhs_b`` for a batch, in float64.
+def _normal_solver(Gm: Tensor, pad: Tensor | None) -> Callable[[Tensor], Tensor]:
+    """A solver ``r -> pinv(Gm_b) r_b`` for a batch of Gram matrices (B, k, k).
+
+    Batched Cholesky (one LAPACK call); samples whose factorization fails or whose pivot ratio
+    squared exceeds ``0.01 / eps`` (numerically singular) get a pseudo-inverse from ``eigh``
+    with eigenvalues below ``k * eps * lambda_max`` dropped, i.e. the minimum-norm solution.
+    """
+    k = Gm.shape[-1]
+    eps = torch.finfo(Gm.dtype).eps
+    if pad is not None:
+        Gm = Gm + torch.diag_embed(pad.to(Gm.dtype))
+    L, info = torch.linalg.cholesky_ex(Gm)
+    diag = L.diagonal(dim1=1, dim2=2)
+    ratio = (diag.amax(dim=1) / diag.amin(dim=1).clamp_min(torch.finfo(Gm.dtype).tiny)) ** 2
+    bad = (info != 0) | ~torch.isfinite(ratio) | (ratio > 0.01 / eps)
+
+    def chol_solve(r: Tensor, LL: Tensor) -> Tensor:
+        # Two triangular solves: faster than cholesky_solve for batches of small systems.
+        h = torch.linalg.solve_triangular(LL, r.unsqueeze(-1), upper=False)
+        return torch.linalg.solve_triangular(LL.transpose(1, 2), h, upper=True).squeeze(-1)
+
+    if not bool(bad.any()):
+        return lambda r: chol_solve(r, L)
+    evals, evecs = torch.linalg.eigh(Gm[bad])
+    cut = evals.amax(dim=1, keepdim=True) * (k * eps)
+    inv = torch.where(evals > cut, 1.0 / evals.clamp_min(torch.finfo(Gm.dtype).tiny), torch.zeros_like(evals))
+    bad_idx = bad.nonzero().squeeze(1)
+    Lsafe = torch.where(bad[:, None, None], torch.eye(k, dtype=Gm.dtype, device=Gm.device).expand_as(L), L)
+
+    def solve(r: Tensor) -> Tensor:
+        out = chol_solve(r, Lsafe)
+        xb = (evecs * inv[:, None, :]) @ (evecs.transpose(1, 2) @ r[bad_idx].unsqueeze(-1))
+        out[bad_idx] = xb.squeeze(-1)
+        return out
+
+    return solve
+
+
+def batched_lstsq(A: Tensor, rhs: Tensor, *, pad: Tensor | None = None, refine: int = 2,
+                  dtype: torch.dtype = torch.float64) -> Tensor:
+    """Minimum-norm least squares ``x_b = pinv(A_b) rhs_b`` for a batch.
 
     Parameters
     ----------
@@ -378,61 +423,30 @@ def batched_lstsq(A: Tensor, rhs: Tensor, *, pad: Tensor | None = None, refine: 
     pad : Tensor of shape (B, k), bool, optional
         Columns that are padding (all-zero); they get 0.
     refine : int
-        Steps of iterative refinement ``x += solve(A^T (rhs - A x))``, which removes most of the
-        accuracy lost by forming the Gram matrix.
+        Steps of iterative refinement ``x += solve(A^T (rhs - A x))``, which recovers most of
+        the accuracy lost by forming the Gram matrix.
+    dtype : torch.dtype
+        Working precision (float64 by default).
 
     Notes
     -----
-    Normal equations ``A^T A x = A^T rhs`` by batched Cholesky (one LAPACK call for the batch).
-    Samples whose Cholesky fails or whose Gram matrix is numerically singular (pivot ratio
-    above 1e12 in float64) are solved instead by a pseudo-inverse from ``eigh`` of the Gram
-    matrix, with eigenvalues below ``k * eps * lambda_max`` dropped: ``pinv`` semantics, the
-    minimum-norm solution, as SPEC sec. 4 asks. Measured on 512 per-sample supported
-    784 x 392 matrices (2 CPU cores): about 8x faster than ``torch.linalg.lstsq`` with
-    ``gelsy`` and 60x faster than ``gelsd``.
+    Normal equations ``A^T A x = A^T rhs`` by batched Cholesky, with a pseudo-inverse for
+    numerically singular samples (see :func:`_normal_solver`): ``pinv`` semantics as SPEC
+    sec. 4 asks. Measured on 64 per-sample supported 784 x 392 float64 matrices (CPU): the
+    batched Cholesky path takes a fraction of a second where ``torch.linalg.lstsq`` takes 1.5 s
+    with ``gelsy`` and 12 s with ``gelsd``.
     """
-    A = A.to(torch.float64)
-    rhs = rhs.to(torch.float64)
+    A = A.to(dtype)
+    rhs = rhs.to(dtype)
     Bn, m, k = A.shape
     if k == 0:
         return A.new_zeros(Bn, 0)
-    G = A.transpose(1, 2) @ A
-    if pad is not None:
-        G = G + torch.diag_embed(pad.to(G.dtype))
-    L, info = torch.linalg.cholesky_ex(G)
-    diag = L.diagonal(dim1=1, dim2=2)
-    ratio = (diag.amax(dim=1) / diag.amin(dim=1).clamp_min(1e-300)) ** 2
-    bad = (info != 0) | ~torch.isfinite(ratio) | (ratio > 1e12)
-
-    def chol_solve(r: Tensor, LL: Tensor) -> Tensor:
-        # Two triangular solves: faster than cholesky_solve for batches of small systems.
-        h = torch.linalg.solve_triangular(LL, r.unsqueeze(-1), upper=False)
-        return torch.linalg.solve_triangular(LL.transpose(1, 2), h, upper=True).squeeze(-1)
-
-    def solve_good(r: Tensor) -> Tensor:
-        return chol_solve(r, L)
-
-    nb = int(bad.sum())
-    if nb == 0:
-        solve = solve_good
-    else:
-        evals, evecs = torch.linalg.eigh(G[bad])
-        cut = evals.amax(dim=1, keepdim=True) * (k * torch.finfo(torch.float64).eps)
-        inv = torch.where(evals > cut, 1.0 / evals.clamp_min(1e-300), torch.zeros_like(evals))
-        bad_idx = bad.nonzero().squeeze(1)
-        Lsafe = torch.where(bad[:, None, None], torch.eye(k, dtype=G.dtype, device=G.device).expand_as(L), L)
-
-        def solve(r: Tensor) -> Tensor:
-            out = chol_solve(r, Lsafe)
-            rb = r[bad_idx]
-            xb = (evecs * inv[:, None, :]) @ (evecs.transpose(1, 2) @ rb.unsqueeze(-1))
-            out[bad_idx] = xb.squeeze(-1)
-            return out
-
-    x = solve((A.transpose(1, 2) @ rhs.unsqueeze(-1)).squeeze(-1))
+    At = A.transpose(1, 2)
+    solve = _normal_solver(At @ A, pad)
+    x = solve((At @ rhs.unsqueeze(-1)).squeeze(-1))
     for _ in range(refine):
         res = rhs - (A @ x.unsqueeze(-1)).squeeze(-1)
-        x = x + solve((A.transpose(1, 2) @ res.unsqueeze(-1)).squeeze(-1))
+        x = x + solve((At @ res.unsqueeze(-1)).squeeze(-1))
     if pad is not None:
         x = x.masked_fill(pad, 0.0)
     return x
@@ -456,6 +470,8 @@ def supported_lstsq(
     rows: Tensor | None,
     cols: Tensor | None,
     *,
+    dtype: torch.dtype = torch.float64,
+    refine: int = 2,
     budget: int = 2**25,
 ) -> Tensor:
     """Per-sample supported least squares ``x^{T_b} = pinv(W^{R_b, T_b}) rhs_b^{R_b}``, zero off ``T_b``.
@@ -468,50 +484,83 @@ def supported_lstsq(
         Observed / supported rows ``R_b``.
     cols : bool Tensor of shape (B, n_in) or None (all columns)
         Support ``T_b`` of the unknown.
+    dtype : torch.dtype
+        Working precision (float64 by default; the pursuits' warm starts use the data's dtype).
     budget : int
-        Largest number of float64 entries of one gathered batch of matrices; the batch is
-        processed in chunks under it (bounded memory, not a loop over samples).
+        Largest number of entries of one gathered batch of matrices; the batch is processed in
+        chunks under it (bounded memory; not a loop over samples).
 
     Returns
     -------
-    Tensor of shape (B, n_in), float64.
+    Tensor of shape (B, n_in), in ``dtype``.
 
     Notes
     -----
-    Each sample's rows and columns are gathered into a compact, zero-padded
-    ``(B, max |R_b|, max |T_b|)`` batch, so the cost follows the cardinalities rather than the
-    full widths (the supported matrices of a ReLU layer are about half the full ones, so the
-    normal equations are ~8x cheaper than with masked full matrices), then
-    :func:`batched_lstsq` solves all of them at once.
+    Cost follows the cardinalities, not the full widths (a ReLU layer's supported matrices are
+    about half the full ones, so the normal equations are ~8x cheaper than masked full ones):
+
+    * rows shared by the batch (no mask, or one mask): ``K = W^T diag(r) W`` once, then each
+      sample's Gram matrix is gathered from it, ``K[T_b, T_b]`` (B, t, t), and the products of
+      the refinement steps are full matrix-matrix products;
+    * per-sample rows: each ``W^{R_b, T_b}`` is gathered into a zero-padded (B, r, t) batch.
+
+    Either way one batched Cholesky solves all samples (:func:`batched_lstsq`).
     """
     B, n_out = rhs.shape
     n_in = W.shape[1]
     dev = rhs.device
-    # A zero row and column appended to W: padding indices point at them, so the gathered
-    # matrices come out zero-padded without a masking pass.
-    W64 = torch.zeros(n_out + 1, n_in + 1, dtype=torch.float64, device=dev)
-    W64[:n_out, :n_in] = W
-    rhs64 = torch.cat([rhs.to(torch.float64), rhs.new_zeros(B, 1, dtype=torch.float64)], dim=1)
+    shared = rows is None or bool((rows == rows[:1]).all())
     if cols is None:
         cidx = torch.arange(n_in, device=dev).expand(B, n_in)
         cval = torch.ones(B, n_in, dtype=torch.bool, device=dev)
+        pad = None
     else:
         cidx, cval = _compact(cols)
         cidx = torch.where(cval, cidx, n_in)
-    if rows is None:
-        ridx = torch.arange(n_out, device=dev).expand(B, n_out)
-    else:
-        ridx, rval = _compact(rows)
-        ridx = torch.where(rval, ridx, n_out)
+        pad = ~cval
+    if shared:
+        Wd = W.to(dtype)
+        r0 = None if rows is None else rows[0].to(dtype)
+        t = rhs.to(dtype) if r0 is None else rhs.to(dtype) * r0
+        # K padded with a zero row/column at index n_in for the padding columns.
+        K = torch.zeros(n_in + 1, n_in + 1, dtype=dtype, device=dev)
+        K[:n_in, :n_in] = Wd.T @ (Wd if r0 is None else Wd * r0[:, None])
+        Gm = K[cidx[:, :, None], cidx[:, None, :]]
+        solve = _normal_solver(Gm, pad)
+
+        def At(r: Tensor) -> Tensor:
+            g = torch.cat([r @ Wd, r.new_zeros(B, 1)], dim=1)
+            return torch.gather(g, 1, cidx)
+
+        def full(xc: Tensor) -> Tensor:
+            xf = torch.zeros(B, n_in + 1, dtype=dtype, device=dev).scatter(1, cidx, xc)
+            return xf[:, :n_in]
+
+        xc = solve(At(t))
+        for _ in range(refine):
+            res = t - full(xc) @ Wd.T
+            if r0 is not None:
+                res = res * r0
+            xc = xc + solve(At(res))
+        if pad is not None:
+            xc = xc.masked_fill(pad, 0.0)
+        return full(xc)
+    # Per-sample rows: gather each supported matrix. A zero row and column appended to W let
+    # the padding indices produce zero padding without a masking pass.
+    ridx, rval = _compact(rows)  # type: ignore[arg-type]
+    ridx = torch.where(rval, ridx, n_out)
+    Wp = torch.zeros(n_out + 1, n_in + 1, dtype=dtype, device=dev)
+    Wp[:n_out, :n_in] = W
+    rhsp = torch.cat([rhs.to(dtype), rhs.new_zeros(B, 1, dtype=dtype)], dim=1)
     per = ridx.shape[1] * cidx.shape[1]
     chunk = max(1, budget // max(per, 1))
-    out = torch.zeros(B, n_in + 1, dtype=torch.float64, device=dev)
+    out = torch.zeros(B, n_in + 1, dtype=dtype, device=dev)
     for a in range(0, B, chunk):
         sl = slice(a, min(B, a + chunk))
-        ri, ci, cv = ridx[sl], cidx[sl], cval[sl]
-        A = W64[ri[:, :, None], ci[:, None, :]]
-        r = torch.gather(rhs64[sl], 1, ri)
-        xc = batched_lstsq(A, r, pad=~cv if cols is not None else None)
+        ri, ci = ridx[sl], cidx[sl]
+        A = Wp[ri[:, :, None], ci[:, None, :]]
+        r = torch.gather(rhsp[sl], 1, ri)
+        xc = batched_lstsq(A, r, pad=pad[sl] if pad is not None else None, refine=refine, dtype=dtype)
         out[sl] = out[sl].scatter(1, ci, xc)
     return out[:, :n_in]
 
@@ -519,23 +568,25 @@ def supported_lstsq(
 # -- the fixed-support network and debiasing -------------------------------------------------
 
 
-def support_affine(G: Generator, supports: Sequence[Tensor], supports_batch: int = 1) -> tuple[Tensor, Tensor]:
-    """The network with frozen ReLU supports as an affine map of ``z``, in float64.
+def support_affine(G: Generator, supports: Sequence[Tensor], supports_batch: int = 1,
+                   dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """The network with frozen ReLU supports as an affine map of ``z``.
 
-    Returns ``J`` (B, n, n_0) and ``c`` (B, n) such that the output pre-activation is
-    ``a = J z + c`` when every hidden layer ``i`` is ``D_i (W_i x_{i-1} + b_i)`` with
-    ``D_i = diag(supports[i])``.
+    Returns ``J`` (B, n, n_0) and ``c`` (B, n), in ``dtype``, such that the output
+    pre-activation is ``a = J z + c`` when every hidden layer ``i`` is ``D_i (W_i x_{i-1} + b_i)``
+    with ``D_i = diag(supports[i])``. Cost ``B sum_i n_i n_{i-1} n_0`` (products from the
+    latent side, where ``n_0`` is small).
     """
-    Ws = [W.to(torch.float64) for W in G.weights]
-    bs = [b.to(torch.float64) for b in G.biases]
+    Ws = [W.to(dtype) for W in G.weights]
+    bs = [b.to(dtype) for b in G.biases]
     if G.n_hidden == 0:
         B = supports_batch
         return Ws[0][None].expand(B, -1, -1), bs[0][None].expand(B, -1)
-    s0 = supports[0].to(torch.float64)
+    s0 = supports[0].to(dtype)
     J = s0[:, :, None] * Ws[0][None]
     c = s0 * bs[0][None]
     for i in range(1, G.n_hidden):
-        si = supports[i].to(torch.float64)
+        si = supports[i].to(dtype)
         J = si[:, :, None] * torch.matmul(Ws[i], J)
         c = si * torch.addmm(bs[i], c, Ws[i].T)
     J = torch.matmul(Ws[-1], J)
@@ -672,7 +723,10 @@ def fit_supports(
     objective : Tensor (B,), float64
     """
     phi = G.output_activation
-    J, c = support_affine(G, supports, y.shape[0])
+    # float32 data: the chain of products in float32 (the costly part), the solves in float64.
+    work = torch.float64 if y.dtype == torch.float64 else torch.float32
+    J, c = support_affine(G, supports, y.shape[0], dtype=work)
+    J, c = J.to(torch.float64), c.to(torch.float64)
     y64 = y.to(torch.float64)
     B = y.shape[0]
     dev = y.device

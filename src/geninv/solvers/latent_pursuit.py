@@ -103,8 +103,9 @@ def latent_pursuit(
         ``min_{x>=0} 1/2 ||A (y - phi(W x + b))||^2 + lam 1^T x``. ``"pre"``: the convex
         pre-activation form ``min_{x>=0} 1/2 ||M (phi^{-1}(y) - b - W x)||^2 + lam 1^T x``,
         available for an invertible ``phi`` and a pixel mask or no measure. ``"auto"`` (default)
-        takes ``"pre"`` whenever it is available and ``"signal"`` otherwise; chosen from
-        measurements (see Notes).
+        takes ``"pre"`` whenever it is available and every observed entry of ``y`` lies inside
+        the range of ``phi``, and ``"signal"`` otherwise (noisy tanh data at +-1, ReLU outputs,
+        general operators); chosen from measurements (see Notes).
     support_tol : float
         Support threshold relative to the layer's largest entry (default 1e-4).
     mu : float, optional
@@ -253,7 +254,8 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
         target = x_next
         n_in = W.shape[1]
         if warm_start:
-            x0 = supported_lstsq(W, target - b, s_next, None).to(dtype)
+            # The warm start only needs the data's precision.
+            x0 = supported_lstsq(W, target - b, s_next, None, dtype=dtype)
             if not first:
                 x0 = x0.clamp_min(0)
         else:

@@ -83,9 +83,11 @@ def layered_bp(
     callback : callable, optional
         ``callback(iteration, state)`` at every check, ``state["stage"]`` in ``"x_L"``..``"x_1"``.
     image_domain : {"auto", "pre", "signal"}
-        Form of the first problem, as in :func:`geninv.latent_pursuit` (SPEC sec. 5 uses the
-        pre-activation ``phi^{-1}(y)``; ``"signal"`` allows noisy tanh data outside the range
-        and general operators).
+        Form of the first problem. ``"auto"`` (default): the pre-activation ``phi^{-1}(y)`` of
+        SPEC sec. 5 for an invertible output, a pixel mask or no measure and observed ``y``
+        inside the activation's range; otherwise the signal domain of SPEC eq. 8 (noisy tanh
+        data at +-1, ReLU output, general operators). ``"pre"`` forces the pre-activation form
+        (DomainError for ``y`` outside the range).
     support_tol : float
         Relative support threshold (default 1e-4).
     check_every, restart, power_iters :
