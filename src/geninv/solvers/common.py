@@ -127,7 +127,7 @@ def check_informative(G: Generator, y: Tensor, meas: Measurement, *, name: str =
     layer is off, which leaves ``z`` undetermined (any ``z`` switching that layer off fits)."""
     if G.n_hidden == 0:
         return
-    base = G.output_activation(G.biases[-1].to(y.dtype))[None].expand(y.shape[0], -1)
+    base = G.output_activation(G.biases[-1].to(y.device, y.dtype))[None].expand(y.shape[0], -1)
     ref = _forward_meas(meas, base)
     yy = _forward_meas(meas, y) if meas.kind == "diag" else y
     diff = (yy - ref).abs().amax(dim=1)
@@ -582,14 +582,18 @@ def support_affine(G: Generator, supports: Sequence[Tensor], supports_batch: int
     if G.n_hidden == 0:
         B = supports_batch
         return Ws[0][None].expand(B, -1, -1), bs[0][None].expand(B, -1)
+    # J is kept as (n_i, B, n_0) so each layer is one plain matrix product W_i @ J (a single
+    # GEMM with B * n_0 columns, ~2x faster on CPU than a broadcast batched product).
+    B = supports[0].shape[0]
+    n0 = Ws[0].shape[1]
     s0 = supports[0].to(dtype)
-    J = s0[:, :, None] * Ws[0][None]
+    J = s0.T[:, :, None] * Ws[0][:, None, :]
     c = s0 * bs[0][None]
     for i in range(1, G.n_hidden):
         si = supports[i].to(dtype)
-        J = si[:, :, None] * torch.matmul(Ws[i], J)
+        J = si.T[:, :, None] * (Ws[i] @ J.reshape(J.shape[0], B * n0)).reshape(-1, B, n0)
         c = si * torch.addmm(bs[i], c, Ws[i].T)
-    J = torch.matmul(Ws[-1], J)
+    J = (Ws[-1] @ J.reshape(J.shape[0], B * n0)).reshape(-1, B, n0).transpose(0, 1)
     c = torch.addmm(bs[-1], c, Ws[-1].T)
     return J, c
 
@@ -636,6 +640,8 @@ def debias_fit(
     Each further round (up to ``rounds``) takes the supports of the network at the current fit,
     ``S_i = {W_i x_{i-1} + b_i > 0}``, refits, and keeps the refit for the samples where it
     lowers the true objective ``1/2 ||A (y - G(z))||^2``; it stops once no sample changes.
+    Samples already fit to the rounding level of ``y`` (objective below
+    ``1/2 (100 eps ||A y||)^2``) are not refit.
 
     Why: a true entry missed by the support threshold (or a spurious one) biases the frozen fit
     by about its size (measured: one missed entry of 2e-4 gave a relative error 4e-6 in z);
@@ -653,11 +659,17 @@ def debias_fit(
     sup = [s.clone() for s in supports]
     obj = network_objective(G, y, z, meas)
     G64 = G.to(dtype=torch.float64)
+    # A sample whose fit is already at the rounding level of the data cannot improve.
+    y64 = y.to(torch.float64)
+    ynorm = (_forward_meas(meas, y64) if meas.kind == "diag" else y64).norm(dim=1)
+    floor = 0.5 * (100 * torch.finfo(y.dtype).eps * ynorm) ** 2
     for _ in range(rounds):
         new = [x > 0 for x in hidden_layers(G64, z)]
-        changed = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
+        changed = obj > floor
+        differ = torch.zeros_like(changed)
         for a, b in zip(new, sup):
-            changed |= (a != b).any(dim=1)
+            differ |= (a != b).any(dim=1)
+        changed &= differ
         ch = changed.nonzero().squeeze(1)
         if ch.numel() == 0:
             break

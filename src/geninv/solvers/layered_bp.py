@@ -31,12 +31,8 @@ from geninv.solvers.spectral import masked_gram_norm
 from geninv.solvers.steps import LinearLS, SignalLS
 from geninv.solvers.subproblems import fista_layer, image_lipschitz
 
-__all__ = ["layered_bp", "LAYERED_BP_OPTIONS"]
+__all__ = ["layered_bp"]
 
-LAYERED_BP_OPTIONS = (
-    "lam", "lam_rel", "max_iter", "tol", "debias", "seed", "callback", "image_domain", "support_tol",
-    "check_every", "restart", "power_iters",
-)
 
 
 def layered_bp(
@@ -50,6 +46,7 @@ def layered_bp(
     max_iter: int = 2000,
     tol: float | None = None,
     debias: bool = True,
+    debias_rounds: int = 3,
     seed: int | None = None,
     callback: Callback | None = None,
     image_domain: str = "auto",
@@ -78,6 +75,8 @@ def layered_bp(
     debias : bool
         Fit ``z`` end to end with the estimated supports frozen, with support refinement
         (:func:`geninv.solvers.common.debias_fit`; default True).
+    debias_rounds : int
+        Support-refinement rounds of the debiasing (default 3; 0 = a single frozen-support fit).
     seed : int, optional
         Unused (deterministic).
     callback : callable, optional
@@ -128,6 +127,7 @@ def layered_bp(
     max_iter = check_option("max_iter", max_iter, kind="int", low=1)
     tol = default_tol(yy.dtype) if tol is None else check_option("tol", tol, kind="float", low=0.0)
     debias = check_option("debias", debias, kind="bool")
+    debias_rounds = check_option("debias_rounds", debias_rounds, kind="int", low=0)
     callback = check_option("callback", callback, kind="callable", allow_none=True)
     support_tol = check_option("support_tol", support_tol, kind="float", low=0.0)
     check_every = check_option("check_every", check_every, kind="int", low=1)
@@ -189,7 +189,7 @@ def layered_bp(
         layers = est
         if debias:
             ts = time.perf_counter()
-            z64, ok, obj, fit_sup = debias_fit(G, yy, supports, meas, z0=z)
+            z64, ok, obj, fit_sup = debias_fit(G, yy, supports, meas, z0=z, rounds=debias_rounds)
             z = z64.to(dtype)
             converged &= ok
             info["debias_objective"] = obj

@@ -26,9 +26,7 @@ from geninv.solvers.common import (
 )
 from geninv.solvers.result import SolveResult
 
-__all__ = ["oracle", "ORACLE_OPTIONS", "check_supports"]
-
-ORACLE_OPTIONS = ("supports", "mode", "max_iter", "tol", "seed", "callback")
+__all__ = ["oracle", "check_supports"]
 
 
 def check_supports(supports: object, G: Generator, B: int, device: torch.device) -> list[Tensor]:
