@@ -17,6 +17,8 @@ from geninv.operators import Mask
 from geninv.solvers.common import (
     check_generator,
     check_informative,
+    check_option,
+    check_seed,
     debias_fit,
     hidden_layers,
     network_objective,
@@ -143,6 +145,7 @@ def invert(
                 f"{unknown[0]}: expected an option of method {method!r} ({', '.join(accepted)}), "
                 f"received unknown option(s) {', '.join(repr(u) for u in unknown)}"
             )
+    _check_common_options(options)
     if method == "oracle" and "supports" not in options:
         raise InputError(
             "supports: expected supports=[S_1, ..., S_L] (bool (B, n_i), e.g. G.trace(z).supports) for method "
@@ -154,6 +157,29 @@ def invert(
     if post_debias:
         res = debias_result(G, yy, meas, res)
     return res
+
+
+# The options every method shares, validated here once whatever the method (the methods check
+# them again when called directly).
+_COMMON: dict[str, dict[str, Any]] = {
+    "lam": dict(kind="float", low=0.0, allow_none=True),
+    "rho": dict(kind="float", low=0.0),
+    "gamma": dict(kind="float", low=0.0),
+    "max_iter": dict(kind="int", low=1),
+    "tol": dict(kind="float", low=0.0, allow_none=True),
+    "debias": dict(kind="bool"),
+    "callback": dict(kind="callable", allow_none=True),
+}
+
+
+def _check_common_options(options: dict[str, Any]) -> None:
+    for name, spec in _COMMON.items():
+        if name in options:
+            check_option(name, options[name], **spec)
+    if "rho" in options and options["rho"] == 0:
+        raise InputError("rho: expected a value > 0, received 0")
+    if "seed" in options:
+        check_seed(options["seed"])
 
 
 def debias_result(G: Any, y: Any, meas: Any, res: SolveResult) -> SolveResult:
