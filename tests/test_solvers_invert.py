@@ -69,6 +69,13 @@ def test_pursuits_auto_fall_back_to_the_signal_domain(small, method):
     assert torch.isfinite(res.z).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_y_is_refused(small, dtype):
+    G, _, y = small
+    with pytest.raises(InputError, match="y"):
+        geninv.invert(G, y.to(dtype))
+
+
 @pytest.mark.parametrize("method", ["oracle", "layered_bp", "latent_pursuit"])
 def test_nan_in_y(small, method):
     G, z, y = small

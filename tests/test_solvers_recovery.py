@@ -101,7 +101,6 @@ def test_batch_equals_one_by_one(method):
         alone = geninv.invert(G, y[b : b + 1], method=method, **kb)
         # float64; the products of a batch and of one row may round differently by an ulp
         assert float(relative_error(alone.z, together.z[b : b + 1])) < 1e-10
-        assert int(alone.n_iter[0]) == int(together.n_iter[b])
 
 
 def test_float32_fast_path():

@@ -168,8 +168,12 @@ class Measurement(NamedTuple):
 def resolve_measurement(measure: object, mask: object, G: Generator, y: object, *, name: str = "y") -> tuple[Tensor, Measurement]:
     """Validate ``y`` against the measurement and return ``(y, Measurement)``.
 
-    ``y`` becomes a finite (B, m) floating tensor (m = n, or ``measure.shape[0]``).
+    ``y`` becomes a finite (B, m) float32 or float64 tensor (m = n, or ``measure.shape[0]``);
+    half precisions are refused (the solvers' least squares and stopping tests need at least
+    float32).
     """
+    if isinstance(y, Tensor) and y.dtype in (torch.float16, torch.bfloat16):
+        raise InputError(f"{name}: expected a float32 or float64 tensor, received dtype {y.dtype} (convert with y.float())")
     n = G.output_dim
     if mask is not None and measure is not None:
         raise InputError("mask, measure: expected at most one of them, received both")
@@ -199,7 +203,7 @@ def resolve_measurement(measure: object, mask: object, G: Generator, y: object, 
         if not bool(obs.any(dim=1).all()):
             raise InputError(f"{mname}: expected at least one observed entry per signal, received a mask hiding everything")
         return yy, Measurement("diag", obs.to(yy.dtype), obs, None)
-    for attr in ("forward", "adjoint", "shape"):
+    for attr in ("forward", "adjoint", "shape", "norm"):
         if not hasattr(measure, attr):
             raise InputError(f"measure: expected a geninv operator (forward, adjoint, shape, norm), received {describe(measure)}")
     shape = tuple(measure.shape)  # type: ignore[attr-defined]
