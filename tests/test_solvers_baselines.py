@@ -30,6 +30,28 @@ def three_layer() -> Generator:
     return random_generator([10, 60, 250, 800], "tanh", seed=0, dtype=F64)
 
 
+class SelectRows:
+    """``A x = x[idx]``: a minimal operator (protocol only) that selects entries."""
+
+    def __init__(self, idx: torch.Tensor) -> None:
+        self.idx = idx
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.idx), 600)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, self.idx]
+
+    def adjoint(self, r: torch.Tensor) -> torch.Tensor:
+        out = r.new_zeros(r.shape[0], 600)
+        out[:, self.idx] = r
+        return out
+
+    def norm(self) -> float:
+        return 1.0
+
+
 def _assert_lp_feasible(G: Generator, y: torch.Tensor, res, atol: float) -> None:
     """Check every stage's constraints directly on the returned LP solutions (float64)."""
     u = torch.atanh(y)
@@ -97,10 +119,14 @@ def test_lp_with_masks_and_operators(two_layer: Generator) -> None:
     res = lp_layerwise(G, y, measure=Identity(600))  # an entry-selecting operator is read as a mask
     assert relative_error(z, res.z).max() < 1e-6
     with pytest.raises(InputError, match="measure"):
-        lp_layerwise(G, y, measure=GaussianMatrix(300, 600, dtype=F64))
+        lp_layerwise(G, y[:, :300], measure=GaussianMatrix(300, 600, dtype=F64))
+    rows = SelectRows(torch.arange(0, 600, 2))  # an entry-selecting operator: y holds the 300 selected values
+    res = lp_layerwise(G, y[:, ::2], measure=rows)
+    assert relative_error(z, res.z).max() < 1e-6
     # identity output: a compressive Gaussian A gives linear equalities A W x = A (y - b)
     Glin = Generator([G.layers[0], Layer(G.weights[1], G.biases[1], Activation("identity"))])
-    res = lp_layerwise(Glin, Glin(z), measure=GaussianMatrix(300, 600, seed=1, dtype=F64))
+    A = GaussianMatrix(300, 600, seed=1, dtype=F64)
+    res = lp_layerwise(Glin, A.forward(Glin(z)), measure=A)  # y: the (B, m) measurements
     assert res.converged.all() and relative_error(z, res.z).max() < 1e-6
 
 
@@ -126,7 +152,9 @@ def test_hand_written_gradient_matches_autograd() -> None:
     _, y = G.sample(5, seed=9)
     mask = random_mask(40, 0.4, seed=1, batch=5)
     for measure in (None, Mask(mask), GaussianMatrix(25, 40, seed=2, dtype=F64)):
-        _, _, fit, _ = _setup(G, y, measure, "gd")
+        general = isinstance(measure, GaussianMatrix)
+        data = measure.forward(y) if general else y  # a general operator takes the (B, m) measurements
+        _, _, fit, _ = _setup(G, data, measure, "gd")
         f, g = fit.value_grad(z)
         zz = z.clone().requires_grad_(True)
         yhat = G.forward_unchecked(zz)
@@ -165,6 +193,14 @@ def test_gd_easy_case_converges(two_layer: Generator) -> None:
     tr = two_layer.trace(res.z)
     assert all(torch.equal(a, b) for a, b in zip(tr.hidden, res.layers))
     assert all(torch.equal(a, b) for a, b in zip(tr.supports, res.supports))
+
+
+def test_gd_compressed_sensing(two_layer: Generator) -> None:
+    z, y = two_layer.sample(4, seed=11)
+    A = GaussianMatrix(300, 600, seed=2, dtype=F64)  # m = 300 > s_1 ~ 100: still well posed
+    res = gd(two_layer, A.forward(y), measure=A, max_iter=2000)
+    assert res.converged.all() and (snr(z, res.z) > 100).all()
+    assert (res.history["residual"][-1] < 1e-10).all()  # ||A G(z) - y|| / ||y||
 
 
 def test_gd_undetermined_case_is_finite() -> None:

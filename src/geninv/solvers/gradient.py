@@ -1,7 +1,8 @@
 """Gradient baselines (SPEC section 7): the paper's momentum gradient descent, and Adam with random restarts.
 
 Both minimize the data fit ``f(z) = 1/2 ||A (G(z) - y)||^2`` directly over the latent ``z``, with
-``A`` the measurement operator (identity when ``measure`` is None). The gradient is written by
+``A`` the measurement operator (identity when ``measure`` is None; a 0/1 pixel mask; or, for a
+general operator, ``f(z) = 1/2 ||A G(z) - y||^2`` with ``y`` the (B, m) measurements). The gradient is written by
 hand, for the whole batch at once with matrix-matrix products::
 
     a_i = W_i x_{i-1} + b_i,  x_i = relu(a_i)  (x_0 = z),  a_{L+1} = W_{L+1} x_L + b_{L+1}
@@ -29,6 +30,7 @@ from geninv._validate import as_batch, as_mask
 from geninv.exceptions import ConvergenceWarning, InputError, ShapeError, describe
 from geninv.model.activations import Activation
 from geninv.model.generator import Generator
+from geninv.operators import Identity
 from geninv.solvers.result import SolveResult
 
 __all__ = ["gd", "adam"]
@@ -188,20 +190,12 @@ def _lipschitz_bound(G: Generator, op_norm: float) -> float:
     return op_norm**2 * G.output_activation.lipschitz**2 * prod
 
 
-def _setup(G: object, y: object, measure: object | None, method: str) -> tuple[Generator, Tensor, _Fit, float]:
-    """Validate the public arguments; return (G on y's device/dtype, y (B, n), the fit, ||A||)."""
-    if not isinstance(G, Generator):
-        raise InputError(f"G: expected a geninv Generator, received {describe(G)}")
-    n = G.output_dim
-    yy = as_batch(y, n, "y").detach()
-    if not yy.is_floating_point():  # pragma: no cover - as_batch already converts
-        yy = yy.to(torch.get_default_dtype())
-    GG = G.like(yy)
-    Ws = [W.detach() for W in GG.weights]
-    bs = [b.detach() for b in GG.biases]
-    B = yy.shape[0]
-    if measure is None:
-        return GG, yy, _Fit(Ws, bs, GG.output_activation, "identity", yy, None, None, None), 1.0
+def _kind_of(measure: object | None, n: int) -> tuple[str, int]:
+    """Classify the operator: ("identity" | "mask" | "general", width m of y)."""
+    if measure is None or isinstance(measure, Identity):
+        if isinstance(measure, Identity) and measure.n != n:
+            raise ShapeError(f"measure: expected an operator on R^{n}, received Identity({measure.n})")
+        return "identity", n
     for attr in ("shape", "forward", "adjoint"):
         if not hasattr(measure, attr):
             raise InputError(
@@ -210,16 +204,35 @@ def _setup(G: object, y: object, measure: object | None, method: str) -> tuple[G
     shape = tuple(measure.shape)  # type: ignore[attr-defined]
     if len(shape) != 2 or shape[1] != n:
         raise ShapeError(f"measure: expected an operator acting on width {n} (shape (m, {n})), received shape {shape}")
-    op_norm = float(measure.norm()) if hasattr(measure, "norm") else 1.0  # type: ignore[attr-defined]
-    mask = getattr(measure, "mask", None)
-    if isinstance(mask, Tensor):
+    if isinstance(getattr(measure, "mask", None), Tensor):
+        return "mask", n
+    return "general", int(shape[0])
+
+
+def _setup(G: object, y: object, measure: object | None, method: str) -> tuple[Generator, Tensor, _Fit, float]:
+    """Validate the public arguments; return (G on y's device/dtype, y, the fit, ||A||).
+
+    ``y`` is (B, n) for no operator, an Identity or a Mask, and the measurements (B, m) for any
+    other operator (the convention of :func:`geninv.invert`).
+    """
+    if not isinstance(G, Generator):
+        raise InputError(f"G: expected a geninv Generator, received {describe(G)}")
+    n = G.output_dim
+    kind, m = _kind_of(measure, n)
+    yy = as_batch(y, m, "y").detach()
+    GG = G.like(yy)
+    Ws = [W.detach() for W in GG.weights]
+    bs = [b.detach() for b in GG.biases]
+    B = yy.shape[0]
+    phi = GG.output_activation
+    if kind == "identity":
+        return GG, yy, _Fit(Ws, bs, phi, "identity", yy, None, None, None), 1.0
+    op_norm = float(measure.norm()) if hasattr(measure, "norm") else 1.0  # type: ignore[union-attr]
+    if kind == "mask":
         # A pixel mask, possibly different per sample: kept as 0/1 weights so the batch can be sliced.
-        w = as_mask(mask, B, n, yy.device, "measure.mask").to(yy.dtype)
-        return GG, yy, _Fit(Ws, bs, GG.output_activation, "mask", yy, w, None, None), min(op_norm, 1.0)
-    d = measure.forward(yy)  # type: ignore[attr-defined]
-    if not (isinstance(d, Tensor) and d.ndim == 2 and d.shape[0] == B):
-        raise ShapeError(f"measure: expected forward(y) of shape ({B}, m), received {describe(d)}")
-    return GG, yy, _Fit(Ws, bs, GG.output_activation, "general", yy, None, d.detach(), measure), op_norm
+        w = as_mask(measure.mask, B, n, yy.device, "measure.mask").to(yy.dtype)  # type: ignore[union-attr]
+        return GG, yy, _Fit(Ws, bs, phi, "mask", yy, w, None, None), min(op_norm, 1.0)
+    return GG, yy, _Fit(Ws, bs, phi, "general", yy, None, yy, measure), op_norm
 
 
 def _initial_latent(B: int, n0: int, seed: int, like: Tensor) -> Tensor:
@@ -249,7 +262,11 @@ def _check_float(value: object, name: str, *, positive: bool = True, upper: floa
 
 def _floor(fit: _Fit, dtype: torch.dtype) -> Tensor:
     """Objective at machine precision, ``1/2 (16 eps ||A y||)^2`` per sample: nothing to gain below it."""
-    ref = fit._residual(torch.zeros_like(fit.y))  # = -A y
+    if fit.kind == "general":
+        assert fit.d is not None
+        ref = fit.d  # the measurements
+    else:
+        ref = fit._residual(torch.zeros_like(fit.y))  # = -A y
     return 0.5 * (16 * torch.finfo(dtype).eps) ** 2 * (ref * ref).sum(dim=1)
 
 
@@ -323,8 +340,10 @@ def gd(
     ----------
     G : Generator
         The generator (moved to ``y``'s device and dtype).
-    y : Tensor of shape (B, n)
-        Signals (for a pixel mask, hidden entries are ignored).
+    y : Tensor of shape (B, n), or (B, m) with a general operator
+        Signals (for a pixel mask, hidden entries are ignored); with an operator other than
+        Identity/Mask, the measurements ``A G(z)`` (the convention of :func:`geninv.invert`),
+        and the objective is ``1/2 ||y - A G(z)||^2``.
     measure : operator, optional
         ``A`` with ``shape`` (m, n), ``forward``, ``adjoint``, ``norm`` (:mod:`geninv.operators`);
         None is the identity. A :class:`~geninv.operators.Mask` may differ per sample; any other
@@ -335,7 +354,7 @@ def gd(
         A sample stops (``converged=True``) when its objective decreased by less than ``tol``
         relative over the last ``check_every`` iterations (counting only windows in which some
         step was accepted), reached machine precision (``16 eps ||A y||``), or its backtracking
-        shrank the step below ``1e-12`` of its start (a numerically stationary point).
+        shrank the gradient step below ``4 eps ||z||`` (a numerically stationary point).
     lr : float
         Base step in units of ``1 / L_b``, with ``L_b`` the sample's local Lipschitz constant of
         the gradient, ``||A J_G(z_0)||_2^2``, estimated at the start by 20 power iterations.
@@ -363,7 +382,8 @@ def gd(
     -------
     SolveResult
         ``z`` (B, n_0); ``layers`` the hidden layers of ``G(z)``; ``supports`` their ``x > 0``;
-        ``history["objective"]`` and ``history["residual"]`` (relative, ``||A(G(z) - y)|| / ||A y||``),
+        ``history["objective"]`` and ``history["residual"]`` (relative: ``||A(G(z) - y)|| / ||A y||``,
+        or ``||A G(z) - y|| / ||y||`` for a general operator),
         each (T, B), recorded at the start and every ``check_every`` iterations (a stopped sample
         keeps its final value); ``info`` holds ``lipschitz`` (B,), ``rejected`` (B,) steps,
         ``diverged`` (B,) and the options used.
@@ -434,7 +454,6 @@ def gd(
         plain = torch.ones(B, dtype=torch.bool, device=dev)  # the next step has no momentum
         rej = torch.zeros(B, dtype=torch.int64, device=dev)
         f_check = f.clone()
-        step0 = step.clone()
         k = 0
         stopped_by_callback = False
         while True:
@@ -458,9 +477,9 @@ def gd(
             # -- check (one host sync per check_every iterations) --
             bad = ~torch.isfinite(f) | ~torch.isfinite(g).all(dim=1)
             rel = (f_check - f) / f_check.clamp_min(torch.finfo(dt).tiny)
-            # A window of rejected steps says nothing about progress; a step backtracked 2^-40 below
-            # its start has stalled (no descent left at this precision): that is a stationary point.
-            stalled = step < 1e-12 * step0[ids]
+            # A window of rejected steps says nothing about progress. A sample whose plain gradient
+            # step no longer changes z at working precision has stalled: a numerically stationary point.
+            stalled = plain & (step * g.norm(dim=1) <= 4 * torch.finfo(dt).eps * z.norm(dim=1))
             conv = ~bad & (((rel <= tol) & moved) | (f <= floor[ids]) | stalled)
             z_out[ids], f_out[ids], n_iter[ids], rej_out[ids] = z, f, k, rej
             conv_out[ids], bad_out[ids] = conv, bad
@@ -596,10 +615,12 @@ def adam(
         bad = torch.zeros(N, dtype=torch.bool, device=dev)
         stall = torch.zeros(N, dtype=torch.int64, device=dev)
         while True:
+            improved = torch.zeros_like(bad)
             for _ in range(min(check_every, max_iter - k)):
                 k += 1
                 f, g = fit.value_grad(z)
                 better = f < f_best  # False for NaN
+                improved |= better
                 z_best = torch.where(better[:, None], z, z_best)
                 f_best = torch.where(better, f, f_best)
                 bad = bad | ~torch.isfinite(f)
@@ -610,8 +631,10 @@ def adam(
                 z = z.addcdiv(m1, denom, value=-lr_k / (1 - b1**k))
             rel = (f_check - f_best) / f_check.clamp_min(torch.finfo(dt).tiny)
             floor_w = floor[ids]
-            # Adam is not monotone: ask for two quiet windows in a row before calling it converged.
-            stall = torch.where(rel <= tol, stall + 1, 0)
+            # Adam is not monotone: ask for two quiet windows (the best improved, by less than tol)
+            # before calling it converged; a window without improvement (Adam wandering away from
+            # its best, e.g. an absurd step) is no evidence of convergence.
+            stall = torch.where(rel > tol, 0, torch.where(improved, stall + 1, stall))
             conv = ~bad & ((stall >= 2) | (f_best <= floor_w))
             z_best_out[ids], f_best_out[ids], n_iter[ids] = z_best, f_best, k
             conv_out[ids], bad_out[ids] = conv, bad

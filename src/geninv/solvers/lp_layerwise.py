@@ -22,6 +22,7 @@ from torch import Tensor
 from geninv._validate import as_batch, as_mask
 from geninv.exceptions import ConvergenceWarning, InputError, ShapeError, describe
 from geninv.model.generator import Generator
+from geninv.operators import Identity
 from geninv.solvers.result import SolveResult
 
 __all__ = ["lp_layerwise"]
@@ -112,16 +113,21 @@ def _support(x: np.ndarray, rel: float) -> np.ndarray:
     return x > rel * top
 
 
-def _top_problem(G: Generator, y: Tensor, measure: object | None, noise: str) -> tuple[str, Tensor | None, np.ndarray | None]:
-    """How the image layer is observed.
+def _top_problem(G: Generator, y: object, measure: object | None) -> tuple[Tensor, str, Tensor | None, np.ndarray | None]:
+    """Validate ``y`` and say how the image layer is observed.
 
-    Returns ``(kind, observed, A)``: kind ``"entries"`` with a bool (B, n) tensor of observed
-    entries (identity, a pixel mask, or any operator whose matrix selects entries), or
-    ``"linear"`` with the dense matrix A (m, n) (a general operator; needs an identity ``phi``).
+    Returns ``(y, kind, observed, A)``: kind ``"entries"`` with ``y`` as (B, n) signals and a
+    bool (B, n) tensor of observed entries (no operator, Identity, a pixel mask, or an operator
+    whose matrix selects entries, whose (B, m) measurements are scattered back to width n), or
+    ``"linear"`` with the (B, m) measurements and the dense matrix A (m, n) of a general
+    operator (which needs an identity ``phi``).
     """
-    B, n = y.shape
-    if measure is None:
-        return "entries", torch.ones(B, n, dtype=torch.bool, device=y.device), None
+    n = G.output_dim
+    if measure is None or isinstance(measure, Identity):
+        if isinstance(measure, Identity) and measure.n != n:
+            raise ShapeError(f"measure: expected an operator on R^{n}, received Identity({measure.n})")
+        yy = as_batch(y, n, "y").detach()
+        return yy, "entries", torch.ones(yy.shape, dtype=torch.bool, device=yy.device), None
     for attr in ("shape", "forward", "adjoint"):
         if not hasattr(measure, attr):
             raise InputError(
@@ -132,22 +138,28 @@ def _top_problem(G: Generator, y: Tensor, measure: object | None, noise: str) ->
         raise ShapeError(f"measure: expected an operator acting on width {n} (shape (m, {n})), received shape {shape}")
     mask = getattr(measure, "mask", None)
     if isinstance(mask, Tensor):
-        return "entries", as_mask(mask, B, n, y.device, "measure.mask"), None
-    eye = torch.eye(n, dtype=torch.float64)
+        yy = as_batch(y, n, "y").detach()
+        return yy, "entries", as_mask(mask, yy.shape[0], n, yy.device, "measure.mask"), None
+    m = int(shape[0])
+    yy = as_batch(y, m, "y").detach()
+    eye = torch.eye(n, dtype=yy.dtype, device=yy.device)
     A = np.asarray(measure.forward(eye).detach().cpu().double().numpy()).T  # type: ignore[attr-defined]
     # An operator whose rows are unit vectors e_j only selects entries of phi(.): keep phi^{-1}.
     ones = A == 1.0
     if np.all((A == 0.0) | ones) and np.all(ones.sum(axis=1) == 1):
-        obs = torch.zeros(n, dtype=torch.bool)
-        obs[torch.from_numpy(ones.argmax(axis=1))] = True
-        return "entries", obs.to(y.device)[None].expand(B, n), None
+        cols = torch.from_numpy(ones.argmax(axis=1)).to(yy.device)
+        full = torch.zeros(yy.shape[0], n, dtype=yy.dtype, device=yy.device)
+        full[:, cols] = yy  # a column selected twice keeps one of its (equal, if consistent) values
+        obs = torch.zeros(n, dtype=torch.bool, device=yy.device)
+        obs[cols] = True
+        return full, "entries", obs[None].expand(yy.shape[0], n), None
     if G.output_activation.name != "identity":
         raise InputError(
             f"measure: lp_layerwise needs phi^{{-1}} of the observed entries, but a general operator mixes "
             f"entries of the {G.output_activation.name} output, which makes the top layer non-linear (not an LP); "
             "expected None, a Mask or an entry-selecting operator, or a generator with an identity output"
         )
-    return "linear", None, A
+    return yy, "linear", None, A
 
 
 def lp_layerwise(
@@ -166,12 +178,13 @@ def lp_layerwise(
     Parameters
     ----------
     G : Generator
-    y : Tensor of shape (B, n)
-        Signals; for a pixel mask only the observed entries are used.
+    y : Tensor of shape (B, n), or (B, m) with an operator other than Identity/Mask
+        Signals; for a pixel mask only the observed entries are used. With another operator
+        ``A`` (m, n), the measurements ``A G(z)`` (the convention of :func:`geninv.invert`).
     measure : operator, optional
         None (everything observed), a :class:`~geninv.operators.Mask` (per-sample masks allowed),
         any operator whose matrix selects entries, or, for a generator with an identity output
-        activation, any linear operator (the top layer's equalities become ``A W_{L+1} x = A (y - b_{L+1})``).
+        activation, any linear operator (the top layer's equalities become ``A W_{L+1} x = y - A b_{L+1}``).
         A general operator with a non-linear output activation raises :class:`InputError`.
     noise : {"exact", "linf", "l1"}
         ``"exact"``: feasibility LPs (noiseless signals). ``"linf"`` / ``"l1"``: minimize the
@@ -236,7 +249,7 @@ def lp_layerwise(
         raise InputError(f"G: expected a geninv Generator, received {describe(G)}")
     if noise not in _NOISE:
         raise InputError(f"noise: expected one of {list(_NOISE)}, received {noise!r}")
-    y = as_batch(y, G.output_dim, "y").detach()
+    y, kind, observed, A = _top_problem(G, y, measure)
     if tol is None:
         tol = 1e-7 if y.dtype == torch.float64 else 1e-5
     if not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and 0 < float(tol) < 1):
@@ -247,10 +260,9 @@ def lp_layerwise(
         raise InputError(f"support_tol: expected a relative threshold in [0, 1), received {support_tol!r}")
     if not (isinstance(clamp, (int, float)) and 0 < float(clamp) < 0.5):
         raise InputError(f"clamp: expected a margin in (0, 0.5), received {clamp!r}")
-    B, n = y.shape
+    B = y.shape[0]
     L = G.n_hidden
     phi = G.output_activation
-    kind, observed, A = _top_problem(G, y, measure, noise)
 
     # phi^{-1} of the observed entries, for the whole batch at once (validated here, at the boundary).
     if kind == "entries" and phi.name != "relu":
@@ -280,7 +292,7 @@ def lp_layerwise(
         W, b = Ws[-1], bs[-1]
         if kind == "linear":
             assert A is not None
-            st = _Stage(A @ W, A @ (u_np[s] - b), np.zeros((0, W.shape[1])), np.zeros(0), nonneg=True)
+            st = _Stage(A @ W, u_np[s] - A @ b, np.zeros((0, W.shape[1])), np.zeros(0), nonneg=True)
         elif phi.name == "relu":
             assert obs_np is not None
             O = obs_np[s]
