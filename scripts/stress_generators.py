@@ -32,7 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
-METHODS = ("oracle", "layered_bp", "latent_pursuit", "gd", "adam", "lp_layerwise")
+
+def all_methods() -> tuple[str, ...]:
+    """Every method registered with ``geninv.invert``."""
+    from geninv.solvers import METHODS
+
+    return tuple(METHODS)
+
+
 OUTPUTS = ("tanh", "sigmoid", "leaky_relu", "plu", "identity", "relu")
 
 
@@ -115,9 +122,10 @@ def _job(args: tuple[int, int, tuple[str, ...], dict[str, Any]]) -> dict[str, An
     return run_one(*args)
 
 
-def stress(indices: list[int], *, max_width: int = 300, methods: tuple[str, ...] = METHODS,
+def stress(indices: list[int], *, max_width: int = 300, methods: tuple[str, ...] | None = None,
            options: dict[str, Any] | None = None, workers: int = 1, progress: bool = False) -> dict[str, Any]:
     """Run the stress test on generators ``indices``; returns counts per method and the failures."""
+    methods = methods or all_methods()
     jobs = [(i, max_width, methods, dict(options or {})) for i in indices]
     t0 = time.perf_counter()
     if workers > 1:
@@ -158,12 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=1000, help="number of generators (default 1000)")
     p.add_argument("--only", type=int, default=None, help="run generator i alone")
     p.add_argument("--max-width", type=int, default=300)
-    p.add_argument("--method", default=",".join(METHODS), help="comma-separated methods (default: all)")
+    p.add_argument("--method", default=None, help="comma-separated methods (default: every registered method)")
     p.add_argument("--max-iter", type=int, default=None, help="pass max_iter to every method (default: their defaults)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", default=None, help="write the summary here")
     a = p.parse_args(argv)
-    methods = tuple(m.strip() for m in a.method.split(",") if m.strip())
+    methods = tuple(m.strip() for m in a.method.split(",") if m.strip()) if a.method else all_methods()
     options = {} if a.max_iter is None else {"max_iter": a.max_iter}
     indices = [a.only] if a.only is not None else list(range(a.n))
     summary = stress(indices, max_width=a.max_width, methods=methods, options=options, workers=a.workers, progress=True)

@@ -29,7 +29,7 @@ CONSOLE = Path(sys.executable).parent / "geninv"
 CLI_CASES: dict[str, int] = {
     "cli_usage": 16,
     "cli_generator_file": 0,  # set below from the commands found (commands x files)
-    "cli_values": 10,
+    "cli_values": 12,
     "cli_subprocess": 3,
 }
 
@@ -135,7 +135,7 @@ def test_usage_errors_are_one_line(capsys):
     assert len(seen) >= CLI_CASES["cli_usage"]
 
 
-def test_bad_values_are_one_line(capsys, tmp_path):
+def test_bad_values_are_one_line(capsys, tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
     zfile = tmp_path / "z.npy"
@@ -154,10 +154,26 @@ def test_bad_values_are_one_line(capsys, tmp_path):
         (["certify", "--random", "3,8,20", "--z", str(zwide)], "z"),
         (["certify", "--random", "3,8,20", "--noise", "nan"], "noise"),
     ]
+    cases += [
+        (["train", "mnist", "--device", "tpu", "--epochs", "1", "--out", str(tmp_path / "t")], "device"),
+        (["demo", "--batch", "0"], "batch"),
+    ]
+    # a bad value must be refused before any work: a demo that starts anyway fails here at once
+    import geninv.experiments.demo as demo
+
+    def no_work(*a, **k):
+        raise AssertionError("started a reproduction despite a bad argument")
+
+    monkeypatch.setattr(demo, "reproduce", no_work)
+    failures = []
     for argv, needle in cases:
         rc, out, err = run_main(argv, capsys)
-        assert_one_line_error(rc, err, needle)
+        try:
+            assert_one_line_error(rc, err, needle)
+        except AssertionError as e:
+            failures.append(f"geninv {' '.join(argv)}: {str(e).splitlines()[0]}")
     assert len(cases) >= CLI_CASES["cli_values"]
+    assert not failures, "\n".join(failures)
 
 
 def test_unexpected_internal_error_is_one_line(capsys, monkeypatch):
