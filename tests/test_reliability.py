@@ -77,6 +77,7 @@ CASES: dict[str, int] = {
     "file_format": 14,
     "file_pickle": 9,
     "options": 60,
+    "supports": 10,
     "foundation_args": 45,
 }
 # kind -> the exception class(es) it gets (the table's "Error" column names them all).
@@ -98,6 +99,7 @@ ERRORS: dict[str, tuple[type[GenInvError], ...]] = {
     "file_format": (ModelFileError,),
     "file_pickle": (ModelFileError,),
     "options": (InputError,),
+    "supports": (InputError, ShapeError),
     "foundation_args": (InputError, ShapeError),
 }
 
@@ -772,6 +774,23 @@ def test_bad_options():
     assert not failures, f"{len(failures)} bad options not refused cleanly:\n" + "\n".join(failures)
 
 
+@needs_solvers
+def test_oracle_supports_of_wrong_form():
+    tally = Tally("supports")
+    G3 = small_generator("tanh", dims=(3, 12, 30, 40))
+    z, y, sup = signal(G3, 2, seed=8)
+    cases = {
+        "none": None, "empty list": [], "one layer short": sup[:1], "one too many": [*sup, sup[0]],
+        "a tensor, not a list": sup[0], "numpy arrays": [s.numpy() for s in sup],
+        "0/2 integers": [s.long() * 2 for s in sup], "wrong width": [sup[0][:, :-1], sup[1]],
+        "wrong batch": [torch.cat([sup[0], sup[0]]), sup[1]], "3-D": [sup[0][None], sup[1]],
+    }
+    for name, bad in cases.items():
+        tally.add(name)
+        expect("supports", lambda bad=bad: INVERT(G3, y, method="oracle", supports=bad), "supports")
+    tally.check()
+
+
 # -- the table ------------------------------------------------------------------------------------
 
 def read_table(path: Path = TABLE) -> dict[str, tuple[int, str]]:
@@ -964,13 +983,14 @@ def test_same_seed_bit_identical_in_process_and_in_a_fresh_process():
 # -- 4. random generators: no NaN, ever -------------------------------------------------------------
 
 def _stress_module():
-    import importlib.util
+    """``scripts/stress_generators.py`` as a module (its directory goes on sys.path, which spawned
+    worker processes inherit, so they can unpickle its functions)."""
+    import importlib
 
-    spec = importlib.util.spec_from_file_location("stress_generators", ROOT / "scripts" / "stress_generators.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("stress_generators", mod)  # spawn workers pickle its functions by module name
-    spec.loader.exec_module(mod)
-    return mod
+    scripts = str(ROOT / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    return importlib.import_module("stress_generators")
 
 
 @needs_solvers
