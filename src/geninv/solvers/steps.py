@@ -28,6 +28,7 @@ __all__ = [
     "SignalLS",
     "LadmmState",
     "LadmmData",
+    "ladmm_data",
     "ladmm_init",
     "ladmm_step",
 ]
@@ -52,8 +53,8 @@ class LinearLS(NamedTuple):
     b: Tensor
 
     def residual(self, x: Tensor, t: Tensor, w: Tensor | None) -> Tensor:
-        r = torch.addmm(self.b, x, self.W.T) - t
-        return r if w is None else r * w
+        r = torch.addmm(self.b, x, self.W.T).sub_(t)
+        return r if w is None else r.mul_(w)
 
     def grad(self, x: Tensor, t: Tensor, w: Tensor | None) -> Tensor:
         # w is 0/1, so w^2 = w: one product forward, one back.
@@ -147,7 +148,9 @@ def fista_step(
     ``y_{k+1} = x_{k+1} + (t_k - 1) / t_{k+1} (x_{k+1} - x_k)``.
     Converges for ``step <= 1 / L`` with ``L`` the Lipschitz constant of ``grad f``.
     """
-    x_new = prox_nonneg_l1(state.y - step * grad(state.y), step, lam)
+    # max(y - step (g + lam), 0), fused into few memory passes (the step is memory-bound).
+    g = grad(state.y).add_(lam)
+    x_new = torch.addcmul(state.y, step, g, value=-1.0).clamp_min_(0)
     t_new = 0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * state.t * state.t))
     beta = (state.t - 1.0) / t_new
     dx = x_new - state.x
@@ -155,7 +158,7 @@ def fista_step(
         bad = ((state.y - x_new) * dx).sum(dim=1, keepdim=True) > 0
         t_new = torch.where(bad, torch.ones_like(t_new), t_new)
         beta = torch.where(bad, torch.zeros_like(beta), beta)
-    return FistaState(x_new, x_new + beta * dx, t_new)
+    return FistaState(x_new, torch.addcmul(x_new, beta, dx), t_new)
 
 
 class FistaBTState(NamedTuple):
@@ -241,13 +244,22 @@ class LadmmData(NamedTuple):
 
     ``c`` (B, n_out): the next layer's estimate ``x_{i+1}`` (only its entries on S are used);
     ``s`` (B, n_out): 0/1 float support mask of ``x_{i+1}``; ``mu`` (B, 1): step;
-    ``lam`` (B, 1): l1 weight (zero on the first layer).
+    ``lam`` (B, 1): l1 weight (zero on the first layer). Derived once by :func:`ladmm_data`:
+    ``sc = 1 - s``, ``d = s + rho sc`` and ``cs = s * c``.
     """
 
     c: Tensor
     s: Tensor
     mu: Tensor
     lam: Tensor
+    sc: Tensor
+    d: Tensor
+    cs: Tensor
+
+
+def ladmm_data(c: Tensor, s: Tensor, mu: Tensor, lam: Tensor, rho: float) -> LadmmData:
+    sc = 1.0 - s
+    return LadmmData(c, s, mu, lam, sc, s + rho * sc, s * c)
 
 
 def ladmm_init(x0: Tensor, W: Tensor, b: Tensor, s: Tensor) -> LadmmState:
@@ -282,21 +294,24 @@ def ladmm_step(
 
     where ``P_+`` is ``max(., 0)`` when ``nonneg`` and the identity otherwise. Converges when
     ``mu <= 1 / ||A^T A + rho C^T C + gamma I||_2`` (SPEC eq. 11-12: the proximal matrix
-    ``I / mu - A^T A - rho C^T C - gamma I`` is positive semidefinite). Row supports are
-    applied by multiplying with the 0/1 mask ``s``, so A and C are never formed: one product
-    ``x W^T`` and one ``r W`` per step for the whole batch. The multiplier of the constraint
-    ``C x + b <= 0`` is ``rho v``.
+    ``I / mu - A^T A - rho C^T C - gamma I`` is positive semidefinite). The multiplier of the
+    constraint ``C x + b <= 0`` is ``rho v``.
+
+    Row supports are 0/1 masks ``s`` on the full matrix, so A and C are never formed: with
+    ``P = W x + b`` and ``u, v`` zero on S, the two residuals combine into one,
+    ``r = (s + rho (1 - s)) P - s c + rho (v - u)``, the gradient is ``r W + lam`` (one product
+    each way for the whole batch), and with ``a = P + v`` on ``S^c`` the updates are
+    ``u = min(a, 0)`` and ``v = max(a, 0)`` (since ``v + P - min(P + v, 0) = max(P + v, 0)``).
     """
-    s = data.s
-    sc = 1.0 - s
-    r = s * (state.P - data.c) + rho * (sc * (state.P - state.u + state.v))
-    g = r @ W + data.lam
+    r = torch.addcmul(state.v - state.u, data.d, state.P) if rho == 1.0 else \
+        torch.addcmul((state.v - state.u).mul_(rho), data.d, state.P)
+    r.sub_(data.cs)
+    g = torch.addmm(data.lam, r, W)
     if gamma:
-        g = g + gamma * state.x
-    x = state.x - data.mu * g
+        g.add_(state.x, alpha=gamma)
+    x = torch.addcmul(state.x, data.mu, g, value=-1.0)
     if nonneg:
-        x = x.clamp_min(0)
+        x.clamp_min_(0)
     P = torch.addmm(b, x, W.T)
-    u = sc * torch.clamp_max(P + state.v, 0)
-    v = state.v + sc * (P - u)
-    return LadmmState(x, u, v, P)
+    a = (P + state.v).mul_(data.sc)
+    return LadmmState(x, a.clamp_max(0), a.clamp_min_(0), P)

@@ -29,6 +29,7 @@ from geninv.solvers.steps import (
     fista_bt_step,
     fista_init,
     fista_step,
+    ladmm_data,
     ladmm_init,
     ladmm_step,
 )
@@ -207,16 +208,15 @@ def ladmm_layer(
                 f"(SPEC eq. 12, convergence of linearized ADMM), received {mu!r}"
             )
         mu_t = torch.full_like(mu_max, float(mu))
-    data = LadmmData(c, s, mu_t, lam)
+    data = ladmm_data(c, s, mu_t, lam, rho)
 
     def step_fn(state: LadmmState, d: LadmmData) -> LadmmState:
         return ladmm_step(state, d, W, b, rho=rho, gamma=gamma, nonneg=nonneg)
 
     def change(state: LadmmState, prev: Tensor, d: LadmmData) -> Tensor:
         dx = _rel_change(state.x, prev)
-        sc = 1.0 - d.s
-        prim = (sc * (state.P - state.u)).norm(dim=1)
-        den = torch.maximum(state.x.norm(dim=1), (sc * state.P).norm(dim=1)).clamp_min(torch.finfo(state.x.dtype).tiny)
+        prim = (d.sc * state.P - state.u).norm(dim=1)
+        den = torch.maximum(state.x.norm(dim=1), (d.sc * state.P).norm(dim=1)).clamp_min(torch.finfo(state.x.dtype).tiny)
         return torch.maximum(dx, prim / den)
 
     def objective(state: LadmmState, d: LadmmData) -> Tensor:
