@@ -1,0 +1,333 @@
+"""One benchmark measurement, run in a fresh process: ``python -m geninv.bench.worker < task.json``.
+
+A fresh process per configuration makes ``ru_maxrss`` (the resident-memory high-water mark)
+that configuration's peak, and keeps one configuration's caches and allocator state from
+flattering or penalizing the next. The task is a JSON object on stdin; the result is one line
+``GENINV_BENCH <json>`` on stdout. :func:`run_task` does the same in-process (used by the
+tests' tiny mode, where peak memory is then not per configuration and is reported as None).
+
+Task kinds
+----------
+``solve``: time ``geninv.invert`` on a batch (best and median of repeats after a warm-up),
+with final SNRs, peak memory, analytic loop FLOPs and counted matrix-product FLOPs.
+``curve``: time to reach target image SNRs: from the solver's callback (``gd``, ``adam``,
+``lp_layerwise``: median SNR over the batch at every check, the callback's own time excluded),
+by a sweep of ``max_iter`` (staged methods whose final estimate only exists at the end; the
+time to a target is that of the fastest run reaching it), or one point (``oracle``, methods
+without ``max_iter``).
+``cold``: the first call in a fresh process, then a second one (issue 7, target c).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["run_task", "build_generator", "main", "MARKER", "jsonable"]
+
+MARKER = "GENINV_BENCH "
+
+# Methods whose callback hands out the latent estimate of the whole batch: (k, z, objective).
+TRACE_METHODS = ("gd", "adam", "lp_layerwise")
+MNIST_DIMS = [20, 128, 392, 784]
+
+
+def jsonable(x: Any) -> Any:
+    """Plain JSON values: tensors to lists, non-finite floats to None, tuples to lists."""
+    if isinstance(x, Tensor):
+        return jsonable(x.detach().cpu().tolist())
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (str, int, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def build_generator(spec: dict[str, Any], dtype: torch.dtype, device: str) -> tuple[Any, dict[str, Any]]:
+    """The generator a task names, and a description of what was used.
+
+    ``{"name": "mnist"}``: the shipped MNIST generator (``geninv.load_mnist_generator()``) when
+    its weights are installed, otherwise a random stand-in of the same architecture
+    (20-128-392-784, PLU output, biases, seed 0), and the description says which.
+    ``{"dims": [...], "output": "tanh", "seed": 0, "bias": False}``: a random generator.
+    """
+    import geninv
+    from geninv.exceptions import ModelFileError
+
+    meta: dict[str, Any]
+    if spec.get("name") == "mnist" and "dims" not in spec:
+        try:
+            G = geninv.load_mnist_generator(dtype=dtype, device=device)
+            meta = {"source": "shipped", "description": "geninv.load_mnist_generator() (trained MNIST GAN generator)"}
+        except ModelFileError as e:
+            G = geninv.random_generator(MNIST_DIMS, output="plu", seed=0, bias=True, dtype=dtype, device=device)
+            meta = {"source": "random stand-in",
+                    "description": "random_generator([20, 128, 392, 784], 'plu', seed=0, bias=True): the shipped "
+                                   f"weights were not found ({str(e)[:120]})"}
+    else:
+        dims = [int(d) for d in spec["dims"]]
+        G = geninv.random_generator(dims, output=spec.get("output", "tanh"), seed=int(spec.get("seed", 0)),
+                                    bias=bool(spec.get("bias", False)), dtype=dtype, device=device)
+        meta = {"source": "random",
+                "description": f"random_generator({dims}, {spec.get('output', 'tanh')!r}, seed={spec.get('seed', 0)}, "
+                               f"bias={bool(spec.get('bias', False))})"}
+    meta.update(dims=list(G.dims), output=G.output_activation.name)
+    return G, meta
+
+
+def _median(x: Tensor) -> float:
+    return float(x.double().median())
+
+
+def _snr_stats(ref: Tensor, est: Tensor) -> dict[str, Any]:
+    import geninv
+
+    s = geninv.snr(ref, est)
+    fin = torch.isfinite(s)
+    return {"median": _median(s), "q10": float(s.double().quantile(0.1)), "q90": float(s.double().quantile(0.9)),
+            "exact_frac": float((~fin).double().mean())}
+
+
+def _data(G: Any, B: int, seed: int) -> tuple[Tensor, Tensor]:
+    with torch.no_grad():
+        z, y = G.sample(B, seed=seed)
+    return z, y
+
+
+def _options(task: dict[str, Any], G: Any, z: Tensor) -> dict[str, Any]:
+    opts = dict(task.get("options") or {})
+    if task["method"] == "oracle":
+        opts["supports"] = G.trace(z).supports
+    return opts
+
+
+def _invert(G: Any, y: Tensor, method: str, opts: dict[str, Any], device: str) -> tuple[Any, float, int]:
+    """One timed call; returns (result, seconds, number of ConvergenceWarnings)."""
+    import geninv
+    from geninv.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        from geninv.bench.machine import synchronize
+
+        synchronize(device)
+        t = time.perf_counter()
+        res = geninv.invert(G, y, method=method, **opts)
+        synchronize(device)
+        dt = time.perf_counter() - t
+    n_warn = sum(1 for w in caught if issubclass(w.category, ConvergenceWarning))
+    return res, dt, n_warn
+
+
+def _subset_opts(opts: dict[str, Any], k: int) -> dict[str, Any]:
+    o = dict(opts)
+    if "supports" in o:
+        o["supports"] = [s[:k] for s in o["supports"]]
+    return o
+
+
+def _loop_seconds(method: str, res: Any, stages: dict[str, Any] | None) -> float | None:
+    if stages is None:
+        return None
+    sec = res.info.get("seconds") if isinstance(res.info.get("seconds"), dict) else None
+    if sec is not None and all(s in sec for s in stages):
+        return float(sum(sec[s] for s in stages))
+    return float(res.seconds)
+
+
+def _solve(task: dict[str, Any], G: Any, meta: dict[str, Any], isolated: bool) -> dict[str, Any]:
+    from geninv.bench.flops import count_matmul_flops, gflops, loop_flops
+    from geninv.bench.machine import max_rss_mb, rss_mb
+
+    method, B, device = task["method"], int(task["batch"]), task.get("device", "cpu")
+    z, y = _data(G, B, int(task.get("data_seed", 1)))
+    opts = _options(task, G, z)
+    k = min(B, int(task.get("warmup_batch", 4)))
+    if k > 0:
+        _invert(G, y[:k], method, _subset_opts(opts, k), device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    rss0 = rss_mb()
+    times: list[float] = []
+    best = None
+    n_warn = 0
+    min_time, max_rep, min_rep = float(task.get("min_time", 2.0)), int(task.get("max_repeats", 10)), int(task.get("min_repeats", 1))
+    total = 0.0
+    while True:
+        res, dt, w = _invert(G, y, method, opts, device)
+        n_warn = max(n_warn, w)
+        times.append(dt)
+        total += dt
+        if best is None or dt <= min(times):
+            best = res
+        if len(times) >= max_rep or (total >= min_time and len(times) >= min_rep):
+            break
+    assert best is not None
+    peak = max_rss_mb()
+    res = best
+    t_min = min(times)
+    with torch.no_grad():
+        y_hat = G(res.z.to(G.dtype))
+    rec: dict[str, Any] = {
+        "seconds_min": t_min, "seconds_median": statistics.median(times), "repeats": len(times),
+        "per_signal_ms": 1e3 * t_min / B, "signals_per_s": B / t_min,
+        "snr_image_db": _snr_stats(y, y_hat), "snr_latent_db": _snr_stats(z, res.z.to(z.dtype)),
+        "converged_frac": float(res.converged.double().mean()), "n_iter_mean": float(res.n_iter.double().mean()),
+        "convergence_warnings": n_warn,
+    }
+    if isinstance(res.info.get("seconds"), dict):
+        rec["stage_seconds"] = {s: float(v) for s, v in res.info["seconds"].items()}
+    if isinstance(res.info.get("n_iter"), dict):
+        rec["stage_n_iter_mean"] = {s: float(v.double().mean()) for s, v in res.info["n_iter"].items()}
+    if device.startswith("cuda"):
+        rec["memory"] = {"gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20, "peak_rss_mb": peak}
+    else:
+        rec["memory"] = {"peak_rss_mb": peak if isolated else None,
+                         "delta_mb": max(0.0, peak - rss0) if (isolated and rss0 is not None) else None,
+                         "baseline_rss_mb": rss0,
+                         "note": "ru_maxrss high-water mark of a fresh process; delta = peak - RSS before the timed calls"
+                         if isolated else "in-process run: peak memory not measured"}
+    lf = loop_flops(method, list(G.dims), res, task.get("options") or {})
+    fl: dict[str, Any] = {"loop": None, "loop_seconds": None, "loop_gflops": None}
+    if lf is not None:
+        ls = _loop_seconds(method, res, lf["stages"])
+        fl.update(loop=lf["total"], loop_stages={s: v["total"] for s, v in lf["stages"].items()}, loop_seconds=ls,
+                  loop_gflops=gflops(lf["total"], ls))
+    if task.get("count_flops", True):
+        counted, _ = count_matmul_flops(lambda: _invert(G, y, method, opts, device))
+        fl.update(counted_total=counted, total_gflops=gflops(counted, t_min),
+                  loop_share_of_counted=(lf["total"] / counted) if (lf is not None and counted) else None)
+    rec["flops"] = fl
+    return rec
+
+
+def _curve(task: dict[str, Any], G: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    import geninv
+    from geninv.solvers import accepted_options
+
+    method, B, device = task["method"], int(task["batch"]), task.get("device", "cpu")
+    targets = sorted(float(t) for t in task.get("targets_db", [40.0]))
+    z, y = _data(G, B, int(task.get("data_seed", 1)))
+    opts = _options(task, G, z)
+    k = min(B, int(task.get("warmup_batch", 4)))
+    if k > 0:
+        _invert(G, y[:k], method, _subset_opts(opts, k), device)
+    points: list[list[float]] = []
+    accepted = accepted_options(method)
+    if method in TRACE_METHODS:
+        mode = "trace"
+        spent = [0.0]
+        t0 = [0.0]
+
+        def cb(it: int, zz: Tensor, obj: Tensor) -> None:
+            tc = time.perf_counter()
+            with torch.no_grad():
+                s = _median(geninv.snr(y, G(zz.to(G.dtype))))
+            points.append([tc - t0[0] - spent[0], s, float(it)])
+            spent[0] += time.perf_counter() - tc
+
+        t0[0] = time.perf_counter()
+        res, dt, _ = _invert(G, y, method, dict(opts, callback=cb), device)
+        with torch.no_grad():
+            final = _median(geninv.snr(y, G(res.z.to(G.dtype))))
+        points.append([dt - spent[0], final, float(res.n_iter.double().max())])
+    elif method != "oracle" and (accepted is None or "max_iter" in accepted):
+        # The estimate exists only at the end (debiasing after the last stage), and a run cut
+        # short can be slower than a converged one (the debiasing works harder), so every cap
+        # is run until one no stage reaches: larger caps give the same run.
+        mode = "sweep"
+        sweep = [int(m) for m in task.get("sweep", [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 2000])]
+        for m in sweep:
+            res, dt, _ = _invert(G, y, method, dict(opts, max_iter=m), device)
+            with torch.no_grad():
+                final = _median(geninv.snr(y, G(res.z.to(G.dtype))))
+            points.append([dt, final, float(m)])
+            it = res.info.get("n_iter")
+            used = max(int(v.max()) for v in it.values()) if isinstance(it, dict) and it else int(res.n_iter.max())
+            if used < m:
+                break
+    else:
+        mode = "single"
+        res, dt, _ = _invert(G, y, method, opts, device)
+        with torch.no_grad():
+            final = _median(geninv.snr(y, G(res.z.to(G.dtype))))
+        points.append([dt, final, 0.0])
+    reach = []
+    for t in targets:
+        ts = [p[0] for p in points if p[1] >= t]
+        reach.append({"target_db": t, "seconds": min(ts) if ts else None})
+    return {"mode": mode, "points": points, "points_columns": ["seconds", "median_image_snr_db", "iteration_or_max_iter"],
+            "final_snr_db": points[-1][1] if points else None, "seconds_to_target": reach, "targets_db": targets}
+
+
+def _cold(task: dict[str, Any], G: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    method, B, device = task["method"], int(task["batch"]), task.get("device", "cpu")
+    z, y = _data(G, B, int(task.get("data_seed", 1)))
+    opts = _options(task, G, z)
+    runs = []
+    for label in ("cold", "warm"):
+        res, dt, n_warn = _invert(G, y, method, opts, device)
+        with torch.no_grad():
+            snr_i = _snr_stats(y, G(res.z.to(G.dtype)))
+        runs.append({"call": label, "seconds": dt, "snr_image_db": snr_i, "snr_latent_db": _snr_stats(z, res.z.to(z.dtype)),
+                     "converged_frac": float(res.converged.double().mean()), "convergence_warnings": n_warn,
+                     "stage_seconds": {s: float(v) for s, v in res.info.get("seconds", {}).items()}
+                     if isinstance(res.info.get("seconds"), dict) else None})
+    return {"runs": runs}
+
+
+_KINDS: dict[str, Callable[..., dict[str, Any]]] = {"curve": _curve, "cold": _cold}
+
+
+def run_task(task: dict[str, Any], *, isolated: bool = False) -> dict[str, Any]:
+    """Run one task (see the module docstring) and return its JSON-ready record."""
+    from geninv.bench.machine import load_average
+
+    dtype = {"float32": torch.float32, "float64": torch.float64}[task.get("dtype", "float32")]
+    device = task.get("device", "cpu")
+    if task.get("threads"):
+        torch.set_num_threads(int(task["threads"]))
+    la0 = load_average()
+    t_wall = time.perf_counter()
+    rec: dict[str, Any] = {"kind": task["kind"], "generator": task.get("generator_label"), "method": task["method"],
+                           "batch": int(task["batch"]), "dtype": task.get("dtype", "float32"), "device": device,
+                           "threads": torch.get_num_threads(), "options": jsonable(task.get("options") or {})}
+    try:
+        G, meta = build_generator(task["generator"], dtype, device)
+        rec["generator_source"] = meta["source"]
+        if task["kind"] == "solve":
+            rec.update(_solve(task, G, meta, isolated))
+        else:
+            rec.update(_KINDS[task["kind"]](task, G, meta))
+        rec["status"] = "ok"
+    except Exception as e:  # noqa: BLE001 - one failing configuration must not end the benchmark
+        rec["status"] = "error"
+        rec["reason"] = f"{type(e).__name__}: {' '.join(str(e).split())[:400]}"
+    rec["load_average"] = {"start": la0, "end": load_average()}
+    rec["task_wall_seconds"] = time.perf_counter() - t_wall
+    return jsonable(rec)  # type: ignore[no-any-return]
+
+
+def main() -> int:
+    task = json.loads(sys.stdin.read())
+    rec = run_task(task, isolated=True)
+    sys.stdout.write(MARKER + json.dumps(rec) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
