@@ -261,7 +261,8 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
         n_in = W.shape[1]
         if warm_start:
             # The warm start only needs the data's precision.
-            x0 = supported_lstsq(W, target - b, s_next, None, dtype=torch.float64 if dtype == torch.float64 else torch.float32).to(dtype)
+            x0 = supported_lstsq(W, target - b, s_next, None, refine=0,
+                                 dtype=torch.float64 if dtype == torch.float64 else torch.float32).to(dtype)
             if not first:
                 x0 = x0.clamp_min(0)
         else:
