@@ -23,7 +23,7 @@ import torch
 
 import geninv
 from geninv.exceptions import GenInvError, InputError
-from geninv.experiments.common import check_methods, layer_snrs, mnist_status, say, solve
+from geninv.experiments.common import check_methods, layer_snrs, mnist_status, say, solve, solver_of
 from geninv.experiments.records import RecordStore, Unit, derive_seed, encode_array, iter_chunks, run_units
 
 __all__ = ["ImageConfig", "run_mnist", "run_image_experiment", "generator_fingerprint", "MNIST_METHODS"]
@@ -56,7 +56,8 @@ class ImageConfig:
     rows: int = 13
     options: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         "oracle": {}, "latent_pursuit": {"debias": True}, "layered_bp": {"debias": True},
-        "gd": {"debias": False}, "adam": {}, "lp_layerwise": {},
+        "gd": {}, "adam": {}, "lp_layerwise": {},
+        "layered_bp:nodebias": {"debias": False}, "latent_pursuit:nodebias": {"debias": False},
     })
 
     @classmethod
@@ -65,7 +66,7 @@ class ImageConfig:
         kw.setdefault("images", 32)
         kw.setdefault("batch", 16)
         cfg = cls(**kw)
-        cfg.options["gd"] = {"debias": False, "max_iter": 1500}
+        cfg.options["gd"] = {"max_iter": 1500}
         return cfg
 
     def identity(self, generator_id: str) -> dict[str, Any]:
@@ -175,7 +176,7 @@ def run_image_experiment(
             recs: list[dict[str, Any]] = []
             for m in [m for m in methods if m in todo]:
                 opts = dict(config.options.get(m, {}))
-                if m in _SEEDED:
+                if solver_of(m) in _SEEDED:
                     opts.setdefault("seed", derive_seed(config.seed, m, a))
                 try:
                     res, secs = solve(G, y, m, mask=mask, supports=tr.supports, options=opts)

@@ -34,8 +34,11 @@ QUANTILES = (10, 25, 50, 75, 90)
 LABELS = {"oracle": "Oracle", "layered_bp": "Layered BP", "latent_pursuit": "Latent-Pursuit",
           "gd": "Gradient descent", "adam": "Adam (restarts)", "lp_layerwise": "Layer-wise LP (Lei et al.)"}
 COLORS = {"oracle": "#555555", "layered_bp": "#1f77b4", "latent_pursuit": "#d62728", "gd": "#2ca02c",
-          "adam": "#9467bd", "lp_layerwise": "#ff7f0e"}
-_ORDER = ("oracle", "layered_bp", "latent_pursuit", "gd", "adam", "lp_layerwise")
+          "adam": "#9467bd", "lp_layerwise": "#ff7f0e", "layered_bp:nodebias": "#17becf",
+          "latent_pursuit:nodebias": "#e377c2"}
+LABELS.update({"layered_bp:nodebias": "Layered BP, no debiasing", "latent_pursuit:nodebias": "Latent-Pursuit, no debiasing"})
+_ORDER = ("oracle", "layered_bp", "latent_pursuit", "gd", "adam", "lp_layerwise", "layered_bp:nodebias",
+          "latent_pursuit:nodebias")
 
 
 def method_order(methods: Any) -> list[str]:
@@ -131,7 +134,7 @@ def plot_random_sweep(out_dir: str | os.PathLike[str]) -> list[Path]:
             ax.fill_between(xs, q[:, 0], q[:, 4], color=c, alpha=0.12, linewidth=0)
             ax.fill_between(xs, q[:, 1], q[:, 3], color=c, alpha=0.28, linewidth=0)
             ax.plot(xs, q[:, 2], marker="o", color=c, ms=3.5, lw=1.6, label=LABELS.get(m, m),
-                    ls="--" if m in ("oracle", "lp_layerwise") else "-")
+                    ls="--" if m in ("oracle", "lp_layerwise") else (":" if m.endswith(":nodebias") else "-"))
         ax.set_xscale("log")
         ax.set_title(f"SNR of {titles[layer]}")
         ax.set_xlabel("$n_1$ (hidden width)")

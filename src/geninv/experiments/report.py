@@ -30,8 +30,10 @@ RECOVERED_DB = 60.0
 #: Gradient descent is a first-order method stopped after finitely many steps; it "succeeds" above this.
 GD_SUCCESS_DB = 30.0
 LABELS = {"oracle": "Oracle", "layered_bp": "Layered BP", "latent_pursuit": "Latent-Pursuit",
-          "gd": "Gradient descent", "adam": "Adam", "lp_layerwise": "Layer-wise LP", "certify": "certify"}
-_ORDER = ("oracle", "layered_bp", "latent_pursuit", "gd", "adam", "lp_layerwise")
+          "gd": "Gradient descent", "adam": "Adam", "lp_layerwise": "Layer-wise LP", "certify": "certify",
+          "layered_bp:nodebias": "Layered BP, no debiasing", "latent_pursuit:nodebias": "Latent-Pursuit, no debiasing"}
+_ORDER = ("oracle", "layered_bp", "latent_pursuit", "gd", "adam", "lp_layerwise", "layered_bp:nodebias",
+          "latent_pursuit:nodebias")
 
 
 def _order(ms: Any) -> list[str]:
@@ -160,7 +162,7 @@ def random_claims(out_dir: str | os.PathLike[str]) -> list[tuple[str, str, str]]
                        ", ".join(f"{x}: {fmt_db(a)} vs {fmt_db(b)}" for x, (a, b) in comp.items())))
     # 3. above: layer-wise fail, gd succeeds
     if above:
-        for m in ("layered_bp", "latent_pursuit"):
+        for m in ("layered_bp", "latent_pursuit", "layered_bp:nodebias", "latent_pursuit:nodebias"):
             if m in snr:
                 vals = {x: med(m, x) for x in above}
                 ok = all(v < RECOVERED_DB for v in vals.values())
