@@ -63,7 +63,7 @@ CASES: dict[str, int] = {
     "y_shape": 60,
     "y_type": 54,
     "y_nonfinite": 60,
-    "y_range": 48,
+    "y_range": 36,
     "mask_shape": 36,
     "mask_type": 48,
     "measure_shape": 30,
@@ -862,7 +862,9 @@ def test_overflowing_sample_is_stopped_without_poisoning_the_batch(method):
     rel = (res.z[1:] - ref.z[1:]).norm(dim=1) / ref.z[1:].norm(dim=1)
     assert (rel <= OTHERS_RTOL).all(), f"{method}: the overflowing sample changed the others (rel. diff {rel.tolist()})"
     assert torch.equal(res.converged[1:], ref.converged[1:])
-    solved = bool(res.converged[0]) and float(geninv.relative_error(bad[:1], G.forward_unchecked(res.z[:1]).double())) < 1e-6
+    scale = bad[0].abs().max()  # compare in units of the signal: its squares overflow float64
+    fit = float(geninv.relative_error(bad[:1] / scale, G.forward_unchecked(res.z[:1]) / scale))
+    solved = bool(res.converged[0]) and fit < 1e-6  # e.g. the oracle: G is positively homogeneous here
     if not solved:
         assert not bool(res.converged[0]), f"{method}: an unsolved overflowing sample must say converged=False"
         assert any(issubclass(w.category, ConvergenceWarning) for w in caught), f"{method}: no ConvergenceWarning"
@@ -897,15 +899,15 @@ def test_absurd_step_never_claims_convergence_without_progress(method):
 def test_defaults_do_not_diverge(method):
     """At default step sizes every method returns finite results on a well-posed problem, and
     its objective history (where recorded) does not end above where it started."""
-    G = geninv.random_generator([5, 60, 150], output="tanh", seed=3, dtype=torch.float64)
-    z, y = G.sample(4, seed=4)
+    G = geninv.random_generator([4, 40, 100], output="tanh", seed=3, dtype=torch.float64)
+    z, y = G.sample(3, seed=4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         # default step sizes; max_iter capped (the step-size schedule does not depend on it)
-        res = call(method, G, y, supports=G.trace(z).supports, **usable(method, max_iter=300))
+        res = call(method, G, y, supports=G.trace(z).supports, **usable(method, max_iter=200))
     assert_finite_result(res, method)
     for name, h in res.history.items():
-        assert h.ndim == 2 and h.shape[1] == 4, f"{method}: history[{name!r}] must be (T, B)"
+        assert h.ndim == 2 and h.shape[1] == 3, f"{method}: history[{name!r}] must be (T, B)"
         fin = h[torch.isfinite(h).all(dim=1)]
         assert len(fin) == len(h), f"{method}: NaN/Inf in history[{name!r}]"
         if name in ("objective", "residual") and len(h) > 1:
@@ -995,10 +997,10 @@ def _stress_module():
 
 @needs_solvers
 def test_random_generators_never_nan_small():
-    """20 random generators (widths 5-40, iterations capped at 100) x every method: every output
-    finite, or a clear InputError/DomainError where the method cannot apply."""
+    """20 random generators (widths 5-40, iterations capped at 50, 2 Adam restarts) x every method:
+    every output finite, or a clear InputError/DomainError where the method cannot apply."""
     stress = _stress_module()
-    summary = stress.stress(list(range(20)), max_width=40, options={"max_iter": 100})
+    summary = stress.stress(list(range(20)), max_width=40, options={"max_iter": 50, "restarts": 2})
     assert not summary["failures"], "\n".join(summary["failures"])
     for method, counts in summary["counts"].items():
         assert counts.get("ok", 0) > 0, f"{method} never produced a result: {counts}"
