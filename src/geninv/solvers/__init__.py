@@ -129,7 +129,7 @@ def invert(
     G = check_generator(G)
     yy, meas = resolve_measurement(measure, mask, G, y)
     if mask is not None:
-        measure = mask if isinstance(mask, Mask) else Mask(meas.obs)  # validated above
+        measure = mask if isinstance(mask, Mask) else Mask(mask)  # validated above
     fn = _load(method)
     accepted = accepted_options(method)
     post_debias = False
