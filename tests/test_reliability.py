@@ -78,7 +78,7 @@ CASES: dict[str, int] = {
     "file_pickle": 9,
     "options": 60,
     "supports": 10,
-    "foundation_args": 45,
+    "foundation_args": 57,
 }
 # kind -> the exception class(es) it gets (the table's "Error" column names them all).
 ERRORS: dict[str, tuple[type[GenInvError], ...]] = {
@@ -720,7 +720,24 @@ def _foundation_cases() -> list[tuple[str, object, tuple[str, ...]]]:
         ("GaussianMatrix m=-1", lambda: GaussianMatrix(-1, 3), ("m",)),
         ("save to missing dir", lambda: G.save("/nonexistent_dir_geninv/g.safetensors"), ("path",)),
         ("load dtype int", lambda: geninv.load_generator("x.safetensors", dtype=torch.int64), ("dtype",)),
+        ("G.to unavailable device", lambda: G.to(device=_UNAVAILABLE), ("device",)),
+        ("random_generator unavailable device", lambda: geninv.random_generator([2, 3], device=_UNAVAILABLE), ("device",)),
+        ("load_generator unavailable device", lambda: geninv.load_generator("x.safetensors", device=_UNAVAILABLE), ("device",)),
+        ("Activation.inverse bool", lambda: Activation("plu").inverse(torch.zeros(3, dtype=torch.bool)), ("y",)),
+        ("Activation.inverse complex", lambda: Activation("identity").inverse(torch.zeros(3, dtype=torch.complex64)), ("y",)),
     ]
+
+
+def _unavailable_device() -> str:
+    for name in ("cuda", "mps", "xpu"):
+        try:
+            torch.empty(0, device=name)
+        except (AssertionError, RuntimeError):
+            return name
+    return "cuda:99"  # a GPU index no machine here has
+
+
+_UNAVAILABLE = _unavailable_device()
 
 
 def test_foundation_arguments():

@@ -117,11 +117,19 @@ def as_dtype(dtype: object, name: str = "dtype") -> torch.dtype:
 
 def as_device(device: object, name: str = "device") -> torch.device:
     """``device`` as a torch.device; InputError for a string torch cannot parse."""
-    if isinstance(device, torch.device):
-        return device
-    if not isinstance(device, str):
+    if isinstance(device, str):
+        try:
+            device = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise InputError(f"{name}: expected a device such as 'cpu' or 'cuda:0', received {device!r}") from None
+    if not isinstance(device, torch.device):
         raise InputError(f"{name}: expected a device such as 'cpu' or 'cuda', received {describe(device)}")
-    try:
-        return torch.device(device)
-    except (RuntimeError, ValueError):
-        raise InputError(f"{name}: expected a device such as 'cpu' or 'cuda:0', received {device!r}") from None
+    if device.type != "cpu":
+        # torch answers an unavailable backend with an AssertionError/RuntimeError from deep inside
+        try:
+            torch.empty(0, device=device)
+        except (AssertionError, RuntimeError) as e:
+            raise InputError(
+                f"{name}: expected an available device, received {str(device)!r} ({' '.join(str(e).split())[:120]})"
+            ) from None
+    return device

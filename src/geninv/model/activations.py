@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from geninv.exceptions import DomainError, InputError
+from geninv.exceptions import DomainError, InputError, describe
 
 __all__ = ["Activation", "PLU", "get_activation", "ACTIVATIONS"]
 
@@ -148,8 +148,10 @@ class Activation:
             If some value lies outside the range and ``clamp`` is None.
         """
         n, p = self.name, self.params
-        if not isinstance(y, Tensor):
-            raise InputError(f"{name}: expected a torch.Tensor, received {type(y).__name__}")
+        if not isinstance(y, Tensor) or y.is_complex() or y.dtype == torch.bool:
+            raise InputError(f"{name}: expected a real torch.Tensor, received {describe(y)}")
+        if not y.is_floating_point():
+            y = y.to(torch.get_default_dtype())
         if n == "relu":
             raise DomainError(f"{name}: expected an invertible output activation, received relu (relu is not invertible: it zeroes negatives)")
         if clamp is not None and n in ("tanh", "sigmoid"):
