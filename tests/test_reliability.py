@@ -78,6 +78,7 @@ CASES: dict[str, int] = {
     "file_pickle": 9,
     "options": 60,
     "supports": 10,
+    "certificates": 16,
     "foundation_args": 57,
 }
 # kind -> the exception class(es) it gets (the table's "Error" column names them all).
@@ -100,6 +101,7 @@ ERRORS: dict[str, tuple[type[GenInvError], ...]] = {
     "file_pickle": (ModelFileError,),
     "options": (InputError,),
     "supports": (InputError, ShapeError),
+    "certificates": (InputError, ShapeError),
     "foundation_args": (InputError, ShapeError),
 }
 
@@ -806,6 +808,55 @@ def test_oracle_supports_of_wrong_form():
         tally.add(name)
         expect("supports", lambda bad=bad: INVERT(G3, y, method="oracle", supports=bad), "supports")
     tally.check()
+
+
+def test_certificate_arguments():
+    """The certificates' public functions (``geninv.certify`` & co.): all failures listed together."""
+    from geninv.certificates import certify, certify_architecture, mutual_coherence, s_rank, spark
+
+    tally = Tally("certificates")
+    G = small_generator()
+    z, _, _ = signal(G, 2, seed=9)
+    W = G.weights[0]
+    cases = [
+        ("certify G a torch module", lambda: certify(nn.Linear(3, 20), z), "G"),
+        ("certify z of the wrong width", lambda: certify(G, torch.zeros(2, 4)), "z"),
+        ("certify z NaN", lambda: certify(G, torch.full((2, 3), math.nan)), "z"),
+        ("certify noise str", lambda: certify(G, z, noise="a"), "noise"),
+        ("certify noise NaN", lambda: certify(G, z, noise=math.nan), "noise"),
+        ("certify noise negative", lambda: certify(G, z, noise=-1.0), "noise"),
+        ("certify max_work negative", lambda: certify(G, z, max_work=-1), "max_work"),
+        ("certify support_tol NaN", lambda: certify(G, z, support_tol=math.nan), "support_tol"),
+        ("certify lam negative", lambda: certify(G, z, lam=-1.0), "lam"),
+        ("certify layers of the wrong width", lambda: certify(G, layers=[torch.zeros(2, 5)]), "layers"),
+        ("certify_architecture trials 0", lambda: certify_architecture(G, 0), "trials"),
+        ("spark NaN", lambda: spark(torch.full((3, 3), math.nan)), "A"),
+        ("spark 1-D", lambda: spark(torch.zeros(3)), "A"),
+        ("spark rtol NaN", lambda: spark(W, rtol=math.nan), "rtol"),
+        ("s_rank s too large", lambda: s_rank(W, 100), "s"),
+        ("mutual_coherence complex", lambda: mutual_coherence(torch.zeros(3, 3, dtype=torch.complex64)), "A"),
+    ]
+    failures = []
+    for name, fn, arg in cases:
+        tally.add(name)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)  # torch's "discarding the imaginary part" too
+                expect("certificates", fn, arg)
+        except (AssertionError, pytest.fail.Exception) as e:
+            failures.append(f"{name}: {str(e).splitlines()[0]}")
+    tally.check()
+    assert not failures, f"{len(failures)} certificate arguments not refused cleanly:\n" + "\n".join(failures)
+
+
+def test_certificate_of_an_empty_support_says_not_unique():
+    """A hidden layer that is all zero: the certificate must say the latent is not unique."""
+    from geninv.certificates import certify
+
+    D = dead_generator()
+    z, _ = D.sample(2, seed=10)
+    for c in certify(D, z):
+        assert c.unique is False and c.cardinalities[0] == 0
 
 
 # -- the table ------------------------------------------------------------------------------------
