@@ -16,6 +16,7 @@ Usage::
     python scripts/stress_generators.py                 # 1,000 generators, 2 workers, defaults
     python scripts/stress_generators.py --n 20 --max-width 40 --max-iter 100   # the CI size
     python scripts/stress_generators.py --only 417 --method lp_layerwise       # reproduce one case
+    python scripts/stress_generators.py --start 500 --n 500                    # the second half
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ def _collect(it: Any, total: int, progress: bool) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=1000, help="number of generators (default 1000)")
+    p.add_argument("--start", type=int, default=0, help="first generator index (to split a run: --start 500 --n 500)")
     p.add_argument("--only", type=int, default=None, help="run generator i alone")
     p.add_argument("--max-width", type=int, default=300)
     p.add_argument("--method", default=None, help="comma-separated methods (default: every registered method)")
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     methods = tuple(m.strip() for m in a.method.split(",") if m.strip()) if a.method else all_methods()
     options = {} if a.max_iter is None else {"max_iter": a.max_iter}
-    indices = [a.only] if a.only is not None else list(range(a.n))
+    indices = [a.only] if a.only is not None else list(range(a.start, a.start + a.n))
     summary = stress(indices, max_width=a.max_width, methods=methods, options=options, workers=a.workers, progress=True)
     print(f"{summary['generators']} generators, widths <= {a.max_width}, {summary['seconds']} s")
     for m, c in summary["counts"].items():
