@@ -87,6 +87,17 @@ def test_lp_recovers_planted_latent_exactly(which: str, request: pytest.FixtureR
     assert (res.info["status"] == 0).all()
 
 
+def test_lp_float32_exact_up_to_rounding() -> None:
+    G = random_generator([20, 200, 600], "tanh", seed=0, dtype=torch.float32)
+    z, y = G.sample(4, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        res = lp_layerwise(G, y)
+    assert res.z.dtype == torch.float32 and res.converged.all()
+    # float32 data: eps ~1.2e-7, amplified by atanh' = 1 / (1 - y^2) (up to ~100 here) -> ~1e-5
+    assert relative_error(z, res.z).max() < 1e-4
+
+
 def test_lp_noise_modes_are_optimal(two_layer: Generator) -> None:
     G = two_layer
     z, y = G.sample(2, seed=2)

@@ -195,9 +195,10 @@ def lp_layerwise(
         signals and 1e-5 for float32 ones, whose rounding (amplified by ``phi^{-1}``) exceeds 1e-7.
     support_tol : float, optional
         Support of each LP solution: ``x > support_tol * max(x)`` (relative, never ``> 0``; a
-        false positive turns a true inequality into a wrong equality). Default 1e-6 for
-        ``"exact"`` (vertex solutions have exact zeros; a larger threshold would drop small true
-        entries, whose inequality the true point then violates) and 1e-2 with noise, where the
+        false positive turns a true inequality into a wrong equality). Default for ``"exact"``:
+        1e-6 for float64 signals (vertex solutions have exact zeros; a larger threshold would
+        drop small true entries, whose inequality the true point then violates), 1e-4 for float32
+        ones (whose rounding leaves entries ~1e-6 of the maximum); 1e-2 with noise, where the
         residual-minimizing LPs leave many tiny false entries. Measured on [20, 200, 600] tanh,
         60 dB input noise: median SNR of z 5 dB (linf) / 62 dB (l1) at 1e-6, 48 / 68 dB at 1e-2.
     clamp : float
@@ -231,7 +232,10 @@ def lp_layerwise(
     below, and ``x_0 = z`` free. Each LP runs in float64. Where the layers expand enough for the
     inverse to be unique (SPEC section 3), each LP's feasible set is a single point and the
     planted latent is recovered exactly. An infeasible or failed LP (numerically inconsistent
-    data, a wrong support) sets ``converged=False``, warns, and that layer and every layer
+    data, a wrong support) is first retried, for ``"exact"``, as the ``"linf"`` LP, whose solution
+    is accepted when its violation is below ``1e3 eps max(1, ||r||_inf)`` (eps of ``y``'s dtype:
+    noiseless data up to rounding; ``info["relaxed"]`` marks these stages). Otherwise the sample
+    gets ``converged=False``, a warning, and that layer and every layer
     below it fall back to least squares on the equalities (clipped at 0 for hidden layers), so
     the result stays finite.
 
@@ -255,7 +259,7 @@ def lp_layerwise(
     if not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and 0 < float(tol) < 1):
         raise InputError(f"tol: expected a feasibility tolerance in (0, 1), received {tol!r}")
     if support_tol is None:
-        support_tol = 1e-6 if noise == "exact" else 1e-2
+        support_tol = (1e-6 if y.dtype == torch.float64 else 1e-4) if noise == "exact" else 1e-2
     if not (isinstance(support_tol, (int, float)) and 0 <= float(support_tol) < 1):
         raise InputError(f"support_tol: expected a relative threshold in [0, 1), received {support_tol!r}")
     if not (isinstance(clamp, (int, float)) and 0 < float(clamp) < 0.5):
@@ -285,6 +289,8 @@ def lp_layerwise(
     n_iter = np.zeros(B, dtype=np.int64)
     converged = np.zeros(B, dtype=bool)
     failed_stage = np.full(B, -1, dtype=np.int64)
+    relaxed = np.zeros((L + 1, B), dtype=bool)
+    data_eps = float(torch.finfo(y.dtype).eps)
     stopped = False
 
     for s in range(B):
@@ -308,7 +314,18 @@ def lp_layerwise(
             st.nonneg = i > 1
             if ok:
                 x, stat, _, nit = _solve_stage(st, noise, float(tol))
-                status[j, s], n_iter[s] = stat, n_iter[s] + nit
+                n_iter[s] += nit
+                if x is None and noise == "exact":
+                    # Rounding of the data (float32, phi^{-1} near saturation) can make noiseless
+                    # equalities inconsistent beyond HiGHS's tolerance: accept the l_inf-closest point
+                    # when its violation is at the data's rounding level.
+                    xr, stat_r, t, nit_r = _solve_stage(st, "linf", float(tol))
+                    n_iter[s] += nit_r
+                    scale = max(1.0, float(np.abs(st.r).max(initial=0.0)))
+                    if xr is not None and t <= 1e3 * data_eps * scale:
+                        x, relaxed[j, s] = xr, True
+                        stat = 0
+                status[j, s] = stat
                 if x is None:
                     ok = False
                     failed_stage[s] = j
@@ -360,7 +377,7 @@ def lp_layerwise(
         seconds=time.perf_counter() - t0,
         info={
             "noise": noise, "tol": float(tol), "support_tol": float(support_tol), "clamp": float(clamp),
-            "status": torch.from_numpy(status), "failed_stage": torch.from_numpy(failed_stage),
+            "status": torch.from_numpy(status), "relaxed": torch.from_numpy(relaxed), "failed_stage": torch.from_numpy(failed_stage),
             "top": kind, "stopped_by_callback": stopped,
         },
     )
