@@ -160,7 +160,6 @@ def _cmd_check_mnist_generator(sub: argparse._SubParsersAction) -> None:  # type
 
     def run(a: argparse.Namespace) -> int:
         import json
-        import os
         from pathlib import Path
 
         import torch
@@ -169,9 +168,13 @@ def _cmd_check_mnist_generator(sub: argparse._SubParsersAction) -> None:  # type
         from geninv.train.classifier import check_mnist_generator
         from geninv.weights import load_mnist_generator
 
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
         G = load_generator(a.generator) if a.generator else load_mnist_generator()
-        r = check_mnist_generator(G, n=a.n, seed=a.seed, data_path=a.data, hidden=a.hidden, theorem1=a.theorem1)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small matrices: one thread is as fast, and robust to a busy machine
+        try:
+            r = check_mnist_generator(G, n=a.n, seed=a.seed, data_path=a.data, hidden=a.hidden, theorem1=a.theorem1)
+        finally:
+            torch.set_num_threads(threads)
         r["generator"] = str(a.generator or "geninv.load_mnist_generator()")
         c = r["classifier"]
         print(f"classifier: {c['kind']}, trained on {c['train_images']} images, test accuracy {c['test_accuracy']:.3f}")

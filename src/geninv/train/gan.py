@@ -428,6 +428,8 @@ def _train(
         "threads": torch.get_num_threads(),
         "versions": _versions(),
         "sample": {"n": n_samples, "seed": sample_seed},
+        # per epoch, so a re-run can be compared with this one epoch by epoch
+        "history": {k: list(history[k]) for k in ("d_loss", "g_loss", "d_real", "d_fake")},
     }
     rec.update(record or {})
     result.record = rec
