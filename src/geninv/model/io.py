@@ -44,6 +44,10 @@ def save_generator(G: Generator, path: str | os.PathLike[str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         save_file(tensors, str(tmp), metadata={"geninv": json.dumps(arch)})
+        # safetensors creates owner-only files; a model file is ordinary data (umask applies).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except Exception as e:  # safetensors raises its own error type (not OSError) for I/O failures
         if tmp.parent.is_dir():
