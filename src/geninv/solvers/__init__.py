@@ -40,6 +40,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "gd": ("geninv.solvers.gradient", "gd"),
     "adam": ("geninv.solvers.gradient", "adam"),
     "lp_layerwise": ("geninv.solvers.lp_layerwise", "lp_layerwise"),
+    "hybrid": ("geninv.solvers.hybrid", "hybrid"),
 }
 
 # Parameters of a method function that are not user options of invert().
