@@ -37,6 +37,8 @@ COLORS = {"oracle": "#555555", "layered_bp": "#1f77b4", "latent_pursuit": "#d627
           "adam": "#9467bd", "lp_layerwise": "#ff7f0e", "layered_bp:nodebias": "#17becf",
           "latent_pursuit:nodebias": "#e377c2"}
 LABELS.update({"layered_bp:nodebias": "Layered BP, no debiasing", "latent_pursuit:nodebias": "Latent-Pursuit, no debiasing"})
+MARKERS = {"oracle": "x", "layered_bp": "s", "latent_pursuit": "o", "gd": "^", "lp_layerwise": "v",
+           "layered_bp:nodebias": "s", "latent_pursuit:nodebias": "o", "adam": "D"}
 _ORDER = ("oracle", "layered_bp", "latent_pursuit", "gd", "adam", "lp_layerwise", "layered_bp:nodebias",
           "latent_pursuit:nodebias")
 
@@ -133,7 +135,7 @@ def plot_random_sweep(out_dir: str | os.PathLike[str]) -> list[Path]:
             c = COLORS.get(m, None)
             ax.fill_between(xs, q[:, 0], q[:, 4], color=c, alpha=0.12, linewidth=0)
             ax.fill_between(xs, q[:, 1], q[:, 3], color=c, alpha=0.28, linewidth=0)
-            ax.plot(xs, q[:, 2], marker="o", color=c, ms=3.5, lw=1.6, label=LABELS.get(m, m),
+            ax.plot(xs, q[:, 2], marker=MARKERS.get(m, "o"), color=c, ms=3.5, lw=1.6, label=LABELS.get(m, m),
                     ls="--" if m in ("oracle", "lp_layerwise") else (":" if m.endswith(":nodebias") else "-"))
         ax.set_xscale("log")
         ax.set_title(f"SNR of {titles[layer]}")
