@@ -164,6 +164,9 @@ def run_random_sweep(
     with RecordStore(out_dir, "random", config.identity()) as store:
         if store.dropped_torn_line:
             say(f"{store.dir}: dropped a half-written last record left by an interrupted run")
+        if store.other_code:
+            say(f"{store.dir}: resuming records made by other geninv sources ({', '.join(store.other_code)}); "
+                "each record carries its 'code' fingerprint")
 
         def work(unit: Unit, keys: list[str]) -> list[dict[str, Any]]:
             n1, t = unit.payload

@@ -44,7 +44,7 @@ from geninv.exceptions import GenInvError, InputError
 
 __all__ = [
     "RecordStore", "Unit", "run_units", "load_records", "derive_seed", "atomic_write_text",
-    "encode_array", "decode_array", "TIMING_FIELDS", "comparable", "snr_value", "read_settings",
+    "encode_array", "decode_array", "TIMING_FIELDS", "comparable", "snr_value", "read_settings", "code_fingerprint",
 ]
 
 #: Fields that legitimately differ between two runs of the same trial (wall-clock timings).
@@ -155,6 +155,28 @@ def read_settings(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputError(f"out_dir: expected a readable {path}, received an error ({e})") from None
 
 
+_CODE_ID: str | None = None
+
+
+def code_fingerprint() -> str:
+    """A short hash of the installed ``geninv`` sources (every ``.py`` file), stamped on each record.
+
+    Resuming with changed code is allowed (a fix elsewhere must not throw away finished
+    trials) but is reported, and the report lists how many fingerprints the records carry.
+    """
+    global _CODE_ID
+    if _CODE_ID is None:
+        import geninv
+
+        root = Path(geninv.__file__).parent
+        h = hashlib.sha256()
+        for p in sorted(root.rglob("*.py")):
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+        _CODE_ID = h.hexdigest()[:12]
+    return _CODE_ID
+
+
 def _settings_hash(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(_encode(settings), sort_keys=True).encode()).hexdigest()[:16]
 
@@ -252,6 +274,7 @@ class RecordStore:
         try:
             self._check_settings()
             self.dropped_torn_line = False
+            self.other_code: list[str] = []
             self._records: dict[str, dict[str, Any]] = {}
             self._load()
         except BaseException:
@@ -314,6 +337,7 @@ class RecordStore:
             self.dropped_torn_line = True
         for r in records:
             self._records[r["key"]] = r
+        self.other_code = sorted({str(r.get("code")) for r in records} - {code_fingerprint()})
 
     # -- use ---------------------------------------------------------------------------
     @property
@@ -328,7 +352,8 @@ class RecordStore:
 
     def stamp(self, record: dict[str, Any]) -> dict[str, Any]:
         """Add the fields every record carries (experiment, library version, settings hash)."""
-        out = {"experiment": self.experiment, "version": self.version, "settings_hash": self.settings_hash}
+        out = {"experiment": self.experiment, "version": self.version, "settings_hash": self.settings_hash,
+               "code": code_fingerprint()}
         out.update(record)
         return out
 

@@ -310,6 +310,10 @@ def section(out_dir: str | os.PathLike[str], command: str | None = None) -> Sect
         command = cmd_file.read_text().strip() if cmd_file.exists() else _default_command(d)
     exp = read_settings(d)["experiment"]
     sec = _random_section(d, command) if exp == "random" else _image_section(d, command)
+    codes = sorted({str(r.get("code")) for r in load_records(d)})
+    if len(codes) > 1:
+        sec.notes.append(f"These records were made by {len(codes)} versions of the geninv sources "
+                         f"(fingerprints {', '.join(codes)}); see the 'code' field of each record.")
     err = d / ERRORS
     if err.exists():
         n_err = sum(1 for line in err.read_text().splitlines() if line.strip())
