@@ -117,7 +117,9 @@ def latent_pursuit(
     restart : bool
         Per-sample gradient restart of FISTA's momentum (default True).
     warm_start : bool
-        Start each ADMM layer from the least-squares fit on the next layer's support (default True).
+        Start each ADMM layer from the least-squares fit on the next layer's support, and the
+        pre-activation image layer from the least-squares fit ``max(pinv(M W) M (t - b), 0)``
+        when every sample has the same observed pixels (default True; see Notes).
     power_iters : int
         Power iterations for per-sample spectral norms (default 30).
 
@@ -162,6 +164,14 @@ def latent_pursuit(
     ``n_1 = 200``, 99 / 156 at 400; a signal-domain step costs three products instead of two because
     its step needs backtracking: tanh's curvature has no useful global bound), so ``"auto"`` takes
     ``"pre"`` wherever it is available.
+
+    Image-layer warm start (``warm_start``, pre-activation form, rows shared by the batch): FISTA
+    starts from ``max(pinv(M W_{L+1}) M (phi^{-1}(y) - b_{L+1}), 0)``, exact for noiseless
+    signals, so it stops at its first check; from zero it needed 190-270 iterations on the
+    shipped MNIST generator and, in float32, stopped (``tol`` 1e-5) with off-support entries
+    above ``support_tol``, whose false supports then failed the lower layers. Measured, shipped
+    MNIST generator, float32, batch 512, one thread: 14.0 s and median image SNR 107 dB (10 %
+    quantile 19 dB) from zero; 2.3 s and 133.5 dB (10 %: 130 dB) warm.
 
     Examples
     --------
@@ -230,17 +240,23 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
     ts = time.perf_counter()
     W, b = Ws[-1], bs[-1]
     stage = f"x{L}"
+    x0_img = None
     if domain == "pre":
         t = preactivation_target(G, y, meas)
         f: LinearLS | SignalLS = LinearLS(W, b)
         lip = image_lipschitz(W, meas, None, power_iters=power_iters)
         w = meas.w
+        if warm_start and (meas.obs is None or bool((meas.obs == meas.obs[:1]).all())):
+            # One n_L x n_L factorization for the whole batch (rows shared), in float64: the
+            # normal equations square W's condition number. Per-sample masks are left cold:
+            # B gathered factorizations would cost more than the iterations they save.
+            x0_img = supported_lstsq(W, t - b, meas.obs, None, dtype=torch.float64, refine=0).to(dtype).clamp_min(0)
     else:
         t = y
         f = SignalLS(W, b, G.output_activation, meas.op if meas.kind == "operator" else None)
         lip = image_lipschitz(W, meas, G.output_activation, power_iters=power_iters)
         w = meas.w
-    out, lam_t = fista_layer(f, t, w, lip=lip, lam=lam, lam_rel=lam_rel, x0=None, max_iter=max_iter, tol=tol,
+    out, lam_t = fista_layer(f, t, w, lip=lip, lam=lam, lam_rel=lam_rel, x0=x0_img, max_iter=max_iter, tol=tol,
                              check_every=check_every, restart=restart, callback=callback, stage=stage)
     record(stage, out, ts)
     info["lam"][stage] = lam_t.squeeze(1)
