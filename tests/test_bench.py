@@ -54,11 +54,11 @@ def test_flop_counts_by_hand() -> None:
     # sample: W x0 + b and the lam gradient (2 x 12); warm start on different rows (2 and 1 rows,
     # padded to r = 2): Gram 2*2*2*2 = 16, right-hand side 8, 2 refinements x 16: 56 per sample.
     rows = torch.tensor([[True, True, False], [True, False, False]])
-    a = ladmm_stage_flops(2, 3, torch.tensor([4, 6]), rows, auto_lam=True)
+    a = ladmm_stage_flops(2, 3, torch.tensor([4, 6]), rows, auto_lam=True, refine=2)
     assert (a["iterations"], a["setup"]) == (240, 48 + 112)
     # Same rows for every sample: one W^T diag(s) W (2*2*3*2 = 24) and 1 + 2*2 products per sample.
     same = torch.tensor([[True, True, False], [True, True, False]])
-    assert ladmm_stage_flops(2, 3, torch.tensor([4, 6]), same, auto_lam=False)["setup"] == 2 * 12 + 24 + 2 * 5 * 12
+    assert ladmm_stage_flops(2, 3, torch.tensor([4, 6]), same, auto_lam=False, refine=2)["setup"] == 2 * 12 + 24 + 2 * 5 * 12
     # gd on [2, 3, 4], 10 iterations: a gradient is 2 x 36; setup = Lipschitz (36 + 20 x 72) +
     # first gradient (72) + final hidden layers (2*2*3 = 12).
     g = gradient_flops([2, 3, 4], torch.tensor([10]), method="gd")
