@@ -25,7 +25,7 @@ from geninv.bench.flops import (
     matmul_flops,
     network_flops,
 )
-from geninv.bench.worker import MARKER
+from geninv.bench.worker import MARKER, run_task
 from geninv.cli import main
 
 TINY = {"label": "tiny", "dims": [3, 12, 30], "output": "plu", "seed": 0, "bias": True}
@@ -134,6 +134,10 @@ def test_harness_tiny_mode_writes_complete_results(tmp_path: Path) -> None:
     for c in curves.values():
         assert c["status"] == "ok" and c["points"]
         assert all(_positive(p[0]) for p in c["points"])
+    loops = bench["loops"][0]
+    assert loops["status"] == "ok" and {x["method"] for x in loops["loops"]} == {"latent_pursuit", "gd"}
+    assert all(_positive(x["gflops"]) and _positive(x["roofline"]) for x in loops["loops"])
+    assert {(r["method"], r["threads"]) for r in bench["thread_scaling"]} >= {("latent_pursuit", 1), ("gd", 1)}
     t = bench["targets"]
     assert set(t) == {"a_speed_vs_gd", "b_roofline", "c_thousand_images"}
     assert _positive(t["b_roofline"]["ratio"]) and _positive(t["c_thousand_images"]["ratio"])
@@ -142,6 +146,17 @@ def test_harness_tiny_mode_writes_complete_results(tmp_path: Path) -> None:
     assert all(_positive(v["1"]) for v in solvers["signals_per_second"].values())
     readme = (tmp_path / "README.md").read_text()
     assert "| latent_pursuit |" in readme and "Issue 7 targets" in readme
+
+
+def test_loop_measurement_counts_exactly_what_runs() -> None:
+    # Each loop's analytic count equals torch's count of the same call (integers: exact).
+    task = {"kind": "loops", "generator": {k: v for k, v in TINY.items() if k != "label"}, "generator_label": "tiny",
+            "method": "loops", "batch": 4, "loop_iters": 20, "verify_flops": True}
+    rec = run_task(task)
+    assert rec["status"] == "ok", rec
+    assert len(rec["loops"]) == 4  # x1 FISTA, z ADMM, gd, adam
+    for x in rec["loops"]:
+        assert x["flops"] == x["flops_counted"], x
 
 
 def test_harness_skips_over_budget_and_says_why(tmp_path: Path) -> None:

@@ -62,8 +62,11 @@ def markdown(bench: dict[str, Any]) -> str:
                  f"(at {cfg['target_db']:g} dB: {_f(a.get('ratio_at_target_db'), '.1f')}x) | {_f(a.get('ratio'), '.1f')}x | 10x | "
                  f"{'yes' if a.get('met') else 'no'} |")
         b = t.get("b_roofline", {})
-        L.append(f"| (b) {b.get('goal', '')} | Latent-Pursuit loops {_f(b.get('latent_pursuit_loop_gflops'))} GFLOP/s of "
-                 f"{_f(b.get('peak_gflops'))} | {_f(100 * b['ratio'] if b.get('ratio') is not None else None, '.0f')} % | 40 % | "
+        ws = b.get("whole_stages") or {}
+        L.append(f"| (b) {b.get('goal', '')} | Latent-Pursuit's iteration loops {_f(b.get('latent_pursuit_loop_gflops'))} "
+                 f"GFLOP/s of {_f(b.get('peak_gflops'))} (a whole solve's stages: {_f(ws.get('gflops'))} GFLOP/s, "
+                 f"{_f(100 * ws['ratio'] if ws.get('ratio') is not None else None, '.0f')} %) | "
+                 f"{_f(100 * b['ratio'] if b.get('ratio') is not None else None, '.0f')} % | 40 % | "
                  f"{'yes' if b.get('met') else 'no'} |")
         c = t.get("c_thousand_images", {})
         L.append(f"| (c) {c.get('goal', '')} | cold call {_f(c.get('cold_seconds'), '.1f')} s (warm {_f(c.get('warm_seconds'), '.1f')} s), "
@@ -87,8 +90,8 @@ def markdown(bench: dict[str, Any]) -> str:
         L.append("")
         ref = cfg["curve_batch"] if cfg["curve_batch"] in batches else batches[-1]
         L.append(f"`{label}` at B = {ref}: quality, memory and throughput of the solver loops\n")
-        L.append("| method | median image SNR (dB) | median latent SNR (dB) | converged | peak RSS (MB) | loop GFLOP/s | "
-                 "loop / peak | all-products GFLOP/s |")
+        L.append("| method | median image SNR (dB) | median latent SNR (dB) | converged | peak RSS (MB) | stages GFLOP/s | "
+                 "stages / peak | all-products GFLOP/s |")
         L.append("|---|---|---|---|---|---|---|---|")
         for meth in methods:
             r = next((x for x in rows if x["method"] == meth and x["batch"] == ref), None)
@@ -102,6 +105,22 @@ def markdown(bench: dict[str, Any]) -> str:
                      f"{_f(100 * roof if roof is not None else None, '.0f')}{' %' if roof is not None else ''} | "
                      f"{_f(fl.get('total_gflops'))} |")
         L.append("")
+    loops = [r for r in (bench.get("loops") or []) if r.get("status") == "ok"]
+    if loops:
+        L.append(f"## Iteration loops at B = {cfg['curve_batch']} ({loops[0]['iterations']} iterations each, no sample "
+                 "stopping, convergence checks included)\n")
+        L.append("| generator | method | loop | W (n_in, n_out) | seconds | GFLOP/s | of peak |")
+        L.append("|---|---|---|---|---|---|---|")
+        for r in loops:
+            for x in r["loops"]:
+                roof = x.get("roofline")
+                L.append(f"| {r['generator']} | {x['method']} | {x['loop']} | {tuple(x['n_in_out'])} | {x['seconds']:.3f} | "
+                         f"{_f(x['gflops'])} | {_f(100 * roof if roof is not None else None, '.0f')} % |")
+        L.append("")
+    ts = [r for r in (bench.get("thread_scaling") or []) if r.get("status") == "ok"]
+    if ts:
+        L.append("Thread scaling (primary generator, B = {}): ".format(cfg["curve_batch"]) + "; ".join(
+            f"{r['method']} {r['threads']} thread(s) {r['seconds_min']:.2f} s" for r in ts) + ".\n")
     curves = bench.get("time_to_target") or []
     if curves:
         L.append(f"## Time to a median image SNR of {cfg['target_db']:g} dB\n")
@@ -132,7 +151,9 @@ def markdown(bench: dict[str, Any]) -> str:
                      + (", ".join(f"{k} {v:.2f} s" for k, v in (p.get("stage_seconds") or {}).items()) or "-"))
         L.append("")
     L.append("Method: best of repeats after a warm-up, each configuration in a fresh process (peak RSS = its "
-             "`ru_maxrss`); loop FLOPs are counted analytically from the matrix shapes and per-sample iteration "
-             "counts (`geninv.bench.flops`, checked against `torch.utils.flop_counter`); all-products GFLOP/s "
-             "divides every counted matrix product of the call by its wall time.\n")
+             "`ru_maxrss`); FLOPs of the stages and loops are counted analytically from the matrix shapes and "
+             "per-sample iteration counts (`geninv.bench.flops`, checked against `torch.utils.flop_counter`). "
+             "'Stages GFLOP/s' divides the iterative stages' products by their wall time in a full solve (warm "
+             "starts, checks and the samples that converge last included); 'all-products GFLOP/s' divides every "
+             "counted matrix product of the call (debiasing included) by the call's wall time.\n")
     return "\n".join(L)

@@ -16,6 +16,9 @@ by a sweep of ``max_iter`` (staged methods whose final estimate only exists at t
 time to a target is that of the fastest run reaching it), or one point (``oracle``, methods
 without ``max_iter``).
 ``cold``: the first call in a fresh process, then a second one (issue 7, target c).
+``loops``: each iteration loop (Latent-Pursuit's FISTA and linearized-ADMM stages, gd's and
+Adam's network gradient) run for a fixed number of iterations on the whole batch: GFLOP/s of
+the loops themselves (issue 7, target b).
 """
 
 from __future__ import annotations
@@ -63,12 +66,16 @@ def build_generator(spec: dict[str, Any], dtype: torch.dtype, device: str) -> tu
     its weights are installed, otherwise a random stand-in of the same architecture
     (20-128-392-784, PLU output, biases, seed 0), and the description says which.
     ``{"dims": [...], "output": "tanh", "seed": 0, "bias": False}``: a random generator.
+    ``{"path": "file.safetensors"}``: a saved generator.
     """
     import geninv
     from geninv.exceptions import ModelFileError
 
     meta: dict[str, Any]
-    if spec.get("name") == "mnist" and "dims" not in spec:
+    if "path" in spec:
+        G = geninv.load_generator(spec["path"]).to(device, dtype)
+        meta = {"source": "file", "description": f"load_generator({spec['path']!r})"}
+    elif spec.get("name") == "mnist" and "dims" not in spec:
         try:
             G = geninv.load_mnist_generator(dtype=dtype, device=device)
             meta = {"source": "shipped", "description": "geninv.load_mnist_generator() (trained MNIST GAN generator)"}
@@ -289,17 +296,116 @@ def _cold(task: dict[str, Any], G: Any, meta: dict[str, Any]) -> dict[str, Any]:
     return {"runs": runs}
 
 
-_KINDS: dict[str, Callable[..., dict[str, Any]]] = {"curve": _curve, "cold": _cold}
+def _timed(fn: Callable[[], Any], device: str) -> tuple[Any, float]:
+    from geninv.bench.machine import synchronize
+
+    synchronize(device)
+    t = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    return out, time.perf_counter() - t
+
+
+def _loops(task: dict[str, Any], G: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """Throughput of the iteration loops themselves at one batch size: each loop of the solvers
+    run for a fixed number of iterations (``tol = 0``: no sample stops) on the whole batch, the
+    driver's convergence checks included, timed, and its products counted exactly."""
+    import geninv
+    from geninv.bench.flops import count_matmul_flops, fista_stage_flops, gflops, gradient_flops, ladmm_stage_flops
+    from geninv.solvers.spectral import spectral_norm
+    from geninv.solvers.steps import LinearLS
+    from geninv.solvers.subproblems import auto_lam, fista_layer, ladmm_layer
+
+    B, device = int(task["batch"]), task.get("device", "cpu")
+    N = int(task.get("loop_iters", 100))
+    z, y = _data(G, B, int(task.get("data_seed", 1)))
+    dims = list(G.dims)
+    L = G.n_hidden
+    Ws, bs = G.weights, G.biases
+    out: list[dict[str, Any]] = []
+    with torch.no_grad():
+        tr = G.trace(z)
+        runs: list[tuple[str, str, tuple[int, int], Callable[[], Any], Callable[[Any], int]]] = []
+
+        def fista_run(W: Tensor, b: Tensor, t: Tensor, lip: Tensor) -> Callable[[], Any]:
+            return lambda: fista_layer(LinearLS(W, b), t, None, lip=lip, lam=None, lam_rel=1e-6, x0=None, max_iter=N,
+                                       tol=0.0, check_every=10, restart=True, callback=None, stage="x")
+
+        def fista_count(W: Tensor) -> Callable[[Any], int]:
+            return lambda o: fista_stage_flops(W.shape[1], W.shape[0], o[0].n_iter.cpu(), check_every=10)["total"]
+
+        def ladmm_run(W: Tensor, b: Tensor, c: Tensor, s: Tensor, lam: Tensor, x0: Tensor, nonneg: bool) -> Callable[[], Any]:
+            return lambda: ladmm_layer(W, b, c, s, lam=lam, rho=1.0, gamma=0.0, nonneg=nonneg, mu=None, x0=x0, max_iter=N,
+                                       tol=0.0, check_every=10, power_iters=30, callback=None, stage="x")
+
+        def ladmm_count(W: Tensor, s: Tensor) -> Callable[[Any], int]:
+            return lambda o: ladmm_stage_flops(W.shape[1], W.shape[0], o[0].n_iter.cpu(), s > 0, auto_lam=False,
+                                               warm_start=False)["total"]
+
+        def grad_run(m: str) -> Callable[[], Any]:
+            return lambda: geninv.invert(G, y, method=m, max_iter=N, tol=0.0)
+
+        def grad_count(m: str) -> Callable[[Any], int]:
+            return lambda o: gradient_flops(dims, o.n_iter.cpu(), method=m)["total"]
+
+        methods = task.get("methods", ["latent_pursuit", "gd", "adam"])
+        if G.output_activation.invertible and "latent_pursuit" in methods:
+            W, b = Ws[-1], bs[-1]
+            lip = torch.full((1,), spectral_norm(W) ** 2, dtype=y.dtype, device=y.device)
+            runs.append(("latent_pursuit", f"x{L} FISTA", (W.shape[1], W.shape[0]),
+                         fista_run(W, b, G.output_activation.inverse(y), lip), fista_count(W)))
+            for i in range(L - 1, -1, -1):
+                Wi, bi, c = Ws[i], bs[i], tr.post[i]
+                s = (c > 0).to(y.dtype)
+                lam = torch.zeros(B, 1, dtype=y.dtype, device=y.device) if i == 0 else auto_lam(-((s * (c - bi)) @ Wi), 1e-6)
+                x0 = torch.zeros(B, Wi.shape[1], dtype=y.dtype, device=y.device)
+                runs.append(("latent_pursuit", f"{'z' if i == 0 else f'x{i}'} linearized ADMM", (Wi.shape[1], Wi.shape[0]),
+                             ladmm_run(Wi, bi, c, s, lam, x0, i > 0), ladmm_count(Wi, s)))
+        for m in ("gd", "adam"):
+            if m in methods:
+                runs.append((m, "network gradient", (dims[0], dims[-1]), grad_run(m), grad_count(m)))
+        for method, name, shape, fn, count in runs:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fn()  # warm-up (caches, allocator)
+                o, dt = _timed(fn, device)
+                flops = count(o)
+                rec: dict[str, Any] = {"method": method, "loop": name, "n_in_out": list(shape), "batch": B, "iterations": N,
+                                       "seconds": dt, "flops": flops}
+                if task.get("verify_flops"):
+                    rec["flops_counted"], _ = count_matmul_flops(fn)
+            rec["gflops"] = gflops(flops, dt)
+            out.append(rec)
+    by_method: dict[str, Any] = {}
+    for r in out:
+        m = by_method.setdefault(r["method"], {"flops": 0, "seconds": 0.0})
+        m["flops"] += r["flops"]
+        m["seconds"] += r["seconds"]
+    for m in by_method.values():
+        m["gflops"] = gflops(m["flops"], m["seconds"])
+    return {"loops": out, "by_method": by_method, "iterations": N}
+
+
+_KINDS: dict[str, Callable[..., dict[str, Any]]] = {"curve": _curve, "cold": _cold, "loops": _loops}
 
 
 def run_task(task: dict[str, Any], *, isolated: bool = False) -> dict[str, Any]:
     """Run one task (see the module docstring) and return its JSON-ready record."""
-    from geninv.bench.machine import load_average
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[task.get("dtype", "float32")]
     device = task.get("device", "cpu")
+    threads_before = torch.get_num_threads()
     if task.get("threads"):
         torch.set_num_threads(int(task["threads"]))
+    try:
+        return _run_task(task, dtype, device, isolated)
+    finally:
+        torch.set_num_threads(threads_before)  # in-process runs leave the caller's setting alone
+
+
+def _run_task(task: dict[str, Any], dtype: torch.dtype, device: str, isolated: bool) -> dict[str, Any]:
+    from geninv.bench.machine import load_average
+
     la0 = load_average()
     t_wall = time.perf_counter()
     rec: dict[str, Any] = {"kind": task["kind"], "generator": task.get("generator_label"), "method": task["method"],
