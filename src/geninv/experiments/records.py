@@ -47,8 +47,9 @@ __all__ = [
     "encode_array", "decode_array", "TIMING_FIELDS", "comparable", "snr_value", "read_settings", "code_fingerprint",
 ]
 
-#: Fields that legitimately differ between two runs of the same trial (wall-clock timings).
-TIMING_FIELDS = frozenset({"seconds", "certify_seconds"})
+#: Fields that legitimately differ between two runs of the same trial: wall-clock timings, and the
+#: fingerprint of the sources (a run resumed after an unrelated edit elsewhere in the package).
+TIMING_FIELDS = frozenset({"seconds", "certify_seconds", "code"})
 
 RECORDS = "records.jsonl"
 ERRORS = "errors.jsonl"
@@ -136,7 +137,7 @@ def decode_array(d: dict[str, Any]) -> np.ndarray:
 
 
 def comparable(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Records keyed by ``key`` without timing fields: two runs of the same trials compare equal."""
+    """Records keyed by ``key`` without :data:`TIMING_FIELDS`: two runs of the same trials compare equal."""
     return {r["key"]: {k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records}
 
 
