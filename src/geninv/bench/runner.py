@@ -10,8 +10,9 @@ What one run measures (issue 7; issue 3's signals per second):
    fresh process per configuration (peak memory = that process's ``ru_maxrss``), with the
    final median image and latent SNR, analytic loop FLOPs and ``FlopCounterMode``-counted
    FLOPs, GFLOP/s and the roofline ratio against the measured peak. A configuration whose
-   predicted time (linear in the batch from the previous batch size) exceeds ``budget``
-   seconds is skipped and the reason written down;
+   predicted time (linear in the batch from the previous batch size, for per-sample methods or
+   from a batch of at least 32) exceeds ``budget`` seconds is skipped and the reason written
+   down; a configuration that runs past ``4 budget`` is stopped and recorded as a timeout;
 3. time to a target image SNR (default 40 dB) per method on a batch of ``curve_batch`` signals;
 4. a cold and a warm Latent-Pursuit call on ``cold_batch`` MNIST-generator images;
 5. optionally a ``torch.profiler`` breakdown of Latent-Pursuit and gradient descent;
@@ -182,7 +183,9 @@ def _throughput(cfg: BenchConfig, log: _Log) -> list[dict[str, Any]]:
             last: dict[str, Any] | None = None
             for B in sorted(cfg.batches):
                 pred = None
-                if last is not None and last.get("status") == "ok":
+                # Linear in B: exact for per-sample methods; an overestimate for batched ones from a
+                # batch that already fills the machine (>= 32), and meaningless below (overheads).
+                if last is not None and last.get("status") == "ok" and (method in PER_SAMPLE or last["batch"] >= 32):
                     pred = last["seconds_min"] * B / last["batch"]
                 if pred is not None and pred > cfg.budget:
                     rec = {"kind": "solve", "generator": gen["label"], "method": method, "batch": B, "status": "skipped",
