@@ -339,3 +339,25 @@ def test_quick_reproductions(tmp_path, argv) -> None:
     assert main(["reproduce", *argv, "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
     assert time.perf_counter() - t0 < 300
     assert list(tmp_path.glob("*.png")) and (tmp_path / "summary.md").exists()
+
+
+def test_unavailable_method_is_skipped_with_its_reason_never_faked(tmp_path, monkeypatch) -> None:
+    from geninv.experiments import common
+    from geninv.experiments.random_sweep import run_random_sweep
+
+    real = common.method_status
+
+    def fake_status(name: str) -> common.MethodStatus:
+        if common.solver_of(name) == "gd":
+            return common.MethodStatus(name, False, "gd has not landed (test)")
+        return real(name)
+
+    monkeypatch.setattr(common, "method_status", fake_status)
+    cfg = _tiny_random_config()
+    cfg.methods, cfg.n1_values, cfg.trials, cfg.certify = ("oracle", "gd"), (24,), 1, False
+    res = run_random_sweep(cfg, tmp_path / "a", progress=False, plots=False)
+    assert res["skipped"] == ["gd: gd has not landed (test)"]
+    assert {r["method"] for r in load_records(tmp_path / "a")} == {"oracle"}
+    cfg.methods = ("gd",)
+    with pytest.raises(geninv.GenInvError, match="gd has not landed"):
+        run_random_sweep(cfg, tmp_path / "b", progress=False, plots=False)

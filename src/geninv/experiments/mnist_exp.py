@@ -158,6 +158,9 @@ def run_image_experiment(
                 f"few next to the last hidden layer's width {s_last}")
     methods, missing = check_methods(config.methods)
     skipped = [f"{m.name}: {m.reason}" for m in missing]
+    if not methods:
+        raise GenInvError("methods: expected at least one available method, received none that works: "
+                          + "; ".join(f"{m.name}: {m.reason}" for m in missing))
     units = [Unit(f"images {a}-{b - 1}", tuple(f"image={i}/{m}" for i in range(a, b) for m in methods), (a, b))
              for a, b in iter_chunks(config.images, config.batch)]
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 import geninv
-from geninv.exceptions import InputError
+from geninv.exceptions import GenInvError, InputError
 from geninv.experiments.common import (
     PAPER_METHODS,
     certify_status,
@@ -155,6 +155,9 @@ def run_random_sweep(
     if cert is not None and not cert.available:
         say(f"skipping certification: {cert.reason}")
     whats = list(methods) + (["certify"] if cert is not None and cert.available else [])
+    if not methods:
+        raise GenInvError("methods: expected at least one available method, received none that works: "
+                          + "; ".join(f"{m.name}: {m.reason}" for m in missing))
     skipped = [f"{m.name}: {m.reason}" for m in missing] + ([f"certify: {cert.reason}"] if cert and not cert.available else [])
 
     # Trial-major order: a partial run (interrupted, or still going) covers every width evenly.
