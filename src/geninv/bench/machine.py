@@ -22,6 +22,7 @@ __all__ = [
     "matmul_peak",
     "bandwidth_gbs",
     "rss_mb",
+    "reset_peak_rss",
     "max_rss_mb",
     "synchronize",
 ]
@@ -187,6 +188,18 @@ def rss_mb() -> float | None:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):  # pragma: no cover
         return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's resident-memory high-water mark to its current RSS (Linux:
+    ``/proc/self/clear_refs`` <- 5), so the next :func:`max_rss_mb` is the peak of what runs
+    after it, not of the imports before. Returns False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def max_rss_mb() -> float:

@@ -157,7 +157,7 @@ def _loop_seconds(method: str, res: Any, stages: dict[str, Any] | None) -> float
 
 def _solve(task: dict[str, Any], G: Any, meta: dict[str, Any], isolated: bool) -> dict[str, Any]:
     from geninv.bench.flops import count_matmul_flops, gflops, loop_flops
-    from geninv.bench.machine import max_rss_mb, rss_mb
+    from geninv.bench.machine import max_rss_mb, reset_peak_rss, rss_mb
 
     method, B, device = task["method"], int(task["batch"]), task.get("device", "cpu")
     z, y = _data(G, B, int(task.get("data_seed", 1)))
@@ -167,6 +167,7 @@ def _solve(task: dict[str, Any], G: Any, meta: dict[str, Any], isolated: bool) -
         _invert(G, y[:k], method, _subset_opts(opts, k), device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    was_reset = reset_peak_rss()
     rss0 = rss_mb()
     times: list[float] = []
     best = None
@@ -202,11 +203,14 @@ def _solve(task: dict[str, Any], G: Any, meta: dict[str, Any], isolated: bool) -
     if device.startswith("cuda"):
         rec["memory"] = {"gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20, "peak_rss_mb": peak}
     else:
-        rec["memory"] = {"peak_rss_mb": peak if isolated else None,
-                         "delta_mb": max(0.0, peak - rss0) if (isolated and rss0 is not None) else None,
+        ok = isolated or was_reset
+        rec["memory"] = {"peak_rss_mb": peak if ok else None,
+                         "delta_mb": max(0.0, peak - rss0) if (ok and rss0 is not None) else None,
                          "baseline_rss_mb": rss0,
-                         "note": "ru_maxrss high-water mark of a fresh process; delta = peak - RSS before the timed calls"
-                         if isolated else "in-process run: peak memory not measured"}
+                         "note": ("high-water mark reset before the timed calls (/proc/self/clear_refs); delta = peak - "
+                                  "RSS before them" if was_reset else
+                                  "ru_maxrss of a fresh process (includes the imports); delta = peak - RSS before the timed calls")
+                         if ok else "in-process run without a resettable high-water mark: peak memory not measured"}
     lf = loop_flops(method, list(G.dims), res, task.get("options") or {})
     fl: dict[str, Any] = {"loop": None, "loop_seconds": None, "loop_gflops": None}
     if lf is not None:
