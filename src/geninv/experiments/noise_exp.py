@@ -1,0 +1,523 @@
+"""Noisy signals (issue 9): SNR of ``z`` and of every layer against the input SNR, for every
+method, beside the Oracle's expected error (Theorem 3) and the Theorem 2 bound.
+
+Two parts, both in one reproduction directory:
+
+``kind = "solve"`` / ``"theory"`` (the MNIST generator; a random stand-in of the same shape when
+the shipped weights are unavailable): ``y = G(z) + e`` with ``e`` white at input SNR
+``snr_db`` (per image, ``geninv.add_noise``), every method inverts ``y``; SNRs are against the
+clean layers. ``theory`` records hold the Oracle's expected squared error per layer
+(:func:`geninv.solvers.noise.oracle_expected_error`, layerwise and end to end).
+
+``kind = "bound"`` (a small random generator, by default ``[4, 12, 200]`` with identity output,
+where Theorem 2's conditions can hold): for each trial the bound
+(:func:`geninv.theorem2_bound` at the realized ``||e||_2``) and the measured errors of Layered
+BP and Latent-Pursuit run with the bound's ``lam`` (without debiasing: the estimator the theorem
+is about), and of the noise-aware pursuits with their own ``lam`` (the bound then evaluated at
+that ``lam``).
+
+Methods of the ``solve`` part (record names):
+
+* ``oracle``: the paper's Oracle (Algorithm 1, layer-wise pseudo-inverses, true supports);
+* ``oracle_e2e``: least squares of ``z`` through the network with the true supports;
+* ``latent_pursuit``, ``layered_bp``: the paper's methods with their noiseless defaults;
+* ``latent_pursuit_auto``, ``layered_bp_auto``: :func:`geninv.solvers.noise.noisy_pursuit`
+  with ``noise_level="auto"`` (every parameter from the estimated ``sigma``);
+* ``latent_pursuit_sigma``: the same with the true ``sigma``;
+* ``hybrid_auto``: :func:`geninv.solvers.hybrid.hybrid` with ``noise_level="auto"``;
+* ``gd``, ``adam``: the gradient baselines.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import geninv
+from geninv.exceptions import GenInvError, InputError
+from geninv.experiments.common import layer_snrs, mnist_status, say
+from geninv.experiments.records import (
+    RecordStore,
+    Unit,
+    atomic_write_text,
+    derive_seed,
+    iter_chunks,
+    load_records,
+    read_settings,
+    run_units,
+    snr_value,
+)
+
+__all__ = ["NoiseConfig", "run_noise", "NOISE_METHODS", "load_generator_for", "noise_summary", "STAND_IN_DIMS"]
+
+NOISE_METHODS = ("oracle", "oracle_e2e", "layered_bp", "latent_pursuit", "layered_bp_auto", "latent_pursuit_auto",
+                 "latent_pursuit_sigma", "hybrid_auto", "gd", "adam")
+QUICK_METHODS = ("oracle", "oracle_e2e", "latent_pursuit", "latent_pursuit_auto", "hybrid_auto", "gd")
+BOUND_METHODS = ("layered_bp_thm", "latent_pursuit_thm", "layered_bp_auto", "latent_pursuit_auto")
+#: The random stand-in for the MNIST generator (its architecture, Gaussian weights, biases, PLU output).
+STAND_IN_DIMS = (20, 128, 392, 784)
+
+LABELS = {"oracle": "Oracle (layer-wise, Alg. 1)", "oracle_e2e": "Oracle (end to end)", "layered_bp": "Layered BP",
+          "latent_pursuit": "Latent-Pursuit", "layered_bp_auto": "Layered BP, auto noise",
+          "latent_pursuit_auto": "Latent-Pursuit, auto noise", "latent_pursuit_sigma": "Latent-Pursuit, known sigma",
+          "hybrid_auto": "Hybrid, auto noise", "gd": "Gradient descent", "adam": "Adam (restarts)",
+          "layered_bp_thm": "Layered BP, Thm 2 lam", "latent_pursuit_thm": "Latent-Pursuit, Thm 2 lam"}
+COLORS = {"oracle": "#555555", "oracle_e2e": "#000000", "layered_bp": "#1f77b4", "latent_pursuit": "#d62728",
+          "layered_bp_auto": "#17becf", "latent_pursuit_auto": "#e377c2", "latent_pursuit_sigma": "#8c564b",
+          "hybrid_auto": "#ff7f0e", "gd": "#2ca02c", "adam": "#9467bd", "layered_bp_thm": "#1f77b4",
+          "latent_pursuit_thm": "#d62728"}
+
+
+@dataclass
+class NoiseConfig:
+    """Settings of the noise reproduction.
+
+    ``images``, ``methods``, ``snr_db`` and ``bound_trials`` choose which trials run; the rest
+    decides each trial's result and goes into ``settings.json``.
+    """
+
+    snr_db: Sequence[float] = (10, 15, 20, 25, 30, 40, 50)
+    images: int = 64
+    batch: int = 16
+    methods: Sequence[str] = NOISE_METHODS
+    seed: int = 0
+    dtype: str = "float64"
+    generator: str = "mnist"
+    bound: bool = True
+    bound_dims: Sequence[int] = (4, 12, 200)
+    bound_output: str = "identity"
+    bound_snr_db: Sequence[float] = (30, 35, 40, 45, 50, 60)
+    bound_trials: int = 16
+    options: dict[str, dict[str, Any]] = field(default_factory=lambda: {"gd": {}, "adam": {}, "hybrid_auto": {}})
+
+    @classmethod
+    def quick(cls, **kw: Any) -> NoiseConfig:
+        """About a minute on 2 CPU cores: input SNR 20 and 30 dB, 16 images, 6 methods, a small bound part."""
+        kw.setdefault("snr_db", (20, 30))
+        kw.setdefault("images", 16)
+        kw.setdefault("methods", QUICK_METHODS)
+        kw.setdefault("bound_snr_db", (40, 60))
+        kw.setdefault("bound_trials", 4)
+        cfg = cls(**kw)
+        cfg.options["gd"] = {"max_iter": 1000}
+        return cfg
+
+    def identity(self, generator_id: str) -> dict[str, Any]:
+        return {"seed": self.seed, "dtype": self.dtype, "batch": self.batch, "generator": generator_id,
+                "bound_dims": list(self.bound_dims), "bound_output": self.bound_output,
+                "options": {m: dict(v) for m, v in sorted(self.options.items())}}
+
+    def validate(self) -> None:
+        if self.images < 1 or self.batch < 1:
+            raise InputError(f"images, batch: expected positive integers, received {self.images}, {self.batch}")
+        unknown = [m for m in self.methods if m not in NOISE_METHODS]
+        if unknown:
+            raise InputError(f"methods: expected names among {list(NOISE_METHODS)}, received {unknown}")
+        if self.dtype not in ("float32", "float64"):
+            raise InputError(f"dtype: expected 'float32' or 'float64', received {self.dtype!r}")
+        if self.generator not in ("mnist", "random"):
+            raise InputError(f"generator: expected 'mnist' or 'random', received {self.generator!r}")
+        if not self.snr_db:
+            raise InputError("snr_db: expected at least one input SNR")
+
+
+def load_generator_for(name: str, dtype: torch.dtype, seed: int = 0) -> tuple[geninv.Generator, str]:
+    """The MNIST generator, or the random stand-in when ``name == "random"`` or the weights are missing.
+
+    Returns ``(G, description)``; the description says which one it is.
+    """
+    if name == "mnist":
+        st = mnist_status()
+        if st.available:
+            return geninv.load_mnist_generator().to(dtype=dtype), "mnist"  # type: ignore[attr-defined]
+        say(f"the MNIST generator is unavailable ({st.reason}); using the random stand-in "
+            f"{list(STAND_IN_DIMS)} (PLU output, biases) instead")
+    G = geninv.random_generator(list(STAND_IN_DIMS), "plu", seed=derive_seed(seed, "stand-in"), bias=True, dtype=dtype)
+    return G, f"random {list(STAND_IN_DIMS)} plu, biases"
+
+
+def _fingerprint(G: geninv.Generator) -> str:
+    from geninv.experiments.mnist_exp import generator_fingerprint
+
+    return generator_fingerprint(G)
+
+
+def _latents(seed: int, idx: Sequence[int], n0: int, dtype: torch.dtype) -> Tensor:
+    return torch.cat([torch.randn(1, n0, generator=torch.Generator().manual_seed(derive_seed(seed, "z", i)),
+                                  dtype=torch.float64) for i in idx]).to(dtype)
+
+
+def _noisy(y0: Tensor, snr_db: float, seed: int, idx: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Each image its own noise draw (so a chunk's result does not depend on the chunking)."""
+    ys, ss = [], []
+    for j, i in enumerate(idx):
+        yj, sj = geninv.add_noise(y0[j:j + 1], float(snr_db), seed=derive_seed(seed, "noise", str(snr_db), i))
+        ys.append(yj)
+        ss.append(sj)
+    return torch.cat(ys), torch.cat(ss)
+
+
+def _solve(method: str, G: geninv.Generator, y: Tensor, sigma: Tensor, supports: list[Tensor], seed: int,
+           options: dict[str, Any]) -> Any:
+    from geninv.solvers.noise import noisy_pursuit
+
+    opts = dict(options)
+    if method == "oracle":
+        return geninv.invert(G, y, method="oracle", supports=supports)
+    if method == "oracle_e2e":
+        return geninv.invert(G, y, method="oracle", supports=supports, mode="end_to_end")
+    if method in ("latent_pursuit", "layered_bp"):
+        return geninv.invert(G, y, method=method, **opts)
+    if method in ("latent_pursuit_auto", "layered_bp_auto"):
+        return noisy_pursuit(G, y, noise_level="auto", method=method.rsplit("_", 1)[0], **opts)
+    if method == "latent_pursuit_sigma":
+        return noisy_pursuit(G, y, noise_level=sigma, method="latent_pursuit", **opts)
+    if method == "hybrid_auto":
+        return geninv.invert(G, y, method="hybrid", noise_level="auto", seed=seed, **opts)
+    if method in ("gd", "adam"):
+        return geninv.invert(G, y, method=method, seed=seed, **opts)
+    raise InputError(f"method: unknown noise-experiment method {method!r}")  # pragma: no cover
+
+
+def _expected_snr(err2: Tensor, x: Tensor) -> list[float]:
+    return [float(10 * math.log10(float(a) / float(e))) if float(e) > 0 else math.inf
+            for a, e in zip(x.square().sum(dim=1), err2)]
+
+
+def run_noise(
+    config: NoiseConfig,
+    out_dir: str | Path,
+    *,
+    generator: geninv.Generator | None = None,
+    progress: bool = True,
+    max_units: int | None = None,
+    callback: Callable[[Unit, int], None] | None = None,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) the noise reproduction, then write CSV, figures and ``summary.md``.
+
+    Returns ``{"out", "ran", "skipped", "figures", "summary"}`` like the other reproductions.
+    """
+    from geninv.solvers.noise import oracle_expected_error
+
+    config.validate()
+    dtype = getattr(torch, config.dtype)
+    if generator is not None:
+        G, gdesc = generator.to(dtype=dtype), "given"
+    else:
+        G, gdesc = load_generator_for(config.generator, dtype, config.seed)
+    methods = list(config.methods)
+    units: list[Unit] = []
+    for s in config.snr_db:
+        for a, b in iter_chunks(config.images, config.batch):
+            keys = tuple(f"snr={s}/image={i}/{m}" for i in range(a, b) for m in methods + ["theory"])
+            units.append(Unit(f"snr={s} images {a}-{b - 1}", keys, ("solve", float(s), a, b)))
+    if config.bound:
+        for s in config.bound_snr_db:
+            for t in range(config.bound_trials):
+                keys = tuple(f"bound/snr={s}/trial={t}/{m}" for m in BOUND_METHODS)
+                units.append(Unit(f"bound snr={s} trial {t}", keys, ("bound", float(s), t, t + 1)))
+
+    with RecordStore(out_dir, "noise", config.identity(_fingerprint(G))) as store:
+        def work(unit: Unit, keys: list[str]) -> list[dict[str, Any]]:
+            if unit.payload[0] == "bound":
+                return _bound_work(config, unit, keys, store)
+            _, s, a, b = unit.payload
+            idx = list(range(a, b))
+            z = _latents(config.seed, idx, G.latent_dim, dtype)
+            tr = G.trace(z)
+            y0 = tr.y
+            y, sigma = _noisy(y0, s, config.seed, idx)
+            todo = {k.rsplit("/", 1)[1] for k in keys}
+            recs: list[dict[str, Any]] = []
+            base = {"kind": "solve", "snr_db": s, "dims": G.dims}
+            if "theory" in todo:
+                th = {mode: oracle_expected_error(G, z, sigma, mode=mode) for mode in ("layerwise", "end_to_end")}
+                truth = {"z": z, **{f"x{i + 1}": x for i, x in enumerate(tr.hidden)}, "y": y0}
+                for j, i in enumerate(idx):
+                    exp = {mode: {k: _expected_snr(v[j:j + 1], truth[k][j:j + 1])[0] for k, v in d.items()}
+                           for mode, d in th.items()}
+                    recs.append({**base, "kind": "theory", "key": f"snr={s}/image={i}/theory", "image": i,
+                                 "sigma": float(sigma[j]), "expected_snr": exp,
+                                 "s": [int(c[j]) for c in tr.cardinalities]})
+            for m in [m for m in methods if m in todo]:
+                seed_m = derive_seed(config.seed, m, a)
+                t0 = time.perf_counter()
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        res = _solve(m, G, y, sigma, tr.supports, seed_m, config.options.get(m, {}))
+                except GenInvError as e:
+                    store.log_error(f"{unit.name}/{m}", f"{type(e).__name__}: {e}")
+                    say(f"{unit.name}/{m}: {type(e).__name__}: {e}")
+                    continue
+                secs = time.perf_counter() - t0
+                snrs = layer_snrs(G, z, tr.hidden, y0, res)
+                sig_hat = res.info.get("sigma") if isinstance(res.info, dict) else None
+                for j, i in enumerate(idx):
+                    rec = {**base, "key": f"snr={s}/image={i}/{m}", "method": m, "image": i, "snr": snrs[j],
+                           "sigma": float(sigma[j]), "seconds": secs / len(idx),
+                           "converged": bool(res.converged[j])}
+                    if isinstance(sig_hat, Tensor):
+                        rec["sigma_hat"] = float(sig_hat[j])
+                    recs.append(rec)
+            return recs
+
+        ran = run_units(store, units, work, progress=progress, desc="noise", max_units=max_units, callback=callback)
+        store.write_csv()
+    out: dict[str, Any] = {"out": Path(out_dir), "ran": ran, "skipped": [], "figures": [], "summary": None,
+                           "generator": gdesc}
+    if plots:
+        out["figures"] = plot_noise(out_dir) + plot_bound(out_dir)
+        out["summary"] = noise_summary(out_dir, generator=gdesc)
+    return out
+
+
+def _one_bound(G: geninv.Generator, z: Tensor, noise: float, lam: list[float] | None) -> Any:
+    """Theorem 2 for one latent (``z`` 1-D gives one Theorem2Bound)."""
+    b = geninv.theorem2_bound(G, z, noise=noise, lam=lam)
+    return b[0] if isinstance(b, list) else b
+
+
+def _bound_work(config: NoiseConfig, unit: Unit, keys: list[str], store: RecordStore) -> list[dict[str, Any]]:
+    """One trial of the Theorem 2 part: bound at the realized noise, and the measured errors."""
+    from geninv.solvers.noise import noisy_pursuit
+
+    _, s, t, _ = unit.payload
+    seed_t = derive_seed(config.seed, "bound", t)
+    G = geninv.random_generator(list(config.bound_dims), config.bound_output, seed=seed_t, dtype=torch.float64)
+    z, y0 = G.sample(1, seed=derive_seed(seed_t, "z"))
+    y, sigma = geninv.add_noise(y0, float(s), seed=derive_seed(seed_t, "noise", str(s)))
+    enorm = float((y - y0).norm())
+    tr = G.trace(z)
+    thm = _one_bound(G, z[0], enorm, None)
+    recs: list[dict[str, Any]] = []
+    todo = {k.rsplit("/", 1)[1] for k in keys}
+    L = G.n_hidden
+    for m in [m for m in BOUND_METHODS if m in todo]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if m.endswith("_thm"):
+                    # The theorem's estimator: one lam per layer, no debiasing. The solvers take one
+                    # lam for all layers, so this is exact for L = 1 (the default [4, 12, 200]).
+                    lam = float(max(thm.lam)) if thm.verdict == "holds" else 0.0
+                    meth = m[: -len("_thm")]
+                    res = geninv.invert(G, y, method=meth, lam=lam, debias=False)
+                    bnd = thm
+                else:
+                    res = noisy_pursuit(G, y, noise_level="auto", method=m[: -len("_auto")], refine="none")
+                    lam_used = [float(res.info["lam"][f"x{i + 1}"][0]) for i in range(L)]
+                    bnd = _one_bound(G, z[0], enorm, lam_used)
+        except GenInvError as e:
+            store.log_error(f"{unit.name}/{m}", f"{type(e).__name__}: {e}")
+            continue
+        errs = [float((res.z - z).norm())] + [float((xh - x).norm()) for xh, x in zip(res.layers, tr.hidden)]
+        recs.append({"kind": "bound", "key": f"bound/snr={s}/trial={t}/{m}", "method": m, "snr_db": s, "trial": t,
+                     "dims": G.dims, "noise_norm": enorm, "sigma": float(sigma[0]), "verdict": bnd.verdict,
+                     "reason": bnd.reason, "bound_z": bnd.z_error, "bound_layers": list(bnd.layer_errors),
+                     "lam": list(bnd.lam), "error_z": errs[0], "error_layers": errs[1:],
+                     "s": [int(c[0]) for c in tr.cardinalities]})
+    return recs
+
+
+# -- figures and summary ------------------------------------------------------------------------------
+
+
+def _layer_order(rec: dict[str, Any]) -> list[str]:
+    """``z, x1, ..., xL, y`` (records store the SNR dict with sorted keys)."""
+    names = list(rec["snr"].keys())
+    xs = sorted((k for k in names if k.startswith("x")), key=lambda k: int(k[1:]))
+    return [k for k in ["z", *xs, "y"] if k in names]
+
+
+def _median(v: Sequence[float]) -> float:
+    a = np.array([snr_value(x) for x in v], dtype=float)
+    return float(np.median(a)) if a.size else math.nan
+
+
+def _by_method(recs: list[dict[str, Any]]) -> dict[str, dict[float, list[dict[str, Any]]]]:
+    by: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in recs:
+        if r.get("kind") == "solve":
+            by[r["method"]][float(r["snr_db"])].append(r)
+    return by
+
+
+def _layer_title(layer: str) -> str:
+    if layer == "z":
+        return "$z$"
+    if layer == "y":
+        return "image $G(\\hat z)$"
+    return f"${layer[0]}_{{{layer[1:]}}}$"
+
+
+def plot_noise(out_dir: str | Path) -> list[Path]:
+    """SNR of ``z``, every hidden layer and the image against the input SNR (median, 25-75 % ribbon),
+    with the Oracle's expected SNR (Theorem 3, dashed: layer-wise; dotted: end to end)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    recs = load_records(out_dir)
+    by = _by_method(recs)
+    theory = [r for r in recs if r.get("kind") == "theory"]
+    if not by:
+        return []
+    layers = _layer_order(next(iter(next(iter(by.values())).values()))[0])
+    fig, axes = plt.subplots(1, len(layers), figsize=(4.3 * len(layers), 4.6), sharey=True)
+    axes = np.atleast_1d(axes)
+    order = [m for m in NOISE_METHODS if m in by]
+    for ax, layer in zip(axes, layers):
+        for m in order:
+            xs = sorted(by[m])
+            q = np.array([np.percentile([snr_value(r["snr"][layer]) for r in by[m][x]], (25, 50, 75)) for x in xs])
+            c = COLORS.get(m)
+            ax.fill_between(xs, q[:, 0], q[:, 2], color=c, alpha=0.15, lw=0)
+            ax.plot(xs, q[:, 1], marker="o", ms=3, color=c, lw=1.5, label=LABELS.get(m, m),
+                    ls="--" if m.startswith("oracle") else "-")
+        for mode, style in (("layerwise", (0, (5, 2))), ("end_to_end", (0, (1, 1)))):
+            tb: dict[float, list[float]] = defaultdict(list)
+            for r in theory:
+                tb[float(r["snr_db"])].append(r["expected_snr"][mode][layer])
+            if tb:
+                xs = sorted(tb)
+                ax.plot(xs, [float(np.median(tb[x])) for x in xs], color="k", ls=style, lw=1.0, alpha=0.7,
+                        label=f"Theorem 3, Oracle {'layer-wise' if mode == 'layerwise' else 'end to end'} (expected)")
+        xs_all = sorted({x for d in by.values() for x in d})
+        ax.plot(xs_all, xs_all, color="#999999", lw=0.8, ls="-.", label="output SNR = input SNR")
+        ax.set_title("SNR of " + _layer_title(layer))
+        ax.set_xlabel("input SNR [dB]")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("median SNR [dB] (ribbon 25-75 %)")
+    h, lab = axes[0].get_legend_handles_labels()
+    fig.legend(h, lab, loc="lower center", ncol=5, fontsize=8, frameon=False)
+    st = read_settings(out_dir)["settings"]
+    fig.suptitle(f"Noisy signals y = G(z) + e: generator {st['generator']}, {st['dtype']}")
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    path = out_dir / "noise_snr.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def plot_bound(out_dir: str | Path) -> list[Path]:
+    """Measured ``||z_hat - z||_2`` against Theorem 2's bound, per trial (bound part)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    recs = [r for r in load_records(out_dir) if r.get("kind") == "bound"]
+    if not recs:
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    ax = axes[0]
+    for m in BOUND_METHODS:
+        rr = [r for r in recs if r["method"] == m and r["verdict"] == "holds"]
+        if rr:
+            ax.scatter([r["bound_z"] for r in rr], [max(r["error_z"], 1e-17) for r in rr], s=14,
+                       color=COLORS.get(m), label=f"{LABELS.get(m, m)} ({len(rr)} certified)")
+    lim = [1e-8, 1e2]
+    ax.plot(lim, lim, "k--", lw=0.8, label="error = bound")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("Theorem 2 bound on $||\\hat z - z||_2$")
+    ax.set_ylabel("measured $||\\hat z - z||_2$")
+    ax.set_title("where the bound's conditions hold")
+    ax.legend(fontsize=7.5)
+    ax.grid(True, which="both", alpha=0.2)
+    ax = axes[1]
+    for m in BOUND_METHODS:
+        rr = [r for r in recs if r["method"] == m]
+        xs = sorted({float(r["snr_db"]) for r in rr})
+        frac = [np.mean([r["verdict"] == "holds" for r in rr if float(r["snr_db"]) == x]) for x in xs]
+        ax.plot(xs, frac, marker="o", color=COLORS.get(m), label=LABELS.get(m, m),
+                ls="-" if m.endswith("_thm") else ":")
+    ax.set_xlabel("input SNR [dB]")
+    ax.set_ylabel("fraction of trials where Theorem 2 holds")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7.5)
+    st = read_settings(out_dir)["settings"]
+    fig.suptitle(f"Theorem 2 on random {st['bound_dims']} generators ({st['bound_output']} output)")
+    fig.tight_layout()
+    path = out_dir / "noise_theorem2.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def noise_summary(out_dir: str | Path, command: str | None = None, generator: str | None = None) -> Path:
+    """``summary.md`` and ``summary.json``: tables of median SNR per method and input SNR, and the claims of issue 9."""
+    import json
+
+    out_dir = Path(out_dir)
+    recs = load_records(out_dir)
+    by = _by_method(recs)
+    theory = [r for r in recs if r.get("kind") == "theory"]
+    bound = [r for r in recs if r.get("kind") == "bound"]
+    snrs = sorted({x for d in by.values() for x in d})
+    lines = ["# Noisy signals (issue 9)", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    if generator:
+        lines += [f"Generator: {generator}.", ""]
+    lines += ["![noise](noise_snr.png)", "", "![theorem 2](noise_theorem2.png)", ""]
+    layers = _layer_order(next(iter(next(iter(by.values())).values()))[0]) if by else []
+    for layer in layers:
+        lines += [f"**Median SNR of {layer} [dB]**", "", "| method | " + " | ".join(f"{x:g} dB" for x in snrs) + " |",
+                  "|---|" + "---|" * len(snrs)]
+        for m in [m for m in NOISE_METHODS if m in by]:
+            lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(
+                f"{_median([r['snr'][layer] for r in by[m].get(x, [])]):.2f}" if by[m].get(x) else "-" for x in snrs) + " |")
+        for mode in ("layerwise", "end_to_end"):
+            row = [_median([r["expected_snr"][mode][layer] for r in theory if float(r["snr_db"]) == x]) for x in snrs]
+            lines.append(f"| Theorem 3 expectation, Oracle {mode} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+        lines.append("")
+    claims: list[dict[str, str]] = []
+    for ref in ("oracle", "oracle_e2e"):
+        for x in (20.0, 30.0):
+            if ref in by and "latent_pursuit_auto" in by and x in by[ref] and x in by["latent_pursuit_auto"]:
+                a = _median([r["snr"]["z"] for r in by["latent_pursuit_auto"][x]])
+                o = _median([r["snr"]["z"] for r in by[ref][x]])
+                claims.append({"claim": f"Latent-Pursuit (auto noise) within 2 dB of {LABELS[ref]} at {x:g} dB",
+                               "verdict": "holds" if a >= o - 2 else "fails",
+                               "evidence": f"median SNR of z {a:.2f} vs {o:.2f} dB"})
+    est = [r["sigma_hat"] / r["sigma"] for d in by.values() for v in d.values() for r in v if "sigma_hat" in r
+           and r["method"] in ("latent_pursuit_auto", "layered_bp_auto", "hybrid_auto")]
+    if est:
+        e = np.array(est)
+        claims.append({"claim": "noise level estimated from the fit residual", "verdict": "measured",
+                       "evidence": f"sigma_hat / sigma: median {np.median(e):.3f}, 5-95 % "
+                                   f"[{np.percentile(e, 5):.3f}, {np.percentile(e, 95):.3f}] over {e.size} signals"})
+    for m in BOUND_METHODS:
+        rr = [r for r in bound if r["method"] == m and r["verdict"] == "holds"]
+        allm = [r for r in bound if r["method"] == m]
+        if allm:
+            viol = [r for r in rr if r["error_z"] > r["bound_z"] * (1 + 1e-9)]
+            ratio = max((r["error_z"] / r["bound_z"] for r in rr), default=math.nan)
+            claims.append({"claim": f"{LABELS[m]}: measured ||z_hat - z|| under the Theorem 2 bound where it holds",
+                           "verdict": ("holds" if not viol else "fails") if rr else "not measured",
+                           "evidence": f"{len(rr)} of {len(allm)} trials certified, {len(viol)} violations, "
+                                       f"largest error/bound {ratio:.3g}"})
+    if claims:
+        lines += ["| claim | verdict | evidence |", "|---|---|---|"]
+        lines += [f"| {c['claim']} | {c['verdict']} | {c['evidence']} |" for c in claims]
+    atomic_write_text(out_dir / "summary.md", "\n".join(lines) + "\n")
+    atomic_write_text(out_dir / "summary.json", json.dumps({"title": "Noisy signals (issue 9)", "command": command,
+                                                            "claims": claims}, indent=2) + "\n")
+    return out_dir / "summary.md"
