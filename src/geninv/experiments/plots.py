@@ -251,7 +251,7 @@ def plot_image_grids(out_dir: str | os.PathLike[str], k: int = 8, title: str = "
     typical = sorted(common, key=lambda i: (abs(_finite(img[anchor][i]["snr"]["y"]) - med), i))[:k]
     worst_by = "gd" if "gd" in img else rows[0]
     failures = sorted(common, key=lambda i: (snr_value(img[worst_by][i]["snr"]["y"]), i))[:k]
-    groups = [("typical", sorted(typical), f"typical successes (Latent-Pursuit image SNR near its median, {med:.1f} dB)"),
+    groups = [("typical", sorted(typical), f"typical results (Latent-Pursuit image SNR nearest its median, {med:.1f} dB)"),
               ("gd_failures", failures, f"{LABELS.get(worst_by, worst_by)}'s worst images (lowest image SNR)")]
     masked = any("mask" in img[rows[0]][i] for i in common)
     for name, idx, sub in groups:
