@@ -255,7 +255,7 @@ def _curves(cfg: BenchConfig, thr: list[dict[str, Any]], log: _Log) -> list[dict
             if note:
                 rec["note"] = note
             recs.append(rec)
-            if method == "gd" and rec.get("status") == "ok" and B == cfg.curve_batch:
+            if method == "gd" and rec.get("status") == "ok":
                 s_gd = rec.get("final_snr_db")
             if rec.get("status") == "ok":
                 st = ", ".join(f"{d['target_db']:.1f} dB: {_fmt(d['seconds'])} s" for d in rec["seconds_to_target"])
@@ -350,6 +350,7 @@ def _thread_scaling(cfg: BenchConfig, log: _Log) -> list[dict[str, Any]]:
                          min_time=0.0, min_repeats=2)
             task["threads"] = th
             rec = _execute(cfg, task, max(4 * cfg.budget, 300.0))
+            rec["threads"] = th
             recs.append({k: rec.get(k) for k in ("method", "batch", "threads", "status", "reason", "seconds_min",
                                                    "seconds_median", "load_average")})
             if rec.get("status") == "ok":
@@ -373,7 +374,9 @@ def targets_from(cfg: BenchConfig, thr: list[dict[str, Any]], curves: list[dict[
         t_gd = min((p[0] for p in gd_c["points"] if p[1] >= s_gd), default=None)
         t_lp = next((d["seconds"] for d in lp_c["seconds_to_target"] if abs(d["target_db"] - s_gd) < 1e-9), None)
         a.update(gd_final_snr_db=s_gd, gd_seconds=t_gd, latent_pursuit_seconds=t_lp,
-                 latent_pursuit_final_snr_db=lp_c["final_snr_db"])
+                 latent_pursuit_final_snr_db=lp_c["final_snr_db"], gd_batch=gd_c["batch"], latent_pursuit_batch=lp_c["batch"])
+        if gd_c["batch"] != lp_c["batch"]:
+            a["note_batch"] = "the two curves ran at different batch sizes (budget): the ratio compares their times as measured"
         a["ratio"] = (t_gd / t_lp) if (t_gd and t_lp) else None
         t40_gd = next((d["seconds"] for d in gd_c["seconds_to_target"] if d["target_db"] == cfg.target_db), None)
         t40_lp = next((d["seconds"] for d in lp_c["seconds_to_target"] if d["target_db"] == cfg.target_db), None)
