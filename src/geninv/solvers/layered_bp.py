@@ -54,6 +54,7 @@ def layered_bp(
     check_every: int = 10,
     restart: bool = True,
     power_iters: int = 30,
+    warm_start: bool = True,
 ) -> SolveResult:
     """Invert ``y`` by one nonnegative Lagrangian basis pursuit per layer (Layered Basis-Pursuit).
 
@@ -91,6 +92,10 @@ def layered_bp(
         Relative support threshold (default 1e-4).
     check_every, restart, power_iters :
         As in :func:`geninv.latent_pursuit`.
+    warm_start : bool
+        Start the pre-activation image layer from the least-squares fit
+        ``max(pinv(M W_{L+1}) M (phi^{-1}(y) - b_{L+1}), 0)`` when every sample has the same
+        observed pixels (default True; as in :func:`geninv.latent_pursuit`, see Notes).
 
     Returns
     -------
@@ -109,6 +114,11 @@ def layered_bp(
     (the Lagrangian form of SPEC sec. 5 with nonnegativity, since ReLU outputs are >= 0). Each
     problem is solved for the whole batch by FISTA with step ``1 / ||W^T diag(s_b) W||``
     (batched power iteration), the row supports ``s_b`` being 0/1 masks on the full matrix.
+    The warm start changes where FISTA starts, not the problem it solves: from zero, in
+    float32, the image layer stopped (``tol`` 1e-5) with off-support entries above
+    ``support_tol`` on the shipped MNIST generator, and those false supports failed the layers
+    below (measured, batch 256, one thread: 5.1 s, median image SNR 93 dB, 10 % quantile 19 dB;
+    warm: 1.0 s, 133 dB, 10 %: 130 dB).
 
     Examples
     --------
@@ -133,6 +143,7 @@ def layered_bp(
     check_every = check_option("check_every", check_every, kind="int", low=1)
     restart = check_option("restart", restart, kind="bool")
     power_iters = check_option("power_iters", power_iters, kind="int", low=0)
+    warm_start = check_option("warm_start", warm_start, kind="bool")
     check_seed(seed)
     domain = choose_domain(image_domain, G, yy, meas)
     check_informative(G, yy, meas)
@@ -152,16 +163,20 @@ def layered_bp(
 
         ts = time.perf_counter()
         W, b = Ws[-1], bs[-1]
+        x0_img = None
         if domain == "pre":
             t = preactivation_target(G, yy, meas)
             f: LinearLS | SignalLS = LinearLS(W, b)
             lip = image_lipschitz(W, meas, None, power_iters=power_iters)
+            if warm_start and (meas.obs is None or bool((meas.obs == meas.obs[:1]).all())):
+                # One factorization for the batch (rows shared), float64 (normal equations).
+                x0_img = supported_lstsq(W, t - b, meas.obs, None, dtype=torch.float64, refine=0).to(dtype).clamp_min(0)
         else:
             t = yy
             f = SignalLS(W, b, phi, meas.op if meas.kind == "operator" else None)
             lip = image_lipschitz(W, meas, phi, power_iters=power_iters)
         stage = f"x{L}"
-        out, lam_t = fista_layer(f, t, meas.w, lip=lip, lam=lam, lam_rel=lam_rel, x0=None, max_iter=max_iter,
+        out, lam_t = fista_layer(f, t, meas.w, lip=lip, lam=lam, lam_rel=lam_rel, x0=x0_img, max_iter=max_iter,
                                  tol=tol, check_every=check_every, restart=restart, callback=callback, stage=stage)
         est = [out.state.x]
         supports = [threshold_support(out.state.x, support_tol)]
