@@ -199,8 +199,8 @@ def loop_flops(method: str, dims: Sequence[int], res: Any, options: dict[str, An
     ``res.info["image_domain"] == "pre"``, then warm-started by least squares; the count assumes
     no measurement mask), every lower stage linearized ADMM on ``W_{i+1}`` with the warm start
     on the estimated support of ``x_{i+1}`` (no refinement steps, as the solver does it). ``layered_bp``: FISTA on every
-    layer (masked power iteration for the hidden layers' step sizes), then one supported least
-    squares for ``z`` (stage ``"z"``). The debiasing (shared by both, and by the Oracle) is not part of the
+    layer (the image layer warm-started as in Latent-Pursuit; masked power iteration for the
+    hidden layers' step sizes), then one supported least squares for ``z`` (stage ``"z"``). The debiasing (shared by both, and by the Oracle) is not part of the
     loops; it shows in the measured ``FlopCounterMode`` total instead.
     """
     opts = dict(options or {})
@@ -220,7 +220,7 @@ def loop_flops(method: str, dims: Sequence[int], res: Any, options: dict[str, An
     top = f"x{L}"
     stages[top] = fista_stage_flops(dims[L], dims[L + 1], n_iter[top], check_every=check_every, signal_domain=signal,
                                     auto_lam=auto)
-    if method == "latent_pursuit" and not signal and bool(opts.get("warm_start", True)):
+    if not signal and bool(opts.get("warm_start", True)):
         # Least-squares warm start of the image layer (rows shared: no mask): one Gram matrix
         # and one product per sample, no refinement.
         ws = supported_lstsq_flops(dims[L], dims[L + 1], int(res.z.shape[0]), None, refine=0)
