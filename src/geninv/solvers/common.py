@@ -582,6 +582,25 @@ def supported_lstsq(
         if pad is not None:
             xc = xc.masked_fill(pad, 0.0)
         return full(xc)
+    if cols is None and n_out * n_in * n_in <= budget:
+        # Per-sample rows, all columns, small n_in: every sample's W^T diag(s_b) W from ONE
+        # matrix product with the stacked outer products w_o w_o^T (n_out, n_in^2), instead of
+        # gathering B supported matrices (measured, 392 x 128, B = 512, float32, one thread:
+        # 0.50 s instead of 0.90 s; the batched factorizations are the same).
+        Wd = W.to(dtype)
+        outer = (Wd[:, :, None] * Wd[:, None, :]).reshape(n_out, n_in * n_in)
+        s = rows.to(dtype)  # type: ignore[union-attr]
+        t = rhs.to(dtype) * s
+        x = torch.empty(B, n_in, dtype=dtype, device=dev)
+        chunk = max(1, budget // (n_in * n_in))
+        for a in range(0, B, chunk):
+            sl = slice(a, min(B, a + chunk))
+            solve = _normal_solver((s[sl] @ outer).view(-1, n_in, n_in), None)
+            xs = solve(t[sl] @ Wd)
+            for _ in range(refine):
+                xs = xs + solve(((t[sl] - xs @ Wd.T) * s[sl]) @ Wd)
+            x[sl] = xs
+        return x
     # Per-sample rows: gather each supported matrix. A zero row and column appended to W let
     # the padding indices produce zero padding without a masking pass.
     ridx, rval = _compact(rows)  # type: ignore[arg-type]
