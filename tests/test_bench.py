@@ -24,6 +24,7 @@ from geninv.bench.flops import (
     loop_flops,
     matmul_flops,
     network_flops,
+    supported_lstsq_flops,
 )
 from geninv.bench.worker import MARKER, run_task
 from geninv.cli import main
@@ -51,11 +52,14 @@ def test_flop_counts_by_hand() -> None:
     f = fista_stage_flops(3, 4, torch.tensor([3, 5]), check_every=2, auto_lam=True)
     assert (f["iterations"], f["setup"], f["total"]) == (384 + 120, 96, 600)
     # Linearized ADMM on W (3, 2) (one product 12): 10 iterations x 2 products = 240; setup per
-    # sample: W x0 + b and the lam gradient (2 x 12); warm start on different rows (2 and 1 rows,
-    # padded to r = 2): Gram 2*2*2*2 = 16, right-hand side 8, 2 refinements x 16: 56 per sample.
+    # sample: W x0 + b and the lam gradient (2 x 12); warm start on different rows, masked full
+    # Gram matrices: (1 x 3) @ (3 x 4) = 24 per sample, right-hand side 12, 2 refinements x 24.
     rows = torch.tensor([[True, True, False], [True, False, False]])
     a = ladmm_stage_flops(2, 3, torch.tensor([4, 6]), rows, auto_lam=True, refine=2)
-    assert (a["iterations"], a["setup"]) == (240, 48 + 112)
+    assert (a["iterations"], a["setup"]) == (240, 48 + 2 * (24 + 12 + 48))
+    # ... or, past the memory budget, gathered (2 and 1 rows padded to r = 2): Gram 2*2*2*2 = 16,
+    # right-hand side 8, 2 refinements x 16: 56 per sample.
+    assert supported_lstsq_flops(2, 3, 2, rows, refine=2, budget=0) == 2 * 56
     # Same rows for every sample: one W^T diag(s) W (2*2*3*2 = 24) and 1 + 2*2 products per sample.
     same = torch.tensor([[True, True, False], [True, True, False]])
     assert ladmm_stage_flops(2, 3, torch.tensor([4, 6]), same, auto_lam=False, refine=2)["setup"] == 2 * 12 + 24 + 2 * 5 * 12

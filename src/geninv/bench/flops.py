@@ -96,19 +96,24 @@ def fista_stage_flops(
     return {"iterations": it, "setup": setup, "total": it + setup}
 
 
-def supported_lstsq_flops(n_in: int, n_out: int, B: int, rows: Tensor | None, *, refine: int = 2) -> int:
+def supported_lstsq_flops(n_in: int, n_out: int, B: int, rows: Tensor | None, *, refine: int = 2,
+                          budget: int = 2**25) -> int:
     """Products of :func:`geninv.solvers.common.supported_lstsq` with all columns free.
 
-    When the rows differ between samples, every sample's rows are gathered into a batch padded
-    to the largest count ``r``: ``2 B r n_in^2`` (Gram matrices) ``+ 2 B r n_in`` (right-hand
-    sides) ``+ refine * 4 B r n_in`` (refinement). When every sample has the same rows (always
-    for ``B = 1``): one ``W^T diag(s) W`` (``2 n_in^2 n_out``) and ``1 + 2 refine`` full-width
-    products per sample.
+    When every sample has the same rows (always for ``B = 1``): one ``W^T diag(s) W``
+    (``2 n_in^2 n_out``) and ``1 + 2 refine`` full-width products per sample. When the rows
+    differ and ``n_out n_in^2 <= budget``: the masked full Gram matrices from one product,
+    ``2 B n_out n_in^2``, and ``1 + 2 refine`` full-width products per sample. Otherwise every
+    sample's rows are gathered into a batch padded to the largest count ``r``:
+    ``2 B r n_in^2`` (Gram matrices) ``+ 2 B r n_in`` (right-hand sides) ``+ refine * 4 B r n_in``.
     """
     shared = rows is None or bool((rows == rows[:1]).all())
     p = matmul_flops(1, n_in, n_out)
     if shared:
         return matmul_flops(n_in, n_out, n_in) + B * p * (1 + 2 * refine)
+    if n_out * n_in * n_in <= budget:
+        # Masked full Gram matrices: one (B, n_out) @ (n_out, n_in^2) product.
+        return B * (matmul_flops(1, n_out, n_in * n_in) + p * (1 + 2 * refine))
     r = max(int(rows.sum(dim=1).max()), 1)  # type: ignore[union-attr]
     q = matmul_flops(1, r, n_in)
     return B * (q * n_in + q + refine * 2 * q)
