@@ -455,6 +455,11 @@ def run_bench(cfg: BenchConfig, *, log_stream: TextIO | None = sys.stderr) -> di
     if cfg.wait_load is not None:
         reached, secs = wait_for_load(cfg.wait_load, max_wait=cfg.max_wait, log=log)
         waited = {"threshold": cfg.wait_load, "reached": reached, "seconds": secs}
+        if not reached:
+            from geninv.exceptions import GenInvError
+
+            raise GenInvError(f"--wait-load: the 1-minute load average stayed >= {cfg.wait_load} for {secs:.0f} s "
+                              "(--max-wait); nothing was measured")
     t0 = time.perf_counter()
     la_start = load_average()
     machine = machine_info(cfg.device)
