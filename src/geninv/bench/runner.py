@@ -439,6 +439,21 @@ def _solvers_json(cfg: BenchConfig, thr: list[dict[str, Any]], gens: dict[str, A
             "signals_per_second": table, "source": "bench.json of the same run", "command": cfg.command}
 
 
+def _code_version() -> dict[str, Any]:
+    """The git commit of the source tree and whether the solvers had uncommitted changes."""
+    import geninv
+
+    root = Path(geninv.__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src/geninv/solvers"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {"version": geninv.__version__, "commit": None}
+    return {"version": geninv.__version__, "commit": head.stdout.strip() or None,
+            "solvers_uncommitted": [ln[3:] for ln in dirty.stdout.splitlines()] if dirty.returncode == 0 else None}
+
+
 def run_bench(cfg: BenchConfig, *, log_stream: TextIO | None = sys.stderr) -> dict[str, Any]:
     """Run the benchmark and write ``bench.json``, ``solvers.json`` and ``README.md`` under ``cfg.out``.
 
@@ -461,6 +476,7 @@ def run_bench(cfg: BenchConfig, *, log_stream: TextIO | None = sys.stderr) -> di
             raise GenInvError(f"--wait-load: the 1-minute load average stayed >= {cfg.wait_load} for {secs:.0f} s "
                               "(--max-wait); nothing was measured")
     t0 = time.perf_counter()
+    code = _code_version()
     la_start = load_average()
     machine = machine_info(cfg.device)
     gens = _generator_meta(cfg)
@@ -497,6 +513,7 @@ def run_bench(cfg: BenchConfig, *, log_stream: TextIO | None = sys.stderr) -> di
         "schema": "geninv-bench/1",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": cfg.command,
+        "code": code,
         "config": asdict(cfg),
         "machine": machine,
         "load_average": {"start": la_start, "end": la_end, "wait": waited,
