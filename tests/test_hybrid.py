@@ -74,6 +74,8 @@ def test_hybrid_is_registered_and_validates_options() -> None:
         geninv.invert(G, y, method="hybrid", pursuit="gd")
     with pytest.raises(InputError, match="bogus"):
         geninv.invert(G, y, method="hybrid", bogus=1)
+    with pytest.raises(InputError, match="fallback"):
+        geninv.invert(G, y, method="hybrid", fallback=("lbfgs",))
 
 
 def test_hybrid_third_regime_exact_where_pursuit_alone_is_not() -> None:
@@ -103,6 +105,9 @@ def test_fallback_runs_gd_where_the_pursuit_is_unexplained_and_keeps_the_smaller
     F_p = res.info["objective_pursuit"]
     F_g = network_fit(G, y, base.z, meas)
     assert bool((F_h <= torch.minimum(F_p, F_g) * (1 + 1e-12)).all())
+    # Gradient descent explains every sample here, so the cascade stops before Adam.
+    assert res.info["choices"] == ("pursuit", "gd", "adam")
+    assert bool(torch.isnan(res.info["objective_fallback"]["adam"]).all())
     # Without refinement the fallback is the gd baseline itself (same random start per sample).
     took = res.info["choice"] == 1
     assert bool(took.any())

@@ -34,7 +34,7 @@ def _cmd_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         description="Run (or resume) a reproduction of the paper's Fig. 4 (random), Fig. 5-7 (mnist) or "
                     "Fig. 8-13 (inpaint); 'report' rebuilds index.html from the directories under --out.",
     )
-    p.add_argument("experiment", choices=["random", "mnist", "inpaint", "report"])
+    p.add_argument("experiment", choices=["random", "mnist", "inpaint", "noise", "cs", "report"])
     p.add_argument("--mask", choices=["random", "block"], default="random", help="inpaint: which mask")
     p.add_argument("--missing", type=float, default=0.45, help="inpaint --mask random: fraction of hidden pixels")
     p.add_argument("--quick", action="store_true", help="small grid, about a minute on 2 CPU cores")
@@ -44,11 +44,17 @@ def _cmd_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--methods", default=None, help="comma-separated methods (default: the paper's)")
     p.add_argument("--n1", default=None, help="random: comma-separated hidden widths (default: the mode's grid)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--grid", default=None, help="noise: comma-separated input SNRs [dB]; cs: comma-separated m")
 
     def run(a: argparse.Namespace) -> int:
         from geninv.experiments.demo import reproduce_cli
 
         methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
+        if a.experiment in ("noise", "cs"):  # issue 9
+            from geninv.experiments.noise_exp import reproduce_issue9
+
+            return reproduce_issue9(a.experiment, quick=a.quick, out=a.out, trials=a.trials, seed=a.seed,
+                                    methods=methods, progress=not a.no_progress, grid=a.grid)
         if a.experiment == "report":
             return reproduce_cli("report", out=a.out)
         return reproduce_cli(a.experiment, mask=a.mask, quick=a.quick, out=a.out, trials=a.trials, seed=a.seed,
@@ -271,6 +277,14 @@ def _cmd_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 def _read_latents(path: str) -> object:
     """Latents ``z`` (B, n_0) or (n_0,) from a .npy file or a .safetensors file (tensor ``z`` or its only tensor)."""
+    return _read_array(path, "--z", "z")
+
+
+def _read_array(path: str, option: str, key: str, dtype: object = None) -> object:
+    """A (B, n) tensor from a .npy file (never unpickled) or a .safetensors file (tensor ``key`` or its only one).
+
+    A 1-D array becomes a batch of one; ``dtype`` defaults to float64 (bool for masks: pass torch.bool).
+    """
     from pathlib import Path
 
     import numpy as np
@@ -278,32 +292,98 @@ def _read_latents(path: str) -> object:
 
     from geninv.exceptions import InputError, ModelFileError
 
+    target = torch.float64 if dtype is None else dtype
     p = Path(path)
     if not p.is_file():
-        raise ModelFileError(f"--z: expected an existing .npy or .safetensors file, received {path!r}")
+        raise ModelFileError(f"{option}: expected an existing .npy or .safetensors file, received {path!r}")
     if p.suffix == ".npy":
         try:
             arr = np.load(p, allow_pickle=False)
         except (ValueError, OSError) as e:
-            raise ModelFileError(f"--z: expected a .npy array, could not read {path!r}: {e}") from None
-        z = torch.from_numpy(np.asarray(arr, dtype=np.float64))
+            raise ModelFileError(f"{option}: expected a .npy array, could not read {path!r}: {e}") from None
+        if arr.dtype.kind not in "biuf":
+            raise InputError(f"{option}: expected a real numeric array, received dtype {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
     elif p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
             tensors = load_file(str(p))
         except Exception as e:  # safetensors raises its own error types
-            raise ModelFileError(f"--z: expected a safetensors file, could not read {path!r}: {e}") from None
-        if "z" in tensors:
-            z = tensors["z"]
+            raise ModelFileError(f"{option}: expected a safetensors file, could not read {path!r}: {e}") from None
+        if key in tensors:
+            t = tensors[key]
         elif len(tensors) == 1:
-            z = next(iter(tensors.values()))
+            t = next(iter(tensors.values()))
         else:
-            raise InputError(f"--z: expected a tensor named 'z' or a single tensor, received {sorted(tensors)}")
-        z = z.to(torch.float64)
+            raise InputError(f"{option}: expected a tensor named {key!r} or a single tensor, received {sorted(tensors)}")
     else:
-        raise InputError(f"--z: expected a .npy or .safetensors file, received {path!r}")
-    return z if z.ndim == 2 else z.reshape(1, -1)
+        raise InputError(f"{option}: expected a .npy or .safetensors file, received {path!r}")
+    if t.ndim not in (1, 2):
+        raise InputError(f"{option}: expected a 1-D or 2-D array, received shape {tuple(t.shape)}")
+    t = t.to(target)  # type: ignore[arg-type]
+    return t if t.ndim == 2 else t.reshape(1, -1)
+
+
+def _cmd_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("invert", help="invert signals from a file: z and the fit per signal, written to a file")
+    p.add_argument("generator", metavar="MODEL", help="generator file (.safetensors), or 'mnist' for the shipped one")
+    p.add_argument("signals", metavar="SIGNALS", help="signals y, (B, n) or (n,), in a .npy or .safetensors file")
+    p.add_argument("--method", default="latent_pursuit",
+                   help="oracle needs supports; one of layered_bp, latent_pursuit (default), gd, adam, lp_layerwise, hybrid")
+    p.add_argument("--mask", default=None, metavar="PATH", help="observed-pixel mask (n,) or (B, n), 1 = observed")
+    p.add_argument("--float32", action="store_true", help="solve in float32 (default: float64)")
+    p.add_argument("--max-iter", type=int, default=None, help="iteration cap of the method")
+    p.add_argument("--out", default="inverted.safetensors", metavar="PATH",
+                   help="output file (.safetensors with z, y_hat, converged; or .npy with z only)")
+
+    def run(a: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        import numpy as np
+        import torch
+        from safetensors.torch import save_file
+
+        import geninv
+        from geninv.exceptions import InputError
+
+        if a.method == "oracle":
+            raise InputError("--method: expected a method that estimates supports; the oracle needs the true ones")
+        out = Path(a.out)
+        if out.suffix not in (".safetensors", ".npy"):
+            raise InputError(f"--out: expected a .safetensors or .npy path, received {a.out!r}")
+        dtype = torch.float32 if a.float32 else torch.float64
+        G = geninv.load_mnist_generator() if a.generator == "mnist" else geninv.load_generator(a.generator)
+        G = G.to(dtype=dtype)
+        y = _read_array(a.signals, "SIGNALS", "y", dtype)
+        mask = _read_array(a.mask, "--mask", "mask", torch.float64) if a.mask else None
+        if mask is not None:
+            assert isinstance(mask, torch.Tensor)
+            if not bool(((mask == 0) | (mask == 1)).all()):
+                raise InputError("--mask: expected 0/1 entries, received other values")
+            mask = mask != 0
+        options = {} if a.max_iter is None else {"max_iter": a.max_iter}
+        res = geninv.invert(G, y, method=a.method, mask=mask, **options)
+        y_hat = G(res.z)
+        assert isinstance(y, torch.Tensor)
+        seen = torch.ones_like(y, dtype=torch.bool) if mask is None else mask.expand_as(y)
+        fit = geninv.snr(torch.where(seen, y, 0), torch.where(seen, y_hat, 0))
+        print(f"{a.method}: {res.batch_size} signals in {res.seconds:.2f} s, "
+              f"{int(res.converged.sum())} converged; SNR of the fit on observed pixels: "
+              f"median {float(fit.median()):.1f} dB, min {float(fit.min()):.1f} dB")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        if out.suffix == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, res.z.double().numpy())
+        else:
+            save_file({"z": res.z.contiguous(), "y_hat": y_hat.contiguous(), "converged": res.converged,
+                       "fit_snr_db": fit.contiguous()}, str(tmp), metadata={"method": a.method})
+        tmp.replace(out)
+        print(f"wrote {out}")
+        return 0
+
+    p.set_defaults(func=run)
 
 
 def _cmd_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -378,6 +458,7 @@ def _cmd_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_cmd_demo, _cmd_reproduce]  # type: ignore[type-arg]
 _COMMANDS += [_cmd_train, _cmd_sample, _cmd_check_mnist_generator]
 _COMMANDS += [_cmd_certify]
+_COMMANDS += [_cmd_invert]
 _COMMANDS += [_cmd_bench]
 
 
