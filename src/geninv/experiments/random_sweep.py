@@ -52,8 +52,9 @@ _DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "adam": {},
     "layered_bp:nodebias": {"debias": False},
     "latent_pursuit:nodebias": {"debias": False},
+    "hybrid": {},  # issue 9: pursuit + Gauss-Newton + fallback (geninv.solvers.hybrid)
 }
-_SEEDED = {"gd", "adam"}  # solvers with a random initialisation
+_SEEDED = {"gd", "adam", "hybrid"}  # solvers with a random initialisation (the hybrid's fallback)
 
 
 @dataclass
@@ -69,7 +70,7 @@ class RandomSweepConfig:
     n: int = 600
     n1_values: Sequence[int] = FULL_N1
     trials: int = 50
-    methods: Sequence[str] = PAPER_METHODS
+    methods: Sequence[str] = (*PAPER_METHODS, "hybrid")
     seed: int = 0
     output: str = "tanh"
     dtype: str = "float64"
