@@ -459,7 +459,6 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_cmd_demo, _cmd
 _COMMANDS += [_cmd_train, _cmd_sample, _cmd_check_mnist_generator]
 _COMMANDS += [_cmd_certify]
 _COMMANDS += [_cmd_invert]
-_COMMANDS += [_cmd_invert]
 _COMMANDS += [_cmd_bench]
 
 
