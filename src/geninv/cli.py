@@ -95,8 +95,9 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         import shlex
 
         from geninv.data.mnist import mnist
-        from geninv.train.gan import GANConfig, train_gan
+        from geninv.train.gan import GANConfig, resolve_device, train_gan
 
+        resolve_device(a.device, "--device")  # refuse a bad device before loading data
         cfg = GANConfig(seed=a.seed, batch_size=a.batch_size, loss=a.loss, lr_g=a.lr_g, lr_d=a.lr_d,
                         beta1=a.betas[0], beta2=a.betas[1])
         x, _ = mnist("all", path=a.data)

@@ -48,7 +48,11 @@ ZERO_COL_RTOL = 1e-12
 def as_matrix(A: Any, name: str = "A") -> np.ndarray:
     """``A`` as a finite float64 NumPy array of shape (m, n) (accepts Tensor / ndarray / nested lists)."""
     if isinstance(A, torch.Tensor):
+        if A.is_complex():
+            raise InputError(f"{name}: expected a real matrix (Tensor or ndarray), received {describe(A)}")
         arr = A.detach().cpu().to(torch.float64).numpy()
+    elif isinstance(A, np.ndarray) and A.dtype.kind not in "fiub":
+        raise InputError(f"{name}: expected a real matrix (Tensor or ndarray), received {describe(A)}")
     else:
         try:
             arr = np.asarray(A, dtype=np.float64)

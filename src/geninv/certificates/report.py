@@ -31,7 +31,7 @@ from torch import Tensor
 from geninv.certificates.bounds import Theorem2Bound, _jsonable, coherence_condition, theorem2_bound_one
 from geninv.certificates.coherence import mutual_coherence, single_thread_blas
 from geninv.certificates.spark import Bound, _rank, _spark, s_coherence, s_rank, s_spark
-from geninv.exceptions import InputError
+from geninv.exceptions import InputError, describe
 from geninv.model.generator import Generator
 
 __all__ = ["Condition", "Certificate", "certify", "ArchitectureReport", "certify_architecture"]
@@ -463,12 +463,29 @@ def certify(
     True
     >>> print(cert)  # doctest: +SKIP
     """
-    from geninv._validate import as_batch
+    from geninv._validate import as_batch, as_float
+    from geninv.certificates.spark import _check_options
     from geninv.solvers.result import SolveResult
 
-    if G.n_hidden < 1:
-        raise InputError(f"G: expected a generator with at least one hidden ReLU layer, received {G!r} "
-                         "(with none, z is unique iff W_1 has full column rank)")
+    _check_generator(G)
+    # Every scalar option is checked before any work (a bad budget or tolerance must not surface
+    # as a NumPy / torch error from deep inside the spark computations).
+    o = _check_options(max_work=max_work, samples=samples, lp_tries=lp_tries, seed=seed)
+    max_work, samples, lp_tries, seed = o["max_work"], o["samples"], o["lp_tries"], o["seed"]
+    support_tol = as_float(support_tol, "support_tol")
+    if not 0.0 <= support_tol < 1.0:
+        raise InputError(f"support_tol: expected a relative threshold in [0, 1), received {support_tol!r}")
+    solver_support_tol = as_float(solver_support_tol, "solver_support_tol")
+    if not 0.0 <= solver_support_tol < 1.0:
+        raise InputError(f"solver_support_tol: expected a relative threshold in [0, 1), received {solver_support_tol!r}")
+    lam_factor = as_float(lam_factor, "lam_factor")
+    if not lam_factor > 1.0:
+        raise InputError(f"lam_factor: expected a finite number > 1, received {lam_factor!r}")
+    for name, flag in (("s_forms", s_forms), ("theorem2", theorem2)):
+        if not isinstance(flag, bool):
+            raise InputError(f"{name}: expected a bool, received {describe(flag)}")
+    nz = _as_nonnegative(noise, "noise")
+    lam_t = None if lam is None else _as_nonnegative(lam, "lam")
     if isinstance(z, SolveResult):
         layers = z.layers if layers is None else layers
         z = z.z
@@ -505,11 +522,10 @@ def certify(
         ys = tr.y.detach().cpu().to(torch.float64)
         zs = zz.detach().cpu().to(torch.float64).numpy()
         B = zz.shape[0]
-    nz = torch.as_tensor(noise, dtype=torch.float64).flatten()
-    if nz.numel() not in (1, B) or bool((nz < 0).any()) or not bool(torch.isfinite(nz).all()):
-        raise InputError(f"noise: expected a finite float >= 0 or a ({B},) tensor, received {noise!r}")
+    if nz.numel() not in (1, B):
+        raise InputError(f"noise: expected a finite float >= 0 or a ({B},) tensor, received {describe(noise)}")
     nz = nz.expand(B) if nz.numel() == 1 else nz
-    lam_list = None if lam is None else [float(v) for v in torch.as_tensor(lam, dtype=torch.float64).flatten()]
+    lam_list = None if lam_t is None else [float(v) for v in lam_t]
     if lam_list is not None and len(lam_list) != G.n_hidden:
         raise InputError(f"lam: expected {G.n_hidden} values (one per hidden layer), received {len(lam_list)}")
     certs = []
@@ -520,6 +536,32 @@ def certify(
                                   lam=lam_list, lam_factor=lam_factor, support_tol_solver=solver_support_tol,
                                   witness=True))
     return certs[0] if single else certs
+
+
+def _check_generator(G: Any) -> None:
+    """InputError naming ``G`` unless it is a :class:`Generator` with at least one hidden layer."""
+    if not isinstance(G, Generator):
+        raise InputError(f"G: expected a geninv Generator (convert a torch module with Generator.from_torch), "
+                         f"received {describe(G)}")
+    if G.n_hidden < 1:
+        raise InputError(f"G: expected a generator with at least one hidden ReLU layer, received {G!r} "
+                         "(with none, z is unique iff W_1 has full column rank)")
+
+
+def _as_nonnegative(value: Any, name: str) -> Tensor:
+    """A real number or real sequence / tensor as a flat float64 tensor of finite values >= 0."""
+    bad = (isinstance(value, (str, bytes, bool))
+           or (isinstance(value, Tensor) and (value.is_complex() or value.dtype == torch.bool))
+           or (isinstance(value, np.ndarray) and value.dtype.kind not in "fiu"))
+    t = None
+    if not bad:
+        try:
+            t = torch.as_tensor(value, dtype=torch.float64).detach().cpu().flatten()
+        except (TypeError, ValueError, RuntimeError):
+            t = None
+    if t is None or not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+        raise InputError(f"{name}: expected finite real values >= 0, received {describe(value)}")
+    return t
 
 
 def _latent_from_layers(ctx: _Ctx, xs: list[np.ndarray]) -> np.ndarray | None:
@@ -634,8 +676,7 @@ def certify_architecture(
         the fraction of samples meeting each inequality of Corollary 1 (and all of them), and
         the fractions certified unique / not unique / undecided.
     """
-    if G.n_hidden < 1:
-        raise InputError(f"G: expected a generator with at least one hidden ReLU layer, received {G!r}")
+    _check_generator(G)
     if not (isinstance(trials, int) and trials > 0):
         raise InputError(f"trials: expected a positive integer, received {trials!r}")
     qs = [float(q) for q in quantiles]

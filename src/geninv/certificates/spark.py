@@ -136,9 +136,30 @@ def _rtol(m: int, n: int, rtol: float | None) -> float:
     return max(m, n) * _EPS if rtol is None else float(rtol)
 
 
+def _check_options(
+    *, rtol: Any = None, max_work: Any = 0, samples: Any = 1, lp_tries: Any = None, seed: Any = 0
+) -> dict[str, Any]:
+    """The public budgets / tolerances, validated: InputError naming the argument otherwise."""
+    from geninv._validate import as_float, as_int
+
+    out: dict[str, Any] = {"rtol": None, "lp_tries": None}
+    if rtol is not None:
+        r = as_float(rtol, "rtol")
+        if not 0.0 <= r < 1.0:
+            raise InputError(f"rtol: expected a relative tolerance in [0, 1) or None, received {r!r}")
+        out["rtol"] = r
+    out["max_work"] = as_int(max_work, "max_work", minimum=0)
+    out["samples"] = as_int(samples, "samples", minimum=1)
+    if lp_tries is not None:
+        out["lp_tries"] = as_int(lp_tries, "lp_tries", minimum=0)
+    out["seed"] = as_int(seed, "seed", minimum=0)
+    return out
+
+
 def numerical_rank(A: Any, rtol: float | None = None) -> int:
     """Rank of ``A`` (m, n): singular values above ``rtol * sigma_max`` (default ``max(m, n) eps``)."""
     M = as_matrix(A)
+    rtol = _check_options(rtol=rtol)["rtol"]
     return _rank(M, rtol)
 
 
@@ -264,9 +285,8 @@ def spark(
     (4, True)
     """
     M = as_matrix(A)
-    if not (isinstance(max_work, (int, np.integer)) and max_work >= 0):
-        raise InputError(f"max_work: expected an integer >= 0, received {max_work!r}")
-    return _spark(M, max_work=int(max_work), lp_tries=lp_tries, rtol=rtol, seed=seed)
+    o = _check_options(rtol=rtol, max_work=max_work, lp_tries=lp_tries, seed=seed)
+    return _spark(M, max_work=o["max_work"], lp_tries=o["lp_tries"], rtol=o["rtol"], seed=o["seed"])
 
 
 def _spark(
@@ -440,6 +460,8 @@ def s_rank(
     M = as_matrix(W, "W")
     n_out, n_in = M.shape
     s = _check_s(s, n_out)
+    o = _check_options(rtol=rtol, max_work=max_work, samples=samples, seed=seed)
+    max_work, samples, rtol, seed = o["max_work"], o["samples"], o["rtol"], o["seed"]
     if s == 0:
         return Bound(0, 0, True, "exact: no rows")
     tol = _rtol(s, n_in, rtol)
@@ -519,6 +541,8 @@ def s_coherence(
     M = as_matrix(W, "W")
     n_out, n_in = M.shape
     s = _check_s(s, n_out)
+    o = _check_options(max_work=max_work, samples=samples, seed=seed)
+    max_work, samples, seed = o["max_work"], o["samples"], o["seed"]
     if n_in < 2:
         return Bound(0.0, 0.0, True, "exact: a single column")
     if s == 0:
@@ -566,7 +590,8 @@ def s_spark(
         ``open_above`` when the upper end ``n_in + 1`` only says "possibly infinite".
     """
     M = as_matrix(W, "W")
-    b = _s_spark(M, s, max_work=max_work, samples=samples, rtol=rtol, seed=seed)
+    o = _check_options(rtol=rtol, max_work=max_work, samples=samples, seed=seed)
+    b = _s_spark(M, s, max_work=o["max_work"], samples=o["samples"], rtol=o["rtol"], seed=o["seed"])
     return replace(b, n_cols=int(M.shape[1]))
 
 

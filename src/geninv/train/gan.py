@@ -43,7 +43,7 @@ from geninv.model.generator import Generator
 
 __all__ = [
     "GANConfig", "GANResult", "build_generator", "build_discriminator", "init_networks", "discriminator_loss",
-    "generator_loss", "train_gan", "data_fingerprint", "plot_history",
+    "generator_loss", "train_gan", "data_fingerprint", "plot_history", "resolve_device",
 ]
 
 _LOSSES = ("nonsaturating", "hinge")
@@ -222,10 +222,13 @@ def _atomic_write_text(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
+def resolve_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """``"auto"`` (cuda when available), or an available device; InputError naming ``name`` otherwise."""
+    from geninv._validate import as_device
+
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return as_device(device, name)
 
 
 def train_gan(
@@ -312,11 +315,12 @@ def train_gan(
         raise InputError(f"epochs: expected a non-negative int, received {epochs!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InputError(f"threads: expected a positive int or None, received {threads!r}")
+    dev = resolve_device(device)
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _train(x, epochs, cfg, out, name, resume, _resolve_device(device), progress, n_samples, sample_seed, record)
+        return _train(x, epochs, cfg, out, name, resume, dev, progress, n_samples, sample_seed, record)
     finally:
         torch.set_num_threads(previous_threads)
 
