@@ -20,6 +20,7 @@ from geninv.solvers.common import (
     default_tol,
     finish,
     hidden_layers,
+    image_warm_start,
     no_hidden_layer,
     preactivation_target,
     resolve_measurement,
@@ -94,8 +95,8 @@ def layered_bp(
         As in :func:`geninv.latent_pursuit`.
     warm_start : bool
         Start the pre-activation image layer from the least-squares fit
-        ``max(pinv(M W_{L+1}) M (phi^{-1}(y) - b_{L+1}), 0)`` when every sample has the same
-        observed pixels (default True; as in :func:`geninv.latent_pursuit`, see Notes).
+        ``max(pinv(M W_{L+1}) M (phi^{-1}(y) - b_{L+1}), 0)`` (default True; as in
+        :func:`geninv.latent_pursuit`; :func:`geninv.solvers.common.image_warm_start`).
 
     Returns
     -------
@@ -168,9 +169,8 @@ def layered_bp(
             t = preactivation_target(G, yy, meas)
             f: LinearLS | SignalLS = LinearLS(W, b)
             lip = image_lipschitz(W, meas, None, power_iters=power_iters)
-            if warm_start and (meas.obs is None or bool((meas.obs == meas.obs[:1]).all())):
-                # One factorization for the batch (rows shared), float64 (normal equations).
-                x0_img = supported_lstsq(W, t - b, meas.obs, None, dtype=torch.float64, refine=0).to(dtype).clamp_min(0)
+            if warm_start:
+                x0_img = image_warm_start(W, t - b, meas.obs, dtype)
         else:
             t = yy
             f = SignalLS(W, b, phi, meas.op if meas.kind == "operator" else None)
