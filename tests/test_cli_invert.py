@@ -49,3 +49,9 @@ def test_invert_bad_inputs_are_one_line_errors(planted, capsys):
     assert "SIGNALS" in capsys.readouterr().err
     assert main(["invert", str(d / "g.safetensors"), str(d / "y.npy"), "--out", str(d / "z.txt")]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_invert_without_signals_names_the_argument(planted, capsys):
+    d, _, _ = planted
+    assert main(["invert", str(d / "g.safetensors")]) == 2
+    assert "SIGNALS: expected the path" in capsys.readouterr().err

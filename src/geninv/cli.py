@@ -329,7 +329,8 @@ def _read_array(path: str, option: str, key: str, dtype: object = None) -> objec
 def _cmd_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("invert", help="invert signals from a file: z and the fit per signal, written to a file")
     p.add_argument("generator", metavar="MODEL", help="generator file (.safetensors), or 'mnist' for the shipped one")
-    p.add_argument("signals", metavar="SIGNALS", help="signals y, (B, n) or (n,), in a .npy or .safetensors file")
+    p.add_argument("signals", metavar="SIGNALS", nargs="?", default=None,
+                   help="signals y, (B, n) or (n,), in a .npy or .safetensors file")
     p.add_argument("--method", default="latent_pursuit",
                    help="oracle needs supports; one of layered_bp, latent_pursuit (default), gd, adam, lp_layerwise, hybrid")
     p.add_argument("--mask", default=None, metavar="PATH", help="observed-pixel mask (n,) or (B, n), 1 = observed")
@@ -356,6 +357,8 @@ def _cmd_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         dtype = torch.float32 if a.float32 else torch.float64
         G = geninv.load_mnist_generator() if a.generator == "mnist" else geninv.load_generator(a.generator)
         G = G.to(dtype=dtype)
+        if a.signals is None:
+            raise InputError("SIGNALS: expected the path of a .npy or .safetensors file of signals, received none")
         y = _read_array(a.signals, "SIGNALS", "y", dtype)
         mask = _read_array(a.mask, "--mask", "mask", torch.float64) if a.mask else None
         if mask is not None:
