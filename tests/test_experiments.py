@@ -53,8 +53,9 @@ def _n_keys(cfg) -> int:
 @pytest.fixture(scope="module")
 def random_ref(tmp_path_factory):
     """One uninterrupted tiny sweep, the reference of the resume tests."""
-    _need(*PAPER_METHODS)
     from geninv.experiments.random_sweep import run_random_sweep
+
+    _need(*_tiny_random_config().methods)
 
     out = tmp_path_factory.mktemp("random_ref")
     res = run_random_sweep(_tiny_random_config(), out, progress=False)
@@ -72,7 +73,7 @@ def test_random_sweep_writes_records_figure_and_summary(random_ref) -> None:
     for r in recs:
         assert r["version"] == geninv.__version__ and r["n0"] == 4 and r["n"] == 60 and "seed" in r
     solves = [r for r in recs if r["kind"] == "solve"]
-    assert {r["method"] for r in solves} == set(PAPER_METHODS)
+    assert set(PAPER_METHODS) <= {r["method"] for r in solves} == set(cfg.methods)
     for r in solves:
         assert set(r["snr"]) == {"z", "x1", "y"} and isinstance(r["converged"], bool) and r["seconds"] >= 0
 
@@ -133,8 +134,18 @@ def test_random_sweep_settings_mismatch_refused(random_ref, tmp_path) -> None:
     cfg.trials, cfg.n1_values = 1, (6,)
     run_random_sweep(cfg, tmp_path, progress=False, plots=False)
     cfg.options["gd"]["max_iter"] = 301
-    with pytest.raises(geninv.InputError, match="settings"):
+    with pytest.raises(geninv.InputError, match=r"settings: .*gd: stored \{'debias': True, 'max_iter': 300\}"):
         run_random_sweep(cfg, tmp_path, progress=False, plots=False)
+    cfg.options["gd"]["max_iter"] = 300
+    cfg.seed = 1
+    with pytest.raises(geninv.InputError, match="seed: stored 0, this run 1"):
+        run_random_sweep(cfg, tmp_path, progress=False, plots=False)
+    # Adding a method to a finished run is allowed: only its trials are computed.
+    cfg.seed = 0
+    cfg.methods = (*cfg.methods, "adam")
+    cfg.options["adam"] = {"max_iter": 50}
+    res = run_random_sweep(cfg, tmp_path, progress=False, plots=False)
+    assert res["ran"] == 1 and "n1=6/trial=0/adam" in {r["key"] for r in load_records(tmp_path)}
 
 
 _KILL_SCRIPT = textwrap.dedent(

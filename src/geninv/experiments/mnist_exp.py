@@ -36,8 +36,9 @@ _SEEDED = {"gd", "adam"}
 class ImageConfig:
     """Settings of the MNIST inversion / inpainting experiments.
 
-    ``images`` and ``methods`` only choose which trials to run; the rest decides each
-    trial's result and is stored in ``settings.json``.
+    ``images`` and ``methods`` only choose which trials to run; each method's ``options``
+    are stored in its records (and must match on resume); the rest decides each trial's
+    result and is stored in ``settings.json``.
 
     Attributes
     ----------
@@ -75,8 +76,7 @@ class ImageConfig:
 
     def identity(self, generator_id: str) -> dict[str, Any]:
         ident: dict[str, Any] = {"seed": self.seed, "dtype": self.dtype, "batch": self.batch, "mask": self.mask,
-                                 "generator": generator_id,
-                                 "options": {m: dict(self.options.get(m, {})) for m in sorted(self.options)}}
+                                 "generator": generator_id}
         if self.mask == "random":
             ident["missing"] = self.missing
         elif self.mask == "block":
@@ -165,6 +165,7 @@ def run_image_experiment(
              for a, b in iter_chunks(config.images, config.batch)]
 
     with RecordStore(out_dir, experiment, config.identity(generator_fingerprint(G))) as store:
+        store.check_method_options({m: config.options.get(m, {}) for m in methods})
         if store.dropped_torn_line:
             say(f"{store.dir}: dropped a half-written last record left by an interrupted run")
         if store.other_code:

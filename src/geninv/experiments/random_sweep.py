@@ -47,7 +47,7 @@ _DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "oracle": {},
     "layered_bp": {"debias": True},
     "latent_pursuit": {"debias": True},
-    "gd": {},  # the gd solver has no debias option (see the report)
+    "gd": {"debias": True},  # invert() applies the common debiasing fit to gd's result
     "lp_layerwise": {},
     "adam": {},
     "layered_bp:nodebias": {"debias": False},
@@ -61,9 +61,10 @@ _SEEDED = {"gd", "adam", "hybrid"}  # solvers with a random initialisation (the 
 class RandomSweepConfig:
     """Settings of the random-generator sweep.
 
-    ``n0``, ``n``, ``output``, ``dtype``, ``seed`` and ``options`` decide each trial's result
-    and are stored in ``settings.json``; ``n1_values``, ``trials`` and ``methods`` only say
-    which trials to run, so a finished run can be extended.
+    ``n0``, ``n``, ``output``, ``dtype`` and ``seed`` decide each trial's result and are
+    stored in ``settings.json``; each method's ``options`` are stored in its records and must
+    match them on resume; ``n1_values``, ``trials`` and ``methods`` only say which trials to
+    run, so a finished run can be extended (more trials, widths or methods).
     """
 
     n0: int = 20
@@ -91,14 +92,13 @@ class RandomSweepConfig:
         kw.setdefault("n1_values", QUICK_N1)
         kw.setdefault("trials", 2)
         cfg = cls(**kw)
-        cfg.options["gd"] = {"max_iter": 2000}
+        cfg.options["gd"] = {"debias": True, "max_iter": 2000}
         for m in ("layered_bp", "latent_pursuit", "layered_bp:nodebias", "latent_pursuit:nodebias"):
             cfg.options[m] = {**cfg.options[m], "max_iter": 500}
         return cfg
 
     def identity(self) -> dict[str, Any]:
-        return {"n0": self.n0, "n": self.n, "output": self.output, "dtype": self.dtype, "seed": self.seed,
-                "options": {m: dict(self.options.get(m, {})) for m in sorted(self.options)}}
+        return {"n0": self.n0, "n": self.n, "output": self.output, "dtype": self.dtype, "seed": self.seed}
 
     def validate(self) -> None:
         if self.trials < 1:
@@ -166,6 +166,7 @@ def run_random_sweep(
              for t in range(config.trials) for n1 in config.n1_values]
 
     with RecordStore(out_dir, "random", config.identity()) as store:
+        store.check_method_options({m: config.options.get(m, {}) for m in methods})
         if store.dropped_torn_line:
             say(f"{store.dir}: dropped a half-written last record left by an interrupted run")
         if store.other_code:

@@ -315,7 +315,10 @@ class RecordStore:
                 f"{theirs.get('experiment')!r}; use another --out"
             )
         old, new = theirs.get("settings", {}), self.settings
-        diff = sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>"))
+        # Method options are checked per method against the records (check_method_options), so
+        # that adding a method to a finished run is allowed; older settings files held them here.
+        diff = sorted(k for k in (set(old) | set(new)) - {"options"}
+                      if old.get(k, "<absent>") != new.get(k, "<absent>"))
         if diff:
             parts = "; ".join(f"{k}: stored {old.get(k, '<absent>')!r}, this run {new.get(k, '<absent>')!r}" for k in diff)
             raise InputError(
@@ -350,6 +353,34 @@ class RecordStore:
 
     def missing(self, keys: Iterable[str]) -> list[str]:
         return [k for k in keys if k not in self._records]
+
+    def check_method_options(self, options: dict[str, dict[str, Any]]) -> None:
+        """Refuse to resume a method whose records were made with other options.
+
+        ``options`` maps each method this run will use to its options; a record's ``"options"``
+        is compared without ``"seed"`` (derived per trial, not a setting).
+
+        Raises
+        ------
+        InputError
+            Naming the method, the stored and the new options.
+        """
+        mine = {m: _decode(json.loads(json.dumps(_encode({k: v for k, v in o.items() if k != "seed"}))))
+                for m, o in options.items()}
+        bad: dict[str, tuple[Any, Any]] = {}
+        for r in self._records.values():
+            m = r.get("method")
+            if r.get("kind") != "solve" or m not in mine or m in bad:
+                continue
+            stored = {k: v for k, v in (r.get("options") or {}).items() if k != "seed"}
+            if stored != mine[m]:
+                bad[m] = (stored, mine[m])
+        if bad:
+            parts = "; ".join(f"{m}: stored {a!r}, this run {b!r}" for m, (a, b) in sorted(bad.items()))
+            raise InputError(
+                f"settings: expected the method options the records in {self.dir} were made with, received different "
+                f"ones ({parts}); use another --out, or delete that directory to start over"
+            )
 
     def stamp(self, record: dict[str, Any]) -> dict[str, Any]:
         """Add the fields every record carries (experiment, library version, settings hash)."""
