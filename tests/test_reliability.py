@@ -1080,7 +1080,8 @@ def test_random_generators_never_nan_1000():
     """The full stress run of issue 8: 1,000 random generators (depth 1-3, widths 5-300, with and
     without bias, outputs tanh/sigmoid/leaky_relu/plu/identity/relu, float32 and float64) inverted
     by every method at its defaults, on 2 worker processes. Also runnable as
-    ``python scripts/stress_generators.py`` (prints the outcome counts; ``--only i`` replays one)."""
+    ``python scripts/stress_generators.py`` (prints the outcome counts; ``--only i`` replays one).
+    Measured: 3,681 s on 2 workers of a busy 2-core machine, every method finite on all 1,000."""
     stress = _stress_module()
     summary = stress.stress(list(range(1000)), max_width=300, workers=2, progress=True)
     print(json.dumps({k: summary[k] for k in ("counts", "seconds")}, indent=1))
