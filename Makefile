@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint typecheck bench clean
+.PHONY: demo test test-slow stress typecheck bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# 1,000 random generators x every method, no NaN allowed (about an hour on 2 cores).
+stress: $(STAMP)
+	$(BIN)/python scripts/stress_generators.py --json results/stress.json
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src/geninv
