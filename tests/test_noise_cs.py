@@ -150,3 +150,51 @@ def test_noisy_pursuit_with_a_gaussian_matrix() -> None:
         res = noisy_pursuit(G, yA, measure=A, noise_level=sigma)
         e2e = geninv.invert(G, yA, method="oracle", supports=G.trace(z).supports, measure=A)
     assert float(snr(z, res.z).median()) >= float(snr(z, e2e.z).median()) - 1.0
+
+
+# -- the reproductions: files, resume -------------------------------------------------------------
+
+
+def test_noise_reproduction_writes_records_figures_and_resumes(tmp_path) -> None:
+    from geninv.experiments.noise_exp import NoiseConfig, run_noise
+    from geninv.experiments.records import load_records
+
+    G = _gen([5, 20, 60])
+    cfg = NoiseConfig(snr_db=(20, 30), images=4, batch=2, methods=("oracle", "oracle_e2e", "latent_pursuit_auto"),
+                      bound_snr_db=(50,), bound_trials=2, bound_dims=(3, 6, 60))
+    seen: list[str] = []
+    out = run_noise(cfg, tmp_path, generator=G, progress=False, max_units=3, plots=False,
+                    callback=lambda u, k: seen.append(u.name))
+    assert out["ran"] == 3
+    first = {r["key"]: r for r in load_records(tmp_path)}
+    out = run_noise(cfg, tmp_path, generator=G, progress=False)
+    assert out["ran"] == 4 + 2 - 3  # 4 solve units (2 SNRs x 2 chunks) + 2 bound units, 3 done before
+    recs = load_records(tmp_path)
+    assert len({r["key"] for r in recs}) == len(recs)  # one record per trial, nothing redone
+    for k, r in first.items():
+        assert {kk: v for kk, v in r.items() if kk != "seconds"} == {
+            kk: v for kk, v in next(x for x in recs if x["key"] == k).items() if kk != "seconds"}
+    kinds = {r["kind"] for r in recs}
+    assert kinds == {"solve", "theory", "bound"}
+    assert len([r for r in recs if r["kind"] == "solve"]) == 2 * 4 * 3
+    for f in ("noise_snr.png", "noise_theorem2.png", "summary.md", "summary.json", "records.csv"):
+        assert (tmp_path / f).exists(), f
+
+
+def test_cs_reproduction_writes_records_figure_and_m_star(tmp_path) -> None:
+    import json
+
+    from geninv.experiments.cs_exp import CSConfig, run_cs, success_m
+
+    G = _gen([4, 16, 60], output="tanh", bias=False)
+    cfg = CSConfig(m_values=(8, 40), images=2, batch=2, methods=("latent_pursuit", "hybrid"))
+    out = run_cs(cfg, tmp_path, generator=G, progress=False)
+    assert out["ran"] == 2
+    assert run_cs(cfg, tmp_path, generator=G, progress=False)["ran"] == 0  # resumed: nothing left
+    for f in ("cs_snr.png", "summary.md", "summary.json", "records.csv"):
+        assert (tmp_path / f).exists(), f
+    summ = json.loads((tmp_path / "summary.json").read_text())
+    assert summ["m_star"]["hybrid"] in (8, 40)
+    assert success_m({10: 5.0, 20: 70.0, 40: 65.0}, 60.0) == 20
+    assert success_m({10: 70.0, 20: 5.0, 40: 65.0}, 60.0) == 40
+    assert success_m({10: 5.0}, 60.0) is None

@@ -103,14 +103,16 @@ class NoiseConfig:
 
     @classmethod
     def quick(cls, **kw: Any) -> NoiseConfig:
-        """About a minute on 2 CPU cores: input SNR 20 and 30 dB, 16 images, 6 methods, a small bound part."""
+        """About a minute on 2 CPU cores: input SNR 20 and 30 dB, 8 images, 6 methods, a small bound part."""
         kw.setdefault("snr_db", (20, 30))
-        kw.setdefault("images", 16)
+        kw.setdefault("images", 8)
+        kw.setdefault("batch", 8)
         kw.setdefault("methods", QUICK_METHODS)
         kw.setdefault("bound_snr_db", (40, 60))
         kw.setdefault("bound_trials", 4)
         cfg = cls(**kw)
         cfg.options["gd"] = {"max_iter": 1000}
+        cfg.options["hybrid_auto"] = {"fallback_iter": 1000}
         return cfg
 
     def identity(self, generator_id: str) -> dict[str, Any]:
@@ -219,15 +221,15 @@ def run_noise(
         G, gdesc = load_generator_for(config.generator, dtype, config.seed)
     methods = list(config.methods)
     units: list[Unit] = []
-    for s in config.snr_db:
+    for s in map(float, config.snr_db):
         for a, b in iter_chunks(config.images, config.batch):
-            keys = tuple(f"snr={s}/image={i}/{m}" for i in range(a, b) for m in methods + ["theory"])
-            units.append(Unit(f"snr={s} images {a}-{b - 1}", keys, ("solve", float(s), a, b)))
+            keys = tuple(f"snr={s:g}/image={i}/{m}" for i in range(a, b) for m in methods + ["theory"])
+            units.append(Unit(f"snr={s:g} images {a}-{b - 1}", keys, ("solve", s, a, b)))
     if config.bound:
-        for s in config.bound_snr_db:
+        for s in map(float, config.bound_snr_db):
             for t in range(config.bound_trials):
-                keys = tuple(f"bound/snr={s}/trial={t}/{m}" for m in BOUND_METHODS)
-                units.append(Unit(f"bound snr={s} trial {t}", keys, ("bound", float(s), t, t + 1)))
+                keys = tuple(f"bound/snr={s:g}/trial={t}/{m}" for m in BOUND_METHODS)
+                units.append(Unit(f"bound snr={s:g} trial {t}", keys, ("bound", s, t, t + 1)))
 
     with RecordStore(out_dir, "noise", config.identity(_fingerprint(G))) as store:
         def work(unit: Unit, keys: list[str]) -> list[dict[str, Any]]:
@@ -248,7 +250,7 @@ def run_noise(
                 for j, i in enumerate(idx):
                     exp = {mode: {k: _expected_snr(v[j:j + 1], truth[k][j:j + 1])[0] for k, v in d.items()}
                            for mode, d in th.items()}
-                    recs.append({**base, "kind": "theory", "key": f"snr={s}/image={i}/theory", "image": i,
+                    recs.append({**base, "kind": "theory", "key": f"snr={s:g}/image={i}/theory", "image": i,
                                  "sigma": float(sigma[j]), "expected_snr": exp,
                                  "s": [int(c[j]) for c in tr.cardinalities]})
             for m in [m for m in methods if m in todo]:
@@ -266,7 +268,7 @@ def run_noise(
                 snrs = layer_snrs(G, z, tr.hidden, y0, res)
                 sig_hat = res.info.get("sigma") if isinstance(res.info, dict) else None
                 for j, i in enumerate(idx):
-                    rec = {**base, "key": f"snr={s}/image={i}/{m}", "method": m, "image": i, "snr": snrs[j],
+                    rec = {**base, "key": f"snr={s:g}/image={i}/{m}", "method": m, "image": i, "snr": snrs[j],
                            "sigma": float(sigma[j]), "seconds": secs / len(idx),
                            "converged": bool(res.converged[j])}
                     if isinstance(sig_hat, Tensor):
@@ -324,7 +326,7 @@ def _bound_work(config: NoiseConfig, unit: Unit, keys: list[str], store: RecordS
             store.log_error(f"{unit.name}/{m}", f"{type(e).__name__}: {e}")
             continue
         errs = [float((res.z - z).norm())] + [float((xh - x).norm()) for xh, x in zip(res.layers, tr.hidden)]
-        recs.append({"kind": "bound", "key": f"bound/snr={s}/trial={t}/{m}", "method": m, "snr_db": s, "trial": t,
+        recs.append({"kind": "bound", "key": f"bound/snr={s:g}/trial={t}/{m}", "method": m, "snr_db": s, "trial": t,
                      "dims": G.dims, "noise_norm": enorm, "sigma": float(sigma[0]), "verdict": bnd.verdict,
                      "reason": bnd.reason, "bound_z": bnd.z_error, "bound_layers": list(bnd.layer_errors),
                      "lam": list(bnd.lam), "error_z": errs[0], "error_layers": errs[1:],
@@ -462,66 +464,84 @@ def plot_bound(out_dir: str | Path) -> list[Path]:
     return [path]
 
 
-def noise_summary(out_dir: str | Path, command: str | None = None, generator: str | None = None) -> Path:
-    """``summary.md`` and ``summary.json``: tables of median SNR per method and input SNR, and the claims of issue 9."""
-    import json
+def section(out_dir: str | Path, command: str | None = None, generator: str | None = None) -> Any:
+    """The tables, claims and figures of a noise directory as a :class:`geninv.experiments.report.Section`."""
+    from geninv.experiments.report import Section, Table
 
     out_dir = Path(out_dir)
+    if command is None and (out_dir / "command.txt").exists():
+        command = (out_dir / "command.txt").read_text().strip()
     recs = load_records(out_dir)
     by = _by_method(recs)
     theory = [r for r in recs if r.get("kind") == "theory"]
     bound = [r for r in recs if r.get("kind") == "bound"]
+    st = read_settings(out_dir)["settings"]
+    sec = Section("Noisy signals y = G(z) + e (issue 9)", out_dir, command or "geninv reproduce noise")
+    sec.notes.append(f"Generator: {generator or st['generator']}; white Gaussian noise at the input SNR of each column "
+                     "(per image); SNRs against the clean layers. Oracle (layer-wise) is the paper's Algorithm 1; "
+                     "Oracle (end to end) fits z through the network with the true supports. Theorem 3 rows: the "
+                     "expected SNR from the linearized error formulas (geninv.solvers.noise.oracle_expected_error).")
+    sec.figures = [f for f in (out_dir / "noise_snr.png", out_dir / "noise_theorem2.png") if f.exists()]
     snrs = sorted({x for d in by.values() for x in d})
-    lines = ["# Noisy signals (issue 9)", ""]
-    if command:
-        lines += [f"Command: `{command}`", ""]
-    if generator:
-        lines += [f"Generator: {generator}.", ""]
-    lines += ["![noise](noise_snr.png)", "", "![theorem 2](noise_theorem2.png)", ""]
     layers = _layer_order(next(iter(next(iter(by.values())).values()))[0]) if by else []
     for layer in layers:
-        lines += [f"**Median SNR of {layer} [dB]**", "", "| method | " + " | ".join(f"{x:g} dB" for x in snrs) + " |",
-                  "|---|" + "---|" * len(snrs)]
+        rows = []
         for m in [m for m in NOISE_METHODS if m in by]:
-            lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(
-                f"{_median([r['snr'][layer] for r in by[m].get(x, [])]):.2f}" if by[m].get(x) else "-" for x in snrs) + " |")
+            rows.append([LABELS.get(m, m)] + [f"{_median([r['snr'][layer] for r in by[m][x]]):.2f}" if by[m].get(x)
+                                              else "-" for x in snrs])
         for mode in ("layerwise", "end_to_end"):
-            row = [_median([r["expected_snr"][mode][layer] for r in theory if float(r["snr_db"]) == x]) for x in snrs]
-            lines.append(f"| Theorem 3 expectation, Oracle {mode} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
-        lines.append("")
-    claims: list[dict[str, str]] = []
+            vals = [_median([r["expected_snr"][mode][layer] for r in theory if float(r["snr_db"]) == x]) for x in snrs]
+            rows.append([f"Theorem 3 expectation, Oracle {mode.replace('_', ' ')}"] + [f"{v:.2f}" for v in vals])
+        sec.tables.append(Table(["method"] + [f"{x:g} dB" for x in snrs], rows, caption=f"Median SNR of {layer} [dB]"))
     for ref in ("oracle", "oracle_e2e"):
         for x in (20.0, 30.0):
             if ref in by and "latent_pursuit_auto" in by and x in by[ref] and x in by["latent_pursuit_auto"]:
                 a = _median([r["snr"]["z"] for r in by["latent_pursuit_auto"][x]])
                 o = _median([r["snr"]["z"] for r in by[ref][x]])
-                claims.append({"claim": f"Latent-Pursuit (auto noise) within 2 dB of {LABELS[ref]} at {x:g} dB",
-                               "verdict": "holds" if a >= o - 2 else "fails",
-                               "evidence": f"median SNR of z {a:.2f} vs {o:.2f} dB"})
+                sec.claims.append((f"Latent-Pursuit (auto noise) within 2 dB of {LABELS[ref]} at {x:g} dB",
+                                   "holds" if a >= o - 2 else "fails", f"median SNR of z {a:.2f} vs {o:.2f} dB"))
     est = [r["sigma_hat"] / r["sigma"] for d in by.values() for v in d.values() for r in v if "sigma_hat" in r
            and r["method"] in ("latent_pursuit_auto", "layered_bp_auto", "hybrid_auto")]
     if est:
         e = np.array(est)
-        claims.append({"claim": "noise level estimated from the fit residual", "verdict": "measured",
-                       "evidence": f"sigma_hat / sigma: median {np.median(e):.3f}, 5-95 % "
-                                   f"[{np.percentile(e, 5):.3f}, {np.percentile(e, 95):.3f}] over {e.size} signals"})
+        sec.claims.append(("noise level estimated from the fit residual (noise_level='auto')", "measured",
+                           f"sigma_hat / sigma: median {np.median(e):.3f}, 5-95 % [{np.percentile(e, 5):.3f}, "
+                           f"{np.percentile(e, 95):.3f}] over {e.size} signals"))
     for m in BOUND_METHODS:
         rr = [r for r in bound if r["method"] == m and r["verdict"] == "holds"]
         allm = [r for r in bound if r["method"] == m]
         if allm:
             viol = [r for r in rr if r["error_z"] > r["bound_z"] * (1 + 1e-9)]
             ratio = max((r["error_z"] / r["bound_z"] for r in rr), default=math.nan)
-            claims.append({"claim": f"{LABELS[m]}: measured ||z_hat - z|| under the Theorem 2 bound where it holds",
-                           "verdict": ("holds" if not viol else "fails") if rr else "not measured",
-                           "evidence": f"{len(rr)} of {len(allm)} trials certified, {len(viol)} violations, "
-                                       f"largest error/bound {ratio:.3g}"})
-    if claims:
-        lines += ["| claim | verdict | evidence |", "|---|---|---|"]
-        lines += [f"| {c['claim']} | {c['verdict']} | {c['evidence']} |" for c in claims]
-    atomic_write_text(out_dir / "summary.md", "\n".join(lines) + "\n")
-    atomic_write_text(out_dir / "summary.json", json.dumps({"title": "Noisy signals (issue 9)", "command": command,
-                                                            "claims": claims}, indent=2) + "\n")
-    return out_dir / "summary.md"
+            sec.claims.append((f"{LABELS[m]}: measured ||z_hat - z|| under the Theorem 2 bound where it holds",
+                               ("holds" if not viol else "fails") if rr else "not measured",
+                               f"{len(rr)} of {len(allm)} trials certified, {len(viol)} violations, "
+                               f"largest error/bound {ratio:.3g}"))
+    return sec
+
+
+def _write_summary(sec: Any, title: str) -> Path:
+    import json
+
+    from geninv.experiments.report import Table
+
+    d = Path(sec.directory)
+    lines = [f"# {sec.title}", "", f"Command: `{sec.command}`", ""] + [n + "\n" for n in sec.notes]
+    lines += [f"![{f.stem}]({f.name})\n" for f in sec.figures]
+    lines += [t.to_md() for t in sec.tables]
+    if sec.claims:
+        lines.append(Table(["claim", "in our records", "evidence"], [list(c) for c in sec.claims],
+                           caption="Claims of issue 9").to_md())
+    atomic_write_text(d / "summary.md", "\n".join(lines) + "\n")
+    extra = getattr(sec, "extra", {})
+    atomic_write_text(d / "summary.json", json.dumps({"title": title, "command": sec.command, **extra, "claims": [
+        {"claim": c, "verdict": v, "evidence": e} for c, v, e in sec.claims]}, indent=2) + "\n")
+    return d / "summary.md"
+
+
+def noise_summary(out_dir: str | Path, command: str | None = None, generator: str | None = None) -> Path:
+    """``summary.md`` and ``summary.json``: median SNR per method, layer and input SNR; the claims of issue 9."""
+    return _write_summary(section(out_dir, command, generator), "Noisy signals (issue 9)")
 
 
 # -- the command line ------------------------------------------------------------------------------
