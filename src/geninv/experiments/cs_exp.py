@@ -82,8 +82,9 @@ class CSConfig:
         cfg.options["hybrid"] = {"fallback_iter": 1000}
         return cfg
 
-    def identity(self, generator_id: str) -> dict[str, Any]:
+    def identity(self, generator_id: str, description: str = "") -> dict[str, Any]:
         return {"seed": self.seed, "dtype": self.dtype, "batch": self.batch, "generator": generator_id,
+                "generator_description": description,
                 "snr_db": self.snr_db, "options": {m: dict(v) for m, v in sorted(self.options.items())}}
 
     def validate(self) -> None:
@@ -124,7 +125,7 @@ def run_cs(
     units = [Unit(f"m={m} images {a}-{b - 1}", tuple(f"m={m}/image={i}/{k}" for i in range(a, b) for k in methods),
                   (m, a, b)) for m in ms for a, b in iter_chunks(config.images, config.batch)]
 
-    with RecordStore(out_dir, "cs", config.identity(_fingerprint(G))) as store:
+    with RecordStore(out_dir, "cs", config.identity(_fingerprint(G), gdesc)) as store:
         def work(unit: Unit, keys: list[str]) -> list[dict[str, Any]]:
             m, a, b = unit.payload
             idx = list(range(a, b))
@@ -229,7 +230,8 @@ def plot_cs(out_dir: str | Path, success_db: float = 60.0) -> list[Path]:
     axes[0].legend(fontsize=8)
     st = read_settings(out_dir)["settings"]
     noise = "noiseless" if st.get("snr_db") is None else f"input SNR {st['snr_db']} dB"
-    fig.suptitle(f"Compressed sensing y = A G(z), A Gaussian m x {n}; generator {st['generator']}, {noise}")
+    fig.suptitle(f"Compressed sensing y = A G(z), A Gaussian m x {n}; generator "
+                 f"{st.get('generator_description') or st['generator']}, {noise}")
     fig.tight_layout()
     path = out_dir / "cs_snr.png"
     fig.savefig(path, dpi=110)
@@ -250,7 +252,7 @@ def section(out_dir: str | Path, command: str | None = None, *, success_db: floa
     n = int(recs[0]["n"]) if recs else 0
     sec = Section("Compressed sensing y = A G(z) (issue 9)", out_dir, command or "geninv reproduce cs")
     noise = "noiseless" if st.get("snr_db") is None else f"input SNR {st['snr_db']} dB"
-    sec.notes.append(f"Generator: {generator or st['generator']}; A Gaussian m x {n} (N(0, 1/m) entries, one per m), "
+    sec.notes.append(f"Generator: {generator or st.get('generator_description') or st['generator']}; A Gaussian m x {n} (N(0, 1/m) entries, one per m), "
                      f"{noise}. Image SNR of G(z_hat) against the clean G(z) on all pixels. m*: the smallest m from "
                      f"which the median image SNR stays >= {success_db:g} dB.")
     sec.figures = [f for f in (out_dir / "cs_snr.png",) if f.exists()]

@@ -103,10 +103,9 @@ class NoiseConfig:
 
     @classmethod
     def quick(cls, **kw: Any) -> NoiseConfig:
-        """About a minute on 2 CPU cores: input SNR 20 and 30 dB, 8 images, 6 methods, a small bound part."""
+        """About a minute on 2 CPU cores: input SNR 20 and 30 dB, 16 images, 6 methods, a small bound part."""
         kw.setdefault("snr_db", (20, 30))
-        kw.setdefault("images", 8)
-        kw.setdefault("batch", 8)
+        kw.setdefault("images", 16)
         kw.setdefault("methods", QUICK_METHODS)
         kw.setdefault("bound_snr_db", (40, 60))
         kw.setdefault("bound_trials", 4)
@@ -115,8 +114,9 @@ class NoiseConfig:
         cfg.options["hybrid_auto"] = {"fallback_iter": 1000}
         return cfg
 
-    def identity(self, generator_id: str) -> dict[str, Any]:
+    def identity(self, generator_id: str, description: str = "") -> dict[str, Any]:
         return {"seed": self.seed, "dtype": self.dtype, "batch": self.batch, "generator": generator_id,
+                "generator_description": description,
                 "bound_dims": list(self.bound_dims), "bound_output": self.bound_output,
                 "options": {m: dict(v) for m, v in sorted(self.options.items())}}
 
@@ -142,7 +142,8 @@ def load_generator_for(name: str, dtype: torch.dtype, seed: int = 0) -> tuple[ge
     if name == "mnist":
         st = mnist_status()
         if st.available:
-            return geninv.load_mnist_generator().to(dtype=dtype), "mnist"  # type: ignore[attr-defined]
+            G = geninv.load_mnist_generator().to(dtype=dtype)  # type: ignore[attr-defined]
+            return G, f"the shipped MNIST generator {G.dims} ({G.output_activation.name} output)"
         say(f"the MNIST generator is unavailable ({st.reason}); using the random stand-in "
             f"{list(STAND_IN_DIMS)} (PLU output, biases) instead")
     G = geninv.random_generator(list(STAND_IN_DIMS), "plu", seed=derive_seed(seed, "stand-in"), bias=True, dtype=dtype)
@@ -231,7 +232,7 @@ def run_noise(
                 keys = tuple(f"bound/snr={s:g}/trial={t}/{m}" for m in BOUND_METHODS)
                 units.append(Unit(f"bound snr={s:g} trial {t}", keys, ("bound", s, t, t + 1)))
 
-    with RecordStore(out_dir, "noise", config.identity(_fingerprint(G))) as store:
+    with RecordStore(out_dir, "noise", config.identity(_fingerprint(G), gdesc)) as store:
         def work(unit: Unit, keys: list[str]) -> list[dict[str, Any]]:
             if unit.payload[0] == "bound":
                 return _bound_work(config, unit, keys, store)
@@ -408,7 +409,8 @@ def plot_noise(out_dir: str | Path) -> list[Path]:
     h, lab = axes[0].get_legend_handles_labels()
     fig.legend(h, lab, loc="lower center", ncol=5, fontsize=8, frameon=False)
     st = read_settings(out_dir)["settings"]
-    fig.suptitle(f"Noisy signals y = G(z) + e: generator {st['generator']}, {st['dtype']}")
+    fig.suptitle(f"Noisy signals y = G(z) + e: generator {st.get('generator_description') or st['generator']}, "
+                 f"{st['dtype']}")
     fig.tight_layout(rect=(0, 0.14, 1, 1))
     path = out_dir / "noise_snr.png"
     fig.savefig(path, dpi=110)
@@ -477,7 +479,7 @@ def section(out_dir: str | Path, command: str | None = None, generator: str | No
     bound = [r for r in recs if r.get("kind") == "bound"]
     st = read_settings(out_dir)["settings"]
     sec = Section("Noisy signals y = G(z) + e (issue 9)", out_dir, command or "geninv reproduce noise")
-    sec.notes.append(f"Generator: {generator or st['generator']}; white Gaussian noise at the input SNR of each column "
+    sec.notes.append(f"Generator: {generator or st.get('generator_description') or st['generator']}; white Gaussian noise at the input SNR of each column "
                      "(per image); SNRs against the clean layers. Oracle (layer-wise) is the paper's Algorithm 1; "
                      "Oracle (end to end) fits z through the network with the true supports. Theorem 3 rows: the "
                      "expected SNR from the linearized error formulas (geninv.solvers.noise.oracle_expected_error).")
