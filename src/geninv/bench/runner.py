@@ -80,6 +80,7 @@ class BenchConfig:
     max_repeats: int = 10
     wait_load: float | None = None
     max_wait: float = 3600.0
+    gate_max_wait: float = 900.0
     quick: bool = False
     command: str | None = None
 
@@ -121,7 +122,23 @@ def _task(cfg: BenchConfig, gen: dict[str, Any], method: str, batch: int, kind: 
 
 
 def _execute(cfg: BenchConfig, task: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run a task in a fresh interpreter (``cfg.isolate``) or in this process."""
+    """Run a task in a fresh interpreter (``cfg.isolate``) or in this process.
+
+    With ``cfg.wait_load``, every task first waits (at most ``gate_max_wait`` seconds) for the
+    1-minute load average to fall below it, so that a burst of other work on a shared machine
+    pauses the benchmark instead of polluting it; the record says how long it waited and
+    whether the load did fall."""
+    gate = None
+    if cfg.wait_load is not None:
+        reached, secs = wait_for_load(cfg.wait_load, max_wait=cfg.gate_max_wait)
+        gate = {"threshold": cfg.wait_load, "reached": reached, "waited_s": round(secs, 1)}
+    rec = _execute_now(cfg, task, timeout)
+    if gate is not None:
+        rec["load_gate"] = gate
+    return rec
+
+
+def _execute_now(cfg: BenchConfig, task: dict[str, Any], timeout: float) -> dict[str, Any]:
     if not cfg.isolate:
         return run_task(task, isolated=False)  # type: ignore[no-any-return]
     env = dict(os.environ)
