@@ -330,8 +330,8 @@ def hybrid(
     SolveResult
         ``z`` the chosen candidate per sample; ``layers`` the hidden layers of ``G(z)``;
         ``supports`` their supports; ``converged`` the chosen candidate's; ``history`` with
-        ``"objective"`` (T, B): ``F`` after the pursuit, the refinement, each fallback (NaN
-        where not run) and of the choice;
+        ``"objective"`` (T, B): ``F`` of the pursuit, then of the current choice after the
+        refinement and after each fallback stage (non-increasing);
         ``info``: ``choice`` (B,) int, an index into ``choices`` (``("pursuit", *fallback)``,
         each followed by the refinement), ``unexplained`` (B,) bool (after stage 2),
         ``fallback`` (B,) bool (stage 3 ran), ``threshold`` (B,), ``objective_pursuit``,
@@ -468,10 +468,12 @@ def hybrid(
     need = unexplained(obj_best, z_best)
     ran = torch.zeros(B, dtype=torch.bool, device=dev)
     obj_f = {name: torch.full((B,), math.nan, dtype=torch.float64, device=dev) for name in fallback}
+    hist = [obj_p, obj_best.clone()]
     for k, name in enumerate(fallback, start=1):
         todo = unexplained(obj_best, z_best)
         if not bool(todo.any()):
-            break
+            hist.append(obj_best.clone())
+            continue
         ts = time.perf_counter()
         idx = todo.nonzero().squeeze(1)
         ran |= todo
@@ -490,13 +492,14 @@ def hybrid(
         choice[gi] = k
         n_iter[idx] += res_g.n_iter + it_g
         seconds[f"fallback_{name}"] = time.perf_counter() - ts
+        hist.append(obj_best.clone())
         if callback is not None:
             callback(1 + k, {"stage": f"fallback_{name}", "x": z_best.to(yy.dtype), "objective": obj_best})
 
     with torch.no_grad():
         layers = hidden_layers(G64, z_best)
     supports = [x > 0 for x in layers]
-    history = {"objective": torch.stack([obj_p, obj_r, *obj_f.values(), obj_best])}
+    history = {"objective": torch.stack(hist)}
     info: dict[str, Any] = {
         "choice": choice, "choices": ("pursuit", *fallback), "fallback": ran, "unexplained": need,
         "threshold": thr, "objective_pursuit": obj_p, "objective_refined": obj_r, "objective_fallback": obj_f,
