@@ -36,11 +36,13 @@ LABELS = {"oracle": "Oracle", "layered_bp": "Layered BP", "latent_pursuit": "Lat
 COLORS = {"oracle": "#555555", "layered_bp": "#1f77b4", "latent_pursuit": "#d62728", "gd": "#2ca02c",
           "adam": "#9467bd", "lp_layerwise": "#ff7f0e", "layered_bp:nodebias": "#17becf",
           "latent_pursuit:nodebias": "#e377c2"}
-LABELS.update({"layered_bp:nodebias": "Layered BP, no debiasing", "latent_pursuit:nodebias": "Latent-Pursuit, no debiasing"})
+LABELS.update({"layered_bp:nodebias": "Layered BP, no debiasing", "latent_pursuit:nodebias": "Latent-Pursuit, no debiasing",
+               "hybrid": "Hybrid (issue 9)"})
+COLORS["hybrid"] = "#8c564b"
 MARKERS = {"oracle": "x", "layered_bp": "s", "latent_pursuit": "o", "gd": "^", "lp_layerwise": "v",
-           "layered_bp:nodebias": "s", "latent_pursuit:nodebias": "o", "adam": "D"}
+           "layered_bp:nodebias": "s", "latent_pursuit:nodebias": "o", "adam": "D", "hybrid": "P"}
 _ORDER = ("oracle", "layered_bp", "latent_pursuit", "gd", "adam", "lp_layerwise", "layered_bp:nodebias",
-          "latent_pursuit:nodebias")
+          "latent_pursuit:nodebias", "hybrid")
 
 
 def method_order(methods: Any) -> list[str]:

@@ -31,9 +31,10 @@ RECOVERED_DB = 60.0
 GD_SUCCESS_DB = 30.0
 LABELS = {"oracle": "Oracle", "layered_bp": "Layered BP", "latent_pursuit": "Latent-Pursuit",
           "gd": "Gradient descent", "adam": "Adam", "lp_layerwise": "Layer-wise LP", "certify": "certify",
-          "layered_bp:nodebias": "Layered BP, no debiasing", "latent_pursuit:nodebias": "Latent-Pursuit, no debiasing"}
+          "layered_bp:nodebias": "Layered BP, no debiasing", "latent_pursuit:nodebias": "Latent-Pursuit, no debiasing",
+          "hybrid": "Hybrid (issue 9)"}
 _ORDER = ("oracle", "layered_bp", "latent_pursuit", "gd", "adam", "lp_layerwise", "layered_bp:nodebias",
-          "latent_pursuit:nodebias")
+          "latent_pursuit:nodebias", "hybrid")
 
 
 def _order(ms: Any) -> list[str]:
