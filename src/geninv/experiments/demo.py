@@ -182,8 +182,11 @@ def run_demo(seed: int = 0, batch: int = 16, *, results: str | Path = RESULTS, p
     experiments : sequence of str
         A subset of ``("random", "mnist", "inpaint")`` (all by default).
     """
+    from geninv.exceptions import InputError
     from geninv.experiments.common import mnist_status
 
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InputError(f"batch: expected a positive number of images, received {batch!r}")
     root = Path(results)
     t0 = time.perf_counter()
     dirs: list[Path] = []
