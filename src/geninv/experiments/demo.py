@@ -150,7 +150,8 @@ def reproduce_cli(experiment: str, **kw: Any) -> int:
     """The ``geninv reproduce`` command (prints where everything went)."""
     if experiment == "report":
         root = Path(kw.get("out") or RESULTS)
-        dirs = sorted(p.parent for p in root.rglob("settings.json"))
+        rank = {"random": 0, "mnist": 1, "inpaint_random": 2, "inpaint_block": 3}
+        dirs = sorted((p.parent for p in root.rglob("settings.json")), key=lambda d: (rank.get(d.name, 9), str(d)))
         if not dirs:
             raise InputError(f"out: expected reproduction directories under {root}, received none")
         page = _index(root, dirs, [])
