@@ -231,7 +231,7 @@ def test_latent_pursuit_auto_within_2db_of_the_oracle_on_mnist() -> None:
 
 
 @pytest.mark.slow
-def test_cs_hybrid_succeeds_at_smaller_m_than_gd_and_adam_on_mnist(tmp_path) -> None:
+def test_cs_hybrid_succeeds_no_later_than_gd_and_adam_on_mnist(tmp_path) -> None:
     import json
 
     from geninv.experiments.cs_exp import CSConfig, run_cs
@@ -241,5 +241,8 @@ def test_cs_hybrid_succeeds_at_smaller_m_than_gd_and_adam_on_mnist(tmp_path) -> 
     summ = json.loads((tmp_path / "summary.json").read_text())
     stars = summ["m_star"]
     assert stars["hybrid"] is not None
-    for peer in ("gd", "adam"):
-        assert stars[peer] is None or stars["hybrid"] < stars[peer], stars
+    # Quick settings: hybrid 40, Adam 80, gd 160. With the full settings (32 images, 3000
+    # iterations) the hybrid and Adam tie at m = 40 = 2 n_0 (medians 298 vs 61 dB) and gd needs
+    # 120: at most as many measurements as Adam, fewer than gradient descent.
+    assert stars["gd"] is None or stars["hybrid"] < stars["gd"], stars
+    assert stars["adam"] is None or stars["hybrid"] <= stars["adam"], stars
