@@ -203,6 +203,15 @@ def reset_peak_rss() -> bool:
 
 
 def max_rss_mb() -> float:
-    """High-water resident set size of this process (MB): ``ru_maxrss`` (KiB on Linux)."""
+    """High-water resident set size of this process (MB): ``VmHWM`` from /proc (which
+    :func:`reset_peak_rss` resets), else ``ru_maxrss``. Not ``ru_maxrss`` first: after fork and
+    exec it also holds the parent's high-water mark."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10
+    except (OSError, ValueError, IndexError):  # pragma: no cover
+        pass
     v = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return v / 2**20 if sys.platform == "darwin" else v / 2**10
