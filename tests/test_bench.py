@@ -189,3 +189,33 @@ def test_cli_bench_refuses_bad_values_before_work(argv: list[str], capsys: pytes
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--" in err
+
+
+def test_formulations_compute_the_same_gradient() -> None:
+    # The three ways of applying per-sample supported matrices must agree before their times mean
+    # anything: the gathered and per-sample-loop gradients equal the masked one to float32 rounding.
+    gen = {"dims": [3, 12, 30, 60], "output": "plu", "seed": 0, "bias": True}
+    task = {"kind": "formulations", "generator": gen, "generator_label": "tiny2", "method": "latent_pursuit",
+            "batch": 8, "loop_iters": 2}
+    rec = run_task(task)
+    assert rec["status"] == "ok", rec
+    assert rec["W_shape"] == [30, 12] and rec["layer"] == 2
+    forms = {r["formulation"]: r for r in rec["formulations"]}
+    assert set(forms) == {"masked", "gathered", "per_sample"}
+    assert forms["masked"]["slowdown_vs_masked"] == 1.0
+    for name in ("gathered", "per_sample"):
+        assert forms[name]["max_rel_diff_vs_masked"] < 1e-5, forms[name]
+        assert _positive(forms[name]["seconds_per_iteration"])
+
+
+def test_batch_one_times_several_single_calls() -> None:
+    # B = 1 is timed over `singles` different signals, one call each: the SNR statistics cover all
+    # of them and the time is per call.
+    task = {"kind": "solve", "generator": {k: v for k, v in TINY.items() if k != "label"}, "generator_label": "tiny",
+            "method": "latent_pursuit", "batch": 1, "singles": 5, "min_time": 0.0, "max_repeats": 1}
+    rec = run_task(task)
+    assert rec["status"] == "ok", rec
+    assert rec["calls_per_pass"] == 5 and rec["signals_timed"] == 5
+    assert rec["per_signal_ms"] == pytest.approx(1e3 * rec["seconds_min"])
+    assert rec["snr_image_db"]["median"] is None or rec["snr_image_db"]["median"] > 40
+    assert _positive(rec["flops"]["loop"]) and _positive(rec["flops"]["counted_total"])

@@ -167,3 +167,12 @@ def test_activation_inverse_out_of_range():
     assert torch.isfinite(Activation("tanh").inverse(torch.tensor([1.2]), clamp=1e-6)).all()
     with pytest.raises(InputError, match="activation: expected one of"):
         Activation("swish")
+
+
+def test_to_accepts_a_dtype_alone_like_torch() -> None:
+    # G.to(torch.float64) changes only the dtype (as Tensor.to does); the values are the same.
+    G = geninv.random_generator([3, 8, 16], output="tanh", seed=0)
+    G64 = G.to(torch.float64)
+    assert G64.dtype == torch.float64 and G64.device == G.device and G.dtype == torch.float32
+    z = torch.randn(4, 3)
+    assert torch.allclose(G64(z.double()).float(), G(z), atol=1e-6)

@@ -354,6 +354,21 @@ def _loops(cfg: BenchConfig, log: _Log) -> list[dict[str, Any]]:
     return recs
 
 
+def _formulations(cfg: BenchConfig, log: _Log) -> list[dict[str, Any]]:
+    """Masked full matrices vs gathered per-sample matrices vs a per-sample loop, at ``curve_batch``."""
+    recs = []
+    for gen in cfg.generators:
+        task = _task(cfg, gen, "formulations", cfg.curve_batch, "formulations", loop_iters=max(10, cfg.loop_iters // 2))
+        rec = _execute(cfg, task, max(4 * cfg.budget, 300.0))
+        recs.append(rec)
+        if rec.get("status") == "ok" and rec.get("formulations"):
+            log(f"{gen['label']:>18s} formulations at B={cfg.curve_batch}: " + ", ".join(
+                f"{r['formulation']} {1e3 * r['seconds_per_iteration']:.2f} ms/it" for r in rec["formulations"]))
+        elif rec.get("status") != "ok":
+            log(f"{gen['label']:>18s} formulations {rec.get('status')}: {rec.get('reason')}")
+    return recs
+
+
 def _thread_scaling(cfg: BenchConfig, log: _Log) -> list[dict[str, Any]]:
     """Latent-Pursuit and gd at ``curve_batch`` on the primary generator with 1 thread and with
     every core: on a busy machine, more threads can be slower (OpenMP threads wait for cores)."""
@@ -509,6 +524,7 @@ def run_bench(cfg: BenchConfig, *, log_stream: TextIO | None = sys.stderr) -> di
             log(f"cold {cold['runs'][0]['seconds']:.2f} s, warm {cold['runs'][1]['seconds']:.2f} s, "
                 f"median image SNR {_fmt(cold['runs'][0]['snr_image_db']['median'])} dB")
     loops = _loops(cfg, log)
+    forms = _formulations(cfg, log)
     threads = _thread_scaling(cfg, log) if cfg.thread_scaling else None
     prof = _profile(cfg, log) if cfg.profile else None
     peak_end = _peak(cfg, gens, log)
@@ -542,6 +558,7 @@ def run_bench(cfg: BenchConfig, *, log_stream: TextIO | None = sys.stderr) -> di
         "time_to_target": curves,
         "cold": cold,
         "loops": loops,
+        "formulations": forms,
         "thread_scaling": threads,
         "profile": prof,
         "targets": targets,

@@ -150,8 +150,13 @@ class Generator:
     def has_bias(self) -> bool:
         return any(bool((layer.b != 0).any()) for layer in self.layers)
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Generator:
-        """A copy on ``device`` with ``dtype`` (this generator is left unchanged)."""
+    def to(self, device: torch.device | str | torch.dtype | None = None, dtype: torch.dtype | None = None) -> Generator:
+        """A copy on ``device`` with ``dtype`` (this generator is left unchanged).
+
+        As with ``torch.Tensor.to``, ``G.to(torch.float64)`` changes only the dtype.
+        """
+        if isinstance(device, torch.dtype) and dtype is None:
+            device, dtype = None, device
         if dtype is not None:
             dtype = as_dtype(dtype)
         if device is not None:
