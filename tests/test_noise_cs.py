@@ -103,6 +103,23 @@ def test_noisy_pursuit_reaches_the_end_to_end_oracle() -> None:
         assert torch.allclose(auto.info["gamma"], auto.info["layer_sigma"]["x1"] ** 2)
 
 
+def test_invert_with_noise_level_runs_the_noisy_pursuit() -> None:
+    # invert(..., noise_level=) is the same computation as noisy_pursuit for both pursuits, and its
+    # option check lists the noisy pursuit's options.
+    G = _gen([6, 30, 90])
+    z, y0 = G.sample(4, seed=2)
+    y, sigma = geninv.add_noise(y0, 30, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for method in ("latent_pursuit", "layered_bp"):
+            a = geninv.invert(G, y, method=method, noise_level=sigma)
+            b = noisy_pursuit(G, y, noise_level=sigma, method=method)
+            assert torch.equal(a.z, b.z)
+            assert torch.allclose(a.info["sigma"], torch.as_tensor(sigma, dtype=torch.float64).expand(4))
+    with pytest.raises(InputError, match="lam_scale"):
+        geninv.invert(G, y, noise_level=sigma, lam_rel=0.1)
+
+
 def test_theorem2_bound_holds_for_layered_bp_with_its_lam() -> None:
     # Small identity-output generators at 40 dB, where the theorem's conditions hold.
     G = _gen([4, 12, 200], output="identity", seed=1, bias=False)
@@ -179,6 +196,12 @@ def test_noise_reproduction_writes_records_figures_and_resumes(tmp_path) -> None
     assert len([r for r in recs if r["kind"] == "solve"]) == 2 * 4 * 3
     for f in ("noise_snr.png", "noise_theorem2.png", "summary.md", "summary.json", "records.csv"):
         assert (tmp_path / f).exists(), f
+    # The results page (geninv reproduce report) shows a noise directory with its own section.
+    from geninv.experiments.report import section, write_index
+
+    assert section(tmp_path).title.startswith("Noisy signals")
+    page = write_index(tmp_path / "site", [tmp_path]).read_text()
+    assert "Noisy signals" in page and "noise_snr.png" in page
 
 
 def test_cs_reproduction_writes_records_figure_and_m_star(tmp_path) -> None:
@@ -195,6 +218,9 @@ def test_cs_reproduction_writes_records_figure_and_m_star(tmp_path) -> None:
         assert (tmp_path / f).exists(), f
     summ = json.loads((tmp_path / "summary.json").read_text())
     assert summ["m_star"]["hybrid"] in (8, 40)
+    from geninv.experiments.report import section
+
+    assert section(tmp_path).title.startswith("Compressed sensing")
     assert success_m({10: 5.0, 20: 70.0, 40: 65.0}, 60.0) == 20
     assert success_m({10: 70.0, 20: 5.0, 40: 65.0}, 60.0) == 40
     assert success_m({10: 5.0}, 60.0) is None

@@ -310,7 +310,18 @@ def section(out_dir: str | os.PathLike[str], command: str | None = None) -> Sect
     if command is None:
         command = cmd_file.read_text().strip() if cmd_file.exists() else _default_command(d)
     exp = read_settings(d)["experiment"]
-    sec = _random_section(d, command) if exp == "random" else _image_section(d, command)
+    if exp == "noise":
+        from geninv.experiments import noise_exp
+
+        sec = noise_exp.section(d, command)
+    elif exp == "cs":
+        from geninv.experiments import cs_exp
+
+        sec = cs_exp.section(d, command)
+    elif exp == "random":
+        sec = _random_section(d, command)
+    else:
+        sec = _image_section(d, command)
     codes = sorted({str(r.get("code")) for r in load_records(d)})
     if len(codes) > 1:
         sec.notes.append(f"These records were made by {len(codes)} versions of the geninv sources "

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import inspect
 import time
@@ -42,6 +43,9 @@ METHODS: dict[str, tuple[str, str]] = {
     "lp_layerwise": ("geninv.solvers.lp_layerwise", "lp_layerwise"),
     "hybrid": ("geninv.solvers.hybrid", "hybrid"),
 }
+
+# Methods that take ``noise_level=`` through invert(): routed to geninv.solvers.noise.noisy_pursuit.
+NOISY = ("latent_pursuit", "layered_bp")
 
 # Parameters of a method function that are not user options of invert().
 _NOT_OPTIONS = ("G", "y", "measure", "mask")
@@ -107,6 +111,10 @@ def invert(
         not take raises InputError naming it and listing the accepted ones. ``debias=True`` for a
         method without its own debiasing (``gd``, ``adam``) applies :func:`debias_result` to its
         result (supports of ``G(z_hat)`` frozen, ``z`` refit end to end, kept where better).
+        ``noise_level=sigma`` (a float, a (B,) tensor or ``"auto"``) with ``latent_pursuit`` or
+        ``layered_bp`` runs their noisy form (:func:`geninv.solvers.noise.noisy_pursuit`: every
+        ``lam_i``, the latent prior and the support thresholds set from ``sigma``, then a
+        refinement); ``hybrid`` takes ``noise_level`` itself.
 
     Returns
     -------
@@ -133,6 +141,13 @@ def invert(
         measure = mask if isinstance(mask, Mask) else Mask(mask)  # validated above
     fn = _load(method)
     accepted = accepted_options(method)
+    if "noise_level" in options and method in NOISY:
+        # Noisy signals: the pursuit with every parameter set from sigma (geninv.solvers.noise).
+        from geninv.solvers.noise import noisy_pursuit
+
+        fn = functools.partial(noisy_pursuit, method=method)
+        accepted = tuple(k for k in inspect.signature(noisy_pursuit).parameters
+                         if k not in _NOT_OPTIONS and k != "method")
     post_debias = False
     if accepted is not None and "debias" in options and "debias" not in accepted:
         # A method without its own debiasing (gd, adam): invert() adds the common one.

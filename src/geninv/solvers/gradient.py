@@ -35,7 +35,7 @@ from geninv.model.generator import Generator
 from geninv.operators import Identity
 from geninv.solvers.result import SolveResult
 
-__all__ = ["gd", "adam"]
+__all__ = ["gd", "adam", "initial_latent"]
 
 #: ``callback(k, z, objective)`` at every check: iteration count, the current latent estimates
 #: (B, n_0) and objectives (B,) of the whole batch; returning True stops the solve.
@@ -242,7 +242,7 @@ def _setup(G: object, y: object, measure: object | None, method: str) -> tuple[G
 _SEED_SALT = 0x5EED_57A2_7000
 
 
-def _initial_latent(B: int, n0: int, seed: int, like: Tensor) -> Tensor:
+def initial_latent(B: int, n0: int, seed: int, like: Tensor) -> Tensor:
     """``z ~ N(0, I)`` (B, n_0) from a CPU generator seeded from ``seed`` (the same on every device)."""
     gen = torch.Generator(device="cpu")
     gen.manual_seed(int(seed) + _SEED_SALT)
@@ -434,7 +434,7 @@ def gd(
     seed = _check_int(seed, "seed", 0)
     B, n0 = y.shape[0], G.latent_dim
     if z0 is None:
-        z = _initial_latent(B, n0, seed, y)
+        z = initial_latent(B, n0, seed, y)
     else:
         z = as_batch(z0, n0, "z0").detach().to(y.device, y.dtype).clone()
         if z.shape[0] != B:
@@ -601,7 +601,7 @@ def adam(
     dt, dev = y.dtype, y.device
     N = R * B
     with torch.no_grad():
-        z = torch.cat([_initial_latent(B, n0, seed + r, y) for r in range(R)])  # restart-major (R*B, n_0)
+        z = torch.cat([initial_latent(B, n0, seed + r, y) for r in range(R)])  # restart-major (R*B, n_0)
         fit = fit1.repeat(R)
         floor = _floor(fit, dt)
         norm_ay = (torch.sqrt(2 * floor) / (16 * torch.finfo(dt).eps))[:B]

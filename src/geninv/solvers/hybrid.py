@@ -235,12 +235,9 @@ def _gd_start(B: int, n0: int, seed: int, like: Tensor) -> Tensor | None:
     Taking row ``b`` of it for sample ``b`` makes the fallback on a sub-batch reproduce the
     gradient-descent baseline run on the whole batch.
     """
-    from geninv.solvers import gradient
+    from geninv.solvers.gradient import initial_latent
 
-    draw = getattr(gradient, "initial_latent", None) or getattr(gradient, "_initial_latent", None)
-    if draw is None:  # pragma: no cover - depends on the baselines module's version
-        return None
-    return draw(B, n0, seed, like)  # type: ignore[no-any-return]
+    return initial_latent(B, n0, seed, like)
 
 
 def _fallback_solve(name: str, G: Generator, y: Tensor, meas: Measurement, idx: Tensor, seed: int,
