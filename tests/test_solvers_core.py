@@ -52,9 +52,12 @@ def test_supported_lstsq_matches_numpy_pinv_including_rank_deficient():
     cols[0, :3] = True
     shared = rows[:1].expand(B, -1)
     for r, c in [(rows, cols), (None, cols), (rows, None), (None, None), (shared, cols)]:
-        x = supported_lstsq(W, rhs, r, c)
-        # float64 pseudo-inverses of O(1) matrices with condition numbers < 1e3: 1e-10 is ample.
-        np.testing.assert_allclose(x.numpy(), _pinv_reference(W, rhs, r, c), atol=1e-10)
+        ref = _pinv_reference(W, rhs, r, c)
+        # budget=50 forces chunks of one to three samples on every path that chunks.
+        for budget in (2**25, 50):
+            x = supported_lstsq(W, rhs, r, c, budget=budget)
+            # float64 pseudo-inverses of O(1) matrices with condition numbers < 1e3: 1e-10 is ample.
+            np.testing.assert_allclose(x.numpy(), ref, atol=1e-10)
 
 
 def test_batched_lstsq_singular_gram_gives_minimum_norm():
@@ -138,3 +141,25 @@ def test_run_loop_stops_per_sample_and_compacts():
     assert out.n_iter[0] < out.n_iter[1] < out.n_iter[2]
     assert min(seen_batch) == 1  # finished samples left the working batch
     assert out.history["change"].shape[1] == 3
+
+
+def test_reduced_debias_least_squares_equals_the_full_jacobian_one():
+    # fit_supports' linear start through the thin QR of the output layer (R M_b instead of
+    # J_b = W_{L+1} M_b) has the same minimizer as the least squares on the full J_b, with no
+    # mask and with one mask shared by the batch, on data that the model does not fit exactly.
+    from geninv.operators import Mask
+    from geninv.solvers.common import _reduced_linear_fit, batched_lstsq, preactivation_target, resolve_measurement
+
+    G = random_generator([5, 30, 60, 150], "plu", seed=4, bias=True, dtype=F64)
+    z, y0 = G.sample(6, seed=1)
+    sup = G.trace(z).supports
+    y = y0 + 0.01 * torch.randn(y0.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
+    mask = torch.rand(150, generator=torch.Generator().manual_seed(3)) < 0.7
+    J, c = support_affine(G, sup, 6, dtype=F64)
+    for m in (None, Mask(mask)):
+        yy, meas = resolve_measurement(m, None, G, y)
+        w = None if meas.w is None else meas.w.to(F64)
+        t = preactivation_target(G, yy, meas)
+        ref = batched_lstsq(J if w is None else J * w[:, :, None], (t - c) if w is None else (t - c) * w)
+        zr, _ = _reduced_linear_fit(G, yy, sup, meas, None if w is None else w[0], F64)
+        np.testing.assert_allclose(zr.numpy(), ref.numpy(), rtol=1e-9, atol=1e-11)

@@ -28,6 +28,11 @@ from geninv.solvers.result import SolveResult
 __all__ = ["lp_layerwise"]
 
 _NOISE = ("exact", "linf", "l1")
+#: Seconds HiGHS may spend on one LP (one layer of one sample). Measured: the 20-200-600 tanh
+#: generator's LPs take ~0.05 s each, but a rare one ran for minutes without this limit; it then
+#: ends with status 1 and the sample takes the stage's fallback (l_inf LP, then least squares).
+LP_TIME_LIMIT = 20.0
+
 _STATUS = {0: "optimal", 1: "iteration or time limit", 2: "infeasible", 3: "unbounded", 4: "numerical difficulties"}
 
 
@@ -63,7 +68,8 @@ def _solve_stage(st: _Stage, noise: str, tol: float) -> tuple[np.ndarray | None,
     p, k = st.M.shape
     q = st.C.shape[0]
     xb = (0.0, None) if st.nonneg else (None, None)
-    opts = {"primal_feasibility_tolerance": tol, "dual_feasibility_tolerance": tol, "presolve": True}
+    opts = {"primal_feasibility_tolerance": tol, "dual_feasibility_tolerance": tol, "presolve": True,
+            "time_limit": LP_TIME_LIMIT}
     if noise == "exact":
         res = linprog(
             np.zeros(k), A_ub=st.C if q else None, b_ub=-st.h if q else None, A_eq=st.M, b_eq=st.r,
