@@ -322,7 +322,7 @@ def _read_array(path: str, option: str, key: str, dtype: object = None) -> objec
         raise InputError(f"{option}: expected a .npy or .safetensors file, received {path!r}")
     if t.ndim not in (1, 2):
         raise InputError(f"{option}: expected a 1-D or 2-D array, received shape {tuple(t.shape)}")
-    t = t.to(target)  # type: ignore[arg-type]
+    t = t.to(target)  # type: ignore[arg-type,call-overload]
     return t if t.ndim == 2 else t.reshape(1, -1)
 
 
@@ -492,7 +492,7 @@ def _one_line_parser_errors(parser: argparse.ArgumentParser) -> None:
     stack = [parser]
     while stack:
         p = stack.pop()
-        p.error = make(p)  # type: ignore[method-assign]
+        p.error = make(p)  # type: ignore[method-assign,assignment]
         for action in p._actions:
             if isinstance(action, argparse._SubParsersAction):
                 stack.extend(action.choices.values())
