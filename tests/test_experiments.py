@@ -339,6 +339,18 @@ def test_demo_skips_mnist_with_a_reason_when_the_generator_is_missing(tmp_path, 
     assert "load_mnist_generator" in (tmp_path / "index.html").read_text()
 
 
+def test_demo_runs_noise_and_cs_and_shows_them_on_the_page(tmp_path, capsys) -> None:
+    # make demo also runs issue 9's quick experiments; the page gets their own sections (their
+    # tables and figures, not the image-experiment layout).
+    from geninv.experiments.demo import run_demo
+
+    assert run_demo(0, 4, results=tmp_path, progress=False, experiments=("noise", "cs")) == 0
+    page = (tmp_path / "index.html").read_text()
+    assert "Noisy signals" in page and "Compressed sensing" in page
+    assert "noise_snr.png" in page and "cs_snr.png" in page
+    assert (tmp_path / "quick" / "noise" / "records.jsonl").exists()
+
+
 # -- the real --quick runs (about a minute each on 2 cores) ---------------------------------------
 
 @pytest.mark.slow

@@ -150,7 +150,7 @@ def reproduce_cli(experiment: str, **kw: Any) -> int:
     """The ``geninv reproduce`` command (prints where everything went)."""
     if experiment == "report":
         root = Path(kw.get("out") or RESULTS)
-        rank = {"random": 0, "mnist": 1, "inpaint_random": 2, "inpaint_block": 3}
+        rank = {"random": 0, "mnist": 1, "inpaint_random": 2, "inpaint_block": 3, "noise": 4, "cs": 5}
         dirs = sorted((p.parent for p in root.rglob("settings.json")), key=lambda d: (rank.get(d.name, 9), str(d)))
         if not dirs:
             raise InputError(f"out: expected reproduction directories under {root}, received none")
@@ -171,8 +171,9 @@ def _index(root: Path, dirs: Sequence[Path], skipped: list[str]) -> Path:
 
 
 def run_demo(seed: int = 0, batch: int = 16, *, results: str | Path = RESULTS, progress: bool = True,
-             experiments: Sequence[str] = _EXPERIMENTS) -> int:
-    """Quick versions of all three reproductions and one page, ``results/index.html``.
+             experiments: Sequence[str] = (*_EXPERIMENTS, "noise", "cs")) -> int:
+    """Quick versions of the reproductions (the paper's three, then noise and compressed sensing)
+    and one page, ``results/index.html``.
 
     Parameters
     ----------
@@ -181,7 +182,8 @@ def run_demo(seed: int = 0, batch: int = 16, *, results: str | Path = RESULTS, p
     batch : int
         Number of images inverted in each MNIST experiment (clean, random mask, block mask).
     experiments : sequence of str
-        A subset of ``("random", "mnist", "inpaint")`` (all by default).
+        A subset of ``("random", "mnist", "inpaint", "noise", "cs")`` (all by default; the last
+        two are issue 9's noisy-signal and compressed-sensing experiments, quick versions).
     """
     from geninv.exceptions import InputError
     from geninv.experiments.common import mnist_status
@@ -217,6 +219,20 @@ def run_demo(seed: int = 0, batch: int = 16, *, results: str | Path = RESULTS, p
         skipped += [f"{name}: method {s}" for s in res["skipped"]]
         _print_result(res)
         dirs.append(out)
+    for exp in ("noise", "cs"):
+        if exp not in experiments:
+            continue
+        from geninv.experiments.noise_exp import reproduce_issue9
+
+        print(f"== geninv reproduce {exp} --quick", file=sys.stderr)
+        try:
+            reproduce_issue9(exp, quick=True, seed=seed, progress=progress, results=root)
+        except GenInvError as e:
+            msg = f"{exp} skipped: {e}"
+            print(msg, file=sys.stderr)
+            skipped.append(msg)
+            continue
+        dirs.append(root / "quick" / exp)
     page = _index(root, dirs, skipped)
     from geninv.experiments.report import section
 
