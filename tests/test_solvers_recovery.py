@@ -157,3 +157,23 @@ def test_sweep_n1_matches_the_paper_regimes():
             res = geninv.latent_pursuit(G, y)
         frac = float((snr(z, res.z) > 100).double().mean())
         assert frac >= 0.85 if expect_exact else frac < 0.3
+
+
+def test_block_mask_on_the_mnist_generator_is_exact_in_float64():
+    # The upper 13 rows hidden: 420 observed pixels for the 392 unknowns of x_2, so the image layer
+    # is determined (W_3 restricted to the observed rows has full column rank) though 420 < 2 s_2.
+    # The least-squares start is then exact; the pursuits keep it (lam = 0 for those samples)
+    # instead of drifting towards the LASSO's support, which failed 19 of 64 images before.
+    G = geninv.load_mnist_generator().to(dtype=F64)
+    z, y = G.sample(16, seed=3)
+    m = geninv.block_mask((28, 28), rows=13)
+    for method in ("latent_pursuit", "layered_bp"):
+        res = geninv.invert(G, y * m, method=method, mask=m)
+        assert bool((snr(y, G(res.z)) > 200).all()), method
+        assert bool((res.info["lam"]["x2"] == 0).all())
+    # With noise nothing fits exactly: the l1 weight stays on.
+    yn, _ = geninv.add_noise(y, 40, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = geninv.invert(G, yn * m, method="latent_pursuit", mask=m)
+    assert bool((res.info["lam"]["x2"] > 0).all())

@@ -226,9 +226,11 @@ def loop_flops(method: str, dims: Sequence[int], res: Any, options: dict[str, An
     stages[top] = fista_stage_flops(dims[L], dims[L + 1], n_iter[top], check_every=check_every, signal_domain=signal,
                                     auto_lam=auto)
     if not signal and bool(opts.get("warm_start", True)):
-        # Least-squares warm start of the image layer (rows shared: no mask): one Gram matrix
-        # and one product per sample, no refinement.
-        ws = supported_lstsq_flops(dims[L], dims[L + 1], int(res.z.shape[0]), None, refine=0)
+        # Least-squares warm start of the image layer (rows shared: no mask): one Gram matrix,
+        # one product per sample and two refinement steps; then the exact-fit check (one
+        # product per sample, ``common.exact_fit``).
+        Bz = int(res.z.shape[0])
+        ws = supported_lstsq_flops(dims[L], dims[L + 1], Bz, None, refine=2) + Bz * matmul_flops(1, dims[L], dims[L + 1])
         stages[top] = {**stages[top], "setup": stages[top]["setup"] + ws, "total": stages[top]["total"] + ws}
     sup = [s.cpu() for s in res.supports]  # the pursuit's estimates (before debiasing's refits)
     if method == "latent_pursuit":

@@ -36,6 +36,7 @@ __all__ = [
     "batched_lstsq",
     "supported_lstsq",
     "image_warm_start",
+    "exact_fit",
     "support_affine",
     "debias_fit",
     "fit_supports",
@@ -651,13 +652,34 @@ def image_warm_start(W: Tensor, rhs: Tensor, obs: Tensor | None, dtype: torch.dt
     B gathered factorizations in the data's precision, with two refinement steps.
     """
     if obs is None:
-        return supported_lstsq(W, rhs, None, None, dtype=torch.float64, refine=0).to(dtype).clamp_min(0)
+        return supported_lstsq(W, rhs, None, None, dtype=torch.float64, refine=2).to(dtype).clamp_min(0)
     if int(obs.sum(dim=1).min()) < W.shape[1]:
         return None
     if bool((obs == obs[:1]).all()):
-        return supported_lstsq(W, rhs, obs, None, dtype=torch.float64, refine=0).to(dtype).clamp_min(0)
+        return supported_lstsq(W, rhs, obs, None, dtype=torch.float64, refine=2).to(dtype).clamp_min(0)
     work = torch.float64 if dtype == torch.float64 else torch.float32
     return supported_lstsq(W, rhs, obs, None, dtype=work, refine=2).to(dtype).clamp_min(0)
+
+
+def exact_fit(W: Tensor, b: Tensor, t: Tensor, w: Tensor | None, x0: Tensor | None) -> Tensor | None:
+    """Samples whose image-layer start already solves ``W x + b = t`` (on the observed rows) to
+    the rounding level of the data: relative residual <= ``1000 eps``. None without a start.
+
+    Why: for noiseless signals the image layer is the linear system itself; its l1 weight only
+    guards against noise. Run from the exact least-squares start, float64 FISTA drifts towards
+    the LASSO minimizer and its support (measured, shipped MNIST generator, 45 % of the pixels
+    hidden, 64 images: 45 support errors in x_2 and 19 failed images; float32 stopped at its first
+    check by its looser tolerance and had 0). The pursuits give these samples ``lam = 0``, so
+    the start is kept (nonnegative least squares, already optimal).
+    """
+    if x0 is None:
+        return None
+    r = torch.addmm(b, x0, W.T) - t
+    d = t - b
+    if w is not None:
+        r, d = r * w, d * w
+    eps = torch.finfo(t.dtype).eps
+    return r.norm(dim=1) <= 1000 * eps * d.norm(dim=1).clamp_min(torch.finfo(t.dtype).tiny)
 
 
 # -- the fixed-support network and debiasing -------------------------------------------------

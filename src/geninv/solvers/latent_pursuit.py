@@ -19,6 +19,7 @@ from geninv.solvers.common import (
     choose_domain,
     debias_fit,
     default_tol,
+    exact_fit,
     finish,
     hidden_layers,
     image_warm_start,
@@ -244,6 +245,7 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
     W, b = Ws[-1], bs[-1]
     stage = f"x{L}"
     x0_img = None
+    exact = None
     if domain == "pre":
         t = preactivation_target(G, y, meas)
         f: LinearLS | SignalLS = LinearLS(W, b)
@@ -251,13 +253,14 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
         w = meas.w
         if warm_start:
             x0_img = image_warm_start(W, t - b, meas.obs, dtype)
+            exact = exact_fit(W, b, t, w, x0_img)
     else:
         t = y
         f = SignalLS(W, b, G.output_activation, meas.op if meas.kind == "operator" else None)
         lip = image_lipschitz(W, meas, G.output_activation, power_iters=power_iters)
         w = meas.w
     out, lam_t = fista_layer(f, t, w, lip=lip, lam=lam, lam_rel=lam_rel, x0=x0_img, max_iter=max_iter, tol=tol,
-                             check_every=check_every, restart=restart, callback=callback, stage=stage)
+                             check_every=check_every, restart=restart, callback=callback, stage=stage, exact=exact)
     record(stage, out, ts)
     info["lam"][stage] = lam_t.squeeze(1)
     x_next = out.state.x

@@ -18,6 +18,7 @@ from geninv.solvers.common import (
     choose_domain,
     debias_fit,
     default_tol,
+    exact_fit,
     finish,
     hidden_layers,
     image_warm_start,
@@ -165,19 +166,22 @@ def layered_bp(
         ts = time.perf_counter()
         W, b = Ws[-1], bs[-1]
         x0_img = None
+        exact = None
         if domain == "pre":
             t = preactivation_target(G, yy, meas)
             f: LinearLS | SignalLS = LinearLS(W, b)
             lip = image_lipschitz(W, meas, None, power_iters=power_iters)
             if warm_start:
                 x0_img = image_warm_start(W, t - b, meas.obs, dtype)
+                exact = exact_fit(W, b, t, meas.w, x0_img)
         else:
             t = yy
             f = SignalLS(W, b, phi, meas.op if meas.kind == "operator" else None)
             lip = image_lipschitz(W, meas, phi, power_iters=power_iters)
         stage = f"x{L}"
         out, lam_t = fista_layer(f, t, meas.w, lip=lip, lam=lam, lam_rel=lam_rel, x0=x0_img, max_iter=max_iter,
-                                 tol=tol, check_every=check_every, restart=restart, callback=callback, stage=stage)
+                                 tol=tol, check_every=check_every, restart=restart, callback=callback, stage=stage,
+                                 exact=exact)
         est = [out.state.x]
         supports = [threshold_support(out.state.x, support_tol)]
         _record(history, info, stage, out, lam_t, ts)

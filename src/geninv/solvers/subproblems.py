@@ -74,6 +74,7 @@ def fista_layer(
     restart: bool,
     callback: Callback | None,
     stage: str,
+    exact: Tensor | None = None,
 ) -> tuple[LoopOutput, Tensor]:
     """Solve ``min_{x >= 0} f(x) + lam 1^T x`` for the batch by FISTA.
 
@@ -85,6 +86,9 @@ def fista_layer(
         Lipschitz constant of ``grad f`` per sample; the step is ``1 / lip``.
     lam : float or None
         Absolute l1 weight; None uses ``lam_rel * lam_max`` per sample (:func:`auto_lam`).
+    exact : Tensor of shape (B,), bool, optional
+        Samples whose start ``x0`` already fits exactly (noiseless,
+        :func:`geninv.solvers.common.exact_fit`): their ``lam`` is 0.
 
     Returns
     -------
@@ -99,6 +103,8 @@ def fista_layer(
         lam_t = auto_lam(f.grad(torch.zeros(B, n_in, dtype=dtype, device=dev), t, w), lam_rel)
     else:
         lam_t = torch.full((B, 1), float(lam), dtype=dtype, device=dev)
+    if exact is not None:
+        lam_t = lam_t.masked_fill(exact[:, None], 0.0)
     step = (1.0 / lip.to(dtype)).reshape(-1, 1).expand(B, 1).contiguous()
     data = FistaData(t, w, step, lam_t)
 
