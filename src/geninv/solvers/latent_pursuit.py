@@ -121,7 +121,9 @@ def latent_pursuit(
     warm_start : bool
         Start each ADMM layer from the least-squares fit on the next layer's support, and the
         pre-activation image layer from the least-squares fit ``max(pinv(M W) M (t - b), 0)``
-        (default True; see Notes and :func:`geninv.solvers.common.image_warm_start`).
+        (default True; see Notes and :func:`geninv.solvers.common.image_warm_start`). A sample
+        whose image-layer start fits to rounding (noiseless data) keeps it: its image-layer
+        ``lam`` is 0 (:func:`geninv.solvers.common.exact_fit`; ``info["lam"]`` shows it).
     power_iters : int
         Power iterations for per-sample spectral norms (default 30).
 

@@ -97,7 +97,8 @@ def layered_bp(
     warm_start : bool
         Start the pre-activation image layer from the least-squares fit
         ``max(pinv(M W_{L+1}) M (phi^{-1}(y) - b_{L+1}), 0)`` (default True; as in
-        :func:`geninv.latent_pursuit`; :func:`geninv.solvers.common.image_warm_start`).
+        :func:`geninv.latent_pursuit`; :func:`geninv.solvers.common.image_warm_start`); a start
+        that fits to rounding gets ``lam = 0`` (:func:`geninv.solvers.common.exact_fit`).
 
     Returns
     -------
