@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/geninv demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests $(wildcard benchmarks)
+	$(BIN)/ruff check src tests conftest.py $(wildcard benchmarks)
 	$(BIN)/python -m pytest
 
 test-slow: $(STAMP)

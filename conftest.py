@@ -1,0 +1,19 @@
+"""Namespace of the docstring examples in ``src/geninv`` (run by ``make test``, ``--doctest-modules``):
+they assume ``import torch, geninv`` and ``from geninv import *``, as the README's API lines do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+import geninv
+
+
+@pytest.fixture(autouse=True)
+def _doctest_namespace(doctest_namespace: dict[str, Any]) -> None:
+    doctest_namespace["torch"] = torch
+    doctest_namespace["geninv"] = geninv
+    for name in getattr(geninv, "__all__", []):
+        doctest_namespace[name] = getattr(geninv, name)
