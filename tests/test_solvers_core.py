@@ -161,5 +161,5 @@ def test_reduced_debias_least_squares_equals_the_full_jacobian_one():
         w = None if meas.w is None else meas.w.to(F64)
         t = preactivation_target(G, yy, meas)
         ref = batched_lstsq(J if w is None else J * w[:, :, None], (t - c) if w is None else (t - c) * w)
-        zr, _ = _reduced_linear_fit(G, yy, sup, meas, None if w is None else w[0], F64)
+        zr = _reduced_linear_fit(G, yy, sup, meas, None if w is None else w[0], F64)
         np.testing.assert_allclose(zr.numpy(), ref.numpy(), rtol=1e-9, atol=1e-11)

@@ -139,13 +139,6 @@ def _invert(G: Any, y: Tensor, method: str, opts: dict[str, Any], device: str) -
     return res, dt, n_warn
 
 
-def _subset_opts(opts: dict[str, Any], k: int) -> dict[str, Any]:
-    o = dict(opts)
-    if "supports" in o:
-        o["supports"] = [s[:k] for s in o["supports"]]
-    return o
-
-
 def _loop_seconds(method: str, res: Any, stages: dict[str, Any] | None) -> float | None:
     if stages is None:
         return None
@@ -179,7 +172,7 @@ def _solve(task: dict[str, Any], G: Any, meta: dict[str, Any], isolated: bool) -
     opts = _options(task, G, z)
     k = min(B, int(task.get("warmup_batch", 4)))
     if k > 0:
-        _invert(G, y[:k], method, _subset_opts(opts, k), device)
+        _invert(G, y[:k], method, _chunk_opts(opts, 0, k), device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     was_reset = reset_peak_rss()
@@ -268,7 +261,7 @@ def _curve(task: dict[str, Any], G: Any, meta: dict[str, Any]) -> dict[str, Any]
     opts = _options(task, G, z)
     k = min(B, int(task.get("warmup_batch", 4)))
     if k > 0:
-        _invert(G, y[:k], method, _subset_opts(opts, k), device)
+        _invert(G, y[:k], method, _chunk_opts(opts, 0, k), device)
     points: list[list[float]] = []
     accepted = accepted_options(method)
     if method in TRACE_METHODS:
@@ -443,6 +436,8 @@ def _formulations(task: dict[str, Any], G: Any, meta: dict[str, Any]) -> dict[st
     the largest relative disagreement with the masked one is recorded (it must be at rounding
     level, or the comparison is void).
     """
+    from geninv.bench.flops import gflops
+
     B = int(task["batch"])
     N = int(task.get("loop_iters", 100))
     device = task.get("device", "cpu")
@@ -523,17 +518,13 @@ def _formulations(task: dict[str, Any], G: Any, meta: dict[str, Any]) -> dict[st
             _, dt = _timed(loop, device)
             sec_iter = dt / N * (B / nb)
             out.append({"formulation": name, "seconds_per_iteration": sec_iter, "setup_seconds": setup,
-                        "gflops": gflops_value(flops_iter, sec_iter), "samples_timed": nb,
+                        "gflops": gflops(flops_iter, sec_iter), "samples_timed": nb,
                         "max_rel_diff_vs_masked": err})
     ref_t = out[0]["seconds_per_iteration"]
     for r in out:
         r["slowdown_vs_masked"] = r["seconds_per_iteration"] / ref_t
     return {"layer": i + 1, "W_shape": [n_out, n_in], "batch": B, "iterations": N, "rows_in_support_mean": float(ks.double().mean()),
             "formulations": out}
-
-
-def gflops_value(flops: float, seconds: float) -> float | None:
-    return flops / seconds / 1e9 if seconds > 0 else None
 
 
 _KINDS: dict[str, Callable[..., dict[str, Any]]] = {"curve": _curve, "cold": _cold, "loops": _loops, "formulations": _formulations}

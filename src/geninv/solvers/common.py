@@ -37,6 +37,7 @@ __all__ = [
     "supported_lstsq",
     "image_warm_start",
     "exact_fit",
+    "StageLog",
     "support_affine",
     "debias_fit",
     "fit_supports",
@@ -256,6 +257,29 @@ class LoopOutput(NamedTuple):
 
 def _index(nt: Any, keep: Tensor) -> Any:
     return type(nt)(*[f.index_select(0, keep) if isinstance(f, Tensor) else f for f in nt])
+
+
+class StageLog:
+    """Bookkeeping of a layer-by-layer solve: each stage's history (keys ``"<stage>.<name>"``),
+    per-sample iteration counts and wall time in ``info["n_iter"]`` / ``info["seconds"]``, and the
+    running totals ``converged`` (every stage converged to finite values) and ``n_iter``."""
+
+    def __init__(self, B: int, device: torch.device, info: dict[str, Any]) -> None:
+        self.history: dict[str, Tensor] = {}
+        self.info = info
+        info.setdefault("n_iter", {})
+        info.setdefault("seconds", {})
+        self.converged = torch.ones(B, dtype=torch.bool, device=device)
+        self.n_iter = torch.zeros(B, dtype=torch.int64, device=device)
+
+    def record(self, stage: str, out: LoopOutput, t_stage: float) -> None:
+        """Add one stage's :class:`LoopOutput`, started at ``time.perf_counter() == t_stage``."""
+        for k, v in out.history.items():
+            self.history[f"{stage}.{k}"] = v
+        self.converged = self.converged & out.converged & out.finite
+        self.n_iter = self.n_iter + out.n_iter
+        self.info["n_iter"][stage] = out.n_iter
+        self.info["seconds"][stage] = time.perf_counter() - t_stage
 
 
 def run_loop(
@@ -726,22 +750,25 @@ def _hidden_affine(Ws: Sequence[Tensor], bs: Sequence[Tensor], supports: Sequenc
     return J, c
 
 
-def _apply_rows(meas: Measurement, M: Tensor) -> Tensor:
-    """``A M`` for M (B, n, k): the measurement applied to every column of a batch of matrices."""
+def _apply_cols(meas: Measurement, M: Tensor) -> Tensor:
+    """``A M_b`` for a batch of matrices M (B, n, k): the measurement applied to every column,
+    for a general operator in one call on all B k columns."""
     if meas.kind == "identity":
         return M
     if meas.kind == "diag":
-        return M * meas.w[:, :, None]  # type: ignore[index]
-    cols = [meas.op.forward(M[:, :, j]) for j in range(M.shape[2])]
-    return torch.stack(cols, dim=2)
+        return M * meas.w.to(M.dtype)[:, :, None]  # type: ignore[union-attr]
+    B, n, k = M.shape
+    out = meas.op.forward(M.transpose(1, 2).reshape(B * k, n))
+    return out.reshape(B, k, -1).transpose(1, 2)  # type: ignore[no-any-return]
 
 
 def _forward_meas(meas: Measurement, p: Tensor) -> Tensor:
+    """``A p`` for signals p (B, n)."""
     if meas.kind == "identity":
         return p
     if meas.kind == "diag":
-        return p * meas.w  # type: ignore[operator]
-    return meas.op.forward(p)
+        return p * meas.w.to(p.dtype)  # type: ignore[union-attr]
+    return meas.op.forward(p)  # type: ignore[no-any-return]
 
 
 def network_objective(G: Generator, y: Tensor, z: Tensor, meas: Measurement) -> Tensor:
@@ -864,7 +891,7 @@ def _output_qr(W: Tensor, w0: Tensor | None) -> tuple[Tensor, Tensor]:
 
 
 def _reduced_linear_fit(G: Generator, y64: Tensor, supports: Sequence[Tensor], meas: Measurement,
-                        w0: Tensor | None, work: torch.dtype) -> tuple[Tensor, Tensor]:
+                        w0: Tensor | None, work: torch.dtype) -> Tensor:
     """The linear pre-activation least squares of :func:`fit_supports` through a thin QR of the
     (shared, row-weighted) output layer instead of the full ``J = W_{L+1} M``.
 
@@ -875,8 +902,7 @@ def _reduced_linear_fit(G: Generator, y64: Tensor, supports: Sequence[Tensor], m
     half the products and half the memory of forming ``J`` for the MNIST generator (n = 784,
     n_L = 392). Needs the weights shared by the batch (no mask, or one mask for all).
 
-    Returns ``z`` (B, n_0) float64 and the output pre-activation offset ``c`` (unused by the
-    caller except for its dtype/shape contract; returned for symmetry with ``support_affine``).
+    Returns ``z`` (B, n_0), float64.
     """
     Ws, bs = G.weights, G.biases
     b = bs[-1].to(torch.float64)
@@ -887,9 +913,7 @@ def _reduced_linear_fit(G: Generator, y64: Tensor, supports: Sequence[Tensor], m
     Mh, cL = _hidden_affine([Wi.to(work) for Wi in Ws[:-1]], [bi.to(work) for bi in bs[:-1]], supports, work)
     n_L, B, n0 = Mh.shape
     RM = (R.to(work) @ Mh.reshape(n_L, B * n0)).reshape(n_L, B, n0).transpose(0, 1).to(torch.float64)
-    cR = cL.to(torch.float64) @ R.T
-    z = batched_lstsq(RM, rhs - cR)
-    return z, cR
+    return batched_lstsq(RM, rhs - cL.to(torch.float64) @ R.T)
 
 
 def fit_supports(
@@ -933,14 +957,14 @@ def fit_supports(
     z: Tensor | None = None
     w = meas.w.to(torch.float64) if meas.w is not None else None
     J: Tensor | None = None
-    c: Tensor
+    c: Tensor | None = None
     linear_ok = False
     if meas.diagonal and phi.invertible:
         ok_rows = phi.in_range(y64) if meas.obs is None else (phi.in_range(y64) | ~meas.obs)
         linear_ok = bool(ok_rows.all())
     shared_w = w is None or bool((w == w[:1]).all())
     if linear_ok and shared_w and G.n_hidden >= 1 and G.weights[-1].shape[0] > G.weights[-1].shape[1]:
-        z, c = _reduced_linear_fit(G, y64, supports, meas, None if w is None else w[0], work)
+        z = _reduced_linear_fit(G, y64, supports, meas, None if w is None else w[0], work)
     else:
         J, c = support_affine(G, supports, B, dtype=work)
         J, c = J.to(torch.float64), c.to(torch.float64)
@@ -954,19 +978,20 @@ def fit_supports(
     if z is None:
         z = torch.zeros(B, n0, dtype=torch.float64, device=dev) if z0 is None else z0.to(torch.float64).clone()
 
-    def residual(Jb: Tensor, cb: Tensor, zb: Tensor, yb: Tensor, wb: Tensor | None) -> tuple[Tensor, Tensor]:
-        a = torch.baddbmm(cb.unsqueeze(-1), Jb, zb.unsqueeze(-1)).squeeze(-1)
+    def signal_residual(a: Tensor, yb: Tensor, wb: Tensor | None) -> Tensor:
         p = phi(a)
         if meas.kind == "operator":
-            return meas.op.forward(p) - yb, a
+            return meas.op.forward(p) - yb  # type: ignore[no-any-return]
         r = p - yb
-        return (r if wb is None else r * wb), a
+        return r if wb is None else r * wb
 
-    if J is None:
+    def residual(Jb: Tensor, cb: Tensor, zb: Tensor, yb: Tensor, wb: Tensor | None) -> tuple[Tensor, Tensor]:
+        a = torch.baddbmm(cb.unsqueeze(-1), Jb, zb.unsqueeze(-1)).squeeze(-1)
+        return signal_residual(a, yb, wb), a
+
+    if J is None or c is None:
         # The reduced fit never formed J: the network itself gives the residual.
-        a = _output_preactivation(G, supports, z)
-        r = (meas.op.forward(phi(a)) - y64) if meas.kind == "operator" else (phi(a) - y64)
-        r = r if w is None else r * w
+        r = signal_residual(_output_preactivation(G, supports, z), y64, w)
     else:
         r, _ = residual(J, c, z, y64, w)
     obj = 0.5 * r.square().sum(dim=1)
@@ -979,7 +1004,7 @@ def fit_supports(
     idx = (obj > floor).nonzero().squeeze(1)
     if idx.numel() == 0:
         return z, converged, obj
-    if J is None:
+    if J is None or c is None:
         Jb, cb = support_affine(G, [s_[idx] for s_ in supports], idx.numel(), dtype=work)
         Jb, cb = Jb.to(torch.float64), cb.to(torch.float64)
     else:
@@ -992,7 +1017,7 @@ def fit_supports(
     for _ in range(max_iter):
         rb, a = residual(Jb, cb, zb, yb, wb)
         if meas.kind == "operator":
-            Jac = _apply_rows(meas, phi.derivative(a)[:, :, None] * Jb)
+            Jac = _apply_cols(meas, phi.derivative(a)[:, :, None] * Jb)
             rr = rb
         else:
             q = phi.derivative(a) if wb is None else phi.derivative(a) * wb

@@ -29,6 +29,9 @@ from geninv.operators import Mask
 from geninv.solvers.common import (
     Callback,
     Measurement,
+    _apply_cols,
+    _forward_meas,
+    _meas_index,
     check_generator,
     check_informative,
     check_option,
@@ -49,30 +52,6 @@ HYBRID_OPTIONS = (
 
 
 # -- the full-network objective and its Gauss-Newton refinement ---------------------------------
-
-
-def _forward_meas(meas: Measurement, p: Tensor) -> Tensor:
-    if meas.kind == "identity":
-        return p
-    if meas.kind == "diag":
-        return p * meas.w.to(p.dtype)  # type: ignore[union-attr]
-    return meas.op.forward(p)  # type: ignore[no-any-return]
-
-
-def _apply_cols(meas: Measurement, M: Tensor) -> Tensor:
-    """``A M_b`` for a batch of matrices M (B, n, k): one operator call on all B k columns."""
-    if meas.kind == "identity":
-        return M
-    if meas.kind == "diag":
-        return M * meas.w.to(M.dtype)[:, :, None]  # type: ignore[union-attr]
-    B, n, k = M.shape
-    out = meas.op.forward(M.transpose(1, 2).reshape(B * k, n))
-    return out.reshape(B, k, -1).transpose(1, 2)
-
-
-def _sub(meas: Measurement, idx: Tensor) -> Measurement:
-    return Measurement(meas.kind, meas.w[idx] if meas.w is not None else None,
-                       meas.obs[idx] if meas.obs is not None else None, meas.op)
 
 
 def network_fit(G: Generator, y: Tensor, z: Tensor, meas: Measurement, gamma: Tensor | float = 0.0) -> Tensor:
@@ -162,7 +141,7 @@ def gauss_newton_refine(
         if idx.numel() == 0:
             break
         zb, yb, gb = z[idx], y[idx], gam[idx]
-        mb = _sub(meas, idx)
+        mb = _meas_index(meas, idx)
         sups = [x > 0 for x in hidden_layers(G64, zb)]
         J, c = support_affine(G64, sups, zb.shape[0], dtype=torch.float64)
         a = torch.baddbmm(c.unsqueeze(-1), J, zb.unsqueeze(-1)).squeeze(-1)
@@ -478,7 +457,7 @@ def hybrid(
             warnings.simplefilter("ignore", ConvergenceWarning)
             res_g = _fallback_solve(name, G, yy, meas, idx, seed, fallback_iter)
         with torch.no_grad():
-            z_g, obj_g, it_g, conv_g = gauss_newton_refine(G64, y64[idx], _sub(meas, idx), res_g.z.to(torch.float64),
+            z_g, obj_g, it_g, conv_g = gauss_newton_refine(G64, y64[idx], _meas_index(meas, idx), res_g.z.to(torch.float64),
                                                            gamma=gam[idx], max_iter=refine_iter, tol=tol)
         obj_f[name][idx] = obj_g
         better = obj_g < obj_best[idx]

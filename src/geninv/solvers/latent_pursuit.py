@@ -12,6 +12,7 @@ from geninv.exceptions import InputError
 from geninv.model.generator import Generator
 from geninv.solvers.common import (
     Callback,
+    StageLog,
     check_generator,
     check_informative,
     check_option,
@@ -228,19 +229,9 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
     Ws, bs = G.weights, G.biases
     B = y.shape[0]
     dtype = y.dtype
-    history: dict[str, Tensor] = {}
     info: dict[str, Any] = {"image_domain": domain, "lam": {}, "mu": {}, "n_iter": {}, "seconds": {}}
-    converged = torch.ones(B, dtype=torch.bool, device=y.device)
-    n_iter = torch.zeros(B, dtype=torch.int64, device=y.device)
-
-    def record(stage: str, out: Any, t_stage: float) -> None:
-        nonlocal converged, n_iter
-        for k, v in out.history.items():
-            history[f"{stage}.{k}"] = v
-        converged = converged & out.converged & out.finite
-        n_iter = n_iter + out.n_iter
-        info["n_iter"][stage] = out.n_iter
-        info["seconds"][stage] = time.perf_counter() - t_stage
+    log = StageLog(B, y.device, info)
+    record = log.record
 
     # 1. image layer
     ts = time.perf_counter()
@@ -316,10 +307,10 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
         ts = time.perf_counter()
         z64, ok, obj, fit_sup = debias_fit(G, y, supports, meas, z0=z, rounds=debias_rounds)
         z = z64.to(dtype)
-        converged = converged & ok
+        log.converged = log.converged & ok
         info["debias_objective"] = obj
         info["debias_supports"] = fit_sup
         info["seconds"]["debias"] = time.perf_counter() - ts
         layers = hidden_layers(G, z)
-    return finish("latent_pursuit", G, z, layers, supports, converged, n_iter, history, t0, info, dtype)
+    return finish("latent_pursuit", G, z, layers, supports, log.converged, log.n_iter, log.history, t0, info, dtype)
 

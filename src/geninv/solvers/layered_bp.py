@@ -11,6 +11,7 @@ from torch import Tensor
 from geninv.model.generator import Generator
 from geninv.solvers.common import (
     Callback,
+    StageLog,
     check_generator,
     check_informative,
     check_option,
@@ -159,10 +160,8 @@ def layered_bp(
         Ws, bs = G.weights, G.biases
         B = yy.shape[0]
         dtype = yy.dtype
-        history: dict[str, Tensor] = {}
         info: dict[str, Any] = {"image_domain": domain, "lam": {}, "n_iter": {}, "seconds": {}}
-        converged = torch.ones(B, dtype=torch.bool, device=yy.device)
-        n_iter = torch.zeros(B, dtype=torch.int64, device=yy.device)
+        log = StageLog(B, yy.device, info)
 
         ts = time.perf_counter()
         W, b = Ws[-1], bs[-1]
@@ -185,9 +184,8 @@ def layered_bp(
                                  exact=exact)
         est = [out.state.x]
         supports = [threshold_support(out.state.x, support_tol)]
-        _record(history, info, stage, out, lam_t, ts)
-        converged &= out.converged & out.finite
-        n_iter += out.n_iter
+        log.record(stage, out, ts)
+        info["lam"][stage] = lam_t.squeeze(1)
 
         for i in range(L - 1, 0, -1):
             # x_{i+1} = relu(W_{i+1} x_i + b_{i+1}) with W_{i+1} = Ws[i] (0-based)
@@ -201,9 +199,8 @@ def layered_bp(
                                      callback=callback, stage=stage)
             est.insert(0, out.state.x)
             supports.insert(0, threshold_support(out.state.x, support_tol))
-            _record(history, info, stage, out, lam_t, ts)
-            converged &= out.converged & out.finite
-            n_iter += out.n_iter
+            log.record(stage, out, ts)
+            info["lam"][stage] = lam_t.squeeze(1)
 
         z = supported_lstsq(Ws[0], est[0] - bs[0], supports[0], None).to(dtype)
         layers = est
@@ -211,17 +208,9 @@ def layered_bp(
             ts = time.perf_counter()
             z64, ok, obj, fit_sup = debias_fit(G, yy, supports, meas, z0=z, rounds=debias_rounds)
             z = z64.to(dtype)
-            converged &= ok
+            log.converged = log.converged & ok
             info["debias_objective"] = obj
             info["debias_supports"] = fit_sup
             info["seconds"]["debias"] = time.perf_counter() - ts
             layers = hidden_layers(G, z)
-    return finish("layered_bp", G, z, layers, supports, converged, n_iter, history, t0, info, dtype)
-
-
-def _record(history: dict[str, Tensor], info: dict[str, Any], stage: str, out: Any, lam_t: Tensor, ts: float) -> None:
-    for k, v in out.history.items():
-        history[f"{stage}.{k}"] = v
-    info["lam"][stage] = lam_t.squeeze(1)
-    info["n_iter"][stage] = out.n_iter
-    info["seconds"][stage] = time.perf_counter() - ts
+    return finish("layered_bp", G, z, layers, supports, log.converged, log.n_iter, log.history, t0, info, dtype)

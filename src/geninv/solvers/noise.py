@@ -37,6 +37,8 @@ from geninv.model.generator import Generator
 from geninv.solvers.common import (
     Callback,
     Measurement,
+    StageLog,
+    _apply_cols,
     check_generator,
     check_informative,
     check_option,
@@ -53,19 +55,15 @@ from geninv.solvers.common import (
     supported_lstsq,
     threshold_support,
 )
-from geninv.solvers.hybrid import _apply_cols, _m_obs, _measure_for, gauss_newton_refine, network_fit
+from geninv.solvers.hybrid import _m_obs, _measure_for, gauss_newton_refine, network_fit
 from geninv.solvers.result import SolveResult
 from geninv.solvers.spectral import masked_gram_norm
 from geninv.solvers.steps import (
     LadmmState,
     LinearLS,
     SignalLS,
-    fista_bt_init,
-    fista_bt_step,
-    fista_init,
-    fista_step,
 )
-from geninv.solvers.subproblems import FistaData, image_lipschitz, ladmm_mu
+from geninv.solvers.subproblems import fista_layer, image_lipschitz, ladmm_mu
 
 __all__ = [
     "estimate_noise", "noisy_pursuit", "universal_lam", "propagated_sigma", "oracle_expected_error",
@@ -236,35 +234,11 @@ class _GammaLadmmData(NamedTuple):
 
 def _fista(f: LinearLS | SignalLS, t: Tensor, w: Tensor | None, lip: Tensor, lam: Tensor, *, max_iter: int, tol: float,
            check_every: int, callback: Callback | None, stage: str) -> Any:
-    """``min_{x >= 0} f(x) + lam_b 1^T x`` with a per-sample ``lam`` (B, 1), by (backtracking) FISTA."""
-    B = t.shape[0]
-    x0 = torch.zeros(B, f.W.shape[1], dtype=t.dtype, device=t.device)
-    step = (1.0 / lip.to(t.dtype)).reshape(-1, 1).expand(B, 1).contiguous()
-    data = FistaData(t, w, step, lam)
-
-    def objective(state: Any, d: FistaData) -> Tensor:
-        return f.value(state.x, d.t, d.w) + d.lam.squeeze(1) * state.x.sum(dim=1)
-
-    if isinstance(f, SignalLS):
-        sf = f
-
-        def bt(state: Any, d: FistaData) -> Any:
-            return fista_bt_step(state, lambda x: sf.value_and_grad(x, d.t, d.w), lambda x: sf.value(x, d.t, d.w), d.lam)
-
-        return run_loop(bt, fista_bt_init(x0, step), data, primary="x", change=lambda st, prev, d: st.change,
-                        objective=objective, max_iter=max_iter, tol=tol, check_every=check_every, callback=callback,
-                        stage=stage)
-    lf = f
-
-    def st_fn(state: Any, d: FistaData) -> Any:
-        return fista_step(state, lambda x: lf.grad(x, d.t, d.w), d.step, d.lam)
-
-    def change(state: Any, prev: Tensor, d: FistaData) -> Tensor:
-        den = torch.maximum(state.x.norm(dim=1), prev.norm(dim=1)).clamp_min(torch.finfo(prev.dtype).tiny)
-        return (state.x - prev).norm(dim=1) / den
-
-    return run_loop(st_fn, fista_init(x0), data, primary="x", change=change, objective=objective, max_iter=max_iter,
-                    tol=tol, check_every=check_every, callback=callback, stage=stage)
+    """``min_{x >= 0} f(x) + lam_b 1^T x`` with a per-sample ``lam`` (B, 1), by (backtracking) FISTA
+    from zero (:func:`geninv.solvers.subproblems.fista_layer`)."""
+    out, _ = fista_layer(f, t, w, lip=lip, lam=lam, lam_rel=0.0, x0=None, max_iter=max_iter, tol=tol,
+                         check_every=check_every, restart=True, callback=callback, stage=stage)
+    return out
 
 
 def _ladmm(W: Tensor, b: Tensor, c: Tensor, s: Tensor, sc: Tensor, lam: Tensor, gamma: Tensor, x0: Tensor, *, nonneg: bool,
@@ -500,18 +474,8 @@ def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, method: str,
     phi = G.output_activation
     info: dict[str, Any] = {"sigma": sigma, "image_domain": domain, "lam": {}, "layer_sigma": {}, "eps": {},
                             "n_iter": {}, "seconds": {}}
-    history: dict[str, Tensor] = {}
-    converged = torch.ones(B, dtype=torch.bool, device=dev)
-    n_iter = torch.zeros(B, dtype=torch.int64, device=dev)
-
-    def record(stage: str, out: Any, ts: float) -> None:
-        nonlocal converged, n_iter
-        for k, v in out.history.items():
-            history[f"{stage}.{k}"] = v
-        converged = converged & out.converged & out.finite
-        n_iter = n_iter + out.n_iter
-        info["n_iter"][stage] = out.n_iter
-        info["seconds"][stage] = time.perf_counter() - ts
+    log = StageLog(B, dev, info)
+    record = log.record
 
     # 1. image layer
     ts = time.perf_counter()
@@ -614,15 +578,15 @@ def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, method: str,
             z64, ok, obj = fit_supports(G, y, supports, meas, z0=z, max_iter=5)
         else:
             z64, ok, obj, _ = debias_fit(G, y, supports, meas, z0=z)
-            converged = converged & ok
+            log.converged = log.converged & ok
         if refine == "network" and refine_iter:
             z64, obj, it, ok2 = gauss_newton_refine(G, y, meas, z64, gamma=g_end, max_iter=refine_iter)
-            n_iter = n_iter + it
+            log.n_iter = log.n_iter + it
         info["objective"] = obj
         info["seconds"]["refine"] = time.perf_counter() - ts
         z = z64.to(dt)
         layers = hidden_layers(G, z)
-    return finish(f"noisy_{method}", G, z, layers, supports, converged, n_iter, history, t0, info, dt)
+    return finish(f"noisy_{method}", G, z, layers, supports, log.converged, log.n_iter, log.history, t0, info, dt)
 
 
 def oracle_expected_error(

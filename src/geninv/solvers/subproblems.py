@@ -65,7 +65,7 @@ def fista_layer(
     w: Tensor | None,
     *,
     lip: Tensor,
-    lam: float | None,
+    lam: float | Tensor | None,
     lam_rel: float,
     x0: Tensor | None,
     max_iter: int,
@@ -84,8 +84,9 @@ def fista_layer(
         The smooth part, with target ``t`` (B, m) and row weights ``w`` (B, m) or None.
     lip : Tensor of shape (B,) or (1,)
         Lipschitz constant of ``grad f`` per sample; the step is ``1 / lip``.
-    lam : float or None
-        Absolute l1 weight; None uses ``lam_rel * lam_max`` per sample (:func:`auto_lam`).
+    lam : float, Tensor of shape (B, 1), or None
+        Absolute l1 weight (one, or one per sample); None uses ``lam_rel * lam_max`` per sample
+        (:func:`auto_lam`).
     exact : Tensor of shape (B,), bool, optional
         Samples whose start ``x0`` already fits exactly (noiseless,
         :func:`geninv.solvers.common.exact_fit`): their ``lam`` is 0.
@@ -101,6 +102,8 @@ def fista_layer(
         x0 = torch.zeros(B, n_in, dtype=dtype, device=dev)
     if lam is None:
         lam_t = auto_lam(f.grad(torch.zeros(B, n_in, dtype=dtype, device=dev), t, w), lam_rel)
+    elif isinstance(lam, Tensor):
+        lam_t = lam
     else:
         lam_t = torch.full((B, 1), float(lam), dtype=dtype, device=dev)
     if exact is not None:
