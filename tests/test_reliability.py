@@ -933,8 +933,10 @@ def test_overflowing_sample_is_stopped_without_poisoning_the_batch(method):
     scale = bad[0].abs().max()  # compare in units of the signal: its squares overflow float64
     fit = float(geninv.relative_error(bad[:1] / scale, G.forward_unchecked(res.z[:1]) / scale))
     solved = bool(res.converged[0]) and fit < 1e-6  # e.g. the oracle: G is positively homogeneous here
+    assert bool(res.fits[0]) == (fit < 1e-6), f"{method}: fits={bool(res.fits[0])} for a relative image error {fit:.3g}"
     if not solved:
         assert not bool(res.converged[0]), f"{method}: an unsolved overflowing sample must say converged=False"
+    if fit >= 1e-6:  # a sample that does not fit is reported (one that fits needs no warning)
         assert any(issubclass(w.category, ConvergenceWarning) for w in caught), f"{method}: no ConvergenceWarning"
 
 

@@ -63,3 +63,8 @@ __all__ += ["load_mnist_generator"]
 from geninv.solvers import invert, latent_pursuit, layered_bp, oracle  # noqa: E402
 
 __all__ += ["invert", "oracle", "layered_bp", "latent_pursuit"]
+
+# the per-sample self-check of every result: per-layer SNR against a known latent
+from geninv.solvers.verdict import layer_snr  # noqa: E402
+
+__all__ += ["layer_snr"]

@@ -8,12 +8,13 @@ import functools
 import importlib
 import inspect
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from geninv.exceptions import InputError, describe
+from geninv.exceptions import ConvergenceWarning, InputError, describe
 from geninv.operators import Mask
 from geninv.solvers.common import (
     check_generator,
@@ -29,6 +30,7 @@ from geninv.solvers.latent_pursuit import latent_pursuit
 from geninv.solvers.layered_bp import layered_bp
 from geninv.solvers.oracle import oracle
 from geninv.solvers.result import SolveResult
+from geninv.solvers.verdict import fit_message, noise_level_of, self_check
 
 __all__ = ["SolveResult", "invert", "oracle", "layered_bp", "latent_pursuit", "METHODS", "debias_result"]
 
@@ -119,6 +121,12 @@ def invert(
     Returns
     -------
     SolveResult
+        With per-sample ``residual`` (``||A G(z) - y|| / ||y||``, float64 (B,)) and ``fits``
+        (bool (B,)): the residual is at the rounding level of ``y``'s dtype, or consistent with
+        the noise level (``noise_level=`` when a number or tensor, else the one the method
+        estimated). When some sample does not fit, one ``ConvergenceWarning`` per call gives the
+        counts and residuals (the method's own convergence warnings are folded into it); none
+        when every sample fits.
 
     Raises
     ------
@@ -169,9 +177,21 @@ def invert(
         )
     if method != "oracle":
         check_informative(G, yy, meas)
-    res = fn(G, yy, measure=measure, **options)
-    if post_debias:
-        res = debias_result(G, yy, meas, res)
+    data_dtype = y.dtype if isinstance(y, torch.Tensor) and y.dtype in (torch.float32, torch.float64) else yy.dtype
+    with warnings.catch_warnings(record=True) as caught:
+        # The method's own ConvergenceWarnings are replaced by the one verdict below.
+        warnings.simplefilter("always")
+        res = fn(G, yy, measure=measure, **options)
+        if post_debias:
+            res = debias_result(G, yy, meas, res)
+    for w in caught:
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    noise = options.get("noise_level")
+    res = self_check(G, yy, meas, res, data_dtype=data_dtype, noise_level=noise)
+    msg = fit_message(res, noise_known=noise_level_of(noise, res.info, res.batch_size, yy.device) is not None)
+    if msg:
+        warnings.warn(msg, ConvergenceWarning, stacklevel=2)
     return res
 
 
@@ -199,7 +219,7 @@ def _check_common_options(options: dict[str, Any]) -> None:
 
 
 def debias_result(G: Any, y: Any, meas: Any, res: SolveResult) -> SolveResult:
-    """Debias any method's result (SPEC sec. 6): freeze the supports of ``G(res.z)`` and fit ``z``
+    """Debias any method's result (the debiasing of the pursuits): freeze the supports of ``G(res.z)`` and fit ``z``
     end to end (:func:`geninv.solvers.common.debias_fit`); the fit is kept per sample only where
     it lowers ``1/2 ||A (y - G(z))||^2``."""
     t0 = time.perf_counter()
@@ -215,4 +235,4 @@ def debias_result(G: Any, y: Any, meas: Any, res: SolveResult) -> SolveResult:
         supports = [torch.where(better[:, None], a, b) for a, b in zip(fit_sup, sup)]
     info = dict(res.info, debiased=better)
     return dataclasses.replace(res, z=z, layers=layers, supports=supports, seconds=res.seconds + time.perf_counter() - t0,
-                               info=info)
+                               info=info, residual=None, fits=None)

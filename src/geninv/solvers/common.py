@@ -941,6 +941,11 @@ def fit_supports(
     Gaussian noise; it is skipped when ``phi`` is the identity and ``A`` diagonal (the linear
     solution is then already optimal). Each step solves ``B`` systems of size ``n_0``.
 
+    A ReLU output with a pixel mask (or none) freezes the output's support too: the observed
+    positive pixels ``P`` of ``y`` are the rows of the fit, ``min_z ||J^P z + c^P - y^P||``
+    (linear, solved exactly); its zero pixels are the inequalities of the output layer, which a
+    fit inside the true supports satisfies.
+
     Returns
     -------
     z : Tensor (B, n_0), float64
@@ -962,6 +967,8 @@ def fit_supports(
     if meas.diagonal and phi.invertible:
         ok_rows = phi.in_range(y64) if meas.obs is None else (phi.in_range(y64) | ~meas.obs)
         linear_ok = bool(ok_rows.all())
+    if phi.name == "relu" and meas.diagonal:
+        return _relu_output_fit(G, y64, supports, meas, work)
     shared_w = w is None or bool((w == w[:1]).all())
     if linear_ok and shared_w and G.n_hidden >= 1 and G.weights[-1].shape[0] > G.weights[-1].shape[1]:
         z = _reduced_linear_fit(G, y64, supports, meas, None if w is None else w[0], work)
@@ -1060,6 +1067,27 @@ def fit_supports(
 # -- results ---------------------------------------------------------------------------------
 
 
+def _relu_output_fit(G: Generator, y64: Tensor, supports: Sequence[Tensor], meas: Measurement,
+                     work: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`fit_supports` for a ReLU output seen through a pixel mask (or none): least squares
+    on the observed positive pixels with every support frozen; the objective is the true
+    ``1/2 ||M (relu(J z + c) - y)||^2``."""
+    B = y64.shape[0]
+    pos = y64 > 0
+    if meas.obs is not None:
+        pos = pos & meas.obs
+    J, c = support_affine(G, supports, B, dtype=work)
+    J, c = J.to(torch.float64), c.to(torch.float64)
+    wp = pos.to(torch.float64)
+    z = batched_lstsq(J * wp[:, :, None], (y64 - c) * wp)
+    a = torch.baddbmm(c.unsqueeze(-1), J, z.unsqueeze(-1)).squeeze(-1)
+    r = torch.relu(a) - y64
+    if meas.w is not None:
+        r = r * meas.w.to(torch.float64)
+    converged = torch.isfinite(z).all(dim=1)
+    return z, converged, 0.5 * r.square().sum(dim=1)
+
+
 def finish(
     method: str,
     G: Generator,
@@ -1072,8 +1100,17 @@ def finish(
     t0: float,
     info: dict[str, Any],
     dtype: torch.dtype,
+    *,
+    y: Tensor | None = None,
+    meas: Measurement | None = None,
 ) -> SolveResult:
-    """Pack a SolveResult: cast to ``y``'s dtype, contain NaN/Inf, warn on non-convergence."""
+    """Pack a SolveResult: cast to ``y``'s dtype, contain NaN/Inf, check the fit, warn once.
+
+    With the data ``y`` (B, m) and its measurement ``meas``, the result carries its per-sample
+    ``residual`` and ``fits`` (:func:`geninv.solvers.verdict.self_check`), and the one
+    ConvergenceWarning of the call says how many samples do not fit (none when all fit).
+    Without them it warns on non-convergence only.
+    """
     z = z.to(dtype)
     layers = [x.to(dtype) for x in layers]
     bad = ~torch.isfinite(z).all(dim=1)
@@ -1081,30 +1118,34 @@ def finish(
         bad = bad | ~torch.isfinite(x).all(dim=1)
     if bool(bad.all()):
         raise NumericalError(f"{method}: every sample produced NaN/Inf; the problem is too ill-conditioned for {dtype}")
+    notes = []
     if bool(bad.any()):
         nb = int(bad.sum())
         z = torch.where(bad[:, None], torch.zeros_like(z), z)
         layers = [torch.where(bad[:, None], torch.zeros_like(x), x) for x in layers]
         converged = converged & ~bad
         info = dict(info, nonfinite=bad)
-        warnings.warn(
-            f"{method}: {nb} sample(s) produced NaN/Inf and were reset to zero (converged=False)",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
+        notes.append(f"{nb} sample(s) produced NaN/Inf and were reset to zero (converged=False)")
+    res = SolveResult(method, z, layers, supports, converged, n_iter, history, time.perf_counter() - t0, info)
+    if y is not None and meas is not None:
+        from geninv.solvers.verdict import fit_message, self_check
+
+        res = self_check(G, y, meas, res)
+        msg = fit_message(res)
+        if msg:
+            warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+        return res
     n_bad = int((~converged).sum())
     if n_bad:
-        warnings.warn(
-            f"{method}: {n_bad} of {converged.numel()} sample(s) did not converge (see result.converged); "
-            "raise max_iter or loosen tol",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
-    return SolveResult(method, z, layers, supports, converged, n_iter, history, time.perf_counter() - t0, info)
+        notes.append(f"{n_bad} of {converged.numel()} sample(s) did not converge (see result.converged); "
+                     "raise max_iter or loosen tol")
+    if notes:
+        warnings.warn(f"{method}: " + "; ".join(notes), ConvergenceWarning, stacklevel=3)
+    return res
 
 
 def no_hidden_layer(method: str, G: Generator, y: Tensor, meas: Measurement, t0: float) -> SolveResult:
     """A generator without hidden layers, ``y = A phi(W z + b)``: the end-to-end fit is the answer."""
     z, conv, obj = fit_supports(G, y, [], meas)
     n_iter = torch.zeros(y.shape[0], dtype=torch.int64, device=y.device)
-    return finish(method, G, z, [], [], conv, n_iter, {}, t0, {"debias_objective": obj}, y.dtype)
+    return finish(method, G, z, [], [], conv, n_iter, {}, t0, {"debias_objective": obj}, y.dtype, y=y, meas=meas)

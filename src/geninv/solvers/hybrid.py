@@ -1,5 +1,5 @@
 """A hybrid inverter: layer-wise pursuit, then Gauss-Newton on the whole network, with a
-gradient-based fallback decided per signal by the residual (issue 9; the paper's "future work").
+gradient-based fallback decided per signal by the residual (the paper's "future work").
 
 Latent-Pursuit recovers ``z`` exactly while every layer can be inverted on its own
 (``s_L < n/2``, Corollary 1) and fails in the third regime of Fig. 4 (``n_1 >> n``), where
@@ -305,11 +305,14 @@ def hybrid(
     -------
     SolveResult
         ``z`` the chosen candidate per sample; ``layers`` the hidden layers of ``G(z)``;
-        ``supports`` their supports; ``converged`` the chosen candidate's; ``history`` with
+        ``supports`` their supports; ``converged`` the hybrid's residual test: True where the
+        returned ``z`` explains ``y`` (``F`` below :func:`fit_threshold`); ``history`` with
         ``"objective"`` (T, B): ``F`` of the pursuit, then of the current choice after the
         refinement and after each fallback stage (non-increasing);
         ``info``: ``choice`` (B,) int, an index into ``choices`` (``("pursuit", *fallback)``,
-        each followed by the refinement), ``unexplained`` (B,) bool (after stage 2),
+        each followed by the refinement), ``stage`` the same as a list of B names (the stage
+        that produced each sample's answer), ``candidate_converged`` (B,) bool (the chosen
+        candidate's own stopping criterion), ``unexplained`` (B,) bool (after stage 2),
         ``fallback`` (B,) bool (stage 3 ran), ``threshold`` (B,), ``objective_pursuit``,
         ``objective_refined`` (B,), ``objective_fallback`` ``{name: (B,)}`` (NaN where not
         run), ``s_L`` (B,) the pursuit's
@@ -319,7 +322,7 @@ def hybrid(
     Notes
     -----
     The rule (chosen from measurements on random ``[20, n_1, 600]`` tanh generators, float64,
-    ``n_1 = 30 ... 2000``; see ``docs``/the final report of issue 9):
+    ``n_1 = 30 ... 2000``):
 
     1. **Pursuit.** Latent-Pursuit (with debiasing), each stage capped at ``pursuit_iter``
        iterations: in the third regime (``s_L > n/2``) the image-layer problem has no unique
@@ -431,7 +434,7 @@ def hybrid(
     if callback is not None:
         callback(1, {"stage": "refine", "x": z_r.to(yy.dtype), "objective": obj_r})
     z_best, obj_best = z_r.clone(), obj_r.clone()
-    converged = conv_r
+    candidate_converged = conv_r.clone()
     n_iter = res_p.n_iter + it_r
     choice = torch.zeros(B, dtype=torch.int64, device=dev)
 
@@ -464,7 +467,7 @@ def hybrid(
         gi = idx[better]
         z_best[gi] = z_g[better]
         obj_best[gi] = obj_g[better]
-        converged[gi] = res_g.converged[better] | conv_g[better]
+        candidate_converged[gi] = res_g.converged[better] | conv_g[better]
         choice[gi] = k
         n_iter[idx] += res_g.n_iter + it_g
         seconds[f"fallback_{name}"] = time.perf_counter() - ts
@@ -476,10 +479,14 @@ def hybrid(
         layers = hidden_layers(G64, z_best)
     supports = [x > 0 for x in layers]
     history = {"objective": torch.stack(hist)}
+    # The hybrid's verdict is its own residual test on the answer it returns.
+    converged = ~unexplained(obj_best, z_best)
+    choices = ("pursuit", *fallback)
     info: dict[str, Any] = {
-        "choice": choice, "choices": ("pursuit", *fallback), "fallback": ran, "unexplained": need,
+        "choice": choice, "choices": choices, "stage": [choices[c] for c in choice.tolist()],
+        "candidate_converged": candidate_converged, "fallback": ran, "unexplained": need,
         "threshold": thr, "objective_pursuit": obj_p, "objective_refined": obj_r, "objective_fallback": obj_f,
         "s_L": s_L, "pursuit_trusted": trusted, "sigma": sigma, "gamma": gam, "seconds": seconds,
         "pursuit": pursuit, "pursuit_info": res_p.info,
     }
-    return finish("hybrid", G, z_best, layers, supports, converged, n_iter, history, t0, info, yy.dtype)
+    return finish("hybrid", G, z_best, layers, supports, converged, n_iter, history, t0, info, yy.dtype, y=yy, meas=meas)

@@ -30,6 +30,13 @@ from geninv.solvers.common import (
     supported_lstsq,
     threshold_support,
 )
+from geninv.solvers.relu_output import (
+    check_relu_measure,
+    is_relu_output,
+    output_support,
+    relu_image_admm,
+    relu_image_start,
+)
 from geninv.solvers.result import SolveResult
 from geninv.solvers.steps import LinearLS, SignalLS
 from geninv.solvers.subproblems import auto_lam, fista_layer, image_lipschitz, ladmm_layer
@@ -109,8 +116,12 @@ def latent_pursuit(
         pre-activation form ``min_{x>=0} 1/2 ||M (phi^{-1}(y) - b - W x)||^2 + lam 1^T x``,
         available for an invertible ``phi`` and a pixel mask or no measure. ``"auto"`` (default)
         takes ``"pre"`` whenever it is available and every observed entry of ``y`` lies inside
-        the range of ``phi``, and ``"signal"`` otherwise (noisy tanh data at +-1, ReLU outputs,
-        general operators); chosen from measurements (see Notes).
+        the range of ``phi``, and ``"signal"`` otherwise (noisy tanh data at +-1, general
+        operators); chosen from measurements (see Notes). A ReLU output with ``"auto"`` is one
+        more sparse layer (``info["image_domain"] == "support"``): its positive pixels are
+        equations and its observed zero pixels inequalities ``W^Z x_L + b^Z <= 0``, solved as a
+        middle layer of eq. (9) (:mod:`geninv.solvers.relu_output`); through a general operator
+        that support is not observed and the call raises InputError.
     support_tol : float
         Support threshold relative to the layer's largest entry (default 1e-4).
     mu : float, optional
@@ -210,7 +221,12 @@ def latent_pursuit(
     warm_start = check_option("warm_start", warm_start, kind="bool")
     power_iters = check_option("power_iters", power_iters, kind="int", low=0)
     check_seed(seed)
-    domain = choose_domain(image_domain, G, yy, meas)
+    if is_relu_output(G) and image_domain == "auto":
+        # A ReLU output is one more sparse layer: its support is read off y (module relu_output).
+        check_relu_measure("latent_pursuit", G, meas)
+        domain = "support"
+    else:
+        domain = choose_domain(image_domain, G, yy, meas)
     check_informative(G, yy, meas)
 
     with torch.no_grad():
@@ -239,7 +255,17 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
     stage = f"x{L}"
     x0_img = None
     exact = None
-    if domain == "pre":
+    if domain == "support":
+        pos, zero = output_support(y, meas)
+        if warm_start:
+            x0_img, exact = relu_image_start(W, b, y, pos, zero, dtype)
+        else:
+            x0_img = torch.zeros(B, W.shape[1], dtype=dtype, device=y.device)
+        out, lam_t, mu_t = relu_image_admm(W, b, y, pos, zero, lam=lam, lam_rel=lam_rel, rho=rho, mu=mu, x0=x0_img,
+                                           exact=exact, max_iter=max_iter, tol=tol, check_every=check_every,
+                                           power_iters=power_iters, callback=callback, stage=stage)
+        info["mu"][stage] = mu_t.squeeze(1)
+    elif domain == "pre":
         t = preactivation_target(G, y, meas)
         f: LinearLS | SignalLS = LinearLS(W, b)
         lip = image_lipschitz(W, meas, None, power_iters=power_iters)
@@ -252,8 +278,9 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
         f = SignalLS(W, b, G.output_activation, meas.op if meas.kind == "operator" else None)
         lip = image_lipschitz(W, meas, G.output_activation, power_iters=power_iters)
         w = meas.w
-    out, lam_t = fista_layer(f, t, w, lip=lip, lam=lam, lam_rel=lam_rel, x0=x0_img, max_iter=max_iter, tol=tol,
-                             check_every=check_every, restart=restart, callback=callback, stage=stage, exact=exact)
+    if domain != "support":
+        out, lam_t = fista_layer(f, t, w, lip=lip, lam=lam, lam_rel=lam_rel, x0=x0_img, max_iter=max_iter, tol=tol,
+                                 check_every=check_every, restart=restart, callback=callback, stage=stage, exact=exact)
     record(stage, out, ts)
     info["lam"][stage] = lam_t.squeeze(1)
     x_next = out.state.x
@@ -312,5 +339,5 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
         info["debias_supports"] = fit_sup
         info["seconds"]["debias"] = time.perf_counter() - ts
         layers = hidden_layers(G, z)
-    return finish("latent_pursuit", G, z, layers, supports, log.converged, log.n_iter, log.history, t0, info, dtype)
+    return finish("latent_pursuit", G, z, layers, supports, log.converged, log.n_iter, log.history, t0, info, dtype, y=y, meas=meas)
 

@@ -29,6 +29,7 @@ from geninv.solvers.common import (
     supported_lstsq,
     threshold_support,
 )
+from geninv.solvers.relu_output import check_relu_measure, is_relu_output, output_support, relu_image_start
 from geninv.solvers.result import SolveResult
 from geninv.solvers.spectral import masked_gram_norm
 from geninv.solvers.steps import LinearLS, SignalLS
@@ -90,7 +91,10 @@ def layered_bp(
         SPEC sec. 5 for an invertible output, a pixel mask or no measure and observed ``y``
         inside the activation's range; otherwise the signal domain of SPEC eq. 8 (noisy tanh
         data at +-1, ReLU output, general operators). ``"pre"`` forces the pre-activation form
-        (DomainError for ``y`` outside the range).
+        (DomainError for ``y`` outside the range). A ReLU output with ``"auto"``: the first
+        problem is that of a middle layer, on the rows of the positive pixels of ``y``
+        (``info["image_domain"] == "support"``, :mod:`geninv.solvers.relu_output`); InputError
+        through a general operator, which does not observe that support.
     support_tol : float
         Relative support threshold (default 1e-4).
     check_every, restart, power_iters :
@@ -149,7 +153,12 @@ def layered_bp(
     power_iters = check_option("power_iters", power_iters, kind="int", low=0)
     warm_start = check_option("warm_start", warm_start, kind="bool")
     check_seed(seed)
-    domain = choose_domain(image_domain, G, yy, meas)
+    if is_relu_output(G) and image_domain == "auto":
+        # A ReLU output is one more sparse layer: its support is read off y (module relu_output).
+        check_relu_measure("layered_bp", G, meas)
+        domain = "support"
+    else:
+        domain = choose_domain(image_domain, G, yy, meas)
     check_informative(G, yy, meas)
 
     phi = G.output_activation
@@ -167,19 +176,30 @@ def layered_bp(
         W, b = Ws[-1], bs[-1]
         x0_img = None
         exact = None
-        if domain == "pre":
-            t = preactivation_target(G, yy, meas)
+        if domain == "support":
+            # As a middle layer of Layered Basis-Pursuit: the equations on the positive pixels.
+            pos, zero = output_support(yy, meas)
+            t = yy
+            w_img: Tensor | None = pos.to(dtype)
             f: LinearLS | SignalLS = LinearLS(W, b)
+            lip = masked_gram_norm(W, w_img, iters=power_iters)
+            if warm_start:
+                x0_img, exact = relu_image_start(W, b, yy, pos, zero, dtype)
+        elif domain == "pre":
+            t = preactivation_target(G, yy, meas)
+            w_img = meas.w
+            f = LinearLS(W, b)
             lip = image_lipschitz(W, meas, None, power_iters=power_iters)
             if warm_start:
                 x0_img = image_warm_start(W, t - b, meas.obs, dtype)
                 exact = exact_fit(W, b, t, meas.w, x0_img)
         else:
             t = yy
+            w_img = meas.w
             f = SignalLS(W, b, phi, meas.op if meas.kind == "operator" else None)
             lip = image_lipschitz(W, meas, phi, power_iters=power_iters)
         stage = f"x{L}"
-        out, lam_t = fista_layer(f, t, meas.w, lip=lip, lam=lam, lam_rel=lam_rel, x0=x0_img, max_iter=max_iter,
+        out, lam_t = fista_layer(f, t, w_img, lip=lip, lam=lam, lam_rel=lam_rel, x0=x0_img, max_iter=max_iter,
                                  tol=tol, check_every=check_every, restart=restart, callback=callback, stage=stage,
                                  exact=exact)
         est = [out.state.x]
@@ -213,4 +233,4 @@ def layered_bp(
             info["debias_supports"] = fit_sup
             info["seconds"]["debias"] = time.perf_counter() - ts
             layers = hidden_layers(G, z)
-    return finish("layered_bp", G, z, layers, supports, log.converged, log.n_iter, log.history, t0, info, dtype)
+    return finish("layered_bp", G, z, layers, supports, log.converged, log.n_iter, log.history, t0, info, dtype, y=yy, meas=meas)

@@ -1,4 +1,4 @@
-"""The Oracle (SPEC sec. 4; the paper's Algorithms 1 and 6): inversion with known supports."""
+"""The Oracle (the paper's Algorithms 1 and 6): inversion with known supports."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from geninv.solvers.common import (
     resolve_measurement,
     supported_lstsq,
 )
+from geninv.solvers.relu_output import check_relu_measure, is_relu_output, output_support
 from geninv.solvers.result import SolveResult
 
 __all__ = ["oracle", "check_supports"]
@@ -92,9 +93,12 @@ def oracle(
     mask : Tensor of shape (n,) or (B, n), bool, optional
         Shorthand for ``measure=Mask(mask)``.
     mode : {"auto", "layerwise", "end_to_end"}
-        ``"layerwise"``: SPEC sec. 4 exactly, one pseudo-inverse per layer (needs
+        ``"layerwise"``: the paper's Oracle exactly, one pseudo-inverse per layer (needs
         ``phi^{-1}``, so an invertible output activation and a pixel mask or no measure, or
-        an identity output with any linear operator). ``"end_to_end"``: fit ``z`` through the
+        an identity output with any linear operator; a ReLU output with a pixel mask or no
+        measure uses its observed positive pixels as the rows of the first pseudo-inverse).
+        A ReLU output through a general operator raises InputError (its support is not
+        observed; :mod:`geninv.solvers.relu_output`). ``"end_to_end"``: fit ``z`` through the
         whole network with the supports frozen (Gauss-Newton in the signal domain; the
         debiasing step of the pursuits). ``"auto"`` (default): layerwise where available.
     max_iter, tol : int, float
@@ -142,7 +146,8 @@ def oracle(
     callback = check_option("callback", callback, kind="callable", allow_none=True)
     check_seed(seed)
     phi = G.output_activation
-    layerwise_ok = (meas.diagonal and phi.invertible) or (meas.kind == "operator" and phi.name == "identity")
+    check_relu_measure("oracle", G, meas)
+    layerwise_ok = meas.diagonal or (meas.kind == "operator" and phi.name == "identity")
     if mode == "layerwise" and not layerwise_ok:
         raise InputError(
             "mode: 'layerwise' needs phi^{-1} (an invertible output activation with a pixel mask or no measure, "
@@ -160,13 +165,17 @@ def oracle(
         callback(0, {"stage": "oracle", "x": z.to(yy.dtype), "active": 0, "change": None, "objective": None})
     n_iter = torch.zeros(yy.shape[0], dtype=torch.int64, device=yy.device)
     info = {"mode": "layerwise" if use_layerwise else "end_to_end"}
-    return finish("oracle", G, z, layers, [s.clone() for s in sup], converged, n_iter, {}, t0, info, yy.dtype)
+    return finish("oracle", G, z, layers, [s.clone() for s in sup], converged, n_iter, {}, t0, info, yy.dtype, y=yy, meas=meas)
 
 
 def _layerwise(G: Generator, y: Tensor, sup: list[Tensor], meas: Measurement) -> tuple[Tensor, list[Tensor]]:
     L = G.n_hidden
     Ws, bs = G.weights, G.biases
-    if meas.diagonal:
+    if meas.diagonal and is_relu_output(G):
+        # A ReLU output: the observed positive pixels are the equations (the output's support).
+        pos, _ = output_support(y, meas)
+        x = supported_lstsq(Ws[-1], y - bs[-1], pos, sup[-1] if L else None)
+    elif meas.diagonal:
         t = preactivation_target(G, y, meas) - bs[-1]
         x = supported_lstsq(Ws[-1], t, meas.obs, sup[-1] if L else None)
     else:

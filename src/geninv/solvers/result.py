@@ -35,6 +35,16 @@ class SolveResult:
         Wall time of the solve.
     info : dict
         Method-specific extras (parameters actually used, stage timings, ...).
+    residual : Tensor of shape (B,), float64, or None
+        Per-sample relative residual of the measurements, ``||A G(z) - y|| / ||y||`` (the
+        absolute norm where ``y = 0``; ``inf`` for a non-finite ``z``).
+    fits : Tensor of shape (B,), bool, or None
+        Per-sample verdict: True where ``z`` explains ``y``, i.e. the residual is at the rounding
+        level of the data's dtype (exact data) or consistent with the noise level given or
+        estimated (:func:`geninv.solvers.verdict.fit_verdict`). Unlike ``converged`` (the
+        iteration stopped by its own criterion), a False here means ``z`` is not a preimage of
+        ``y``. Both are None only on a result built by hand; :func:`geninv.invert` and the
+        pursuits fill them.
     """
 
     method: str
@@ -46,6 +56,8 @@ class SolveResult:
     history: dict[str, Tensor] = field(default_factory=dict)
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    residual: Tensor | None = None
+    fits: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -63,4 +75,16 @@ class SolveResult:
             {k: v.to(device) for k, v in self.history.items()},
             self.seconds,
             dict(self.info),
+            None if self.residual is None else self.residual.to(device),
+            None if self.fits is None else self.fits.to(device),
         )
+
+    def __repr__(self) -> str:
+        B = self.batch_size
+        parts = [f"method={self.method!r}", f"B={B}", f"converged={int(self.converged.sum())}/{B}"]
+        if self.fits is not None:
+            parts.append(f"fits={int(self.fits.sum())}/{B}")
+        if self.residual is not None and self.residual.numel():
+            parts.append(f"median residual={float(self.residual.median()):.3g}")
+        parts.append(f"seconds={self.seconds:.3g}")
+        return f"SolveResult({', '.join(parts)})"
