@@ -43,9 +43,9 @@ def check_relu_measure(method: str, G: Any, meas: Measurement) -> None:
     """InputError for a ReLU output seen through a general operator (see the module notes)."""
     if is_relu_output(G) and meas.kind == "operator":
         raise InputError(
-            f"measure: {method} on a generator with a relu output needs a pixel mask or no measure (the output's "
-            f"zero pixels are its inequality constraints, which a general operator does not observe individually), "
-            f"received {type(meas.op).__name__} of shape {tuple(meas.op.shape)}; use method='gd' or 'adam'"
+            f"measure: expected a pixel mask or no measure for {method} on a generator with a relu output (the "
+            f"output's zero pixels are its inequality constraints, which a general operator does not observe "
+            f"individually), received {type(meas.op).__name__} of shape {tuple(meas.op.shape)}; use method='gd' or 'adam'"
         )
 
 

@@ -220,7 +220,10 @@ def fit_message(res: Any, *, noise_known: bool | None = None) -> str:
     ]
     nonfinite = res.info.get("nonfinite")
     n_nan = int((nonfinite & bad).sum()) if isinstance(nonfinite, Tensor) else 0
-    stopped = bad & res.converged.to(bad.device)
+    # A method whose ``converged`` is its own residual test (the hybrid) keeps the stopping
+    # flag of the answer it chose in ``info["candidate_converged"]``.
+    stop_flag = res.info.get("candidate_converged", res.converged)
+    stopped = bad & stop_flag.to(bad.device)
     n_stop = int(stopped.sum())
     n_cap = nb - n_stop - n_nan
     if noise_known is None:
