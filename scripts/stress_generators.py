@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Stress run of issue 8: invert N random generators with every method, and find any NaN.
+"""Stress run: invert N random generators with every method; find any NaN and any silent wrong answer.
 
 Generator i (seeded by i, so any failure is reproducible alone with ``--only i``) has 1 to 3
 hidden ReLU layers, widths 5 to ``--max-width``, n_0 in 2..20, biases or not, an output
@@ -7,9 +7,14 @@ activation cycling through tanh, sigmoid, leaky_relu, plu, identity and relu, an
 in three) or float32. Each is given a batch of 3 signals ``y = G(z)``, the last with 1 % noise.
 
 Every method must return a finite result (z, every hidden layer, flags) or raise a clear geninv
-``InputError``/``DomainError`` (e.g. phi^-1 of a relu output, y saturating the output in
-float32). Anything else (NaN/Inf in an output, another exception) is a failure, printed with the
-generator index, and the exit status is 1.
+``InputError``/``DomainError`` (e.g. y saturating the output in float32). Anything else (NaN/Inf
+in an output, another exception, more than one ConvergenceWarning in a call) is a failure,
+printed with the generator index, and the exit status is 1.
+
+Silent wrong answers are counted per method (and per output activation): a sample whose image
+``G(z_hat)`` does not match ``y`` (relative error above the rounding level of the data's dtype,
+computed here independently of the result) while the result says ``fits=True``, or says
+``converged=True`` and the call gave no ConvergenceWarning. Any of them also sets exit status 1.
 
 Usage::
 
@@ -78,8 +83,37 @@ def check_result(res: Any, method: str, y: torch.Tensor) -> None:
     assert res.n_iter.shape == (B,), "n_iter must be (B,)"
 
 
-def invert_once(G: Any, z: torch.Tensor, y: torch.Tensor, method: str, **options: Any) -> str:
-    """``"ok"``, or the name of the clear geninv error the method raised; AssertionError otherwise."""
+def silent_wrong(G: Any, y: torch.Tensor, res: Any, warned: bool) -> dict[str, Any]:
+    """Per-sample silent wrong answers of one result, against the image error computed here.
+
+    A sample *does not fit* when ``||G(z_hat) - y|| / ||y||`` (float64 forward pass) exceeds the
+    rounding level of the data's dtype. It is a silent wrong answer when ``fits`` says True
+    (``"fits"``), or when ``converged`` says True and the call gave no ConvergenceWarning
+    (``"converged"``). Returns the counts and the offending samples.
+    """
+    from geninv.solvers.verdict import rounding_tol
+
+    G64 = G.to(dtype=torch.float64)
+    y64 = y.to(torch.float64)
+    with torch.no_grad():
+        err = (G64.forward_unchecked(res.z.to(torch.float64)) - y64).norm(dim=1) / y64.norm(dim=1).clamp_min(1e-300)
+    err = torch.where(torch.isfinite(err), err, torch.full_like(err, float("inf")))
+    misfit = err > rounding_tol(y.dtype)
+    fits = res.fits if res.fits is not None else torch.zeros_like(misfit)
+    bad_fits = misfit & fits
+    bad_conv = misfit & res.converged & (not warned)
+    cases = [{"sample": int(b), "image_error": float(err[b]), "fits": bool(fits[b]),
+              "converged": bool(res.converged[b]), "warned": warned}
+             for b in (bad_fits | bad_conv).nonzero().flatten().tolist()]
+    return {"samples": int(err.numel()), "not_fitting": int(misfit.sum()), "fits": int(bad_fits.sum()),
+            "converged": int(bad_conv.sum()), "cases": cases}
+
+
+def invert_once(G: Any, z: torch.Tensor, y: torch.Tensor, method: str, **options: Any) -> tuple[str, dict[str, Any] | None]:
+    """``("ok", silent)`` or ``(name of the clear geninv error, None)``; AssertionError otherwise.
+
+    ``silent`` is :func:`silent_wrong` of the result (the call's ConvergenceWarnings recorded).
+    """
     import geninv
     from geninv.solvers import accepted_options
 
@@ -89,20 +123,22 @@ def invert_once(G: Any, z: torch.Tensor, y: torch.Tensor, method: str, **options
     if method == "oracle":
         options["supports"] = G.trace(z).supports
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", geninv.ConvergenceWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             res = geninv.invert(G, y, method=method, **options)
     except (geninv.DomainError, geninv.InputError) as e:
         msg = str(e)
         assert "\n" not in msg and "expected" in msg, f"unclear {type(e).__name__}: {msg}"
-        return type(e).__name__
+        return type(e).__name__, None
     except geninv.GenInvError as e:
         raise AssertionError(f"{type(e).__name__} on a valid signal: {e}") from None
     except Exception as e:  # noqa: BLE001
         where = traceback.extract_tb(e.__traceback__)[-1]
         raise AssertionError(f"{type(e).__name__} from {where.filename}:{where.lineno}: {e}") from None
     check_result(res, method, y)
-    return "ok"
+    n_warn = sum(issubclass(w.category, geninv.ConvergenceWarning) for w in caught)
+    assert n_warn <= 1, f"{n_warn} ConvergenceWarnings in one call (one expected at most)"
+    return "ok", silent_wrong(G, y, res, warned=n_warn > 0)
 
 
 def run_one(i: int, max_width: int, methods: tuple[str, ...], options: dict[str, Any]) -> dict[str, Any]:
@@ -110,9 +146,12 @@ def run_one(i: int, max_width: int, methods: tuple[str, ...], options: dict[str,
     torch.set_num_threads(1)
     G, z, y = random_case(i, max_width=max_width)
     rec: dict[str, Any] = {"i": i, "G": repr(G), "bias": G.has_bias(), "outcomes": {}, "failures": []}
+    rec["silent"] = {}
     for method in methods:
         try:
-            rec["outcomes"][method] = invert_once(G, z, y, method, **dict(options))
+            rec["outcomes"][method], silent = invert_once(G, z, y, method, **dict(options))
+            if silent is not None:
+                rec["silent"][method] = silent
         except AssertionError as e:
             rec["outcomes"][method] = "FAIL"
             rec["failures"].append(f"generator {i} {G!r} bias={G.has_bias()} method {method}: {e}")
@@ -144,8 +183,22 @@ def stress(indices: list[int], *, max_width: int = 300, methods: tuple[str, ...]
             d = by_output.setdefault(out, {}).setdefault(m, {})
             d[o] = d.get(o, 0) + 1
     failures = [f for r in sorted(recs, key=lambda r: r["i"]) for f in r["failures"]]
+    keys = ("samples", "not_fitting", "fits", "converged")
+    silent: dict[str, dict[str, int]] = {m: dict.fromkeys(keys, 0) for m in methods}
+    silent_by_output: dict[str, dict[str, dict[str, int]]] = {}
+    silent_cases = []
+    for r in sorted(recs, key=lambda r: r["i"]):
+        out = random_case_output(r["i"])
+        for m, c in r.get("silent", {}).items():
+            d = silent_by_output.setdefault(out, {}).setdefault(m, dict.fromkeys(keys, 0))
+            for k in keys:
+                silent[m][k] += c[k]
+                d[k] += c[k]
+            silent_cases += [dict(case, generator=r["i"], method=m, output=out) for case in c["cases"]]
     return {"generators": len(indices), "max_width": max_width, "options": options or {}, "counts": counts,
-            "by_output": by_output, "failures": failures, "seconds": round(time.perf_counter() - t0, 1)}
+            "by_output": by_output, "failures": failures,
+            "silent_wrong": silent, "silent_wrong_by_output": silent_by_output, "silent_cases": silent_cases,
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def random_case_output(i: int) -> str:
@@ -180,6 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{summary['generators']} generators, widths <= {a.max_width}, {summary['seconds']} s")
     for m, c in summary["counts"].items():
         print(f"  {m:15s} " + ", ".join(f"{k}: {v}" for k, v in sorted(c.items())))
+    print("silent wrong answers (fits=True with an image error above the dtype's rounding level / converged=True, "
+          "no warning, for a sample that does not fit), of the samples that do not fit:")
+    for m, c in summary["silent_wrong"].items():
+        print(f"  {m:15s} fits: {c['fits']}, converged: {c['converged']} (of {c['not_fitting']} not fitting, "
+              f"{c['samples']} samples)")
+    for c in summary["silent_cases"]:
+        print(f"SILENT generator {c['generator']} ({c['output']}) method {c['method']} sample {c['sample']}: "
+              f"image error {c['image_error']:.3g}, fits={c['fits']}, converged={c['converged']}, warned={c['warned']}")
     for f in summary["failures"]:
         print("FAIL " + f)
     if a.json:
@@ -187,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(summary, indent=1) + "\n")
-    return 1 if summary["failures"] else 0
+    return 1 if summary["failures"] or summary["silent_cases"] else 0
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ def test_invert_recovers_planted_latents(planted, capsys):
     res = load_file(str(out))
     # float64, in the unique regime (n_1 = 200): Latent-Pursuit recovers z to rounding level
     assert (geninv.snr(z, res["z"]) > 120).all()
-    assert res["converged"].all()
-    assert "4 converged" in capsys.readouterr().out
+    assert res["converged"].all() and res["fits"].all() and (res["residual"] < 1e-12).all()
+    assert "4 converged, 4 fit y" in capsys.readouterr().out
 
 
 def test_invert_with_a_mask_file(planted):

@@ -337,7 +337,7 @@ def _cmd_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--float32", action="store_true", help="solve in float32 (default: float64)")
     p.add_argument("--max-iter", type=int, default=None, help="iteration cap of the method")
     p.add_argument("--out", default="inverted.safetensors", metavar="PATH",
-                   help="output file (.safetensors with z, y_hat, converged; or .npy with z only)")
+                   help="output file (.safetensors with z, y_hat, converged, residual, fits; or .npy with z only)")
 
     def run(a: argparse.Namespace) -> int:
         from pathlib import Path
@@ -373,8 +373,9 @@ def _cmd_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         seen = torch.ones_like(y, dtype=torch.bool) if mask is None else mask.expand_as(y)
         fit = geninv.snr(torch.where(seen, y, 0), torch.where(seen, y_hat, 0))
         print(f"{a.method}: {res.batch_size} signals in {res.seconds:.2f} s, "
-              f"{int(res.converged.sum())} converged; SNR of the fit on observed pixels: "
-              f"median {float(fit.median()):.1f} dB, min {float(fit.min()):.1f} dB")
+              f"{int(res.converged.sum())} converged, {int(res.fits.sum())} fit y (relative residual median "
+              f"{float(res.residual.median()):.3g}, max {float(res.residual.max()):.3g}); SNR of the fit on observed "
+              f"pixels: median {float(fit.median()):.1f} dB, min {float(fit.min()):.1f} dB")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
         if out.suffix == ".npy":
@@ -382,7 +383,8 @@ def _cmd_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                 np.save(f, res.z.double().numpy())
         else:
             save_file({"z": res.z.contiguous(), "y_hat": y_hat.contiguous(), "converged": res.converged,
-                       "fit_snr_db": fit.contiguous()}, str(tmp), metadata={"method": a.method})
+                       "fit_snr_db": fit.contiguous(), "residual": res.residual.contiguous(), "fits": res.fits.contiguous()},
+                      str(tmp), metadata={"method": a.method})
         tmp.replace(out)
         print(f"wrote {out}")
         return 0
