@@ -43,6 +43,7 @@ def _cmd_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", default=None, help="comma-separated methods (default: the paper's)")
     p.add_argument("--n1", default=None, help="random: comma-separated hidden widths (default: the mode's grid)")
+    p.add_argument("--output", default=None, help="random: output activation of the generators (default tanh; e.g. relu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--grid", default=None, help="noise: comma-separated input SNRs [dB]; cs: comma-separated m")
 
@@ -58,7 +59,8 @@ def _cmd_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         if a.experiment == "report":
             return reproduce_cli("report", out=a.out)
         return reproduce_cli(a.experiment, mask=a.mask, quick=a.quick, out=a.out, trials=a.trials, seed=a.seed,
-                             methods=methods, missing=a.missing, progress=not a.no_progress, n1=a.n1)
+                             methods=methods, missing=a.missing, progress=not a.no_progress, n1=a.n1,
+                             **({"output": a.output} if a.output is not None else {}))
 
     p.set_defaults(func=run)
 

@@ -62,6 +62,7 @@ def reproduce(
     progress: bool = True,
     command: str | None = None,
     n1: str | Sequence[int] | None = None,
+    output: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) one reproduction; returns what its ``run_*`` function returns.
 
@@ -74,6 +75,9 @@ def reproduce(
         Default: the paper's methods for that figure.
     n1 : sequence of int or comma-separated str, optional
         Random sweep only: the hidden widths (default: the mode's grid).
+    output : str, optional
+        Random sweep only: the generators' output activation (default tanh; e.g. ``"relu"``,
+        whose records go to ``<out>_relu`` by default).
     """
     if experiment not in _EXPERIMENTS:
         raise InputError(f"experiment: expected one of {list(_EXPERIMENTS)}, received {experiment!r}")
@@ -89,11 +93,22 @@ def reproduce(
             widths = tuple(int(v) for v in (n1.split(",") if isinstance(n1, str) else n1))
         except ValueError:
             raise InputError(f"n1: expected comma-separated positive integers, received {n1!r}") from None
+    if output is not None and experiment != "random":
+        raise InputError(f"output: expected only with the random sweep, received it for {experiment!r}")
     out_dir = Path(out) if out is not None else default_out(experiment, mask=mask, quick=quick)
+    if out is None and output not in (None, "tanh"):
+        out_dir = out_dir.with_name(f"{out_dir.name}_{output}")
     cmd = command or _command(experiment, mask, quick, out_dir, trials, seed, methods, missing)
     if widths is not None and command is None:
         cmd = cmd.replace(" --out ", f" --n1 {','.join(map(str, widths))} --out ")
+    if output is not None and command is None:
+        cmd = cmd.replace(" --out ", f" --output {output} --out ")
     kw: dict[str, Any] = {"seed": seed}
+    if output is not None:
+        from geninv.model.activations import get_activation
+
+        get_activation(output)  # InputError naming the activation if unknown
+        kw["output"] = output
     if methods:
         kw["methods"] = tuple(methods)
     if experiment == "random":
