@@ -206,13 +206,18 @@ def loop_flops(method: str, dims: Sequence[int], res: Any, options: dict[str, An
     on the estimated support of ``x_{i+1}`` (no refinement steps, as the solver does it). ``layered_bp``: FISTA on every
     layer (the image layer warm-started as in Latent-Pursuit; masked power iteration for the
     hidden layers' step sizes), then one supported least squares for ``z`` (stage ``"z"``). The debiasing (shared by both, and by the Oracle) is not part of the
-    loops; it shows in the measured ``FlopCounterMode`` total instead.
+    loops; it shows in the measured ``FlopCounterMode`` total instead. Stage ``"self_check"``:
+    the one forward pass of the result's per-sample verdict (``residual``, ``fits``).
     """
     opts = dict(options or {})
     L = len(dims) - 2
+    # The result's self-check (``geninv.solvers.verdict``): one forward pass of the batch.
+    Bc = int(res.z.shape[0])
+    fwd = sum(Bc * matmul_flops(1, dims[i], dims[i + 1]) for i in range(len(dims) - 1))
+    check = {"iterations": 0, "setup": fwd, "total": fwd}
     if method in ("gd", "adam"):
         g = gradient_flops(dims, res.n_iter.cpu(), method=method)
-        return {"total": g["total"], "stages": {method: g}}
+        return {"total": g["total"] + fwd, "stages": {method: g, "self_check": check}}
     if method not in ("latent_pursuit", "layered_bp"):
         return None
     check_every = int(opts.get("check_every", 10))
@@ -247,6 +252,7 @@ def loop_flops(method: str, dims: Sequence[int], res: Any, options: dict[str, An
         B = int(res.z.shape[0])
         lsq = supported_lstsq_flops(dims[0], dims[1], B, sup[0])
         stages["z"] = {"iterations": 0, "setup": lsq, "total": lsq}
+    stages["self_check"] = check
     return {"total": sum(s["total"] for s in stages.values()), "stages": stages}
 
 

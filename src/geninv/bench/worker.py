@@ -341,7 +341,14 @@ def _loops(task: dict[str, Any], G: Any, meta: dict[str, Any]) -> dict[str, Any]
     run for a fixed number of iterations (``tol = 0``: no sample stops) on the whole batch, the
     driver's convergence checks included, timed, and its products counted exactly."""
     import geninv
-    from geninv.bench.flops import count_matmul_flops, fista_stage_flops, gflops, gradient_flops, ladmm_stage_flops
+    from geninv.bench.flops import (
+        count_matmul_flops,
+        fista_stage_flops,
+        gflops,
+        gradient_flops,
+        ladmm_stage_flops,
+        network_flops,
+    )
     from geninv.solvers.spectral import spectral_norm
     from geninv.solvers.steps import LinearLS
     from geninv.solvers.subproblems import auto_lam, fista_layer, ladmm_layer
@@ -376,7 +383,8 @@ def _loops(task: dict[str, Any], G: Any, meta: dict[str, Any]) -> dict[str, Any]
             return lambda: geninv.invert(G, y, method=m, max_iter=N, tol=0.0)
 
         def grad_count(m: str) -> Callable[[Any], int]:
-            return lambda o: gradient_flops(dims, o.n_iter.cpu(), method=m)["total"]
+            # the loop, then invert's self-check of the result (one forward pass of the batch)
+            return lambda o: gradient_flops(dims, o.n_iter.cpu(), method=m)["total"] + int(o.z.shape[0]) * network_flops(dims)
 
         methods = task.get("methods", ["latent_pursuit", "gd", "adam"])
         if G.output_activation.invertible and "latent_pursuit" in methods:
