@@ -17,7 +17,7 @@ from geninv.solvers.common import (
     check_informative,
     check_option,
     check_seed,
-    choose_domain,
+    choose_domains,
     debias_fit,
     default_tol,
     exact_fit,
@@ -27,8 +27,10 @@ from geninv.solvers.common import (
     no_hidden_layer,
     preactivation_target,
     resolve_measurement,
+    split_by_domain,
     supported_lstsq,
     threshold_support,
+    unsaturated,
 )
 from geninv.solvers.result import SolveResult
 from geninv.solvers.steps import LinearLS, SignalLS
@@ -188,6 +190,7 @@ def latent_pursuit(
     >>> bool((relative_error(z, res.z) < 1e-6).all())
     True
     """
+    options = {k: v for k, v in locals().items() if k not in ("G", "y", "measure", "mask", "image_domain")}
     t0 = time.perf_counter()
     G = check_generator(G)
     yy, meas = resolve_measurement(measure, mask, G, y)
@@ -210,8 +213,10 @@ def latent_pursuit(
     warm_start = check_option("warm_start", warm_start, kind="bool")
     power_iters = check_option("power_iters", power_iters, kind="int", low=0)
     check_seed(seed)
-    domain = choose_domain(image_domain, G, yy, meas)
+    domain, pre = choose_domains(image_domain, G, yy, meas)
     check_informative(G, yy, meas)
+    if domain == "mixed":
+        return split_by_domain(latent_pursuit, G, yy, meas, pre, options)
 
     with torch.no_grad():
         if G.n_hidden == 0:
@@ -240,12 +245,13 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
     x0_img = None
     exact = None
     if domain == "pre":
-        t = preactivation_target(G, y, meas)
+        m_img = unsaturated(G, y, meas)  # saturated pixels give no equation on the pre-activation
+        t = preactivation_target(G, y, m_img)
         f: LinearLS | SignalLS = LinearLS(W, b)
-        lip = image_lipschitz(W, meas, None, power_iters=power_iters)
-        w = meas.w
+        lip = image_lipschitz(W, m_img, None, power_iters=power_iters)
+        w = m_img.w
         if warm_start:
-            x0_img = image_warm_start(W, t - b, meas.obs, dtype)
+            x0_img = image_warm_start(W, t - b, m_img.obs, dtype)
             exact = exact_fit(W, b, t, w, x0_img)
     else:
         t = y

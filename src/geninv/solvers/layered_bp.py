@@ -16,7 +16,7 @@ from geninv.solvers.common import (
     check_informative,
     check_option,
     check_seed,
-    choose_domain,
+    choose_domains,
     debias_fit,
     default_tol,
     exact_fit,
@@ -26,8 +26,10 @@ from geninv.solvers.common import (
     no_hidden_layer,
     preactivation_target,
     resolve_measurement,
+    split_by_domain,
     supported_lstsq,
     threshold_support,
+    unsaturated,
 )
 from geninv.solvers.result import SolveResult
 from geninv.solvers.spectral import masked_gram_norm
@@ -132,6 +134,7 @@ def layered_bp(
     >>> bool((relative_error(z, res.z) < 1e-6).all())
     True
     """
+    options = {k: v for k, v in locals().items() if k not in ("G", "y", "measure", "mask", "image_domain")}
     t0 = time.perf_counter()
     G = check_generator(G)
     yy, meas = resolve_measurement(measure, mask, G, y)
@@ -149,8 +152,10 @@ def layered_bp(
     power_iters = check_option("power_iters", power_iters, kind="int", low=0)
     warm_start = check_option("warm_start", warm_start, kind="bool")
     check_seed(seed)
-    domain = choose_domain(image_domain, G, yy, meas)
+    domain, pre = choose_domains(image_domain, G, yy, meas)
     check_informative(G, yy, meas)
+    if domain == "mixed":
+        return split_by_domain(layered_bp, G, yy, meas, pre, options)
 
     phi = G.output_activation
     with torch.no_grad():
@@ -167,19 +172,22 @@ def layered_bp(
         W, b = Ws[-1], bs[-1]
         x0_img = None
         exact = None
+        w_img = meas.w
         if domain == "pre":
-            t = preactivation_target(G, yy, meas)
+            m_img = unsaturated(G, yy, meas)  # saturated pixels give no equation on the pre-activation
+            t = preactivation_target(G, yy, m_img)
+            w_img = m_img.w
             f: LinearLS | SignalLS = LinearLS(W, b)
-            lip = image_lipschitz(W, meas, None, power_iters=power_iters)
+            lip = image_lipschitz(W, m_img, None, power_iters=power_iters)
             if warm_start:
-                x0_img = image_warm_start(W, t - b, meas.obs, dtype)
-                exact = exact_fit(W, b, t, meas.w, x0_img)
+                x0_img = image_warm_start(W, t - b, m_img.obs, dtype)
+                exact = exact_fit(W, b, t, w_img, x0_img)
         else:
             t = yy
             f = SignalLS(W, b, phi, meas.op if meas.kind == "operator" else None)
             lip = image_lipschitz(W, meas, phi, power_iters=power_iters)
         stage = f"x{L}"
-        out, lam_t = fista_layer(f, t, meas.w, lip=lip, lam=lam, lam_rel=lam_rel, x0=x0_img, max_iter=max_iter,
+        out, lam_t = fista_layer(f, t, w_img, lip=lip, lam=lam, lam_rel=lam_rel, x0=x0_img, max_iter=max_iter,
                                  tol=tol, check_every=check_every, restart=restart, callback=callback, stage=stage,
                                  exact=exact)
         est = [out.state.x]
