@@ -10,10 +10,11 @@ image. So
 - ``True``: every condition of Theorem 1 holds for this signal's supports (the per-signal form
   ``spark(W_{L+1}) > 2 s_L``, ``spark(W_i^{S_i}) > 2 s_{i-1}``, ``rank(W_1^{S_1}) = n_0``; a
   condition also holds when its s-spark / s-rank form holds, which is stronger);
-- ``False``: a second latent ``z' != z`` with the *same* supports and the same image was
-  constructed and verified by a forward pass (the local linear map
-  ``W_{L+1} D_L W_L ... D_1 W_1`` has a null direction ``d`` and ``z' = z + t d`` keeps every
-  ReLU pattern), so the inverse is not unique even within Theorem 1's class;
+- ``False``: a second latent ``z' != z`` with the *same* supports and the same image (the same
+  measurements, for a ``mask`` or ``measure``) was constructed and verified by a forward pass
+  (the local linear map ``W_{L+1} D_L W_L ... D_1 W_1``, on the measured rows, has a null
+  direction ``d`` and ``z' = z + t d`` keeps every ReLU pattern), so the inverse is not unique
+  even within Theorem 1's class;
 - ``None``: neither (a sufficient condition fails or is undecided, but no witness was found).
 """
 
@@ -85,8 +86,10 @@ class Certificate:
     cardinalities : list of int
         ``[s_1, ..., s_L]``.
     output_rows : int
-        Rows of ``W_{L+1}`` that carry equations (``n`` for an invertible output activation,
-        the support of ``y`` for a ReLU output).
+        Rows of ``W_{L+1}`` that carry equations: the measured, unsaturated entries of the
+        image (``n`` for an invertible output activation without mask or saturation), and of
+        those the support of ``y`` for a ReLU output (rows of ``A W_{L+1}`` for an identity
+        output measured by an operator ``A``).
     conditions : list of Condition
     theorem2 : Theorem2Bound or None
         Layered Basis-Pursuit's certified error at the given noise level.

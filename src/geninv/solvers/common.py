@@ -1029,7 +1029,9 @@ def fit_supports(
     -----
     When ``phi`` is invertible and ``A`` a pixel mask (or absent), the start is the exact
     linear least-squares solution on the pre-activation, ``pinv(M J) M (phi^{-1}(y) - c)``
-    (exact for noiseless data: the Oracle with estimated supports). Then Levenberg-Marquardt
+    (exact for noiseless data: the Oracle with estimated supports), per sample on its
+    unsaturated observed pixels (:func:`unsaturated`), for the samples whose pixels there lie
+    in the range of ``phi`` (the others start from ``z0``). Then Levenberg-Marquardt
     (Gauss-Newton with per-sample damping, accepted only where the objective decreases) runs
     in the signal domain, which is the SPEC objective and the maximum-likelihood fit under
     Gaussian noise; it is skipped when ``phi`` is the identity and ``A`` diagonal (the linear

@@ -109,10 +109,15 @@ def latent_pursuit(
         Form of the image-layer problem. ``"signal"``: SPEC eq. 8,
         ``min_{x>=0} 1/2 ||A (y - phi(W x + b))||^2 + lam 1^T x``. ``"pre"``: the convex
         pre-activation form ``min_{x>=0} 1/2 ||M (phi^{-1}(y) - b - W x)||^2 + lam 1^T x``,
-        available for an invertible ``phi`` and a pixel mask or no measure. ``"auto"`` (default)
-        takes ``"pre"`` whenever it is available and every observed entry of ``y`` lies inside
-        the range of ``phi``, and ``"signal"`` otherwise (noisy tanh data at +-1, ReLU outputs,
-        general operators); chosen from measurements (see Notes).
+        available for an invertible ``phi`` and a pixel mask or no measure; pixels saturated at
+        a bound of ``phi``'s range in the data's precision (float32 ``sigmoid(a) == 0`` for
+        ``a < -104``) give no equation there and are left out of it, per sample
+        (:func:`geninv.solvers.common.saturated`). ``"auto"`` (default) decides per sample:
+        ``"pre"`` whenever it is available and every observed entry of the sample lies in the
+        range of ``phi`` (at most at its bounds), ``"signal"`` otherwise (noisy tanh data beyond
+        +-1, ReLU outputs, general operators); chosen from measurements (see Notes). A batch
+        whose samples take different forms is solved as two groups, each sample as it would be
+        alone, and ``info["image_domain"]`` is then a per-sample list.
     support_tol : float
         Support threshold relative to the layer's largest entry (default 1e-4).
     mu : float, optional

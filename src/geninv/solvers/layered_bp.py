@@ -91,8 +91,9 @@ def layered_bp(
         Form of the first problem. ``"auto"`` (default): the pre-activation ``phi^{-1}(y)`` of
         SPEC sec. 5 for an invertible output, a pixel mask or no measure and observed ``y``
         inside the activation's range; otherwise the signal domain of SPEC eq. 8 (noisy tanh
-        data at +-1, ReLU output, general operators). ``"pre"`` forces the pre-activation form
-        (DomainError for ``y`` outside the range).
+        data beyond +-1, ReLU output, general operators), decided per sample as in
+        :func:`geninv.latent_pursuit` (saturated pixels are left out of ``phi^{-1}(y)``).
+        ``"pre"`` forces the pre-activation form (DomainError for ``y`` outside the range).
     support_tol : float
         Relative support threshold (default 1e-4).
     check_every, restart, power_iters :

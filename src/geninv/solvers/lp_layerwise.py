@@ -186,7 +186,10 @@ def lp_layerwise(
     ----------
     G : Generator
     y : Tensor of shape (B, n), or (B, m) with an operator other than Identity/Mask
-        Signals; for a pixel mask only the observed entries are used. With another operator
+        Signals; for a pixel mask only the observed entries are used, and of those only the
+        unsaturated ones for a tanh / sigmoid output (a value at a bound of the range in the
+        data's precision gives no equation on the pre-activation; decided per sample,
+        :func:`geninv.solvers.common.saturated`). With another operator
         ``A`` (m, n), the measurements ``A G(z)`` (the convention of :func:`geninv.invert`).
     measure : operator, optional
         None (everything observed), a :class:`~geninv.operators.Mask` (per-sample masks allowed),

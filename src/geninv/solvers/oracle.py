@@ -99,7 +99,11 @@ def oracle(
         ``phi^{-1}``, so an invertible output activation and a pixel mask or no measure, or
         an identity output with any linear operator). ``"end_to_end"``: fit ``z`` through the
         whole network with the supports frozen (Gauss-Newton in the signal domain; the
-        debiasing step of the pursuits). ``"auto"`` (default): layerwise where available.
+        debiasing step of the pursuits). ``"auto"`` (default): layerwise where available,
+        decided per sample: a sample none of whose observed pixels is unsaturated takes the
+        end-to-end fit (``info["mode"]`` is then a per-sample list). Saturated pixels (a
+        tanh / sigmoid value at its bound in the data's precision) carry no equation on the
+        pre-activation and are left out of the layerwise solve, per sample.
     max_iter, tol : int, float
         Gauss-Newton iterations and relative step tolerance of ``"end_to_end"`` (default 50, 1e-10).
     seed : int, optional
