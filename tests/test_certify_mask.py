@@ -198,3 +198,22 @@ def test_bad_mask_or_measure_is_refused_naming_it():
         certify(G, z, measure=GaussianMatrix(30, 99, dtype=F64))
     with pytest.raises(InputError, match="measure"):
         certify(G, z, measure="A")
+
+
+def test_cli_certify_takes_a_mask(tmp_path):
+    import json
+
+    import numpy as np
+
+    from geninv.cli import main
+
+    m = np.zeros(100)
+    m[:30] = 1
+    np.save(tmp_path / "m.npy", m)
+    out = tmp_path / "c.json"
+    assert main(["certify", "--random", "10,40,100", "--n", "2", "--mask", str(tmp_path / "m.npy"), "--no-s-forms",
+                 "--json", str(out)]) == 0
+    certs = json.loads(out.read_text())["certificates"]
+    assert [c["output_rows"] for c in certs] == [30, 30]
+    np.save(tmp_path / "bad.npy", 2 * m)
+    assert main(["certify", "--random", "10,40,100", "--mask", str(tmp_path / "bad.npy")]) == 2
