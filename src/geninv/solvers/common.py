@@ -1261,7 +1261,7 @@ def merge_results(parts: Sequence[tuple[Tensor, SolveResult]], B: int, seconds: 
             return scatter(vals)
         if all(isinstance(v, dict) for v in vals):
             keys = list(dict.fromkeys(k for v in vals for k in v))
-            return {k: merge([v.get(k) for v in vals], k) for k in keys}
+            return {k: merge([v.get(k) for v in vals], key if key == "seconds" else k) for k in keys}
         if all(isinstance(v, tuple) and hasattr(v, "_fields") and type(v) is type(vals[0]) for v in vals):
             return type(vals[0])(*[merge([v[j] for v in vals]) for j in range(len(vals[0]))])
         if all(isinstance(v, list) and len(v) == len(vals[0]) for v in vals):
