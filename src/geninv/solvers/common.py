@@ -1216,7 +1216,8 @@ def split_by_domain(solve: Callable[..., SolveResult], G: Generator, y: Tensor, 
     """Solve a batch whose samples take different image domains (:func:`choose_domains`): the
     'pre' samples and the 'signal' samples each by ``solve(G, y_g, mask=..., image_domain=d,
     **options)``, the results put back in the batch's order (:func:`merge_results`), so each
-    sample is solved as it would be alone. ``info["image_domain"]`` is then a per-sample list.
+    sample is solved as it would be alone. ``info["image_domain"]`` is then a per-sample list;
+    a callback sees each group's batch in turn.
     """
     t0 = time.perf_counter()
     parts = []
