@@ -112,6 +112,9 @@ def test_relu_output_counts_the_support_of_the_image():
         assert c.output_rows == int(pos[k])
         assert c.condition("Corollary 1").verdict == "fails"
         assert not c.corollary1 and c.unique is False
+    # the architecture report counts the same rows: no sampled image meets Corollary 1
+    rep = geninv.certify_architecture(G, trials=20, theorem1=False)
+    assert rep.corollary1["s_1 < m/2"] == 0.0 and rep.corollary1["all"] == 0.0
     # a mask: the rows are the observed pixels of the support
     G2 = random_generator([10, 60, 300], "relu", seed=0, dtype=F64)
     z2, y2 = G2.sample(3, seed=1)

@@ -734,7 +734,10 @@ class ArchitectureReport:
     expansion : list of dict
         The same statistics for ``s_1/n_0, s_2/s_1, ..., n/s_L``.
     corollary1 : dict
-        Fraction of samples meeting each inequality of Corollary 1 and ``"all"``.
+        Fraction of samples meeting each inequality of Corollary 1 and ``"all"``. The output
+        inequality is ``s_L < n/2``, or ``s_L < m/2`` with ``m`` the output rows that carry
+        equations (the support of ``y`` for a ReLU output, the unsaturated entries for a
+        saturated tanh / sigmoid one) when some sample has fewer than ``n``.
     theorem1 : dict or None
         Fractions of per-signal verdicts ``"true"``, ``"false"``, ``"none"`` (Theorem 1 certificates).
     """
@@ -828,7 +831,14 @@ def certify_architecture(
     s_ext = np.concatenate([np.full((trials, 1), n0), card, np.full((trials, 1), n)], axis=1).astype(np.float64)
     with np.errstate(divide="ignore"):
         ratios = s_ext[:, 1:] / s_ext[:, :-1]
-    cor: dict[str, np.ndarray] = {f"s_{L} < n/2": card[:, -1] < n / 2}
+    # the output rows that carry equations: the unsaturated ones, and supp(y) for a ReLU output
+    from geninv.solvers.common import saturated
+
+    rows = ~saturated(G.output_activation, tr.y)
+    if not G.output_activation.invertible:
+        rows &= tr.y > 0
+    m = rows.sum(dim=1).cpu().numpy()
+    cor: dict[str, np.ndarray] = {f"s_{L} < n/2" if bool((m == n).all()) else f"s_{L} < m/2": card[:, -1] < m / 2}
     for i in range(L, 1, -1):
         cor[f"s_{i - 1} < s_{i}/2"] = card[:, i - 2] < card[:, i - 1] / 2
     cor["n_0 <= s_1"] = n0 <= card[:, 0]
