@@ -223,6 +223,8 @@ def _cmd_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--n", type=int, default=1, help="number of latents z ~ N(0, I) to certify")
     p.add_argument("--z", default=None, metavar="PATH", help="latents from a .npy or .safetensors file instead")
     p.add_argument("--noise", type=float, default=0.0, help="||e||_2 bound on the image noise (Theorem 2)")
+    p.add_argument("--mask", default=None, metavar="PATH",
+                   help="observed-pixel mask (n,) or (B, n), 1 = observed: certify the inpainting problem")
     p.add_argument("--no-s-forms", action="store_true", help="skip the s-spark/s-rank/s-coherence forms")
     p.add_argument("--architecture", type=int, default=0, metavar="TRIALS",
                    help="also report cardinalities and Corollary 1 over TRIALS sampled latents")
@@ -252,7 +254,13 @@ def _cmd_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
             if a.n < 1:
                 raise InputError(f"--n: expected a positive integer, received {a.n}")
             z, _ = G.sample(a.n, seed=a.seed)
-        certs = certify(G, z, noise=a.noise, s_forms=not a.no_s_forms)
+        mask = _read_array(a.mask, "--mask", "mask", torch.float64) if a.mask else None
+        if mask is not None:
+            assert isinstance(mask, torch.Tensor)
+            if not bool(((mask == 0) | (mask == 1)).all()):
+                raise InputError("--mask: expected 0/1 entries, received other values")
+            mask = mask != 0
+        certs = certify(G, z, mask=mask, noise=a.noise, s_forms=not a.no_s_forms)
         assert isinstance(certs, list)
         print(certs[0])
         if len(certs) > 1:

@@ -326,13 +326,17 @@ def theorem2_bound_one(
     lam_factor: float = 2.0,
     support_tol: float = 0.0,
     max_enum: int = 6,
+    rows: np.ndarray | None = None,
 ) -> Theorem2Bound:
     """Theorem 2 for one signal from float64 weights ``Ws`` ([W_1..W_{L+1}]) and true layers ``xs``.
 
-    Biases do not enter: they cancel in every residual (step 4 of the module docstring).
+    ``rows`` (indices into the rows of ``W_{L+1}``): only those entries of the image are
+    measured (a pixel mask); None for all. Biases do not enter: they cancel in every residual
+    (step 4 of the module docstring).
     """
     L = len(xs)
-    eps_pre = noise * inverse_lipschitz(act, y, noise) if noise > 0 else 0.0
+    y_meas = y if rows is None else y[rows]
+    eps_pre = noise * inverse_lipschitz(act, y_meas, noise) if noise > 0 else 0.0
     if not act.invertible:
         return Theorem2Bound(noise, _INF, [], [], _INF, "undecided", "relu output: noise changes the support of y")
     lams_used = [0.0] * L
@@ -342,7 +346,7 @@ def theorem2_bound_one(
     eps = eps_pre
     if not math.isfinite(eps):
         verdict, reason = "undecided", "the noise can leave the range of the output activation"
-    rows_lo = rows_hi = np.arange(Ws[L].shape[0])
+    rows_lo = rows_hi = np.arange(Ws[L].shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
     rows_how = "all"
     for i in range(L, 0, -1):  # estimate x_i from rows of W_{i+1}
         W = Ws[i]

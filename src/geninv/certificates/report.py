@@ -10,10 +10,11 @@ image. So
 - ``True``: every condition of Theorem 1 holds for this signal's supports (the per-signal form
   ``spark(W_{L+1}) > 2 s_L``, ``spark(W_i^{S_i}) > 2 s_{i-1}``, ``rank(W_1^{S_1}) = n_0``; a
   condition also holds when its s-spark / s-rank form holds, which is stronger);
-- ``False``: a second latent ``z' != z`` with the *same* supports and the same image was
-  constructed and verified by a forward pass (the local linear map
-  ``W_{L+1} D_L W_L ... D_1 W_1`` has a null direction ``d`` and ``z' = z + t d`` keeps every
-  ReLU pattern), so the inverse is not unique even within Theorem 1's class;
+- ``False``: a second latent ``z' != z`` with the *same* supports and the same image (the same
+  measurements, for a ``mask`` or ``measure``) was constructed and verified by a forward pass
+  (the local linear map ``W_{L+1} D_L W_L ... D_1 W_1``, on the measured rows, has a null
+  direction ``d`` and ``z' = z + t d`` keeps every ReLU pattern), so the inverse is not unique
+  even within Theorem 1's class;
 - ``None``: neither (a sufficient condition fails or is undecided, but no witness was found).
 """
 
@@ -31,7 +32,7 @@ from torch import Tensor
 from geninv.certificates.bounds import Theorem2Bound, _jsonable, coherence_condition, theorem2_bound_one
 from geninv.certificates.coherence import mutual_coherence, single_thread_blas
 from geninv.certificates.spark import Bound, _rank, _spark, s_coherence, s_rank, s_spark
-from geninv.exceptions import InputError, describe
+from geninv.exceptions import InputError, ShapeError, describe
 from geninv.model.generator import Generator
 
 __all__ = ["Condition", "Certificate", "certify", "ArchitectureReport", "certify_architecture"]
@@ -85,8 +86,10 @@ class Certificate:
     cardinalities : list of int
         ``[s_1, ..., s_L]``.
     output_rows : int
-        Rows of ``W_{L+1}`` that carry equations (``n`` for an invertible output activation,
-        the support of ``y`` for a ReLU output).
+        Rows of ``W_{L+1}`` that carry equations: the measured, unsaturated entries of the
+        image (``n`` for an invertible output activation without mask or saturation), and of
+        those the support of ``y`` for a ReLU output (rows of ``A W_{L+1}`` for an identity
+        output measured by an operator ``A``).
     conditions : list of Condition
     theorem2 : Theorem2Bound or None
         Layered Basis-Pursuit's certified error at the given noise level.
@@ -202,9 +205,23 @@ class _Ctx:
         self.dims = G.dims
         self.L = G.n_hidden
         self.max_work, self.lp_tries, self.samples, self.seed = max_work, lp_tries, samples, seed
+        # The rows that carry the output equations: those of W_{L+1}, or of A W_{L+1} for an
+        # identity output measured by a general operator A (set by :meth:`measure_with`).
+        self.Wout = self.Ws[self.L]
+        self.A: np.ndarray | None = None
         self._spark: dict[tuple[int, bytes], Bound] = {}
         self._s: dict[tuple[Any, ...], Bound] = {}
         self._mu: dict[bytes, float] = {}
+
+    def measure_with(self, A: np.ndarray) -> None:
+        """Measure the image by the matrix ``A`` (m, n)."""
+        self.A = A
+        if self.act.name == "identity":
+            self.Wout = A @ self.Ws[self.L]
+
+    def matrix(self, i: int) -> np.ndarray:
+        """``W_{i+1}`` for a hidden layer's input, the output equations' matrix for ``i == L``."""
+        return self.Wout if i == self.L else self.Ws[i]
 
     def spark_rows(self, i: int, rows: np.ndarray, gt: int, cache: bool) -> Bound:
         """A spark interval of ``W_{i+1}[rows]`` that decides ``spark > gt`` when affordable.
@@ -216,7 +233,7 @@ class _Ctx:
         old = self._spark.get(key) if cache else None
         if old is not None and (old.exact or old.exceeds(gt) is not None):
             return old
-        b = _spark(self.Ws[i][rows], max_work=self.max_work, lp_tries=self.lp_tries, seed=self.seed, gt=gt)
+        b = _spark(self.matrix(i)[rows], max_work=self.max_work, lp_tries=self.lp_tries, seed=self.seed, gt=gt)
         if cache and (old is None or b.upper - b.lower <= old.upper - old.lower):
             self._spark[key] = b
         return b
@@ -231,7 +248,7 @@ class _Ctx:
     def mu_rows(self, i: int, rows: np.ndarray) -> float:
         key = bytes([i]) + rows.tobytes()
         if key not in self._mu:
-            self._mu[key] = mutual_coherence(self.Ws[i][rows]) if rows.size else 1.0
+            self._mu[key] = mutual_coherence(self.matrix(i)[rows]) if rows.size else 1.0
         return self._mu[key]
 
     def forward(self, z: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
@@ -244,8 +261,14 @@ class _Ctx:
         return pre, x
 
 
-def _witness(ctx: _Ctx, z: np.ndarray) -> dict[str, Any] | None:
-    """A second latent with the same supports and the same image, or None (see module docstring)."""
+def _witness(ctx: _Ctx, z: np.ndarray, seen: np.ndarray | None = None) -> dict[str, Any] | None:
+    """A second latent with the same supports and the same measurements, or None (see module docstring).
+
+    ``seen``: the image entries the measurements depend on (observed pixels of a mask, the
+    columns a general operator reads), None for all. Their pre-activations stay fixed (active
+    ones for a ReLU output, whose inactive seen entries stay inactive); for an identity output
+    measured by an operator ``A``, ``A`` times the pre-activation stays fixed.
+    """
     pre, y = ctx.forward(z)
     J = np.eye(z.size)
     Ps = []
@@ -254,11 +277,16 @@ def _witness(ctx: _Ctx, z: np.ndarray) -> dict[str, Any] | None:
         Ps.append(P)
         J = (pre[i] > 0)[:, None] * P
     Pout = ctx.Ws[ctx.L] @ J
-    if ctx.act.invertible:
-        M = Pout
+    rows = np.ones(Pout.shape[0], dtype=bool) if seen is None else seen
+    pres = list(pre[: ctx.L])
+    if ctx.A is not None and ctx.act.name == "identity":
+        M = ctx.A @ Pout
+    elif ctx.act.invertible:
+        M = Pout[rows]
     else:
-        M = Pout[pre[ctx.L] > 0]
-        Ps.append(Pout)  # the inactive output units must stay inactive
+        M = Pout[rows & (pre[ctx.L] > 0)]
+        Ps.append(Pout[rows])  # the inactive seen output units must stay inactive
+        pres.append(pre[ctx.L][rows])
     if M.shape[0]:
         _, sv, Vt = np.linalg.svd(M, full_matrices=True)
         smax = sv[0] if sv.size else 0.0
@@ -268,7 +296,10 @@ def _witness(ctx: _Ctx, z: np.ndarray) -> dict[str, Any] | None:
     if rank >= z.size:
         return None
     d = Vt[-1]
-    pres = pre[: ctx.L] + ([] if ctx.act.invertible else [pre[ctx.L]])
+
+    def measured(img: np.ndarray) -> np.ndarray:
+        return ctx.A @ img if ctx.A is not None else img[rows]
+
     scale = 1.0 + float(np.linalg.norm(z))
     for sign in (1.0, -1.0):
         dd = sign * d
@@ -290,8 +321,8 @@ def _witness(ctx: _Ctx, z: np.ndarray) -> dict[str, Any] | None:
         z2 = z + t * dd
         pre2, y2 = ctx.forward(z2)
         same = all(np.array_equal(a > 0, b > 0) for a, b in zip(pre[: ctx.L], pre2[: ctx.L]))
-        gap = float(np.linalg.norm(y2 - y))
-        if same and gap <= 1e-9 * (1.0 + float(np.linalg.norm(y))):
+        gap = float(np.linalg.norm(measured(y2) - measured(y)))
+        if same and gap <= 1e-9 * (1.0 + float(np.linalg.norm(measured(y)))):
             return {"z_alt": z2.tolist(), "distance": float(np.linalg.norm(z2 - z)), "image_gap": gap,
                     "direction": dd.tolist(), "local_rank": rank}
     return None
@@ -310,18 +341,39 @@ def _certify_one(
     lam_factor: float,
     support_tol_solver: float,
     witness: bool,
+    rows_ok: np.ndarray | None = None,
+    seen: np.ndarray | None = None,
+    rows_how: str = "",
 ) -> Certificate:
     L, Ws, dims = ctx.L, ctx.Ws, ctx.dims
     n0, n = dims[0], dims[-1]
     S = [np.flatnonzero(x > 0) for x in xs]
     s = [int(v.size) for v in S]
-    out_rows = np.arange(n) if ctx.act.invertible else np.flatnonzero(y > 0)
+    # The rows of the output layer that carry equations: the entries of the image that are
+    # measured (``rows_ok``: observed, not saturated) and, for a ReLU output, in supp(y); every
+    # row of A W_{L+1} for an identity output measured by a general operator A.
+    operator_rows = ctx.A is not None and ctx.act.name == "identity"
+    if operator_rows:
+        out_rows = np.arange(ctx.Wout.shape[0])
+    else:
+        base = np.ones(n, dtype=bool) if rows_ok is None else rows_ok
+        out_rows = np.flatnonzero(base if ctx.act.invertible else base & (y > 0))
+    m = int(out_rows.size)
     conds: list[Condition] = []
     notes: list[str] = []
+    if operator_rows:
+        wname, mname = f"A W_{L + 1}", "m"
+    elif m == n:
+        wname, mname = f"W_{L + 1}", "n"
+    else:
+        wname, mname = f"W_{L + 1}^R", "|R|"
+        what = [rows_how] if rows_how else []
+        if not ctx.act.invertible:
+            what.append("in supp(y)")
+        notes.append(f"R: the {m} of {n} output rows that carry equations ({', '.join(what)})")
 
     # Theorem 1 (i): spark of the output matrix (rows carrying equations) > 2 s_L.
     b = ctx.spark_rows(L, out_rows, 2 * s[-1], cache=True)
-    wname = f"W_{L + 1}" if ctx.act.invertible else f"W_{L + 1}^(supp y)"
     t1 = {L: b.exceeds(2 * s[-1])}
     conds.append(Condition("thm1", "Theorem 1 (i)", L, f"spark({wname}) > 2 s_{L}",
                            f"spark = {b}, 2 s_{L} = {2 * s[-1]}", _verdict(t1[L])))
@@ -353,8 +405,8 @@ def _certify_one(
                                f"rank_s = {br}, n_0 = {n0}", _verdict(vs3)))
     t1[0] = v3
     # Corollary 1 (random weights): s_L < n/2, s_{i-1} < s_i/2, n_0 <= s_1.
-    conds.append(Condition("cor1", "Corollary 1", L, f"s_{L} < n/2", f"s_{L} = {s[-1]}, n/2 = {n / 2:g}",
-                           _verdict(s[-1] < n / 2)))
+    conds.append(Condition("cor1", "Corollary 1", L, f"s_{L} < {mname}/2", f"s_{L} = {s[-1]}, {mname}/2 = {m / 2:g}",
+                           _verdict(s[-1] < m / 2)))
     for i in range(L, 1, -1):
         conds.append(Condition("cor1", "Corollary 1", i - 1, f"s_{i - 1} < s_{i}/2",
                                f"s_{i - 1} = {s[i - 2]}, s_{i}/2 = {s[i - 1] / 2:g}", _verdict(s[i - 2] < s[i - 1] / 2)))
@@ -376,9 +428,9 @@ def _certify_one(
             conds.append(Condition("thm2_coh", f"Theorem 2 coherence s-form, x_{i}", i,
                                    f"s_{i} < (1 + 1/mu_s{i + 1}(W_{i + 1}))/2", f"mu_s = {bm}", _verdict(vm)))
     t2 = None
-    if theorem2:
-        t2 = theorem2_bound_one(Ws, ctx.act, xs, y, noise, lam=lam, lam_factor=lam_factor,
-                                support_tol=support_tol_solver)
+    if theorem2 and m:
+        t2 = theorem2_bound_one([*Ws[:L], ctx.Wout], ctx.act, xs, y, noise, lam=lam, lam_factor=lam_factor,
+                                support_tol=support_tol_solver, rows=None if operator_rows or m == n else out_rows)
         zerr = f"||z_hat - z|| <= {t2.z_error:.3g}" if math.isfinite(t2.z_error) else t2.reason
         conds.append(Condition("thm2_bound", "Theorem 2 error bound", 0, "LASSO support inclusion at every layer",
                                zerr, t2.verdict))
@@ -392,7 +444,7 @@ def _certify_one(
                   "as dense gives this image")
     else:
         failing = [c.theorem for c in conds if c.key == "thm1" and c.verdict != HOLDS]
-        wit = _witness(ctx, z) if (witness and z is not None) else None
+        wit = _witness(ctx, z, seen) if (witness and z is not None) else None
         if wit is not None:
             unique = False
             reason = (f"non-unique: the local linear map has rank {wit['local_rank']} < n_0 = {n0}, and z' = z + t d "
@@ -401,8 +453,7 @@ def _certify_one(
             unique = None
             reason = "Theorem 1 not established (" + ", ".join(
                 f"{f}: {next(c.verdict for c in conds if c.theorem == f)}" for f in failing) + ")"
-    return Certificate(list(dims), s, int(out_rows.size), conds, t2, unique, reason, wit, float(noise),
-                       ctx.act.name, notes)
+    return Certificate(list(dims), s, m, conds, t2, unique, reason, wit, float(noise), ctx.act.name, notes)
 
 
 @single_thread_blas
@@ -411,6 +462,8 @@ def certify(
     z: Any = None,
     *,
     layers: Sequence[Tensor] | None = None,
+    mask: Any = None,
+    measure: Any = None,
     noise: float | Tensor = 0.0,
     lam: Any = None,
     lam_factor: float = 2.0,
@@ -435,6 +488,15 @@ def certify(
         Estimated hidden layers ``[x_1, ..., x_L]`` (e.g. a solver's); supports are the entries
         above ``support_tol`` x the layer's largest entry. With ``layers`` the certificate is
         about the representation they describe.
+    mask : Tensor of shape (n,) or (B, n), bool, or Mask, optional
+        Observed pixels (True = observed), one mask or one per signal: the certificate is about
+        the inpainting problem ``M y``. Only observed rows carry equations.
+    measure : operator, optional
+        The measurement operator (``Mask``, ``Identity``, or any operator with ``forward`` and
+        ``shape`` (m, n), e.g. ``GaussianMatrix``). For an identity output the equations are the
+        rows of ``A W_{L+1}``; otherwise an image entry carries an equation when ``A``
+        determines it, i.e. when ``e_j`` lies in the span of ``A``'s rows (all entries for an
+        ``A`` of rank n, none for a generic wide one).
     noise : float or Tensor of shape (B,)
         ``||e||_2`` bound on the image noise, for the Theorem 2 error bound.
     lam : sequence of float (L,), optional
@@ -454,6 +516,16 @@ def certify(
     Returns
     -------
     Certificate (1-D ``z`` or 1-D layers) or list of Certificate (a batch)
+
+    Notes
+    -----
+    The rows that carry the output equations, per signal: the measured entries of the image
+    (``mask``, ``measure``) that are not saturated in the generator's precision (a tanh /
+    sigmoid value rounded to its bound gives no equation on the pre-activation: the solvers
+    leave it out, :func:`geninv.solvers.common.saturated`), and for a ReLU output those in
+    ``supp(y)``. Theorem 1 (i) and Corollary 1 count them (``Certificate.output_rows``). A
+    batch with per-signal masks is one call: the work shared by its signals (the s-forms, the
+    spark of a row set common to several signals) is done once.
 
     Examples
     --------
@@ -512,6 +584,7 @@ def certify(
         # The image of the representation: phi(W_{L+1} x_L + b_{L+1}).
         last = G.layers[-1].to(dtype=torch.float64)
         ys = last(xs_b[-1])
+        y_data = G.layers[-1](xs_b[-1].to(G.device, G.dtype))
         zs = None if zz is None else zz.detach().cpu().to(torch.float64).numpy()
         if zs is None:
             zs = _latent_from_layers(ctx, [x.numpy() for x in xs_b])
@@ -520,6 +593,7 @@ def certify(
         tr = G.trace(zz)
         xs_b = [x.detach().cpu().to(torch.float64) for x in tr.hidden]
         ys = tr.y.detach().cpu().to(torch.float64)
+        y_data = tr.y.detach()
         zs = zz.detach().cpu().to(torch.float64).numpy()
         B = zz.shape[0]
     if nz.numel() not in (1, B):
@@ -528,14 +602,77 @@ def certify(
     lam_list = None if lam_t is None else [float(v) for v in lam_t]
     if lam_list is not None and len(lam_list) != G.n_hidden:
         raise InputError(f"lam: expected {G.n_hidden} values (one per hidden layer), received {len(lam_list)}")
+    seen, rows_ok, how = _measured_rows(G, ctx, mask, measure, y_data, B)
     certs = []
     for k in range(B):
         xs = [x[k].numpy() for x in xs_b]
         zk = None if zs is None else (zs[k] if zs.ndim == 2 else None)
         certs.append(_certify_one(ctx, xs, zk, ys[k].numpy(), float(nz[k]), s_forms=s_forms, theorem2=theorem2,
                                   lam=lam_list, lam_factor=lam_factor, support_tol_solver=solver_support_tol,
-                                  witness=True))
+                                  witness=True, rows_ok=None if rows_ok is None else rows_ok[k],
+                                  seen=None if seen is None else seen[k], rows_how=how))
     return certs[0] if single else certs
+
+
+def _measured_rows(G: Generator, ctx: _Ctx, mask: Any, measure: Any, y_data: Tensor,
+                   B: int) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    """Validate ``mask`` / ``measure`` and return, per signal, the image entries the measurements
+    read (``seen``, for the witness), those that carry equations (``rows_ok``: determined by
+    the measurements and not saturated in ``y_data``'s precision), each (B, n) bool or None,
+    and a description of the rows."""
+    from geninv.operators import Identity, Mask
+    from geninv.solvers.common import saturated
+
+    n = G.output_dim
+    if mask is not None and measure is not None:
+        raise InputError("mask, measure: expected at most one of them, received both")
+    if isinstance(measure, Identity):
+        if measure.n != n:
+            raise ShapeError(f"measure: expected an operator on R^{n}, received Identity({measure.n})")
+        measure = None
+    if isinstance(measure, Mask):
+        mask, measure = measure, None
+    seen: np.ndarray | None = None
+    how: list[str] = []
+    if mask is not None:
+        mk = mask if isinstance(mask, Mask) else Mask(mask) if isinstance(mask, Tensor) else None
+        if mk is None:
+            raise InputError(f"mask: expected a boolean tensor of shape ({n},) or ({B}, {n}), received {describe(mask)}")
+        mt = mk.mask
+        if mt.shape[1] != n or mt.shape[0] not in (1, B):
+            raise ShapeError(f"mask: expected shape ({n},), (1, {n}) or ({B}, {n}), received {tuple(mt.shape)}")
+        seen = mt.expand(B, n).cpu().numpy().copy()
+        how.append("observed")
+    elif measure is not None:
+        for attr in ("forward", "shape"):
+            if not hasattr(measure, attr):
+                raise InputError(f"measure: expected a geninv operator (forward, shape), received {describe(measure)}")
+        shape = tuple(measure.shape)
+        if len(shape) != 2 or shape[1] != n:
+            raise ShapeError(f"measure: expected an operator of shape (m, {n}), received shape {shape}")
+        with torch.no_grad():
+            A = measure.forward(torch.eye(n, dtype=torch.float64, device=G.device)).detach().cpu().to(torch.float64)
+        A_np = A.numpy().T.copy()  # (m, n): the rows of A
+        ctx.measure_with(A_np)
+        if ctx.act.name == "identity":
+            return None, None, ""
+        # e_j in the span of A's rows: the j-th diagonal entry of the projector onto it is 1.
+        _, sv, Vt = np.linalg.svd(A_np, full_matrices=False)
+        r = int((sv > max(A_np.shape) * np.finfo(np.float64).eps * (sv[0] if sv.size else 0.0)).sum())
+        det = (Vt[:r] ** 2).sum(axis=0) >= 1.0 - 1e-9
+        seen = np.broadcast_to(np.abs(A_np).sum(axis=0) > 0, (B, n)).copy()
+        rows = np.broadcast_to(det, (B, n)).copy()
+        how.append("determined by A")
+        sat = saturated(G.output_activation, y_data).cpu().numpy()
+        if sat.any():
+            how.append("not saturated")
+        return seen, rows & ~sat, ", ".join(how)
+    sat = saturated(G.output_activation, y_data).cpu().numpy()
+    if not sat.any():
+        return seen, seen, ", ".join(how)
+    how.append("not saturated")
+    rows_ok = ~sat if seen is None else seen & ~sat
+    return seen, rows_ok, ", ".join(how)
 
 
 def _check_generator(G: Any) -> None:
@@ -597,7 +734,10 @@ class ArchitectureReport:
     expansion : list of dict
         The same statistics for ``s_1/n_0, s_2/s_1, ..., n/s_L``.
     corollary1 : dict
-        Fraction of samples meeting each inequality of Corollary 1 and ``"all"``.
+        Fraction of samples meeting each inequality of Corollary 1 and ``"all"``. The output
+        inequality is ``s_L < n/2``, or ``s_L < m/2`` with ``m`` the output rows that carry
+        equations (the support of ``y`` for a ReLU output, the unsaturated entries for a
+        saturated tanh / sigmoid one) when some sample has fewer than ``n``.
     theorem1 : dict or None
         Fractions of per-signal verdicts ``"true"``, ``"false"``, ``"none"`` (Theorem 1 certificates).
     """
@@ -691,7 +831,14 @@ def certify_architecture(
     s_ext = np.concatenate([np.full((trials, 1), n0), card, np.full((trials, 1), n)], axis=1).astype(np.float64)
     with np.errstate(divide="ignore"):
         ratios = s_ext[:, 1:] / s_ext[:, :-1]
-    cor: dict[str, np.ndarray] = {f"s_{L} < n/2": card[:, -1] < n / 2}
+    # the output rows that carry equations: the unsaturated ones, and supp(y) for a ReLU output
+    from geninv.solvers.common import saturated
+
+    rows = ~saturated(G.output_activation, tr.y)
+    if not G.output_activation.invertible:
+        rows &= tr.y > 0
+    m = rows.sum(dim=1).cpu().numpy()
+    cor: dict[str, np.ndarray] = {f"s_{L} < n/2" if bool((m == n).all()) else f"s_{L} < m/2": card[:, -1] < m / 2}
     for i in range(L, 1, -1):
         cor[f"s_{i - 1} < s_{i}/2"] = card[:, i - 2] < card[:, i - 1] / 2
     cor["n_0 <= s_1"] = n0 <= card[:, 0]

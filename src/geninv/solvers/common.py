@@ -29,6 +29,10 @@ __all__ = [
     "default_tol",
     "check_seed",
     "choose_domain",
+    "choose_domains",
+    "saturated",
+    "unsaturated",
+    "split_by_domain",
     "check_informative",
     "LoopOutput",
     "run_loop",
@@ -94,36 +98,119 @@ def check_seed(seed: object) -> int | None:
     return seed
 
 
-def choose_domain(image_domain: object, G: Generator, y: Tensor, meas: Measurement, *,
-                  out_of_range: str = "signal") -> str:
-    """Resolve ``image_domain`` ('auto', 'pre' or 'signal') for this generator, data and measure.
+def saturated(phi: Any, y: Tensor) -> Tensor:
+    """Entries of ``y`` at a bound of the output activation's range in the data's precision.
 
-    'auto' is 'pre' when the output activation is invertible and the measurement diagonal (a
-    pixel mask or none), 'signal' otherwise (ReLU outputs, general operators). When some
-    observed entry of ``y`` lies outside the activation's range, 'auto' gives 'signal' if
-    ``out_of_range == "signal"`` (Latent-Pursuit: fit phi(.) to noisy data) and 'pre' otherwise,
-    whose ``phi^{-1}(y)`` then raises DomainError (Layered Basis-Pursuit, which SPEC sec. 5
-    defines on ``phi^{-1}(y)``).
+    A bounded activation (tanh, sigmoid) rounds to its bound, or to a few ulps from it, where
+    its pre-activation is large: ``sigmoid(a) == 0`` in float32 for ``a < -104`` and ``== 1`` for
+    ``a > 17``. There ``phi^{-1}(y)`` is undefined or known only roughly: one rounding of ``y``
+    (one ulp, ``eps max(|y|, tiny)``) moves ``a`` by ``ulp / phi'(a)``. An entry is saturated
+    when that exceeds ``sqrt(eps) max(1, |a|)``: the value says only that ``a`` is large, an
+    inequality, not an equation. Entries beyond the bounds (noise) are out of range, not
+    saturated. Other activations never saturate.
+
+    Parameters
+    ----------
+    phi : Activation
+    y : Tensor of shape (B, n)
+
+    Returns
+    -------
+    Tensor of shape (B, n), bool
+    """
+    if phi.name not in ("tanh", "sigmoid"):
+        return torch.zeros(y.shape, dtype=torch.bool, device=y.device)
+    fi = torch.finfo(y.dtype)
+    lo, hi = phi.range
+    y64 = y.to(torch.float64)
+    inside = (y64 >= lo) & (y64 <= hi)
+    yc = y64.clamp(lo, hi)
+    # phi'(a) as a function of y = phi(a): y (1 - y) for sigmoid, (1 + y)(1 - y) for tanh
+    dphi = (yc - lo) * (hi - yc) / (hi - lo) if phi.name == "sigmoid" else (yc - lo) * (hi - yc)
+    with torch.no_grad():
+        if phi.name == "sigmoid":
+            a = (torch.log(yc) - torch.log1p(-yc)).abs()
+        else:
+            a = torch.atanh(yc).abs()
+    ulp = fi.eps * yc.abs().clamp_min(fi.tiny)
+    precise = ulp <= math.sqrt(fi.eps) * dphi * torch.nan_to_num(a, posinf=1.0).clamp_min(1.0)
+    return inside & ~precise
+
+
+def unsaturated(G: Generator, y: Tensor, meas: Measurement) -> Measurement:
+    """``meas`` with the saturated entries of each sample (:func:`saturated`) unobserved.
+
+    The pre-activation form ``phi^{-1}(y)`` uses this: a saturated pixel gives no equation on
+    ``W_{L+1} x_L + b_{L+1}``, and treating it as observed (``phi^{-1}`` of a rounded bound) makes
+    the linear system inconsistent. Decided per sample, so a sample's problem does not depend on
+    its batch mates. ``meas`` itself (the signal-domain fit, the debiasing) keeps every observed
+    entry. Returned unchanged when nothing is saturated or ``meas`` is not diagonal.
+    """
+    if not meas.diagonal:
+        return meas
+    sat = saturated(G.output_activation, y)
+    if meas.obs is not None:
+        sat = sat & meas.obs
+    if not bool(sat.any()):
+        return meas
+    obs = ~sat if meas.obs is None else meas.obs & ~sat
+    return Measurement("diag", obs.to(y.dtype), obs, None)
+
+
+def choose_domains(image_domain: object, G: Generator, y: Tensor, meas: Measurement, *,
+                   out_of_range: str = "signal") -> tuple[str, Tensor]:
+    """Resolve ``image_domain`` ('auto', 'pre' or 'signal') per sample.
+
+    'auto' takes, for each sample, 'pre' when the output activation is invertible, the
+    measurement diagonal (a pixel mask or none), and the sample has at least one observed entry
+    that is not saturated (:func:`saturated`; saturated entries are left out of the
+    pre-activation form, :func:`unsaturated`), and 'signal' otherwise (ReLU outputs, general
+    operators). A sample with an observed entry outside the activation's range (noise) gets
+    'signal' if ``out_of_range == "signal"`` (Latent-Pursuit: fit phi(.) to noisy data) and
+    'pre' otherwise, whose ``phi^{-1}(y)`` then raises DomainError (Layered Basis-Pursuit,
+    defined on ``phi^{-1}(y)``).
+
+    Returns
+    -------
+    domain : str
+        'pre' or 'signal' when every sample takes it, 'mixed' otherwise.
+    pre : Tensor of shape (B,), bool
+        The samples that take 'pre'.
     """
     if image_domain not in ("auto", "pre", "signal"):
         raise InputError(f"image_domain: expected 'auto', 'pre' or 'signal', received {describe(image_domain)}")
     phi = G.output_activation
     pre_ok = meas.diagonal and phi.invertible
+    B = y.shape[0]
     if image_domain == "pre" and not pre_ok:
         raise InputError(
             "image_domain: expected 'auto' or 'signal' for this problem ('pre' needs an invertible output "
             f"activation and a pixel mask or no measure), received 'pre' with output {phi.name} and measure {meas.kind}"
         )
-    if image_domain == "signal":
-        return "signal"
+    every = torch.ones(B, dtype=torch.bool, device=y.device)
+    if image_domain == "signal" or not pre_ok:
+        return "signal", ~every
     if image_domain == "pre":
-        return "pre"
-    if not pre_ok:
-        return "signal"
-    if out_of_range != "signal":
-        return "pre"
-    inside = phi.in_range(y) if meas.obs is None else (phi.in_range(y) | ~meas.obs)
-    return "pre" if bool(inside.all()) else "signal"
+        return "pre", every
+    observed = torch.ones_like(y, dtype=torch.bool) if meas.obs is None else meas.obs
+    lo, hi = phi.range
+    beyond = observed & ~((y >= lo) & (y <= hi) & torch.isfinite(y))
+    usable = observed & ~beyond & ~saturated(phi, y)
+    pre = usable.any(dim=1)
+    if out_of_range == "signal":
+        pre = pre & ~beyond.any(dim=1)
+    elif bool(beyond.any()):
+        pre = every  # phi^{-1} raises DomainError naming the values out of range
+    n_pre = int(pre.sum())
+    return ("pre" if n_pre == B else "signal" if n_pre == 0 else "mixed"), pre
+
+
+def choose_domain(image_domain: object, G: Generator, y: Tensor, meas: Measurement, *,
+                  out_of_range: str = "signal") -> str:
+    """One ``image_domain`` for the whole batch: that of :func:`choose_domains` when every sample
+    takes the same, 'signal' otherwise."""
+    domain, _ = choose_domains(image_domain, G, y, meas, out_of_range=out_of_range)
+    return "signal" if domain == "mixed" else domain
 
 
 def check_informative(G: Generator, y: Tensor, meas: Measurement, *, name: str = "y") -> None:
@@ -662,9 +749,10 @@ def image_warm_start(W: Tensor, rhs: Tensor, obs: Tensor | None, dtype: torch.dt
     """Start of the pre-activation image-layer pursuit: ``max(pinv(W^{O_b}) rhs_b^{O_b}, 0)``.
 
     ``rhs = phi^{-1}(y) - b_{L+1}`` (B, n); ``obs`` the observed pixels ``O_b`` (B, n) or None.
-    Exact for noiseless signals, so FISTA stops at its first check. Returns None (start from
-    zero) when a sample observes fewer pixels than ``W`` has columns: its least squares is then
-    not determined, and the pseudo-inverse fallback per sample costs more than it saves.
+    Exact for noiseless signals, so FISTA stops at its first check. A sample that observes fewer
+    pixels than ``W`` has columns starts from zero (its least squares is then not determined,
+    and the pseudo-inverse fallback costs more than it saves); decided per sample, so a sample's
+    start does not depend on its batch mates. Returns None when every sample starts from zero.
 
     Why: from zero, the float32 FISTA stops (relative change 1e-5) with off-support entries
     still above the support threshold; those false supports then fail every lower layer
@@ -677,8 +765,14 @@ def image_warm_start(W: Tensor, rhs: Tensor, obs: Tensor | None, dtype: torch.dt
     """
     if obs is None:
         return supported_lstsq(W, rhs, None, None, dtype=torch.float64, refine=2).to(dtype).clamp_min(0)
-    if int(obs.sum(dim=1).min()) < W.shape[1]:
+    few = obs.sum(dim=1) < W.shape[1]
+    if bool(few.all()):
         return None
+    if bool(few.any()):
+        keep = (~few).nonzero().squeeze(1)
+        x0 = torch.zeros(rhs.shape[0], W.shape[1], dtype=dtype, device=rhs.device)
+        x0[keep] = image_warm_start(W, rhs[keep], obs[keep], dtype)  # type: ignore[assignment]
+        return x0
     if bool((obs == obs[:1]).all()):
         return supported_lstsq(W, rhs, obs, None, dtype=torch.float64, refine=2).to(dtype).clamp_min(0)
     work = torch.float64 if dtype == torch.float64 else torch.float32
@@ -935,7 +1029,9 @@ def fit_supports(
     -----
     When ``phi`` is invertible and ``A`` a pixel mask (or absent), the start is the exact
     linear least-squares solution on the pre-activation, ``pinv(M J) M (phi^{-1}(y) - c)``
-    (exact for noiseless data: the Oracle with estimated supports). Then Levenberg-Marquardt
+    (exact for noiseless data: the Oracle with estimated supports), per sample on its
+    unsaturated observed pixels (:func:`unsaturated`), for the samples whose pixels there lie
+    in the range of ``phi`` (the others start from ``z0``). Then Levenberg-Marquardt
     (Gauss-Newton with per-sample damping, accepted only where the objective decreases) runs
     in the signal domain, which is the SPEC objective and the maximum-likelihood fit under
     Gaussian noise; it is skipped when ``phi`` is the identity and ``A`` diagonal (the linear
@@ -963,24 +1059,36 @@ def fit_supports(
     w = meas.w.to(torch.float64) if meas.w is not None else None
     J: Tensor | None = None
     c: Tensor | None = None
-    linear_ok = False
+    # The linear start, per sample: on the unsaturated observed entries (saturated ones carry no
+    # equation on the pre-activation), for the samples whose such entries are all in range.
+    lin = torch.zeros(B, dtype=torch.bool, device=dev)
+    m_lin = meas
     if meas.diagonal and phi.invertible:
-        ok_rows = phi.in_range(y64) if meas.obs is None else (phi.in_range(y64) | ~meas.obs)
-        linear_ok = bool(ok_rows.all())
+        m_lin = unsaturated(G, y, meas)
+        ok_rows = phi.in_range(y64) if m_lin.obs is None else (phi.in_range(y64) | ~m_lin.obs)
+        lin = ok_rows.all(dim=1) if m_lin.obs is None else ok_rows.all(dim=1) & m_lin.obs.any(dim=1)
     if phi.name == "relu" and meas.diagonal:
         return _relu_output_fit(G, y64, supports, meas, work)
-    shared_w = w is None or bool((w == w[:1]).all())
-    if linear_ok and shared_w and G.n_hidden >= 1 and G.weights[-1].shape[0] > G.weights[-1].shape[1]:
-        z = _reduced_linear_fit(G, y64, supports, meas, None if w is None else w[0], work)
+    w_lin = m_lin.w.to(torch.float64) if m_lin.w is not None else None
+    shared_w = w_lin is None or bool((w_lin == w_lin[:1]).all())
+    if bool(lin.all()) and shared_w and G.n_hidden >= 1 and G.weights[-1].shape[0] > G.weights[-1].shape[1]:
+        z = _reduced_linear_fit(G, y64, supports, m_lin, None if w_lin is None else w_lin[0], work)
     else:
         J, c = support_affine(G, supports, B, dtype=work)
         J, c = J.to(torch.float64), c.to(torch.float64)
-        if linear_ok:
-            t = preactivation_target(G, y64, meas)
-            Jw = J if w is None else J * w[:, :, None]
-            tw = (t - c) if w is None else (t - c) * w
-            z = batched_lstsq(Jw, tw)
+        if bool(lin.any()):
+            li = lin.nonzero().squeeze(1)
+            t = preactivation_target(G, y64[li], _meas_index(m_lin, li))
+            Jw = J[li] if w_lin is None else J[li] * w_lin[li, :, None]
+            tw = (t - c[li]) if w_lin is None else (t - c[li]) * w_lin[li]
+            z_lin = batched_lstsq(Jw, tw)
             del Jw
+            if bool(lin.all()):
+                z = z_lin
+            else:
+                z = torch.zeros(B, G.latent_dim, dtype=torch.float64, device=dev) if z0 is None \
+                    else z0.to(torch.float64).clone()
+                z[li] = z_lin
     n0 = G.latent_dim
     if z is None:
         z = torch.zeros(B, n0, dtype=torch.float64, device=dev) if z0 is None else z0.to(torch.float64).clone()
@@ -1142,6 +1250,89 @@ def finish(
     if notes:
         warnings.warn(f"{method}: " + "; ".join(notes), ConvergenceWarning, stacklevel=3)
     return res
+
+
+def split_by_domain(solve: Callable[..., SolveResult], G: Generator, y: Tensor, meas: Measurement, pre: Tensor,
+                    options: dict[str, Any]) -> SolveResult:
+    """Solve a batch whose samples take different image domains (:func:`choose_domains`): the
+    'pre' samples and the 'signal' samples each by ``solve(G, y_g, mask=..., image_domain=d,
+    **options)``, the results put back in the batch's order (:func:`merge_results`), so each
+    sample is solved as it would be alone. ``info["image_domain"]`` is then a per-sample list;
+    a callback sees each group's batch in turn.
+    """
+    t0 = time.perf_counter()
+    parts = []
+    for d, sel in (("pre", pre), ("signal", ~pre)):
+        idx = sel.nonzero().squeeze(1)
+        m = None if meas.obs is None else meas.obs[idx]
+        parts.append((idx, solve(G, y[idx], mask=m, image_domain=d, **options)))
+    return merge_results(parts, y.shape[0], time.perf_counter() - t0)
+
+
+def merge_results(parts: Sequence[tuple[Tensor, SolveResult]], B: int, seconds: float) -> SolveResult:
+    """One SolveResult of B samples from results on disjoint groups ``(indices, result)``.
+
+    Per-sample tensors (leading dimension the group's size) are scattered back; histories
+    (T, b) are padded with NaN to the longest; ``info`` is merged key by key (per-sample
+    tensors scattered, equal values kept, differing values listed per sample, ``seconds``
+    summed).
+    """
+    idxs = [i for i, _ in parts]
+    res = [r for _, r in parts]
+
+    def scatter(vals: Sequence[Tensor]) -> Tensor:
+        ref = vals[0]
+        out = ref.new_zeros((B, *ref.shape[1:]))
+        for i, v in zip(idxs, vals):
+            out[i] = v.to(out.dtype)
+        return out
+
+    def per_sample(vals: Sequence[Any]) -> list[Any]:
+        out: list[Any] = [None] * B
+        for i, v in zip(idxs, vals):
+            for j in i.tolist():
+                out[j] = v
+        return out
+
+    def merge(vals: Sequence[Any], key: str = "") -> Any:
+        present = [v for v in vals if v is not None]
+        if not present:
+            return None
+        if all(isinstance(v, Tensor) and v.ndim >= 1 and v.shape[0] == i.numel() and v.shape[1:] == present[0].shape[1:]
+               for v, i in zip(vals, idxs)):
+            return scatter(vals)
+        if all(isinstance(v, dict) for v in vals):
+            keys = list(dict.fromkeys(k for v in vals for k in v))
+            return {k: merge([v.get(k) for v in vals], key if key == "seconds" else k) for k in keys}
+        if all(isinstance(v, tuple) and hasattr(v, "_fields") and type(v) is type(vals[0]) for v in vals):
+            return type(vals[0])(*[merge([v[j] for v in vals]) for j in range(len(vals[0]))])
+        if all(isinstance(v, list) and len(v) == len(vals[0]) for v in vals):
+            return [merge([v[j] for v in vals]) for j in range(len(vals[0]))]
+        if key == "seconds" and all(isinstance(v, (int, float)) for v in vals):
+            return float(sum(vals))
+        if all(not isinstance(v, Tensor) and v == vals[0] for v in vals):
+            return vals[0]
+        return per_sample(vals)
+
+    hist: dict[str, Tensor] = {}
+    for k in dict.fromkeys(k for r in res for k in r.history):
+        hs = [r.history.get(k) for r in res]
+        ref = next(h for h in hs if h is not None)
+        T = max(h.shape[0] for h in hs if h is not None)
+        out = torch.full((T, B), float("nan"), dtype=ref.dtype, device=ref.device)
+        for i, h in zip(idxs, hs):
+            if h is not None:
+                out[: h.shape[0], i] = h
+        hist[k] = out
+    return SolveResult(
+        res[0].method, scatter([r.z for r in res]),
+        [scatter(list(x)) for x in zip(*[r.layers for r in res])],
+        [scatter(list(x)) for x in zip(*[r.supports for r in res])],
+        scatter([r.converged for r in res]), scatter([r.n_iter for r in res]), hist, seconds,
+        merge([r.info for r in res]),
+        None if any(r.residual is None for r in res) else scatter([r.residual for r in res]),
+        None if any(r.fits is None for r in res) else scatter([r.fits for r in res]),
+    )
 
 
 def no_hidden_layer(method: str, G: Generator, y: Tensor, meas: Measurement, t0: float) -> SolveResult:

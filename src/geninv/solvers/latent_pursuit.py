@@ -17,7 +17,7 @@ from geninv.solvers.common import (
     check_informative,
     check_option,
     check_seed,
-    choose_domain,
+    choose_domains,
     debias_fit,
     default_tol,
     exact_fit,
@@ -27,8 +27,10 @@ from geninv.solvers.common import (
     no_hidden_layer,
     preactivation_target,
     resolve_measurement,
+    split_by_domain,
     supported_lstsq,
     threshold_support,
+    unsaturated,
 )
 from geninv.solvers.relu_output import (
     check_relu_measure,
@@ -114,10 +116,15 @@ def latent_pursuit(
         Form of the image-layer problem. ``"signal"``: SPEC eq. 8,
         ``min_{x>=0} 1/2 ||A (y - phi(W x + b))||^2 + lam 1^T x``. ``"pre"``: the convex
         pre-activation form ``min_{x>=0} 1/2 ||M (phi^{-1}(y) - b - W x)||^2 + lam 1^T x``,
-        available for an invertible ``phi`` and a pixel mask or no measure. ``"auto"`` (default)
-        takes ``"pre"`` whenever it is available and every observed entry of ``y`` lies inside
-        the range of ``phi``, and ``"signal"`` otherwise (noisy tanh data at +-1, general
-        operators); chosen from measurements (see Notes). A ReLU output with ``"auto"`` is one
+        available for an invertible ``phi`` and a pixel mask or no measure; pixels saturated at
+        a bound of ``phi``'s range in the data's precision (float32 ``sigmoid(a) == 0`` for
+        ``a < -104``) give no equation there and are left out of it, per sample
+        (:func:`geninv.solvers.common.saturated`). ``"auto"`` (default) decides per sample:
+        ``"pre"`` whenever it is available and every observed entry of the sample lies in the
+        range of ``phi`` (at most at its bounds), ``"signal"`` otherwise (noisy tanh data beyond
+        +-1, ReLU outputs, general operators); chosen from measurements (see Notes). A batch
+        whose samples take different forms is solved as two groups, each sample as it would be
+        alone, and ``info["image_domain"]`` is then a per-sample list. A ReLU output with ``"auto"`` is one
         more sparse layer (``info["image_domain"] == "support"``): its positive pixels are
         equations and its observed zero pixels inequalities ``W^Z x_L + b^Z <= 0``, solved as a
         middle layer of eq. (9) (:mod:`geninv.solvers.relu_output`); through a general operator
@@ -199,6 +206,7 @@ def latent_pursuit(
     >>> bool((relative_error(z, res.z) < 1e-6).all())
     True
     """
+    options = {k: v for k, v in locals().items() if k not in ("G", "y", "measure", "mask", "image_domain")}
     t0 = time.perf_counter()
     G = check_generator(G)
     yy, meas = resolve_measurement(measure, mask, G, y)
@@ -224,10 +232,12 @@ def latent_pursuit(
     if is_relu_output(G) and image_domain == "auto":
         # A ReLU output is one more sparse layer: its support is read off y (module relu_output).
         check_relu_measure("latent_pursuit", G, meas)
-        domain = "support"
+        domain, pre = "support", None
     else:
-        domain = choose_domain(image_domain, G, yy, meas)
+        domain, pre = choose_domains(image_domain, G, yy, meas)
     check_informative(G, yy, meas)
+    if domain == "mixed":
+        return split_by_domain(latent_pursuit, G, yy, meas, pre, options)
 
     with torch.no_grad():
         if G.n_hidden == 0:
@@ -266,12 +276,13 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
                                            power_iters=power_iters, callback=callback, stage=stage)
         info["mu"][stage] = mu_t.squeeze(1)
     elif domain == "pre":
-        t = preactivation_target(G, y, meas)
+        m_img = unsaturated(G, y, meas)  # saturated pixels give no equation on the pre-activation
+        t = preactivation_target(G, y, m_img)
         f: LinearLS | SignalLS = LinearLS(W, b)
-        lip = image_lipschitz(W, meas, None, power_iters=power_iters)
-        w = meas.w
+        lip = image_lipschitz(W, m_img, None, power_iters=power_iters)
+        w = m_img.w
         if warm_start:
-            x0_img = image_warm_start(W, t - b, meas.obs, dtype)
+            x0_img = image_warm_start(W, t - b, m_img.obs, dtype)
             exact = exact_fit(W, b, t, w, x0_img)
     else:
         t = y

@@ -16,7 +16,7 @@ from geninv.solvers.common import (
     check_informative,
     check_option,
     check_seed,
-    choose_domain,
+    choose_domains,
     debias_fit,
     default_tol,
     exact_fit,
@@ -26,8 +26,10 @@ from geninv.solvers.common import (
     no_hidden_layer,
     preactivation_target,
     resolve_measurement,
+    split_by_domain,
     supported_lstsq,
     threshold_support,
+    unsaturated,
 )
 from geninv.solvers.relu_output import check_relu_measure, is_relu_output, output_support, relu_image_start
 from geninv.solvers.result import SolveResult
@@ -90,8 +92,9 @@ def layered_bp(
         Form of the first problem. ``"auto"`` (default): the pre-activation ``phi^{-1}(y)`` of
         SPEC sec. 5 for an invertible output, a pixel mask or no measure and observed ``y``
         inside the activation's range; otherwise the signal domain of SPEC eq. 8 (noisy tanh
-        data at +-1, ReLU output, general operators). ``"pre"`` forces the pre-activation form
-        (DomainError for ``y`` outside the range). A ReLU output with ``"auto"``: the first
+        data beyond +-1, ReLU output, general operators), decided per sample as in
+        :func:`geninv.latent_pursuit` (saturated pixels are left out of ``phi^{-1}(y)``).
+        ``"pre"`` forces the pre-activation form (DomainError for ``y`` outside the range). A ReLU output with ``"auto"``: the first
         problem is that of a middle layer, on the rows of the positive pixels of ``y``
         (``info["image_domain"] == "support"``, :mod:`geninv.solvers.relu_output`); InputError
         through a general operator, which does not observe that support.
@@ -136,6 +139,7 @@ def layered_bp(
     >>> bool((relative_error(z, res.z) < 1e-6).all())
     True
     """
+    options = {k: v for k, v in locals().items() if k not in ("G", "y", "measure", "mask", "image_domain")}
     t0 = time.perf_counter()
     G = check_generator(G)
     yy, meas = resolve_measurement(measure, mask, G, y)
@@ -156,10 +160,12 @@ def layered_bp(
     if is_relu_output(G) and image_domain == "auto":
         # A ReLU output is one more sparse layer: its support is read off y (module relu_output).
         check_relu_measure("layered_bp", G, meas)
-        domain = "support"
+        domain, pre = "support", None
     else:
-        domain = choose_domain(image_domain, G, yy, meas)
+        domain, pre = choose_domains(image_domain, G, yy, meas)
     check_informative(G, yy, meas)
+    if domain == "mixed":
+        return split_by_domain(layered_bp, G, yy, meas, pre, options)
 
     phi = G.output_activation
     with torch.no_grad():
@@ -176,23 +182,25 @@ def layered_bp(
         W, b = Ws[-1], bs[-1]
         x0_img = None
         exact = None
+        w_img: Tensor | None = meas.w
         if domain == "support":
             # As a middle layer of Layered Basis-Pursuit: the equations on the positive pixels.
             pos, zero = output_support(yy, meas)
             t = yy
-            w_img: Tensor | None = pos.to(dtype)
+            w_img = pos.to(dtype)
             f: LinearLS | SignalLS = LinearLS(W, b)
             lip = masked_gram_norm(W, w_img, iters=power_iters)
             if warm_start:
                 x0_img, exact = relu_image_start(W, b, yy, pos, zero, dtype)
         elif domain == "pre":
-            t = preactivation_target(G, yy, meas)
-            w_img = meas.w
+            m_img = unsaturated(G, yy, meas)  # saturated pixels give no equation on the pre-activation
+            t = preactivation_target(G, yy, m_img)
+            w_img = m_img.w
             f = LinearLS(W, b)
-            lip = image_lipschitz(W, meas, None, power_iters=power_iters)
+            lip = image_lipschitz(W, m_img, None, power_iters=power_iters)
             if warm_start:
-                x0_img = image_warm_start(W, t - b, meas.obs, dtype)
-                exact = exact_fit(W, b, t, meas.w, x0_img)
+                x0_img = image_warm_start(W, t - b, m_img.obs, dtype)
+                exact = exact_fit(W, b, t, w_img, x0_img)
         else:
             t = yy
             w_img = meas.w

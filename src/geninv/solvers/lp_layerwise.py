@@ -23,6 +23,7 @@ from geninv._validate import as_batch, as_mask
 from geninv.exceptions import ConvergenceWarning, InputError, ShapeError, describe
 from geninv.model.generator import Generator
 from geninv.operators import Identity
+from geninv.solvers.common import saturated
 from geninv.solvers.result import SolveResult
 
 __all__ = ["lp_layerwise"]
@@ -185,7 +186,10 @@ def lp_layerwise(
     ----------
     G : Generator
     y : Tensor of shape (B, n), or (B, m) with an operator other than Identity/Mask
-        Signals; for a pixel mask only the observed entries are used. With another operator
+        Signals; for a pixel mask only the observed entries are used, and of those only the
+        unsaturated ones for a tanh / sigmoid output (a value at a bound of the range in the
+        data's precision gives no equation on the pre-activation; decided per sample,
+        :func:`geninv.solvers.common.saturated`). With another operator
         ``A`` (m, n), the measurements ``A G(z)`` (the convention of :func:`geninv.invert`).
     measure : operator, optional
         None (everything observed), a :class:`~geninv.operators.Mask` (per-sample masks allowed),
@@ -275,9 +279,13 @@ def lp_layerwise(
     phi = G.output_activation
 
     # phi^{-1} of the observed entries, for the whole batch at once (validated here, at the boundary).
+    # Saturated entries (at a bound of a tanh/sigmoid range in the data's precision) give no
+    # equation on the pre-activation: they are left out, per sample; hidden entries are filled
+    # with phi(0) (inside the range) and never used.
     if kind == "entries" and phi.name != "relu":
         assert observed is not None
-        y_obs = torch.where(observed, y, torch.zeros((), dtype=y.dtype, device=y.device))
+        observed = observed & ~saturated(phi, y)
+        y_obs = torch.where(observed, y, phi(torch.zeros((), dtype=y.dtype, device=y.device)))
         u = phi.inverse(y_obs, clamp=None if noise == "exact" else float(clamp), name="y")
     else:
         u = y

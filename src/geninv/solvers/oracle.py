@@ -14,15 +14,18 @@ from geninv.model.generator import Generator
 from geninv.solvers.common import (
     Callback,
     Measurement,
+    _meas_index,
     check_generator,
     check_option,
     check_seed,
+    choose_domains,
     finish,
     fit_supports,
     hidden_layers,
     preactivation_target,
     resolve_measurement,
     supported_lstsq,
+    unsaturated,
 )
 from geninv.solvers.relu_output import check_relu_measure, is_relu_output, output_support
 from geninv.solvers.result import SolveResult
@@ -100,7 +103,11 @@ def oracle(
         A ReLU output through a general operator raises InputError (its support is not
         observed; :mod:`geninv.solvers.relu_output`). ``"end_to_end"``: fit ``z`` through the
         whole network with the supports frozen (Gauss-Newton in the signal domain; the
-        debiasing step of the pursuits). ``"auto"`` (default): layerwise where available.
+        debiasing step of the pursuits). ``"auto"`` (default): layerwise where available,
+        decided per sample: a sample none of whose observed pixels is unsaturated takes the
+        end-to-end fit (``info["mode"]`` is then a per-sample list). Saturated pixels (a
+        tanh / sigmoid value at its bound in the data's precision) carry no equation on the
+        pre-activation and are left out of the layerwise solve, per sample.
     max_iter, tol : int, float
         Gauss-Newton iterations and relative step tolerance of ``"end_to_end"`` (default 50, 1e-10).
     seed : int, optional
@@ -153,18 +160,39 @@ def oracle(
             "mode: 'layerwise' needs phi^{-1} (an invertible output activation with a pixel mask or no measure, "
             f"or an identity output); received output {phi.name} with measure kind {meas.kind}. Use mode='end_to_end'"
         )
-    use_layerwise = mode == "layerwise" or (mode == "auto" and layerwise_ok)
+    B = yy.shape[0]
+    if mode == "layerwise" or (mode == "auto" and layerwise_ok and not meas.diagonal):
+        lw = torch.ones(B, dtype=torch.bool, device=yy.device)
+    elif mode == "auto" and layerwise_ok:
+        # per sample: layerwise where phi^{-1} of the unsaturated observed entries is defined
+        _, lw = choose_domains("auto", G, yy, meas, out_of_range="pre")
+    else:
+        lw = torch.zeros(B, dtype=torch.bool, device=yy.device)
+    use_layerwise = bool(lw.all())
     with torch.no_grad():
         if use_layerwise:
             z, layers = _layerwise(G, yy, sup, meas)
             converged = torch.isfinite(z).all(dim=1)
-        else:
+        elif not bool(lw.any()):
             z, converged, _ = fit_supports(G, yy, sup, meas, max_iter=max_iter, tol=tol)
             layers = hidden_layers(G, z.to(yy.dtype))
+        else:
+            a, e = lw.nonzero().squeeze(1), (~lw).nonzero().squeeze(1)
+            za, la = _layerwise(G, yy[a], [s[a] for s in sup], _meas_index(meas, a))
+            ze, converged_e, _ = fit_supports(G, yy[e], [s[e] for s in sup], _meas_index(meas, e),
+                                              max_iter=max_iter, tol=tol)
+            z = torch.empty(B, G.latent_dim, dtype=za.dtype, device=yy.device)
+            z[a], z[e] = za, ze.to(za.dtype)
+            converged = torch.empty(B, dtype=torch.bool, device=yy.device)
+            converged[a], converged[e] = torch.isfinite(za).all(dim=1), converged_e
+            layers = [x.to(za.dtype) for x in hidden_layers(G, z.to(yy.dtype))]
+            for x, xa in zip(layers, la):
+                x[a] = xa.to(x.dtype)
     if callback is not None:
         callback(0, {"stage": "oracle", "x": z.to(yy.dtype), "active": 0, "change": None, "objective": None})
     n_iter = torch.zeros(yy.shape[0], dtype=torch.int64, device=yy.device)
-    info = {"mode": "layerwise" if use_layerwise else "end_to_end"}
+    info: dict[str, Any] = {"mode": "layerwise" if use_layerwise else "end_to_end" if not bool(lw.any())
+                            else ["layerwise" if v else "end_to_end" for v in lw.tolist()]}
     return finish("oracle", G, z, layers, [s.clone() for s in sup], converged, n_iter, {}, t0, info, yy.dtype, y=yy, meas=meas)
 
 
@@ -176,8 +204,9 @@ def _layerwise(G: Generator, y: Tensor, sup: list[Tensor], meas: Measurement) ->
         pos, _ = output_support(y, meas)
         x = supported_lstsq(Ws[-1], y - bs[-1], pos, sup[-1] if L else None)
     elif meas.diagonal:
-        t = preactivation_target(G, y, meas) - bs[-1]
-        x = supported_lstsq(Ws[-1], t, meas.obs, sup[-1] if L else None)
+        m = unsaturated(G, y, meas)  # saturated pixels give no equation on the pre-activation
+        t = preactivation_target(G, y, m) - bs[-1]
+        x = supported_lstsq(Ws[-1], t, m.obs, sup[-1] if L else None)
     else:
         # Identity output and a linear operator A: y = A (W x + b).
         AW = meas.op.forward(Ws[-1].T.to(y.dtype)).T
