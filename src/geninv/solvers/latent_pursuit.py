@@ -18,6 +18,7 @@ from geninv.solvers.common import (
     check_option,
     check_seed,
     choose_domain,
+    data_dtype,
     debias_fit,
     default_tol,
     exact_fit,
@@ -246,7 +247,7 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
         w = meas.w
         if warm_start:
             x0_img = image_warm_start(W, t - b, meas.obs, dtype)
-            exact = exact_fit(W, b, t, w, x0_img)
+            exact = exact_fit(W, b, t, w, x0_img, rounding=data_dtype(y))
     else:
         t = y
         f = SignalLS(W, b, G.output_activation, meas.op if meas.kind == "operator" else None)

@@ -17,6 +17,7 @@ from geninv.solvers.common import (
     check_option,
     check_seed,
     choose_domain,
+    data_dtype,
     debias_fit,
     default_tol,
     exact_fit,
@@ -173,7 +174,7 @@ def layered_bp(
             lip = image_lipschitz(W, meas, None, power_iters=power_iters)
             if warm_start:
                 x0_img = image_warm_start(W, t - b, meas.obs, dtype)
-                exact = exact_fit(W, b, t, meas.w, x0_img)
+                exact = exact_fit(W, b, t, meas.w, x0_img, rounding=data_dtype(yy))
         else:
             t = yy
             f = SignalLS(W, b, phi, meas.op if meas.kind == "operator" else None)
