@@ -292,9 +292,9 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, sigma
             # Every sample exactly realizable: Latent-Pursuit's own result.
             residual, fits = verdict(z, None)
             zeros = torch.zeros(B, dtype=f64, device=dev)
-            info = dict(res_lp.info, stage=stage, stages=STAGES, noise_level=zeros, noise_reference=zeros,
-                        residual=residual, fits=fits, seconds_auto=seconds)
-            return dataclasses.replace(res_lp, method="auto", info=info, seconds=time.perf_counter() - t0)
+            info_lp = dict(res_lp.info, stage=stage, stages=STAGES, noise_level=zeros, noise_reference=zeros,
+                           residual=residual, fits=fits, seconds_auto=seconds)
+            return dataclasses.replace(res_lp, method="auto", info=info_lp, seconds=time.perf_counter() - t0)
 
         # 2. the refinement for every other sample
         ts = time.perf_counter()
