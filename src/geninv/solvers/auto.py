@@ -3,7 +3,7 @@ realizable, the pursuit refined through the whole network where it is not (noise
 signals outside the range of ``G``), and a gradient fallback only where nothing else fits.
 
 Why this composition (measured on the shipped MNIST generator, float32, one thread, 128 signals;
-``python benchmarks/noise_grid.py`` reproduces the grid): the noiseless Latent-Pursuit capped at
+``python -m geninv.bench.noise_grid`` runs the grid): the noiseless Latent-Pursuit capped at
 100 iterations per stage, without its own debiasing, followed by Levenberg-Marquardt on the whole
 network (supports re-read at every step) reaches the end-to-end Oracle's median z SNR on 8-bit
 quantized and Gaussian inputs (within 0.1 dB at input SNR 20-53 dB) at 3-6x the Oracle's time,
@@ -195,7 +195,8 @@ def auto(
        value), which a wrong basin or a signal outside the range of ``G`` leaves far below the
        residual's root mean square. Samples the exact test took as exact are judged at rounding
        level.
-    4. **Second candidate.** Where it does not fit: the noise-aware pursuit
+    4. **Second candidate.** Where it does not fit, or where its noise level is more than twice
+       the median level of the batch's refined fits (at least 8 of them): the noise-aware pursuit
        (:func:`geninv.solvers.noise.noisy_pursuit` with the reference ``sigma``, refined through
        the network), kept where its objective is lower.
     5. **Fallback.** Where neither fits: gradient descent from its seeded random start, refined,
@@ -331,6 +332,13 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, sigma
 
     # 3.-5. second candidate and fallback where the fit is not consistent with the reference level
     need = todo & ~judged()
+    if robust.numel() >= 8:
+        # A fit whose noise level is far above the batch's typical one is suspect even where its
+        # residual looks white (through a general operator a wrong basin's residual is Gaussian
+        # too): it gets the second candidate as well, which is kept only where it fits better.
+        lvl = torch.sqrt(2.0 * network_fit(G64, y64[robust], z[robust], _meas_index(meas, robust))
+                         / (m_obs[robust] - G.latent_dim).clamp_min(1.0))
+        need[robust[lvl > 2.0 * lvl.median()]] = True
     ref = reference(z)
     if bool(need.any()):
         ts = time.perf_counter()
