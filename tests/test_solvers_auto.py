@@ -155,3 +155,30 @@ def test_residual_noise_level_is_the_median_absolute_residual() -> None:
     # is about 1.17 / sqrt(120) = 11 % per sample, 1.4 % for the median of 64).
     assert abs(float((est / sigma).median()) - 1) < 0.05
     assert math.isfinite(float(est.sum()))
+
+
+def test_theorem2_a_posteriori_bound_is_never_violated_where_it_applies() -> None:
+    # Small identity-output generators, where Theorem 2's conditions can hold (as in the bound's
+    # own tests); every input SNR, the bound must cover the actual error wherever it is finite.
+    G = geninv.random_generator([4, 12, 200], "identity", seed=1, bias=False, dtype=F64)
+    z, y0 = G.sample(16, seed=2)
+    finite = 0
+    for snr_db in (40.0, 50.0, 60.0, math.inf):
+        y = y0 if snr_db == math.inf else geninv.add_noise(y0, snr_db, seed=3)[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = auto(G, y, bound=True)
+        bnd = res.info["z_error_bound"]
+        err = (res.z - z).norm(dim=1)
+        ok = torch.isfinite(bnd)
+        finite += int(ok.sum())
+        assert bool((err[ok] <= bnd[ok]).all()), (snr_db, err[ok], bnd[ok])
+    assert finite >= 16  # the bound is not vacuous here
+    # Not computed by default; NaN through a measurement operator.
+    assert "z_error_bound" not in auto(G, y0).info
+    mask = torch.ones(200, dtype=torch.bool)
+    mask[:10] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        masked = auto(G, y0, mask=mask, bound=True)
+    assert bool(torch.isnan(masked.info["z_error_bound"]).all())

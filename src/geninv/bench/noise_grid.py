@@ -2,17 +2,17 @@
 end-to-end Oracle, gradient descent and Latent-Pursuit, side by side in one run.
 
 Run ``python -m geninv.bench.noise_grid`` (``--help`` for the options). It writes
-``noise_grid.json`` and ``README_noise_grid.md`` into a fresh directory (printed), or into
-``benchmarks/results/`` with ``--results``. Every timing is one thread, measured in the same
+``<name>.json`` and ``README_<name>.md`` (``--name``, default ``noise_grid``) into a fresh
+directory (printed), or into ``benchmarks/results/`` with ``--results``. Every timing is one thread, measured in the same
 process one method after the other on the same signals, so the ratios compare like with like.
 
 Grid (the shipped MNIST generator, whose output range is [-1, 1]):
 
-* ``clean``: ``G(z)``;
+* ``clean``: ``G(z)``; ``mask45``: ``G(z)`` with 45 % of the pixels hidden (a random mask per image);
 * ``gauss<k>``: ``G(z) + e``, white Gaussian at input SNR ``k`` dB per image (20, 30, 40, 50);
 * ``8bit``: ``(y + 1) / 2`` rounded to multiples of 1/255, mapped back to [-1, 1];
 * ``8bit_mask45``: 8-bit, 45 % of the pixels hidden (a random mask per image);
-* ``8bit_block``: 8-bit, the rows 9-19 of the 28 x 28 image hidden (``geninv.block_mask``);
+* ``8bit_block``: 8-bit, the upper 13 rows of the 28 x 28 image hidden (``geninv.block_mask()``);
 * ``cs300``: ``A G(z) + e``, ``A`` Gaussian 300 x 784 (``geninv.GaussianMatrix``), ``sigma = 0.01``;
 * ``digits``: real MNIST test digits of the embedded subset (not in the range of ``G``):
   projection SNR ``20 log10(||y|| / ||y - G(z_hat)||)``, Adam with 10 restarts x 1,000 steps
@@ -44,7 +44,7 @@ from geninv.metrics import snr
 
 __all__ = ["POINTS", "run_grid", "main"]
 
-POINTS = ("clean", "gauss20", "gauss30", "gauss40", "gauss50", "8bit", "8bit_mask45", "8bit_block", "cs300", "digits")
+POINTS = ("clean", "mask45", "gauss20", "gauss30", "gauss40", "gauss50", "8bit", "8bit_mask45", "8bit_block", "cs300", "digits")
 METHODS = ("auto", "latent_pursuit", "latent_pursuit_noisy", "gd", "oracle_e2e", "adam10")
 
 
@@ -64,16 +64,19 @@ def _signals(point: str, G: geninv.Generator, B: int, seed: int) -> dict[str, An
     out: dict[str, Any] = {"z": z, "measure": None}
     if point == "clean":
         out["y"] = y0
+    elif point == "mask45":
+        out["y"] = y0
+        out["measure"] = geninv.Mask(geninv.random_mask(y0.shape[1], 0.45, seed=seed + 2, batch=B))
     elif point.startswith("gauss"):
         out["y"], _ = geninv.add_noise(y0, float(point[5:]), seed=seed + 1)
     elif point == "8bit":
         out["y"] = _quantize(y0)
     elif point == "8bit_mask45":
         out["y"] = _quantize(y0)
-        out["measure"] = geninv.Mask(geninv.random_mask(y0.shape[1], 0.55, seed=seed + 2, batch=B))
+        out["measure"] = geninv.Mask(geninv.random_mask(y0.shape[1], 0.45, seed=seed + 2, batch=B))
     elif point == "8bit_block":
         out["y"] = _quantize(y0)
-        out["measure"] = geninv.Mask(geninv.block_mask((28, 28), rows=slice(9, 20)).flatten())
+        out["measure"] = geninv.Mask(geninv.block_mask())
     elif point == "cs300":
         A = geninv.GaussianMatrix(300, y0.shape[1], seed=seed + 3, dtype=dt)
         e = 0.01 * torch.randn(B, 300, generator=torch.Generator().manual_seed(seed + 4), dtype=torch.float64).to(dt)
@@ -207,6 +210,7 @@ def main(argv: list[str] | None = None, *, echo: Callable[[str], None] = print) 
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output directory (default: a fresh temporary one)")
     p.add_argument("--results", action="store_true", help="write into benchmarks/results/ (the committed results)")
+    p.add_argument("--name", default="noise_grid", help="file stem of the JSON and table (default noise_grid)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     points = tuple(x.strip() for x in a.points.split(",") if x.strip())
@@ -231,9 +235,12 @@ def main(argv: list[str] | None = None, *, echo: Callable[[str], None] = print) 
     results = [run_grid(points=points, batch=a.batch, dtype=d, seed=a.seed, methods=methods, progress=not a.no_progress)
                for d in dtypes]
     cmd = "python -m geninv.bench.noise_grid " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
-    (out / "noise_grid.json").write_text(json.dumps({"command": cmd.strip(), "runs": results}, indent=1))
-    (out / "README_noise_grid.md").write_text(readme_table(results, cmd.strip()))
-    echo(f"wrote {out / 'noise_grid.json'} and {out / 'README_noise_grid.md'}")
+    if not a.name.replace("_", "").replace("-", "").isalnum():
+        p.error(f"--name: expected letters, digits, '_' or '-', received {a.name!r}")
+    js, md = out / f"{a.name}.json", out / f"README_{a.name}.md"
+    js.write_text(json.dumps({"command": cmd.strip(), "runs": results}, indent=1))
+    md.write_text(readme_table(results, cmd.strip()))
+    echo(f"wrote {js} and {md}")
     return out
 
 
