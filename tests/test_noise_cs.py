@@ -124,7 +124,7 @@ def test_invert_with_noise_level_runs_the_noisy_pursuit() -> None:
             assert torch.equal(a.z, b.z)
             assert torch.allclose(a.info["sigma"], torch.as_tensor(sigma, dtype=torch.float64).expand(4))
     with pytest.raises(InputError, match="lam_scale"):
-        geninv.invert(G, y, noise_level=sigma, lam_rel=0.1)
+        geninv.invert(G, y, method="latent_pursuit", noise_level=sigma, lam_rel=0.1)
 
 
 def test_theorem2_bound_holds_for_layered_bp_with_its_lam() -> None:

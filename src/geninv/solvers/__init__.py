@@ -37,6 +37,7 @@ __all__ = ["SolveResult", "invert", "oracle", "layered_bp", "latent_pursuit", "M
 # name -> (module, function). The baselines are imported on first use, so this module works
 # before (or without) them.
 METHODS: dict[str, tuple[str, str]] = {
+    "auto": ("geninv.solvers.auto", "auto"),
     "oracle": ("geninv.solvers.oracle", "oracle"),
     "layered_bp": ("geninv.solvers.layered_bp", "layered_bp"),
     "latent_pursuit": ("geninv.solvers.latent_pursuit", "latent_pursuit"),
@@ -84,7 +85,7 @@ def accepted_options(method: str) -> tuple[str, ...] | None:
 def invert(
     G: Any,
     y: Any,
-    method: str = "latent_pursuit",
+    method: str = "auto",
     mask: Any = None,
     measure: Any = None,
     **options: Any,
@@ -100,8 +101,11 @@ def invert(
         ``latent_pursuit`` with their default pre-activation form) need the observed entries
         inside the range of the output activation (e.g. ``|y| < 1`` for tanh), else DomainError.
     method : str
-        ``"latent_pursuit"`` (default), ``"layered_bp"``, ``"oracle"`` (needs ``supports=``),
-        ``"gd"``, ``"adam"`` or ``"lp_layerwise"``.
+        ``"auto"`` (default: per sample, Latent-Pursuit's exact path for exactly realizable
+        signals, otherwise the pursuit refined through the whole network with the noise level
+        estimated, and a gradient fallback only where nothing fits;
+        :func:`geninv.solvers.auto.auto`), ``"latent_pursuit"``, ``"layered_bp"``, ``"hybrid"``,
+        ``"oracle"`` (needs ``supports=``), ``"gd"``, ``"adam"`` or ``"lp_layerwise"``.
     mask : Tensor of shape (n,) or (B, n), bool, optional
         Observed pixels (True); becomes ``geninv.Mask(mask)``. Exclusive with ``measure``.
     measure : operator, optional

@@ -41,6 +41,7 @@ __all__ = [
     "supported_lstsq",
     "image_warm_start",
     "exact_fit",
+    "data_dtype",
     "StageLog",
     "support_affine",
     "debias_fit",
@@ -779,9 +780,19 @@ def image_warm_start(W: Tensor, rhs: Tensor, obs: Tensor | None, dtype: torch.dt
     return supported_lstsq(W, rhs, obs, None, dtype=work, refine=2).to(dtype).clamp_min(0)
 
 
-def exact_fit(W: Tensor, b: Tensor, t: Tensor, w: Tensor | None, x0: Tensor | None) -> Tensor | None:
+def data_dtype(y: Tensor) -> torch.dtype:
+    """The precision the data ``y`` carry: float32 for a float64 tensor whose every value is a
+    float32 number (data made or stored in float32, solved in float64), else ``y.dtype``."""
+    if y.dtype == torch.float64 and torch.equal(y.to(torch.float32).to(torch.float64), y):
+        return torch.float32
+    return y.dtype
+
+
+def exact_fit(W: Tensor, b: Tensor, t: Tensor, w: Tensor | None, x0: Tensor | None, *,
+              rounding: torch.dtype | None = None) -> Tensor | None:
     """Samples whose image-layer start already solves ``W x + b = t`` (on the observed rows) to
-    the rounding level of the data: relative residual <= ``1000 eps``. None without a start.
+    the rounding level of the data: relative residual <= ``1000 eps`` of ``rounding`` (the data's
+    dtype, :func:`data_dtype`; default ``t``'s). None without a start.
 
     Why: for noiseless signals the image layer is the linear system itself; its l1 weight only
     guards against noise. Run from the exact least-squares start, float64 FISTA drifts towards
@@ -796,7 +807,7 @@ def exact_fit(W: Tensor, b: Tensor, t: Tensor, w: Tensor | None, x0: Tensor | No
     d = t - b
     if w is not None:
         r, d = r * w, d * w
-    eps = torch.finfo(t.dtype).eps
+    eps = torch.finfo(t.dtype if rounding is None else rounding).eps
     return r.norm(dim=1) <= 1000 * eps * d.norm(dim=1).clamp_min(torch.finfo(t.dtype).tiny)
 
 

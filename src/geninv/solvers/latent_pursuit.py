@@ -18,6 +18,7 @@ from geninv.solvers.common import (
     check_option,
     check_seed,
     choose_domains,
+    data_dtype,
     debias_fit,
     default_tol,
     exact_fit,
@@ -283,7 +284,7 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
         w = m_img.w
         if warm_start:
             x0_img = image_warm_start(W, t - b, m_img.obs, dtype)
-            exact = exact_fit(W, b, t, w, x0_img)
+            exact = exact_fit(W, b, t, w, x0_img, rounding=data_dtype(y))
     else:
         t = y
         f = SignalLS(W, b, G.output_activation, meas.op if meas.kind == "operator" else None)

@@ -17,6 +17,7 @@ from geninv.solvers.common import (
     check_option,
     check_seed,
     choose_domains,
+    data_dtype,
     debias_fit,
     default_tol,
     exact_fit,
@@ -200,7 +201,7 @@ def layered_bp(
             lip = image_lipschitz(W, m_img, None, power_iters=power_iters)
             if warm_start:
                 x0_img = image_warm_start(W, t - b, m_img.obs, dtype)
-                exact = exact_fit(W, b, t, w_img, x0_img)
+                exact = exact_fit(W, b, t, w_img, x0_img, rounding=data_dtype(yy))
         else:
             t = yy
             w_img = meas.w

@@ -10,12 +10,12 @@ Parameter rules (the statistics of one LASSO step, applied layer by layer; see
   layer's matrix, ``sigma_in`` the per-entry noise of the layer's data): the smallest weight for
   which, with high probability, no pure-noise correlation ``|a_j^T e|`` exceeds ``lam``, so
   no unit outside the true support is switched on by the noise (a false positive turns a true
-  inequality into a wrong equality in the layer below; SPEC sec. 6 practical notes).
+  inequality into a wrong equality in the layer below; the paper's practical notes on Latent-Pursuit).
 * ``sigma_i``, the per-entry noise of the estimate of layer ``i``, propagated as the Oracle's
   (least squares on the estimated support): ``sigma_i = sigma_in sqrt(tr((M^T M)^{-1}) / s_i)``.
 * ``eps_i = sigma_in sqrt(r_i)`` (``r_i`` rows of the layer's data): the expected l2 size of the
   layer's data noise, Theorem 2's ``eps`` (reported; the solver uses the Lagrangian form).
-* ``gamma`` (first layer, SPEC eq. 16) ``= sigma_1^2 / sigma_z^2``: the Gaussian MAP weight of
+* ``gamma`` (first layer, eq. (16)) ``= sigma_1^2 / sigma_z^2``: the Gaussian MAP weight of
   ``z ~ N(0, sigma_z^2 I)`` given ``x_1`` with per-entry noise ``sigma_1``; and for the final
   fit on the whole network ``gamma_end = sigma^2 / sigma_z^2`` (the exact MAP for white image noise).
 """
@@ -27,7 +27,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -50,7 +50,6 @@ from geninv.solvers.common import (
     hidden_layers,
     preactivation_target,
     resolve_measurement,
-    run_loop,
     support_affine,
     supported_lstsq,
     threshold_support,
@@ -58,12 +57,8 @@ from geninv.solvers.common import (
 from geninv.solvers.hybrid import _m_obs, _measure_for, gauss_newton_refine, network_fit
 from geninv.solvers.result import SolveResult
 from geninv.solvers.spectral import masked_gram_norm
-from geninv.solvers.steps import (
-    LadmmState,
-    LinearLS,
-    SignalLS,
-)
-from geninv.solvers.subproblems import fista_layer, image_lipschitz, ladmm_mu
+from geninv.solvers.steps import LinearLS, SignalLS
+from geninv.solvers.subproblems import fista_layer, image_lipschitz, ladmm_layer
 
 __all__ = [
     "estimate_noise", "noisy_pursuit", "universal_lam", "propagated_sigma", "oracle_expected_error",
@@ -223,15 +218,6 @@ def propagated_sigma(sigma_in: Tensor, W: Tensor, rows: Tensor, cols: Tensor) ->
 # -- noise-aware pursuit ---------------------------------------------------------------------------
 
 
-class _GammaLadmmData(NamedTuple):
-    c: Tensor
-    s: Tensor
-    sc: Tensor
-    mu: Tensor
-    lam: Tensor
-    gamma: Tensor
-
-
 def _fista(f: LinearLS | SignalLS, t: Tensor, w: Tensor | None, lip: Tensor, lam: Tensor, *, max_iter: int, tol: float,
            check_every: int, callback: Callback | None, stage: str) -> Any:
     """``min_{x >= 0} f(x) + lam_b 1^T x`` with a per-sample ``lam`` (B, 1), by (backtracking) FISTA
@@ -239,54 +225,6 @@ def _fista(f: LinearLS | SignalLS, t: Tensor, w: Tensor | None, lip: Tensor, lam
     out, _ = fista_layer(f, t, w, lip=lip, lam=lam, lam_rel=0.0, x0=None, max_iter=max_iter, tol=tol,
                          check_every=check_every, restart=True, callback=callback, stage=stage)
     return out
-
-
-def _ladmm(W: Tensor, b: Tensor, c: Tensor, s: Tensor, sc: Tensor, lam: Tensor, gamma: Tensor, x0: Tensor, *, nonneg: bool,
-           rho: float, max_iter: int, tol: float, check_every: int, power_iters: int, callback: Callback | None,
-           stage: str) -> Any:
-    """Linearized ADMM of SPEC eq. 9 / 16 with per-sample ``lam`` and ``gamma`` (B, 1) and an
-    explicit inequality set ``sc`` (0/1, disjoint from the equality set ``s``; rows in neither
-    are left free).
-
-    The same recursion as :func:`geninv.solvers.steps.ladmm_step` (whose ``gamma`` is one float
-    and whose inequality set is the complement of ``s``):
-    ``x <- P(x - mu (A^T (A x + b^S - c^S) + rho C^T (C x + b^{S^c} - u + v) + lam + gamma x))``,
-    ``u <- min(0, C x + b^{S^c} + v)``, ``v <- v + C x + b^{S^c} - u``, with
-    ``mu_b = 1 / (||A^T A + rho C^T C||_2 + gamma_b)`` (SPEC eq. 12).
-    """
-    mu0 = ladmm_mu(W, s, rho=rho, gamma=0.0, power_iters=power_iters)
-    mu = 1.0 / (1.0 / mu0 + gamma)
-    data = _GammaLadmmData(c, s, sc, mu, lam, gamma)
-
-    def step(state: LadmmState, d: _GammaLadmmData) -> LadmmState:
-        sc = d.sc
-        r = d.s * (state.P - d.c) + rho * (sc * (state.P - state.u + state.v))
-        g = r @ W + d.lam + d.gamma * state.x
-        x = state.x - d.mu * g
-        if nonneg:
-            x = x.clamp_min(0)
-        P = torch.addmm(b, x, W.T)
-        u = sc * torch.clamp_max(P + state.v, 0)
-        v = state.v + sc * (P - u)
-        return LadmmState(x, u, v, P)
-
-    def change(state: LadmmState, prev: Tensor, d: _GammaLadmmData) -> Tensor:
-        tiny = torch.finfo(prev.dtype).tiny
-        dx = (state.x - prev).norm(dim=1) / torch.maximum(state.x.norm(dim=1), prev.norm(dim=1)).clamp_min(tiny)
-        sc = d.sc
-        prim = (sc * (state.P - state.u)).norm(dim=1)
-        den = torch.maximum(state.x.norm(dim=1), (sc * state.P).norm(dim=1)).clamp_min(tiny)
-        return torch.maximum(dx, prim / den)
-
-    def objective(state: LadmmState, d: _GammaLadmmData) -> Tensor:
-        r = d.s * (state.P - d.c)
-        return (0.5 * r.square().sum(dim=1) + d.lam.squeeze(1) * state.x.sum(dim=1)
-                + 0.5 * d.gamma.squeeze(1) * state.x.square().sum(dim=1))
-
-    P0 = torch.addmm(b, x0, W.T)
-    init = LadmmState(x0, sc * P0.clamp_max(0), torch.zeros_like(P0), P0)
-    return run_loop(step, init, data, primary="x", change=change, objective=objective,
-                    max_iter=max_iter, tol=tol, check_every=check_every, callback=callback, stage=stage)
 
 
 def noisy_pursuit(
@@ -325,8 +263,8 @@ def noisy_pursuit(
     noise_level : float, Tensor of shape (B,), or "auto"
         ``sigma``; ``"auto"`` estimates it per signal (:func:`estimate_noise`).
     method : {"latent_pursuit", "layered_bp"}
-        Which pursuit: the middle layers with the next layer's zeros as inequalities (SPEC eq. 9,
-        linearized ADMM) or plain nonnegative LASSO (SPEC sec. 5, FISTA).
+        Which pursuit: the middle layers with the next layer's zeros as inequalities (eq. (9),
+        linearized ADMM) or plain nonnegative LASSO (Layered Basis-Pursuit, FISTA).
     lam_scale : float
         Multiplies every ``lam_i`` of the universal rule (default 0.1, measured: see Notes).
     sigma_z : float
@@ -347,7 +285,7 @@ def noisy_pursuit(
     support_tol, rho, check_every, power_iters :
         As in :func:`geninv.latent_pursuit`.
     refine : {"network", "supports", "none"}
-        Final fit of ``z``. ``"network"`` (default): the debiasing of SPEC sec. 6 (supports frozen,
+        Final fit of ``z``. ``"network"`` (default): the pursuits' debiasing (supports frozen,
         with support refinement) followed by Gauss-Newton on the whole network
         (:func:`geninv.solvers.hybrid.gauss_newton_refine`) on the MAP objective
         ``1/2 ||A (y - G(z))||^2 + gamma_end/2 ||z||^2``; ``"supports"``: the debiasing only;
@@ -538,9 +476,9 @@ def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, method: str,
                 z = supported_lstsq(W, x_next - b, s_next, None).to(dt)
                 break
             x0 = supported_lstsq(W, x_next - b, s_next, None, dtype=dt)
-            out_l = _ladmm(W, b, x_next, s, sc, torch.zeros(B, 1, dtype=dt, device=dev), gamma.to(dt)[:, None], x0,
-                           nonneg=False, rho=rho, max_iter=max_iter, tol=tol, check_every=check_every,
-                           power_iters=power_iters, callback=callback, stage=stage)
+            out_l, _ = ladmm_layer(W, b, x_next, s, lam=torch.zeros(B, 1, dtype=dt, device=dev), rho=rho,
+                                   gamma=gamma.to(dt)[:, None], nonneg=False, mu=None, x0=x0, max_iter=max_iter, tol=tol,
+                                   check_every=check_every, power_iters=power_iters, callback=callback, stage=stage, sc=sc)
             record(stage, out_l, ts)
             z = out_l.state.x
             break
@@ -552,9 +490,9 @@ def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, method: str,
                            check_every=check_every, callback=callback, stage=stage)
         else:
             x0 = supported_lstsq(W, x_next - b, s_next, None, dtype=dt).clamp_min(0)
-            out_l = _ladmm(W, b, x_next, s, sc, lam_i.to(dt)[:, None], torch.zeros(B, 1, dtype=dt, device=dev), x0,
-                           nonneg=True, rho=rho, max_iter=max_iter, tol=tol, check_every=check_every,
-                           power_iters=power_iters, callback=callback, stage=stage)
+            out_l, _ = ladmm_layer(W, b, x_next, s, lam=lam_i.to(dt)[:, None], rho=rho, gamma=0.0, nonneg=True, mu=None,
+                                   x0=x0, max_iter=max_iter, tol=tol, check_every=check_every, power_iters=power_iters,
+                                   callback=callback, stage=stage, sc=sc)
         record(stage, out_l, ts)
         x_i = out_l.state.x
         s_i = threshold_support(x_i, support_tol)

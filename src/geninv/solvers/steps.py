@@ -65,7 +65,7 @@ class LinearLS(NamedTuple):
 
 
 class SignalLS(NamedTuple):
-    """``f(x) = 1/2 || A phi(x W^T + b) - y ||^2`` (SPEC eq. 8 in the signal domain), batched.
+    """``f(x) = 1/2 || A phi(x W^T + b) - y ||^2`` (eq. (8) in the signal domain), batched.
 
     ``A`` is either a 0/1 diagonal given as ``w`` (B, n) (None: identity) or an operator with
     ``forward``/``adjoint`` (then ``w`` must be None). The gradient is
@@ -244,7 +244,8 @@ class LadmmData(NamedTuple):
 
     ``c`` (B, n_out): the next layer's estimate ``x_{i+1}`` (only its entries on S are used);
     ``s`` (B, n_out): 0/1 float support mask of ``x_{i+1}``; ``mu`` (B, 1): step;
-    ``lam`` (B, 1): l1 weight (zero on the first layer). Derived once by :func:`ladmm_data`:
+    ``lam`` (B, 1): l1 weight (zero on the first layer); ``gamma`` (B, 1) or None: per-sample
+    prior weight of the first layer. Derived once by :func:`ladmm_data`:
     ``sc = 1 - s``, ``d = s + rho sc`` and ``cs = s * c``.
     """
 
@@ -255,16 +256,21 @@ class LadmmData(NamedTuple):
     sc: Tensor
     d: Tensor
     cs: Tensor
+    gamma: Tensor | None = None
 
 
-def ladmm_data(c: Tensor, s: Tensor, mu: Tensor, lam: Tensor, rho: float) -> LadmmData:
-    sc = 1.0 - s
-    return LadmmData(c, s, mu, lam, sc, s + rho * sc, s * c)
+def ladmm_data(c: Tensor, s: Tensor, mu: Tensor, lam: Tensor, rho: float, sc: Tensor | None = None,
+               gamma: Tensor | None = None) -> LadmmData:
+    """``sc``: the inequality rows (0/1, disjoint from ``s``); default ``1 - s``. Rows in neither
+    set are left free (the noise-aware pursuit's units too small to trust either way).
+    ``gamma``: a per-sample prior weight (B, 1), which then replaces :func:`ladmm_step`'s float."""
+    sc = 1.0 - s if sc is None else sc
+    return LadmmData(c, s, mu, lam, sc, s + rho * sc, s * c, gamma)
 
 
-def ladmm_init(x0: Tensor, W: Tensor, b: Tensor, s: Tensor) -> LadmmState:
+def ladmm_init(x0: Tensor, W: Tensor, b: Tensor, s: Tensor, sc: Tensor | None = None) -> LadmmState:
     P = torch.addmm(b, x0, W.T)
-    u = (1.0 - s) * P.clamp_max(0)
+    u = (1.0 - s if sc is None else sc) * P.clamp_max(0)
     return LadmmState(x0, u, torch.zeros_like(P), P)
 
 
@@ -278,7 +284,7 @@ def ladmm_step(
     gamma: float = 0.0,
     nonneg: bool = True,
 ) -> LadmmState:
-    """One linearized-ADMM step for SPEC eq. 9 (``nonneg=True``) or eq. 16 (``nonneg=False``).
+    """One linearized-ADMM step for eq. (9) (``nonneg=True``) or eq. 16 (``nonneg=False``).
 
     Problem, with ``A = W^S`` (rows in the support S of the next layer), ``C = W^{S^c}``:
     ``min 1/2 ||c^S - b^S - A x||^2 + lam 1^T x + gamma/2 ||x||^2``
@@ -292,8 +298,10 @@ def ladmm_step(
         u <- min(0, C x + b^{S^c} + v)
         v <- v + C x + b^{S^c} - u
 
-    where ``P_+`` is ``max(., 0)`` when ``nonneg`` and the identity otherwise. Converges when
-    ``mu <= 1 / ||A^T A + rho C^T C + gamma I||_2`` (SPEC eq. 11-12: the proximal matrix
+    where ``P_+`` is ``max(., 0)`` when ``nonneg`` and the identity otherwise; ``gamma`` is one
+    float, or one per sample in ``data.gamma`` (B, 1), and the inequality rows are ``data.sc``
+    (default ``S^c``; rows in neither set are free). Converges when
+    ``mu <= 1 / ||A^T A + rho C^T C + gamma I||_2`` (eqs. (11)-(12): the proximal matrix
     ``I / mu - A^T A - rho C^T C - gamma I`` is positive semidefinite). The multiplier of the
     constraint ``C x + b <= 0`` is ``rho v``.
 
@@ -307,7 +315,9 @@ def ladmm_step(
         torch.addcmul((state.v - state.u).mul_(rho), data.d, state.P)
     r.sub_(data.cs)
     g = torch.addmm(data.lam, r, W)
-    if gamma:
+    if data.gamma is not None:
+        g.addcmul_(data.gamma, state.x)
+    elif gamma:
         g.add_(state.x, alpha=gamma)
     x = torch.addcmul(state.x, data.mu, g, value=-1.0)
     if nonneg:

@@ -2,8 +2,8 @@
 
 * :func:`fista_layer`: ``min_{x >= 0} f(x) + lam 1^T x`` with ``f`` a row-masked least squares
   (pre-activation image layer, Layered Basis-Pursuit layers) or the signal-domain image-layer
-  loss of SPEC eq. 8.
-* :func:`ladmm_layer`: the constrained middle / first layer problems of SPEC eq. 9 and 16 by
+  loss of eq. (8).
+* :func:`ladmm_layer`: the constrained middle / first layer problems of eqs. (9) and (16) by
   linearized ADMM.
 """
 
@@ -153,18 +153,21 @@ def image_lipschitz(W: Tensor, meas: Measurement, phi: Activation | None, *, pow
     return base if phi is None else base * phi.lipschitz**2
 
 
-def ladmm_mu(W: Tensor, s: Tensor, *, rho: float, gamma: float, power_iters: int) -> Tensor:
-    """Largest step allowed by SPEC eq. 12: ``1 / ||A^T A + rho C^T C + gamma I||_2`` per sample.
+def ladmm_mu(W: Tensor, s: Tensor, *, rho: float, gamma: float | Tensor, power_iters: int,
+             sc: Tensor | None = None) -> Tensor:
+    """Largest step allowed by eq. (12): ``1 / ||A^T A + rho C^T C + gamma I||_2`` per sample.
 
-    ``A^T A + rho C^T C = W^T diag(s + rho (1 - s)) W``, so this is one batched power
-    iteration on the masked full matrix (exact and cached when ``rho == 1``). Returns (B, 1).
+    ``A^T A + rho C^T C = W^T diag(s + rho sc) W`` (``sc = 1 - s`` by default), so this is one
+    batched power iteration on the masked full matrix (exact and cached when ``rho == 1`` and
+    every row is constrained; with free rows ``||W||^2`` is then a valid bound). ``gamma``: a float
+    or (B, 1). Returns (B, 1).
     """
-    d = s + rho * (1.0 - s)
+    d = s + rho * ((1.0 - s) if sc is None else sc)
     if rho == 1.0:
         norm = torch.full((s.shape[0],), spectral_norm(W) ** 2, dtype=s.dtype, device=s.device)
     else:
         norm = masked_gram_norm(W.to(s.dtype), d, iters=power_iters)
-    return (1.0 / (norm + gamma)).reshape(-1, 1)
+    return 1.0 / (norm.reshape(-1, 1) + gamma)
 
 
 def ladmm_layer(
@@ -175,7 +178,7 @@ def ladmm_layer(
     *,
     lam: Tensor,
     rho: float,
-    gamma: float,
+    gamma: float | Tensor,
     nonneg: bool,
     mu: float | None,
     x0: Tensor,
@@ -185,8 +188,9 @@ def ladmm_layer(
     power_iters: int,
     callback: Callback | None,
     stage: str,
+    sc: Tensor | None = None,
 ) -> tuple[LoopOutput, Tensor]:
-    """Linearized ADMM for one middle layer (SPEC eq. 9) or the first layer (eq. 16).
+    """Linearized ADMM for one middle layer (eq. 9) or the first layer (eq. 16), clean or noisy.
 
     Parameters
     ----------
@@ -197,6 +201,12 @@ def ladmm_layer(
     s : Tensor (B, n_out)
         0/1 float support mask of ``x_{i+1}``.
     lam : Tensor (B, 1)
+    gamma : float or Tensor (B, 1)
+        Weight of ``gamma/2 ||x||^2`` (eq. 16; per sample for the noise-aware pursuit, whose
+        ``gamma_b`` comes from ``sigma_b``).
+    sc : Tensor (B, n_out), optional
+        0/1 inequality rows, disjoint from ``s``; default ``1 - s``. The noise-aware pursuit leaves
+        the rows it cannot classify in neither set (free).
     mu : float or None
         Step; None takes the largest allowed, ``1 / ||A^T A + rho C^T C + gamma I||``. A
         user-given ``mu`` above it raises InputError (the iteration may diverge).
@@ -207,20 +217,21 @@ def ladmm_layer(
     of the relative change of ``x`` and the relative primal residual
     ``||C x + b^{S^c} - u|| / max(||x||, ||C x + b^{S^c}||)``.
     """
-    mu_max = ladmm_mu(W, s, rho=rho, gamma=gamma, power_iters=power_iters)
+    mu_max = ladmm_mu(W, s, rho=rho, gamma=gamma, power_iters=power_iters, sc=sc)
     if mu is None:
         mu_t = mu_max
     else:
         if mu <= 0 or bool((mu > mu_max * (1 + 1e-12)).any()):
             raise InputError(
                 f"mu: expected 0 < mu <= 1/||A^T A + rho C^T C + gamma I||_2 = {float(mu_max.min()):.6g} "
-                f"(SPEC eq. 12, convergence of linearized ADMM), received {mu!r}"
+                f"(eq. (12), convergence of linearized ADMM), received {mu!r}"
             )
         mu_t = torch.full_like(mu_max, float(mu))
-    data = ladmm_data(c, s, mu_t, lam, rho)
+    data = ladmm_data(c, s, mu_t, lam, rho, sc, gamma if isinstance(gamma, Tensor) else None)
+    g_float = 0.0 if isinstance(gamma, Tensor) else gamma
 
     def step_fn(state: LadmmState, d: LadmmData) -> LadmmState:
-        return ladmm_step(state, d, W, b, rho=rho, gamma=gamma, nonneg=nonneg)
+        return ladmm_step(state, d, W, b, rho=rho, gamma=g_float, nonneg=nonneg)
 
     def change(state: LadmmState, prev: Tensor, d: LadmmData) -> Tensor:
         dx = _rel_change(state.x, prev)
@@ -231,10 +242,12 @@ def ladmm_layer(
     def objective(state: LadmmState, d: LadmmData) -> Tensor:
         r = d.s * (state.P - d.c)
         val = 0.5 * r.square().sum(dim=1) + d.lam.squeeze(1) * state.x.sum(dim=1)
-        if gamma:
+        if d.gamma is not None:
+            val = val + 0.5 * d.gamma.squeeze(1) * state.x.square().sum(dim=1)
+        elif gamma:
             val = val + 0.5 * gamma * state.x.square().sum(dim=1)
         return val
 
-    out = run_loop(step_fn, ladmm_init(x0, W, b, s), data, primary="x", change=change, objective=objective,
+    out = run_loop(step_fn, ladmm_init(x0, W, b, s, sc), data, primary="x", change=change, objective=objective,
                    max_iter=max_iter, tol=tol, check_every=check_every, callback=callback, stage=stage)
     return out, mu_t

@@ -1,0 +1,184 @@
+"""The default method ``auto``: the exact path bit for bit, the noise level against the truth,
+recovery at the Oracle's level on noisy data, the data's precision, and signals off the range."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+import geninv
+from geninv.exceptions import InputError
+from geninv.metrics import snr
+from geninv.solvers.auto import STAGES, auto, residual_noise_level
+from geninv.solvers.common import data_dtype, resolve_measurement
+
+F64 = torch.float64
+
+
+def _gen(dims: list[int], output: str = "plu", seed: int = 3, dtype: torch.dtype = F64) -> geninv.Generator:
+    return geninv.random_generator(dims, output, seed=seed, bias=True, dtype=dtype)
+
+
+def test_invert_defaults_to_auto() -> None:
+    G = _gen([6, 40, 120])
+    z, y = G.sample(3, seed=0)
+    res = geninv.invert(G, y)
+    assert res.method == "auto"
+    assert float(snr(z, res.z).min()) > 150
+
+
+@pytest.mark.parametrize("output, mask", [("tanh", False), ("plu", True)])
+def test_exact_data_take_latent_pursuits_path_bit_for_bit(output: str, mask: bool) -> None:
+    G = _gen([10, 120, 400], output=output)
+    z, y = G.sample(8, seed=1)
+    kw = {}
+    if mask:
+        kw["mask"] = torch.rand(400, generator=torch.Generator().manual_seed(0)) > 0.3
+    a = geninv.invert(G, y, **kw)
+    b = geninv.invert(G, y, method="latent_pursuit", **kw)
+    assert torch.equal(a.z, b.z)
+    assert all(torch.equal(u, v) for u, v in zip(a.supports, b.supports))
+    assert bool((a.info["stage"] == STAGES.index("exact")).all())
+    assert bool((a.info["noise_level"] == 0).all()) and bool(a.info["fits"].all())
+
+
+def test_estimated_noise_level_matches_the_truth_over_many_draws() -> None:
+    # m = 300, n_0 = 8: the estimate ||r|| / sqrt(m - n_0) at the right fit has relative standard
+    # deviation 1 / sqrt(2 (m - n_0)) = 4.1 %; over 64 draws the median is within 2.5 % (a
+    # 5-sigma band for the median, whose standard error is about 1.25 x 4.1 % / 8).
+    G = _gen([8, 40, 120, 300])
+    z, y0 = G.sample(64, seed=4)
+    for snr_db in (20.0, 40.0):
+        y, sigma = geninv.add_noise(y0, snr_db, seed=5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = auto(G, y)
+        ratio = res.info["noise_level"] / sigma
+        assert abs(float(ratio.median()) - 1.0) < 0.025, snr_db
+        assert bool(((ratio > 0.8) & (ratio < 1.2)).all()), snr_db
+        # Every fit is consistent with its own level, and none took the exact path.
+        assert bool(res.info["fits"].all())
+        assert not bool((res.info["stage"] == 0).any())
+
+
+@pytest.mark.parametrize("snr_db", [20.0, 30.0])
+def test_noisy_recovery_is_at_the_end_to_end_oracles_level(snr_db: float) -> None:
+    # The end-to-end Oracle (true supports, least squares through the network) is the ceiling.
+    G = _gen([10, 60, 200, 600])
+    z, y0 = G.sample(32, seed=6)
+    y, sigma = geninv.add_noise(y0, snr_db, seed=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = geninv.invert(G, y)
+        orc = geninv.oracle(G, y, supports=G.trace(z).supports, mode="end_to_end")
+    a, o = snr(z, res.z), snr(z, orc.z)
+    assert float(a.median()) >= float(o.median()) - 0.5
+    assert float(a.quantile(0.1)) >= float(o.quantile(0.1)) - 1.5
+    # It fits y as well as the Oracle on every sample (the same least squares, supports free), up
+    # to the statistical stop of the refinement (a step gaining < 1e-3 n_0 / (m - n_0) of the fit).
+    _, meas = resolve_measurement(None, None, G, y)
+    from geninv.solvers.hybrid import network_fit
+
+    assert bool((network_fit(G, y, res.z, meas) <= network_fit(G, y, orc.z, meas) * (1 + 1e-3)).all())
+
+
+def test_given_noise_level_is_reported_and_zero_means_exact() -> None:
+    G = _gen([6, 40, 120])
+    z, y0 = G.sample(4, seed=2)
+    y, sigma = geninv.add_noise(y0, 35, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = auto(G, y, noise_level=sigma)
+    assert torch.equal(res.info["noise_level"], sigma.to(F64))
+    assert torch.equal(res.info["noise_reference"], sigma.to(F64))
+    # Exact data declared exact: Latent-Pursuit's result.
+    z, y = G.sample(4, seed=8)
+    a = auto(G, y, noise_level=0)
+    assert torch.equal(a.z, geninv.latent_pursuit(G, y).z)
+    with pytest.raises(InputError, match="noise_level"):
+        auto(G, y, noise_level="loud")
+    with pytest.raises(InputError, match="noise_level"):
+        auto(G, y, noise_level=-1.0)
+
+
+def test_float32_data_solved_in_float64_take_the_exact_path() -> None:
+    G32 = _gen([10, 120, 400], output="tanh", dtype=torch.float32)
+    z, y32 = G32.sample(16, seed=9)
+    assert data_dtype(y32.double()) == torch.float32
+    assert data_dtype(y32.double() + 1e-12) == F64
+    mask = torch.rand(16, 400, generator=torch.Generator().manual_seed(1)) > 0.45
+    G64 = G32.to(dtype=F64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        same = geninv.invert(G32, y32, mask=mask, method="latent_pursuit")
+        mixed = geninv.invert(G64, y32.double(), mask=mask, method="latent_pursuit")
+        mixed_auto = geninv.invert(G64, y32.double(), mask=mask)
+    bad_same = int((snr(z, same.z) < 40).sum())
+    assert int((snr(z, mixed.z) < 40).sum()) <= bad_same
+    assert int((snr(z, mixed_auto.z) < 40).sum()) <= bad_same
+    # The image-layer start is exact at float32's rounding level, so lam = 0 there.
+    assert bool((mixed.info["lam"]["x1"] == 0).all())
+
+
+def test_signal_off_the_range_is_the_best_fit_and_says_it_does_not_fit() -> None:
+    G = _gen([6, 40, 120])
+    z, y0 = G.sample(4, seed=10)
+    y = y0.clone()
+    y[:, :30] = y[:, :30] + 0.5  # a structured corruption no latent explains
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = auto(G, y, fallback_iter=300)
+    assert not bool(res.info["fits"].any())
+    assert bool((res.info["residual"] > 1e-2).all())
+    # Its fit is at least as good as the pursuit's and gradient descent's own answers.
+    _, meas = resolve_measurement(None, None, G, y)
+    from geninv.solvers.hybrid import network_fit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = geninv.invert(G, y, method="gd", max_iter=300)
+    assert bool((network_fit(G, y, res.z, meas) <= network_fit(G, y, g.z, meas) * (1 + 1e-9)).all())
+
+
+def test_residual_noise_level_is_the_median_absolute_residual() -> None:
+    G = _gen([6, 40, 120])
+    z, y0 = G.sample(64, seed=11)
+    y, sigma = geninv.add_noise(y0, 30, seed=12)
+    _, meas = resolve_measurement(None, None, G, y)
+    est = residual_noise_level(G, y, meas, z)
+    r = (y - y0).abs()
+    assert torch.allclose(est, 1.4826 * r.median(dim=1).values, rtol=1e-12)
+    # Consistent for Gaussian noise: median ratio within 5 % (the MAD's relative standard error
+    # is about 1.17 / sqrt(120) = 11 % per sample, 1.4 % for the median of 64).
+    assert abs(float((est / sigma).median()) - 1) < 0.05
+    assert math.isfinite(float(est.sum()))
+
+
+def test_theorem2_a_posteriori_bound_is_never_violated_where_it_applies() -> None:
+    # Small identity-output generators, where Theorem 2's conditions can hold (as in the bound's
+    # own tests); every input SNR, the bound must cover the actual error wherever it is finite.
+    G = geninv.random_generator([4, 12, 200], "identity", seed=1, bias=False, dtype=F64)
+    z, y0 = G.sample(16, seed=2)
+    finite = 0
+    for snr_db in (40.0, 50.0, 60.0, math.inf):
+        y = y0 if snr_db == math.inf else geninv.add_noise(y0, snr_db, seed=3)[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = auto(G, y, bound=True)
+        bnd = res.info["z_error_bound"]
+        err = (res.z - z).norm(dim=1)
+        ok = torch.isfinite(bnd)
+        finite += int(ok.sum())
+        assert bool((err[ok] <= bnd[ok]).all()), (snr_db, err[ok], bnd[ok])
+    assert finite >= 16  # the bound is not vacuous here
+    # Not computed by default; NaN through a measurement operator.
+    assert "z_error_bound" not in auto(G, y0).info
+    mask = torch.ones(200, dtype=torch.bool)
+    mask[:10] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        masked = auto(G, y0, mask=mask, bound=True)
+    assert bool(torch.isnan(masked.info["z_error_bound"]).all())
