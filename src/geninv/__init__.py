@@ -63,3 +63,8 @@ __all__ += ["load_mnist_generator"]
 from geninv.solvers import invert, latent_pursuit, layered_bp, oracle  # noqa: E402
 
 __all__ += ["invert", "oracle", "layered_bp", "latent_pursuit"]
+
+# any torch module: invertible hidden activations inverted layer by layer (Generator.from_torch reads the module)
+from geninv.solvers.layerwise_inverse import layerwise_inverse  # noqa: E402
+
+__all__ += ["layerwise_inverse"]

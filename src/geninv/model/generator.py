@@ -156,6 +156,7 @@ class Generator:
 
         Examples
         --------
+        >>> from torch import nn
         >>> net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Unflatten(1, (2, 4, 4)),
         ...                     nn.ConvTranspose2d(2, 1, 4, stride=2, padding=1), nn.Tanh())
         >>> G = Generator.from_torch(net)

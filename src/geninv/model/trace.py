@@ -273,8 +273,11 @@ def _fx_records(module: nn.Module, example: Tensor) -> list[tuple[str, Any, tupl
         return out
 
     interp.run_node = run_node  # type: ignore[method-assign]
-    with torch.no_grad():
-        interp.run(example)
+    try:
+        with torch.no_grad():
+            interp.run(example)
+    except UnsupportedLayerError as e:  # fx appends the graph's text to the message: keep ours
+        raise UnsupportedLayerError(str(e.args[0]).split("\n")[0] if e.args else str(e)) from None
     nodes = list(gm.graph.nodes)
     placeholders = [n for n in nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
@@ -284,27 +287,43 @@ def _fx_records(module: nn.Module, example: Tensor) -> list[tuple[str, Any, tupl
     def is_data(n: Any) -> bool:
         return isinstance(n, fx.Node) and isinstance(values.get(n.name), Tensor) and n.op != "get_attr"
 
+    def is_query(n: fx.Node) -> bool:
+        """A question about the running tensor's shape (``x.size(0)``, ``x.shape``): not a data operation."""
+        if n.op == "call_method" and n.target in ("size", "dim", "numel"):
+            return True
+        return n.op == "call_function" and (n.target in (len,) or (
+            n.target is getattr and len(n.args) > 1 and n.args[1] in ("shape", "dtype", "device", "ndim")))
+
+    def derived(n: fx.Node) -> bool:
+        return any(is_data(a) for a in n.all_input_nodes)
+
     records = []
     cur = placeholders[0]
     for n in nodes:
-        if n.op in ("placeholder", "output", "get_attr") or not is_data(n):
+        if n.op in ("placeholder", "output", "get_attr") or not derived(n) or is_query(n):
             continue
         data_in = [a for a in n.all_input_nodes if is_data(a)]
-        label = f"{n.target}" if n.op == "call_module" else n.name
+        what = (f"{n.target} ({type(gm.get_submodule(str(n.target))).__name__})" if n.op == "call_module"
+                else n.name)
+        if not isinstance(values.get(n.name), Tensor):
+            raise UnsupportedLayerError(
+                f"node {what}: expected an operation returning one tensor, received one returning "
+                f"{type(values.get(n.name)).__name__} (attention or a layer with several outputs)"
+            )
         if len(data_in) != 1 or data_in[0] is not cur:
             srcs = ", ".join(a.name for a in data_in) or "none"
             raise UnsupportedLayerError(
-                f"node {label}: expected a chain (each operation applied to the previous one's output only), "
+                f"node {what}: expected a chain (each operation applied to the previous one's output only), "
                 f"received an operation on {srcs} (a branch, a skip connection or attention)"
             )
-        users = [u for u in cur.users if is_data(u) or u.op == "output"]
+        users = [u for u in cur.users if not is_query(u)]
         if len(users) > 1:
             raise UnsupportedLayerError(
                 f"node {cur.name}: expected its output to feed one operation, received {len(users)} "
                 f"({', '.join(u.name for u in users)}): a branch, a skip connection or attention"
             )
 
-        def conv(a: Any) -> Any:
+        def conv(a: Any, cur: fx.Node = cur) -> Any:
             if isinstance(a, fx.Node):
                 if a is cur:
                     return _XS
@@ -323,7 +342,7 @@ def _fx_records(module: nn.Module, example: Tensor) -> list[tuple[str, Any, tupl
             records.append(("module", n.target, args, kwargs, str(n.target), in_shape, out_shape, sub))
         else:
             if n.op == "call_method" and args and args[0] is not _XS:
-                raise UnsupportedLayerError(f"node {label}: expected a method of the running tensor")
+                raise UnsupportedLayerError(f"node {what}: expected a method of the running tensor")
             records.append(("function" if n.op == "call_function" else "method", n.target, args, kwargs, n.name,
                             in_shape, out_shape, None))
         cur = n
@@ -382,7 +401,7 @@ def _recorded(module: nn.Module, example: Tensor) -> list[tuple[str, Any, tuple,
     cur: Tensor = example
     seen: dict[int, str] = {}
     for kind, target, args, kwargs, name, _, out, sub in events:
-        def conv(a: Any) -> Any:
+        def conv(a: Any, cur: Tensor = cur, name: str = name) -> Any:
             if isinstance(a, Tensor):
                 if a is cur:
                     return _XS
@@ -402,6 +421,8 @@ def _recorded(module: nn.Module, example: Tensor) -> list[tuple[str, Any, tuple,
                 return {k: conv(v) for k, v in a.items()}
             return a
 
+        if not (isinstance(out, Tensor) and out.ndim >= 1 and out.shape[0] == example.shape[0]):
+            continue  # a scalar or statistic (e.g. a test in the forward's control flow), not a data operation
         cargs, ckw = conv(tuple(args)), conv(dict(kwargs))
         if not (_contains_x(cargs) or _contains_x(ckw)):
             continue  # a computation that does not touch the chain (e.g. a constant)
@@ -463,7 +484,7 @@ def chain_from_torch(module: nn.Module, example_input: Tensor | None = None) -> 
         latent_shape = tuple(int(s) for s in example_input.shape[1:])
     m64 = copy.deepcopy(module).to(torch.float64)
     gen = torch.Generator().manual_seed(0)
-    example = torch.randn(2, *latent_shape, generator=gen, dtype=torch.float64)
+    example = torch.randn(3, *latent_shape, generator=gen, dtype=torch.float64)
     try:
         records = _fx_records(m64, example)
     except UnsupportedLayerError:
