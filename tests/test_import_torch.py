@@ -338,9 +338,9 @@ def test_layerwise_inverse_recovers_z_exactly_float64():
     assert float(geninv.relative_error(z, res.z).max()) < 1e-11
     for x_hat, x in zip(res.layers, G.trace(z).hidden):
         assert float((x_hat - x).abs().max()) < 1e-10
-    # the same through invert(), and on a per-sample random mask keeping 60 % of the pixels
+    # on a per-sample random mask keeping 60 % of the pixels
     mask = torch.rand(16, 300, generator=torch.Generator().manual_seed(1)) < 0.6
-    rm = geninv.invert(G, y, method="layerwise_inverse", mask=mask)
+    rm = geninv.layerwise_inverse(G, y, mask=mask)
     assert float(geninv.relative_error(z, rm.z).max()) < 1e-10
 
 

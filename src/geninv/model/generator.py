@@ -175,8 +175,7 @@ class Generator:
         device = params[0].device if params else torch.device("cpu")
         if not dtype.is_floating_point:
             raise UnsupportedLayerError(f"module: expected floating parameters, received {dtype}")
-        steps, latent_shape, output_shape, _ = chain_from_torch(module.cpu() if device.type != "cpu" else module,
-                                                                  example_input)
+        steps, latent_shape, output_shape, _ = chain_from_torch(module, example_input)
         layers = layers_from_chain(steps, latent_shape, dtype, memory_budget=budget)
         for i in range(1, len(layers)):
             if layers[i].n_in != layers[i - 1].n_out:  # pragma: no cover - guaranteed by the trace

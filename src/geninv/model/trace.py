@@ -482,7 +482,7 @@ def chain_from_torch(module: nn.Module, example_input: Tensor | None = None) -> 
                 f"{type(example_input).__name__} of shape {tuple(getattr(example_input, 'shape', ()))}"
             )
         latent_shape = tuple(int(s) for s in example_input.shape[1:])
-    m64 = copy.deepcopy(module).to(torch.float64)
+    m64 = copy.deepcopy(module).to(device="cpu", dtype=torch.float64)  # the user's module is left untouched
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(3, *latent_shape, generator=gen, dtype=torch.float64)
     try:

@@ -43,7 +43,6 @@ METHODS: dict[str, tuple[str, str]] = {
     "adam": ("geninv.solvers.gradient", "adam"),
     "lp_layerwise": ("geninv.solvers.lp_layerwise", "lp_layerwise"),
     "hybrid": ("geninv.solvers.hybrid", "hybrid"),
-    "layerwise_inverse": ("geninv.solvers.layerwise_inverse", "layerwise_inverse"),
 }
 
 # Methods that invert any generator (any hidden activation) and any callable G(z) given with latent_dim=.
@@ -147,7 +146,7 @@ def invert(
         _check_common_options(options)
         return _load(method)(G, y, measure=Mask(mask) if mask is not None and not isinstance(mask, Mask) else
                              (mask if mask is not None else measure), **options)
-    G = check_generator(G, relu_hidden=method not in _ANY_G + ("layerwise_inverse",))
+    G = check_generator(G, relu_hidden=method not in _ANY_G)
     mask = G.flatten_output(mask)  # a mask in the output's shape (B, C, H, W)
     yy, meas = resolve_measurement(measure, mask, G, y)
     if mask is not None:
