@@ -91,13 +91,13 @@ def test_from_torch_matches_random_deeper_networks(depth, width, out, bn, seed):
 @pytest.mark.parametrize(
     "net, match",
     [
-        (nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Conv2d(1, 1, 3)), r"layer 2 \(2: Conv2d\)"),
-        (nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.ReLU()).train(), r"layer 1 \(1: Dropout\).*eval mode"),
-        (nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8).train(), nn.ReLU()), r"layer 1 \(1: BatchNorm1d\).*training mode"),
-        (nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Tanh()), r"layer 2 \(2: Tanh\).*two activations"),
-        (nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)), r"hidden layer 1.*ReLU.*tanh"),
-        (nn.Sequential(nn.ReLU(), nn.Linear(4, 8)), r"layer 0 \(0: ReLU\)"),
-        (nn.Sequential(), r"at least one nn.Linear"),
+        (nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Conv2d(1, 1, 3)), r"node 2 \(Conv2d\): expected an input it accepts"),
+        (nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.ReLU()).train(), r"node 1 \(Dropout\).*eval mode"),
+        (nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8).train(), nn.ReLU()), r"node 1 \(BatchNorm1d\).*training mode"),
+        (nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Tanh()), r"node 2 \(Tanh\).*two activations"),
+        (nn.Sequential(nn.Linear(4, 8), nn.Softmax(dim=1), nn.Linear(8, 3)), r"node 1 \(Softmax\).*cannot read"),
+        (nn.Sequential(nn.ReLU(), nn.Linear(4, 8)), r"node 0 \(ReLU\)"),
+        (nn.Sequential(), r"first nn.Linear.*example_input"),
     ],
 )
 def test_unsupported_layers_raise_named_error(net, match):

@@ -68,3 +68,8 @@ __all__ += ["invert", "oracle", "layered_bp", "latent_pursuit"]
 from geninv.solvers.verdict import layer_snr  # noqa: E402
 
 __all__ += ["layer_snr"]
+
+# any torch module: invertible hidden activations inverted layer by layer (Generator.from_torch reads the module)
+from geninv.solvers.layerwise_inverse import layerwise_inverse  # noqa: E402
+
+__all__ += ["layerwise_inverse"]

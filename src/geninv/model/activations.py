@@ -1,8 +1,9 @@
 """Activation functions with value, inverse, derivative and Lipschitz constant.
 
-Hidden layers of a geninv generator use ReLU; the output layer may use any of the
-activations here. Every activation is elementwise and (except ReLU) strictly monotone,
-so the output layer can be inverted: ``phi.inverse(y)`` gives the pre-activation.
+Every activation is elementwise. ReLU is the sparse activation of the paper's model; leaky
+ReLU, tanh, sigmoid, PLU, softplus, ELU and the identity are strictly monotone, so a layer that
+uses one can be inverted (``phi.inverse(y)`` gives the pre-activation); GELU and SiLU are
+differentiable but not monotone (gradient methods only).
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ class Activation:
     Parameters
     ----------
     name : str
-        One of ``relu``, ``leaky_relu``, ``tanh``, ``sigmoid``, ``plu``, ``identity``.
+        One of ``relu``, ``leaky_relu``, ``tanh``, ``sigmoid``, ``plu``, ``softplus``, ``elu``,
+        ``gelu``, ``silu``, ``identity``.
     params : dict
-        ``slope`` for leaky ReLU; ``alpha`` and ``c`` for PLU.
+        ``slope`` for leaky ReLU; ``alpha`` and ``c`` for PLU; ``beta`` and ``threshold`` for
+        softplus (torch's: linear where ``beta x > threshold``); ``alpha`` for ELU; ``tanh``
+        (1.0 for torch's ``approximate="tanh"``, 0.0 for the exact erf form) for GELU.
 
     Notes
     -----
@@ -62,6 +66,12 @@ class Activation:
             raise InputError(f"leaky_relu slope: expected > 0, received {merged['slope']}")
         if self.name == "plu" and not (merged["alpha"] > 0 and merged["c"] > 0):
             raise InputError(f"plu alpha and c: expected > 0, received {merged}")
+        if self.name == "softplus" and not merged["beta"] > 0:
+            raise InputError(f"softplus beta: expected > 0, received {merged['beta']}")
+        if self.name == "elu" and not merged["alpha"] > 0:
+            raise InputError(f"elu alpha: expected > 0 (a monotone ELU), received {merged['alpha']}")
+        if self.name == "gelu" and merged["tanh"] not in (0.0, 1.0):
+            raise InputError(f"gelu tanh: expected 0.0 (erf form) or 1.0 (tanh approximation), received {merged['tanh']}")
 
     # -- evaluation -------------------------------------------------------------
     def __call__(self, x: Tensor) -> Tensor:
@@ -77,6 +87,14 @@ class Activation:
         if n == "plu":
             a, c = p["alpha"], p["c"]
             return torch.maximum(a * (x + c) - c, torch.minimum(a * (x - c) + c, x))
+        if n == "softplus":
+            return torch.nn.functional.softplus(x, beta=p["beta"], threshold=p["threshold"])
+        if n == "elu":
+            return torch.nn.functional.elu(x, alpha=p["alpha"])
+        if n == "gelu":
+            return torch.nn.functional.gelu(x, approximate="tanh" if p["tanh"] else "none")
+        if n == "silu":
+            return torch.nn.functional.silu(x)
         return x
 
     def derivative(self, x: Tensor) -> Tensor:
@@ -94,13 +112,28 @@ class Activation:
         if n == "plu":
             inside = (x >= -p["c"]) & (x <= p["c"])
             return torch.where(inside, torch.ones_like(x), torch.full_like(x, p["alpha"]))
+        if n == "softplus":
+            return torch.where(p["beta"] * x > p["threshold"], torch.ones_like(x), torch.sigmoid(p["beta"] * x))
+        if n == "elu":
+            return torch.where(x > 0, torch.ones_like(x), p["alpha"] * torch.exp(x.clamp_max(0)))
+        if n in ("gelu", "silu"):
+            with torch.enable_grad():
+                xx = x.detach().requires_grad_(True)
+                (g,) = torch.autograd.grad(self(xx).sum(), xx)
+            return g
         return torch.ones_like(x)
 
     @property
     def lipschitz(self) -> float:
-        """Lipschitz constant of ``phi`` (1 for all except sigmoid, 1/4)."""
+        """Lipschitz constant of ``phi`` (``sup |phi'|``)."""
         if self.name == "sigmoid":
             return 0.25
+        if self.name == "elu":
+            return max(1.0, self.params["alpha"])
+        if self.name == "gelu":
+            return 1.13  # max of phi' = Phi(x) + x phi(x), about 1.129 at x = 1.414 (both forms)
+        if self.name == "silu":
+            return 1.1  # max of phi' = s(x) (1 + x (1 - s(x))), about 1.0998 at x = 2.4
         if self.name == "leaky_relu":
             return max(1.0, self.params["slope"])
         if self.name == "plu":
@@ -109,7 +142,13 @@ class Activation:
 
     @property
     def invertible(self) -> bool:
-        return self.name != "relu"
+        """Strictly monotone, so ``phi^{-1}`` exists on its range (not ReLU, GELU, SiLU)."""
+        return self.name not in ("relu", "gelu", "silu")
+
+    @property
+    def sparse(self) -> bool:
+        """ReLU: the sparse activation of the paper's pursuits."""
+        return self.name == "relu"
 
     @property
     def range(self) -> tuple[float, float]:
@@ -118,8 +157,10 @@ class Activation:
             return (-1.0, 1.0)
         if self.name == "sigmoid":
             return (0.0, 1.0)
-        if self.name == "relu":
+        if self.name in ("relu", "softplus"):
             return (0.0, float("inf"))
+        if self.name == "elu":
+            return (-self.params["alpha"], float("inf"))
         return (float("-inf"), float("inf"))
 
     def in_range(self, y: Tensor) -> Tensor:
@@ -154,9 +195,11 @@ class Activation:
             y = y.to(torch.get_default_dtype())
         if n == "relu":
             raise DomainError(f"{name}: expected an invertible output activation, received relu (relu is not invertible: it zeroes negatives)")
-        if clamp is not None and n in ("tanh", "sigmoid"):
+        if not self.invertible:
+            raise DomainError(f"{name}: expected an invertible activation, received {n} (not monotone, so phi^-1 is undefined)")
+        if clamp is not None and n in ("tanh", "sigmoid", "softplus", "elu"):
             lo, hi = self.range
-            y = y.clamp(lo + clamp, hi - clamp)
+            y = y.clamp(lo + clamp, hi - clamp) if math.isfinite(hi) else y.clamp_min(lo + clamp)
         bad = ~self.in_range(y)
         if bool(bad.any()):
             lo, hi = self.range
@@ -176,6 +219,13 @@ class Activation:
             return torch.where(
                 y > c, c + (y - c) / a, torch.where(y < -c, -c + (y + c) / a, y)
             )
+        if n == "softplus":
+            beta, thr = p["beta"], p["threshold"]
+            # log(expm1(beta y)) / beta, written as beta y + log(-expm1(-beta y)) to avoid overflow
+            inv = (beta * y + torch.log(-torch.expm1(-beta * y))) / beta
+            return torch.where(beta * y > thr, y, inv)
+        if n == "elu":
+            return torch.where(y > 0, y, torch.log1p(y.clamp_max(0) / p["alpha"]))
         return y
 
     def to_dict(self) -> dict[str, Any]:
@@ -192,6 +242,10 @@ _DEFAULTS: dict[str, dict[str, float]] = {
     "tanh": {},
     "sigmoid": {},
     "plu": {"alpha": 0.1, "c": 1.0},
+    "softplus": {"beta": 1.0, "threshold": 20.0},
+    "elu": {"alpha": 1.0},
+    "gelu": {"tanh": 0.0},
+    "silu": {},
     "identity": {},
 }
 ACTIVATIONS = tuple(_DEFAULTS)

@@ -1,7 +1,13 @@
-"""The generator model ``y = phi(W_{L+1} relu(W_L ... relu(W_1 z + b_1) ... + b_L) + b_{L+1})``."""
+"""The generator model ``y = phi(W_{L+1} phi_L(W_L ... phi_1(W_1 z + b_1) ... + b_L) + b_{L+1})``.
+
+The paper's model has ``phi_i = relu`` on every hidden layer; a generator read from a torch module
+may use any elementwise activation there (the pursuits then refuse it, gradient methods and the
+layer-wise inverse of invertible activations do not).
+"""
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,9 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from geninv._validate import as_batch, as_device, as_dtype, as_int
-from geninv.exceptions import InputError, NumericalError, ShapeError
+from geninv.exceptions import InputError, NumericalError, ShapeError, UnsupportedLayerError, describe
 from geninv.model.activations import Activation, get_activation
-from geninv.model.layers import Layer, layers_from_torch
+from geninv.model.layers import Layer
 
 __all__ = ["Generator", "Trace", "random_generator"]
 
@@ -53,13 +59,20 @@ class Trace:
 
 
 class Generator:
-    """A fully connected generator with ReLU hidden layers.
+    """A generator ``y = phi(W_{L+1} x_L + b_{L+1})``, ``x_i = phi_i(W_i x_{i-1} + b_i)``, ``x_0 = z``.
 
     Parameters
     ----------
     layers : sequence of Layer
-        ``L + 1`` layers; all but the last use ReLU, the last any invertible activation
-        (or ReLU/identity).
+        ``L + 1`` layers. The paper's model (every pursuit, the Oracle, the certificates) has
+        ReLU on all but the last; other hidden activations are accepted for gradient methods
+        and, when invertible, for the layer-wise inverse.
+    output_shape : tuple of int, optional
+        Per-sample shape of ``G(z)`` (e.g. ``(1, 28, 28)``); the default is ``(n,)``. Every
+        computation uses the flattened (C-order) signal of width ``n = prod(output_shape)``.
+    latent_shape : tuple of int, optional
+        Per-sample shape the source module takes its latent in (e.g. ``(100, 1, 1)``); the
+        default is ``(n_0,)``. ``z`` may be given flat (B, n_0) or in this shape.
 
     Examples
     --------
@@ -69,7 +82,8 @@ class Generator:
     (4, 600)
     """
 
-    def __init__(self, layers: Sequence[Layer]) -> None:
+    def __init__(self, layers: Sequence[Layer], *, output_shape: Sequence[int] | None = None,
+                 latent_shape: Sequence[int] | None = None) -> None:
         if isinstance(layers, (Layer, str, bytes)) or not hasattr(layers, "__iter__"):
             raise InputError(f"layers: expected a sequence of geninv Layer, received {type(layers).__name__}")
         layers = list(layers)
@@ -78,10 +92,6 @@ class Generator:
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise InputError(f"layers[{i}]: expected a geninv Layer, received {type(layer).__name__}")
-            if i < len(layers) - 1 and layer.activation.name != "relu":
-                raise InputError(
-                    f"layers[{i}]: expected relu on a hidden layer, received {layer.activation.name}"
-                )
             if i > 0 and layer.n_in != layers[i - 1].n_out:
                 raise ShapeError(
                     f"layers[{i}]: expected input width {layers[i - 1].n_out}, received {layer.n_in}"
@@ -89,15 +99,122 @@ class Generator:
             if layer.W.dtype != layers[0].W.dtype or layer.W.device != layers[0].W.device:
                 raise InputError(f"layers[{i}]: expected the dtype/device of layers[0], received {layer.W.dtype} on {layer.W.device}")
         self.layers: list[Layer] = layers
+        self.output_shape: tuple[int, ...] = _shape(output_shape, layers[-1].n_out, "output_shape")
+        self.latent_shape: tuple[int, ...] = _shape(latent_shape, layers[0].n_in, "latent_shape")
 
     # -- construction -----------------------------------------------------------
     @classmethod
-    def from_torch(cls, module: nn.Module) -> Generator:
-        """Read an ``nn.Sequential`` of Linear/BatchNorm1d/activations (see :func:`layers_from_torch`)."""
-        return cls(layers_from_torch(module))
+    def from_torch(
+        cls,
+        module: nn.Module,
+        example_input: Tensor | None = None,
+        check: bool = True,
+        *,
+        memory_budget: int | None = None,
+    ) -> Generator:
+        """Read any chain-structured torch module as a generator.
+
+        The module is traced (``torch.fx`` symbolic tracing; where that fails, e.g. on
+        data-dependent control flow, one forward pass on ``example_input`` is recorded) into
+        a chain of affine maps and elementwise activations, wherever they are applied (inside
+        Sequentials or in the owner's ``forward``, e.g. ``torch.sigmoid(self.net(z))``).
+
+        Accepted: ``Linear``, ``Conv1d``/``Conv2d``, ``ConvTranspose1d``/``ConvTranspose2d``
+        (any stride, padding, output padding, dilation, groups; bias or none),
+        ``BatchNorm1d``/``BatchNorm2d`` in eval mode (folded into the affine map), ``Dropout``
+        in eval mode and ``Identity`` (dropped), ``Flatten``/``Unflatten``/``view``/``reshape``,
+        ``Upsample`` (nearest, linear, bilinear), products and sums with Python numbers, and
+        the activations ReLU, LeakyReLU, Tanh, Sigmoid, Softplus, ELU, GELU, SiLU and
+        :class:`geninv.PLU` (modules or functions). Consecutive affine maps are composed; each
+        layer's weight is materialized as a dense matrix, exactly (float64 composition).
+
+        Parameters
+        ----------
+        module : nn.Module
+            The generator; batch-norm and dropout must be in eval mode (``module.eval()``).
+        example_input : Tensor of shape (B, *latent_shape), optional
+            A latent batch, needed when the first layer is not an ``nn.Linear`` (e.g. a DCGAN
+            taking ``z`` of shape (B, 100, 1, 1)).
+        check : bool
+            Compare ``G(z)`` with ``module(z)`` on 4 random latents and raise
+            UnsupportedLayerError when they differ by more than ``1e4 eps`` times the output's
+            scale (naming the largest difference): catches an operation the trace missed.
+        memory_budget : int, optional
+            Largest dense weight of one layer, in bytes (default 512 MiB).
+
+        Returns
+        -------
+        Generator
+            With ``output_shape`` the module's per-sample output shape and ``latent_shape``
+            its latent's.
+
+        Raises
+        ------
+        UnsupportedLayerError
+            Naming the node and why, for anything that is not such a chain (branches, skip
+            connections, attention, batch-norm in training mode, a non-elementwise operation).
+
+        Examples
+        --------
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Unflatten(1, (2, 4, 4)),
+        ...                     nn.ConvTranspose2d(2, 1, 4, stride=2, padding=1), nn.Tanh())
+        >>> G = Generator.from_torch(net)
+        >>> G.dims, G.output_shape
+        ([8, 32, 64], (1, 8, 8))
+        """
+        from geninv.model.trace import DEFAULT_MEMORY_BUDGET, chain_from_torch, layers_from_chain
+
+        if not isinstance(check, bool):
+            raise InputError(f"check: expected True or False, received {check!r}")
+        budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else as_int(memory_budget, "memory_budget", minimum=1)
+        if not isinstance(module, nn.Module):
+            raise UnsupportedLayerError(f"module: expected a torch nn.Module, received {type(module).__name__}")
+        params = list(module.parameters())
+        dtype = params[0].dtype if params else torch.get_default_dtype()
+        device = params[0].device if params else torch.device("cpu")
+        if not dtype.is_floating_point:
+            raise UnsupportedLayerError(f"module: expected floating parameters, received {dtype}")
+        steps, latent_shape, output_shape, _ = chain_from_torch(module, example_input)
+        layers = layers_from_chain(steps, latent_shape, dtype, memory_budget=budget)
+        for i in range(1, len(layers)):
+            if layers[i].n_in != layers[i - 1].n_out:  # pragma: no cover - guaranteed by the trace
+                raise UnsupportedLayerError(f"layer {i + 1}: expected input width {layers[i - 1].n_out}, received "
+                                            f"{layers[i].n_in}")
+        G = cls([layer.to(device) for layer in layers], output_shape=output_shape, latent_shape=latent_shape)
+        if check:
+            G._check_against(module)
+        return G
+
+    def _check_against(self, module: nn.Module) -> None:
+        """UnsupportedLayerError unless ``G(z)`` reproduces ``module(z)`` on 4 random latents."""
+        gen = torch.Generator().manual_seed(12345)
+        z = torch.randn(4, self.latent_dim, generator=gen, dtype=torch.float64).to(self.device, self.dtype)
+        with torch.no_grad():
+            ref = module(z.reshape(4, *self.latent_shape))
+            if not isinstance(ref, Tensor) or tuple(ref.shape) != (4, *self.output_shape):
+                raise UnsupportedLayerError(
+                    f"module: expected module(z) of shape (4, {', '.join(map(str, self.output_shape))}) as traced, "
+                    f"received {describe(ref)}"
+                )
+            out = self.forward_unchecked(z).reshape(ref.shape)
+        diff = (out.to(torch.float64) - ref.to(torch.float64)).abs()
+        scale = max(1.0, float(ref.abs().max()))
+        tol = 1e4 * torch.finfo(self.dtype).eps * scale
+        worst = float(diff.max()) if diff.numel() else 0.0
+        if not worst <= tol:
+            idx = tuple(int(i) for i in torch.unravel_index(torch.argmax(torch.nan_to_num(diff, nan=float("inf"))),
+                                                             diff.shape))
+            raise UnsupportedLayerError(
+                f"module: expected the traced chain to reproduce module(z) (check=True), received a largest difference "
+                f"of {worst:.3g} > {tol:.3g} at output entry {idx[1:]} of latent {idx[0]} (G(z) = {float(out[idx]):.6g}, "
+                f"module(z) = {float(ref[idx]):.6g}): an operation the trace did not see (e.g. applied outside "
+                "forward, or on a global) changes the output; pass check=False to accept it"
+            )
 
     def to_torch(self) -> nn.Sequential:
-        """An equivalent ``nn.Sequential`` (batch-norms already folded)."""
+        """An equivalent ``nn.Sequential`` of Linear layers (batch-norms folded, convolutions as dense
+        matrices), taking a flat latent (B, n_0) and returning (B, *output_shape)."""
         mods: list[nn.Module] = []
         for layer in self.layers:
             lin = nn.Linear(layer.n_in, layer.n_out, dtype=layer.W.dtype, device=layer.W.device)
@@ -106,6 +223,8 @@ class Generator:
                 lin.bias.copy_(layer.b)
             mods.append(lin)
             mods.append(_torch_activation(layer.activation))
+        if len(self.output_shape) > 1:
+            mods.append(nn.Unflatten(1, self.output_shape))
         return nn.Sequential(*mods)
 
     # -- shape information ------------------------------------------------------
@@ -124,8 +243,54 @@ class Generator:
 
     @property
     def n_hidden(self) -> int:
-        """``L``, the number of hidden (ReLU) layers."""
+        """``L``, the number of hidden layers."""
         return len(self.layers) - 1
+
+    @property
+    def hidden_activations(self) -> list[Activation]:
+        """``[phi_1, ..., phi_L]``."""
+        return [layer.activation for layer in self.layers[:-1]]
+
+    @property
+    def relu_hidden(self) -> bool:
+        """True for the paper's model: every hidden layer is ReLU."""
+        return all(a.name == "relu" for a in self.hidden_activations)
+
+    def require_relu_hidden(self, method: str) -> None:
+        """UnsupportedLayerError naming the first hidden layer that is not ReLU.
+
+        The pursuits, the Oracle and the certificates rely on the sparsity of ReLU hidden layers
+        (the paper's model); ``method`` names the caller in the message.
+        """
+        for i, layer in enumerate(self.layers[:-1]):
+            a = layer.activation
+            if a.name != "relu":
+                src = f" ({layer.name})" if layer.name else ""
+                alt = ("gradient methods (method='gd' or 'adam') or geninv.layerwise_inverse (invertible hidden "
+                       "activations)") if self.invertible_hidden else "gradient methods (method='gd' or 'adam')"
+                raise UnsupportedLayerError(
+                    f"G: {method} expected ReLU hidden layers (the paper's sparse model), received hidden layer "
+                    f"{i + 1}{src} with activation {a.name}; use {alt}"
+                )
+
+    @property
+    def invertible_hidden(self) -> bool:
+        """True when every hidden activation is strictly monotone (leaky ReLU, tanh, sigmoid, ...)."""
+        return all(a.invertible for a in self.hidden_activations)
+
+    def flatten_output(self, y: object) -> object:
+        """``y`` in the generator's output shape, (B, *output_shape) or output_shape, as (B, n) or (n,).
+
+        Anything else is returned unchanged (the caller validates it).
+        """
+        k = len(self.output_shape)
+        if k > 1 and isinstance(y, Tensor) and y.ndim in (k, k + 1) and tuple(y.shape[-k:]) == self.output_shape:
+            return y.reshape(-1, self.output_dim) if y.ndim == k + 1 else y.reshape(self.output_dim)
+        return y
+
+    def unflatten_output(self, y: Tensor) -> Tensor:
+        """(B, n) -> (B, *output_shape)."""
+        return y.reshape(y.shape[0], *self.output_shape)
 
     @property
     def output_activation(self) -> Activation:
@@ -161,7 +326,8 @@ class Generator:
             dtype = as_dtype(dtype)
         if device is not None:
             device = as_device(device)
-        return Generator([layer.to(device, dtype) for layer in self.layers])
+        return Generator([layer.to(device, dtype) for layer in self.layers], output_shape=self.output_shape,
+                         latent_shape=self.latent_shape)
 
     def like(self, t: Tensor) -> Generator:
         """This generator on ``t``'s device and dtype (no copy when they already agree)."""
@@ -171,13 +337,16 @@ class Generator:
 
     # -- evaluation -------------------------------------------------------------
     def _check_z(self, z: object) -> Tensor:
+        k = len(self.latent_shape)
+        if k > 1 and isinstance(z, Tensor) and z.ndim in (k, k + 1) and tuple(z.shape[-k:]) == self.latent_shape:
+            z = z.reshape(-1, self.latent_dim)
         zz = as_batch(z, self.latent_dim, "z")
         if zz.dtype != self.dtype or zz.device != self.device:
             zz = zz.to(self.device, self.dtype)
         return zz
 
     def __call__(self, z: Tensor) -> Tensor:
-        """``G(z)`` for ``z`` of shape (B, n_0); returns (B, n).
+        """``G(z)`` for ``z`` of shape (B, n_0); returns (B, *output_shape), i.e. (B, n) by default.
 
         Raises NumericalError if a layer overflows to Inf/NaN (huge weights or latents in a
         low precision), instead of returning a poisoned signal.
@@ -186,10 +355,10 @@ class Generator:
         for i, layer in enumerate(self.layers):
             x = layer(x)
             _check_overflow(x, i, self.dtype)
-        return x
+        return x if len(self.output_shape) == 1 else self.unflatten_output(x)
 
     def forward_unchecked(self, z: Tensor) -> Tensor:
-        """``G(z)`` without argument checks (for solver inner loops; keeps autograd)."""
+        """``G(z)`` as (B, n) without argument checks (for solver inner loops; keeps autograd)."""
         x = z
         for layer in self.layers:
             x = layer(x)
@@ -225,7 +394,10 @@ class Generator:
 
     def __repr__(self) -> str:
         arch = " -> ".join(str(d) for d in self.dims)
-        return f"Generator({arch}, output={self.output_activation.name}, dtype={self.dtype})"
+        names = list(dict.fromkeys(a.name for a in self.hidden_activations))
+        extra = "" if self.relu_hidden else f", hidden={'/'.join(names)}"
+        shape = f", output_shape={self.output_shape}" if len(self.output_shape) > 1 else ""
+        return f"Generator({arch}, output={self.output_activation.name}{extra}{shape}, dtype={self.dtype})"
 
 
 def _check_overflow(x: Tensor, i: int, dtype: torch.dtype) -> None:
@@ -234,6 +406,20 @@ def _check_overflow(x: Tensor, i: int, dtype: torch.dtype) -> None:
             f"G(z): expected finite values in layer {i + 1}, received {int((~torch.isfinite(x)).sum())} Inf/NaN entries "
             f"(the forward pass overflowed in {dtype}; use smaller latents/weights or float64)"
         )
+
+
+def _shape(shape: Sequence[int] | None, n: int, name: str) -> tuple[int, ...]:
+    if shape is None:
+        return (n,)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise InputError(f"{name}: expected a sequence of positive ints, received {shape!r}")
+    out = tuple(shape)
+    if not out or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in out):
+        raise InputError(f"{name}: expected a sequence of positive ints, received {shape!r}")
+    out = tuple(int(d) for d in out)
+    if math.prod(out) != n:
+        raise ShapeError(f"{name}: expected {n} entries in all (the layer width), received {out} ({math.prod(out)})")
+    return out
 
 
 def _torch_activation(a: Activation) -> nn.Module:
@@ -250,6 +436,14 @@ def _torch_activation(a: Activation) -> nn.Module:
         return nn.Sigmoid()
     if a.name == "plu":
         return PLU(p["alpha"], p["c"])
+    if a.name == "softplus":
+        return nn.Softplus(p["beta"], p["threshold"])
+    if a.name == "elu":
+        return nn.ELU(p["alpha"])
+    if a.name == "gelu":
+        return nn.GELU(approximate="tanh" if p["tanh"] else "none")
+    if a.name == "silu":
+        return nn.SiLU()
     return nn.Identity()
 
 

@@ -36,10 +36,17 @@ def save_generator(G: Generator, path: str | os.PathLike[str]) -> None:
     path = _as_path(path)
     tensors = {}
     arch: dict[str, Any] = {"format": FORMAT, "dims": G.dims, "layers": []}
+    if len(G.output_shape) > 1:
+        arch["output_shape"] = list(G.output_shape)
+    if len(G.latent_shape) > 1:
+        arch["latent_shape"] = list(G.latent_shape)
     for i, layer in enumerate(G.layers):
         tensors[f"layers.{i}.W"] = layer.W.detach().cpu().contiguous()
         tensors[f"layers.{i}.b"] = layer.b.detach().cpu().contiguous()
-        arch["layers"].append({"n_in": layer.n_in, "n_out": layer.n_out, "activation": layer.activation.to_dict()})
+        spec = {"n_in": layer.n_in, "n_out": layer.n_out, "activation": layer.activation.to_dict()}
+        if layer.name:
+            spec["name"] = layer.name
+        arch["layers"].append(spec)
     arch["sha256"] = _digest(arch, tensors)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -168,8 +175,8 @@ def load_generator(path: str | os.PathLike[str], *, dtype: torch.dtype | None = 
         layers = []
         for i, spec in enumerate(arch["layers"]):
             W, b = tensors[f"layers.{i}.W"], tensors[f"layers.{i}.b"]
-            layers.append(Layer(W, b, Activation.from_dict(spec["activation"])))
-        G = Generator(layers)
+            layers.append(Layer(W, b, Activation.from_dict(spec["activation"]), str(spec.get("name", ""))))
+        G = Generator(layers, output_shape=arch.get("output_shape"), latent_shape=arch.get("latent_shape"))
     except ModelFileError:
         raise
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:  # JSONDecodeError is a ValueError

@@ -27,11 +27,14 @@ class Layer:
     W : Tensor of shape (n_out, n_in)
     b : Tensor of shape (n_out,)
     activation : Activation
+    name : str
+        Where the layer came from (the module nodes it was read from), for messages.
     """
 
     W: Tensor
     b: Tensor
     activation: Activation
+    name: str = ""
 
     def __post_init__(self) -> None:
         for arg, t in (("W", self.W), ("b", self.b)):
@@ -74,7 +77,8 @@ class Layer:
         return self.activation(self.pre(x))
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Layer:
-        return Layer(self.W.to(device=device, dtype=dtype), self.b.to(device=device, dtype=dtype), self.activation)
+        return Layer(self.W.to(device=device, dtype=dtype), self.b.to(device=device, dtype=dtype), self.activation,
+                     self.name)
 
 
 _ACT_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity, PLU)

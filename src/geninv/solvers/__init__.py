@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from geninv.exceptions import ConvergenceWarning, InputError, describe
+from geninv.model.generator import Generator
 from geninv.operators import Mask
 from geninv.solvers.common import (
     check_generator,
@@ -46,6 +47,9 @@ METHODS: dict[str, tuple[str, str]] = {
     "lp_layerwise": ("geninv.solvers.lp_layerwise", "lp_layerwise"),
     "hybrid": ("geninv.solvers.hybrid", "hybrid"),
 }
+
+# Methods that invert any generator (any hidden activation) and any callable G(z) given with latent_dim=.
+_ANY_G = ("gd", "adam")
 
 # Methods that take ``noise_level=`` through invert(): routed to geninv.solvers.noise.noisy_pursuit.
 NOISY = ("latent_pursuit", "layered_bp")
@@ -95,7 +99,9 @@ def invert(
     Parameters
     ----------
     G : Generator
-    y : Tensor of shape (B, n) or (n,)
+        (for ``gd`` and ``adam``, also any differentiable callable ``G(z)``, e.g. a torch module,
+        with its latent size given as ``latent_dim=``; no certificate is available there)
+    y : Tensor of shape (B, n) or (n,), or in the generator's ``output_shape`` (B, C, H, W)
         Signals (with a general ``measure`` of shape (m, n): measurements of shape (B, m)).
         Must be finite; methods that apply ``phi^{-1}`` (``oracle``, ``layered_bp`` and
         ``latent_pursuit`` with their default pre-activation form) need the observed entries
@@ -147,7 +153,13 @@ def invert(
     """
     if not isinstance(method, str) or method not in METHODS:
         raise InputError(f"method: expected one of {sorted(METHODS)}, received {describe(method)}")
-    G = check_generator(G)
+    if method in _ANY_G and not isinstance(G, Generator) and callable(G):
+        # Any differentiable callable G(z) with latent_dim=: gradient methods only, no certificate.
+        _check_common_options(options)
+        return _load(method)(G, y, measure=Mask(mask) if mask is not None and not isinstance(mask, Mask) else
+                             (mask if mask is not None else measure), **options)
+    G = check_generator(G, relu_hidden=method not in _ANY_G)
+    mask = G.flatten_output(mask)  # a mask in the output's shape (B, C, H, W)
     yy, meas = resolve_measurement(measure, mask, G, y)
     if mask is not None:
         measure = mask if isinstance(mask, Mask) else Mask(mask)  # validated above

@@ -59,9 +59,12 @@ Callback = Callable[[int, dict[str, Any]], Any]
 # -- arguments --------------------------------------------------------------------------------
 
 
-def check_generator(G: object) -> Generator:
+def check_generator(G: object, *, relu_hidden: bool = True) -> Generator:
     if not isinstance(G, Generator):
-        raise InputError(f"G: expected a geninv.Generator, received {describe(G)}")
+        hint = " (convert a torch module with geninv.Generator.from_torch(module))" if isinstance(G, torch.nn.Module) else ""
+        raise InputError(f"G: expected a geninv.Generator{hint}, received {describe(G)}")
+    if relu_hidden:
+        G.require_relu_hidden("the pursuits and the Oracle")
     return G
 
 
@@ -266,6 +269,7 @@ def resolve_measurement(measure: object, mask: object, G: Generator, y: object, 
     """
     if isinstance(y, Tensor) and y.dtype in (torch.float16, torch.bfloat16):
         raise InputError(f"{name}: expected a float32 or float64 tensor, received dtype {y.dtype} (convert with y.float())")
+    y, mask = G.flatten_output(y), G.flatten_output(mask)  # signals and masks in the output's shape (B, C, H, W)
     n = G.output_dim
     if mask is not None and measure is not None:
         raise InputError("mask, measure: expected at most one of them, received both")

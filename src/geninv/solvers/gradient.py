@@ -9,6 +9,11 @@ hand, for the whole batch at once with matrix-matrix products::
     r   = A (phi(a_{L+1}) - y)                                   (B, m)
     g_{L+1} = phi'(a_{L+1}) * (A^T r),   g_i = (g_{i+1} W_{i+1}) * [a_i > 0],   grad f = g_1 W_1
 
+Generators with other hidden activations (leaky ReLU, softplus, GELU, ... read by
+``Generator.from_torch``) and any differentiable callable ``G(z)`` given with ``latent_dim=``
+(e.g. a torch module that is not a chain) use the same iterations with the gradient from
+autograd and ``J v`` / ``J^T u`` from ``torch.func``; there no certificate is available.
+
 Samples are independent (the batch loss is a sum of per-sample losses), so every row of the
 gradient is that sample's own gradient. Measured against autograd on the same loss (value and
 gradient, B = 512, random [20, 128, 392, 784] PLU generator, one CPU thread, best of 15): 17 ms
@@ -60,6 +65,9 @@ class _Fit:
     w: Tensor | None  # (B, n) 0/1 weights, kind == "mask"
     d: Tensor | None  # (B, m) = A y, kind == "general"
     op: Any  # the operator, kind == "general"
+    fn: Callable[[Tensor], Tensor] | None = None  # (B, n_0) -> (B, n) through autograd (None: hand-written pass)
+    hidden_fn: Callable[[Tensor], list[Tensor]] | None = None  # the hidden layers, with fn
+    certificate: str | None = None  # why no certificate applies, with fn
 
     def select(self, idx: Tensor) -> _Fit:
         return replace(
@@ -113,6 +121,8 @@ class _Fit:
 
     def hidden(self, z: Tensor) -> list[Tensor]:
         """``[x_1, ..., x_L]`` of ``G(z)`` (no argument checks)."""
+        if self.fn is not None:
+            return [] if self.hidden_fn is None else self.hidden_fn(z)
         xs = []
         x = z
         for W, b in zip(self.Ws[:-1], self.bs[:-1]):
@@ -121,6 +131,9 @@ class _Fit:
         return xs
 
     def value(self, z: Tensor) -> Tensor:
+        if self.fn is not None:
+            r = self._residual(self.fn(z))
+            return 0.5 * (r * r).sum(dim=1)
         x = z
         for W, b in zip(self.Ws[:-1], self.bs[:-1]):
             x = torch.addmm(b, x, W.T).clamp_min_(0)
@@ -129,6 +142,13 @@ class _Fit:
 
     def value_grad(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """``f(z)`` (B,) and ``grad f(z)`` (B, n_0), by the hand-written backward pass."""
+        if self.fn is not None:
+            with torch.enable_grad():
+                zz = z.detach().requires_grad_(True)
+                r = self._residual(self.fn(zz))
+                f = 0.5 * (r * r).sum(dim=1)
+                (g,) = torch.autograd.grad(f.sum(), zz)
+            return f.detach(), g
         masks = []
         x = z
         for W, b in zip(self.Ws[:-1], self.bs[:-1]):
@@ -154,6 +174,8 @@ class _Fit:
         The start vector is the same for every sample (no randomness), so the estimate of one
         sample does not depend on the rest of the batch.
         """
+        if self.fn is not None:
+            return self._lipschitz_autograd(z, iters)
         masks = []
         x = z
         for W, b in zip(self.Ws[:-1], self.bs[:-1]):
@@ -183,12 +205,45 @@ class _Fit:
             v = torch.where(nrm > 0, g / nrm.clamp_min(torch.finfo(z.dtype).tiny), v)
         return lam
 
+    def _lipschitz_autograd(self, z: Tensor, iters: int) -> Tensor:
+        """:meth:`lipschitz` with ``J v`` and ``J^T u`` from ``torch.func`` (the generator's
+        samples are independent, so J is block diagonal and one batched product serves all)."""
+        fn = self.fn
+        assert fn is not None
+        z = z.detach()
+        with torch.enable_grad():
+            _, vjp_fn = torch.func.vjp(fn, z)
+        v = torch.ones_like(z) / math.sqrt(z.shape[1])
+        lam = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+        for _ in range(iters):
+            try:
+                _, u = torch.func.jvp(fn, (z,), (v,))
+            except (RuntimeError, NotImplementedError):  # an op without a forward-mode rule: J v by double vjp
+                with torch.enable_grad():
+                    zz = z.detach().requires_grad_(True)
+                    out = fn(zz)
+                    w = torch.zeros_like(out, requires_grad=True)
+                    (jt,) = torch.autograd.grad(out, zz, w, create_graph=True)
+                    (u,) = torch.autograd.grad(jt, w, v)
+            Au = self._forward_op(u.detach())
+            lam = (Au * Au).sum(dim=1)
+            g = self._adjoint(Au) if self.kind == "general" else Au
+            (g,) = vjp_fn(g)
+            nrm = g.norm(dim=1, keepdim=True)
+            v = torch.where(nrm > 0, g / nrm.clamp_min(torch.finfo(z.dtype).tiny), v)
+        return lam.detach()
 
-def _lipschitz_bound(G: Generator, op_norm: float) -> float:
-    """Global bound ``||A||^2 Lip(phi)^2 prod_i ||W_i||_2^2`` on ``||A J(z)||^2`` (any z)."""
+
+def _lipschitz_bound(G: Generator | None, op_norm: float) -> float:
+    """Global bound ``||A||^2 Lip(phi)^2 prod_i Lip(phi_i)^2 ||W_i||_2^2`` on ``||A J(z)||^2`` (any z);
+    0 for a callable (no bound known)."""
+    if G is None:
+        return 0.0
     prod = 1.0
     for W in G.weights:
         prod *= float(torch.linalg.matrix_norm(W.detach().double(), ord=2)) ** 2
+    for a in G.hidden_activations:
+        prod *= a.lipschitz**2
     return op_norm**2 * G.output_activation.lipschitz**2 * prod
 
 
@@ -211,30 +266,93 @@ def _kind_of(measure: object | None, n: int) -> tuple[str, int]:
     return "general", int(shape[0])
 
 
-def _setup(G: object, y: object, measure: object | None, method: str) -> tuple[Generator, Tensor, _Fit, float]:
-    """Validate the public arguments; return (G on y's device/dtype, y, the fit, ||A||).
+def _callable_fn(G: Any, latent_dim: object, y: object) -> tuple[Callable[[Tensor], Tensor], int, tuple[int, ...]]:
+    """A callable ``G(z)`` as ``(B, n_0) -> (B, n)`` on the dtype of ``y``; returns (fn, n_0, output shape)."""
+    if latent_dim is None:
+        hint = " (or convert a chain-structured module with geninv.Generator.from_torch)" if isinstance(G, torch.nn.Module) else ""
+        raise InputError(f"latent_dim: expected the latent size n_0 of the callable G{hint}, received None")
+    n0 = _check_int(latent_dim, "latent_dim", 1)
+    dt = y.dtype if isinstance(y, Tensor) and y.is_floating_point() else torch.get_default_dtype()
+    dev = y.device if isinstance(y, Tensor) else torch.device("cpu")
+    p = next(iter(G.parameters()), None) if isinstance(G, torch.nn.Module) else None
+    gdt = p.dtype if p is not None else dt
+    if p is not None:
+        dev = p.device
 
-    ``y`` is (B, n) for no operator, an Identity or a Mask, and the measurements (B, m) for any
-    other operator (the convention of :func:`geninv.invert`).
+    def fn(z: Tensor) -> Tensor:
+        out = G(z.to(dev, gdt))
+        return out.reshape(z.shape[0], -1).to(z.device, z.dtype)
+
+    with torch.no_grad():
+        try:
+            probe = G(torch.zeros(2, n0, dtype=gdt, device=dev))
+        except Exception as e:
+            raise InputError(f"G: expected a callable taking latents of shape (B, {n0}) (latent_dim={n0}), received one "
+                             f"that fails on them ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(probe, Tensor) or probe.ndim < 2 or probe.shape[0] != 2 or not probe.is_floating_point():
+        raise InputError(f"G: expected G(z) of shape (B, ...) for z of shape (B, {n0}), received {describe(probe)} for B = 2")
+    return fn, n0, tuple(int(d) for d in probe.shape[1:])
+
+
+def _setup(G: object, y: object, measure: object | None, method: str,
+           latent_dim: object = None) -> tuple[Generator | None, Tensor, _Fit, float]:
+    """Validate the public arguments; return (G on y's device/dtype, or None for a callable; y; the fit; ||A||).
+
+    ``y`` is (B, n) (or in the generator's output shape) for no operator, an Identity or a Mask, and
+    the measurements (B, m) for any other operator (the convention of :func:`geninv.invert`).
     """
-    if not isinstance(G, Generator):
-        raise InputError(f"G: expected a geninv Generator, received {describe(G)}")
-    n = G.output_dim
+    fn: Callable[[Tensor], Tensor] | None = None
+    hidden_fn: Callable[[Tensor], list[Tensor]] | None = None
+    certificate = None
+    if isinstance(G, Generator):
+        if latent_dim is not None and latent_dim != G.latent_dim:
+            raise InputError(f"latent_dim: expected None or {G.latent_dim} (the generator's), received {latent_dim!r}")
+        y = G.flatten_output(y)
+        n = G.output_dim
+        out_shape: tuple[int, ...] = G.output_shape
+    elif callable(G):
+        fn, n0, out_shape = _callable_fn(G, latent_dim, y)
+        n = math.prod(out_shape)
+        if isinstance(y, Tensor) and y.ndim in (len(out_shape), len(out_shape) + 1) and tuple(y.shape[-len(out_shape):]) == out_shape:
+            y = y.reshape(-1, n)
+        certificate = ("not available: G is an arbitrary callable, so nothing is known of its layers "
+                       "(no uniqueness or stability certificate; the result is a local minimum of the data fit)")
+    else:
+        raise InputError(f"G: expected a geninv Generator or a callable G(z) with latent_dim=, received {describe(G)}")
     kind, m = _kind_of(measure, n)
     yy = as_batch(y, m, "y").detach()
-    GG = G.like(yy)
-    Ws = [W.detach() for W in GG.weights]
-    bs = [b.detach() for b in GG.biases]
+    if isinstance(G, Generator):
+        GG: Generator | None = G.like(yy)
+        assert GG is not None
+        Ws = [W.detach() for W in GG.weights]
+        bs = [b.detach() for b in GG.biases]
+        phi = GG.output_activation
+        if not GG.relu_hidden:
+            G_ = GG
+            fn = G_.forward_unchecked
+
+            def hidden_fn(z: Tensor) -> list[Tensor]:
+                return G_.trace(z).hidden
+
+            i = next(i for i, a in enumerate(GG.hidden_activations) if a.name != "relu")
+            certificate = (f"not available: hidden layer {i + 1} uses {GG.hidden_activations[i].name}; the certificates "
+                           "(Theorem 1, Corollary 1) are for ReLU hidden layers")
+    else:
+        GG, Ws, bs, phi = None, [], [], Activation("identity")
     B = yy.shape[0]
-    phi = GG.output_activation
+    extra = dict(fn=fn, hidden_fn=hidden_fn, certificate=certificate)
     if kind == "identity":
-        return GG, yy, _Fit(Ws, bs, phi, "identity", yy, None, None, None), 1.0
+        return GG, yy, _Fit(Ws, bs, phi, "identity", yy, None, None, None, **extra), 1.0
     op_norm = float(measure.norm()) if hasattr(measure, "norm") else 1.0  # type: ignore[union-attr]
     if kind == "mask":
         # A pixel mask, possibly different per sample: kept as 0/1 weights so the batch can be sliced.
         w = as_mask(measure.mask, B, n, yy.device, "measure.mask").to(yy.dtype)  # type: ignore[union-attr]
-        return GG, yy, _Fit(Ws, bs, phi, "mask", yy, w, None, None), min(op_norm, 1.0)
-    return GG, yy, _Fit(Ws, bs, phi, "general", yy, None, yy, measure), op_norm
+        return GG, yy, _Fit(Ws, bs, phi, "mask", yy, w, None, None, **extra), min(op_norm, 1.0)
+    return GG, yy, _Fit(Ws, bs, phi, "general", yy, None, yy, measure, **extra), op_norm
+
+
+def _latent_dim(G: Generator | None, latent_dim: object) -> int:
+    return G.latent_dim if G is not None else int(latent_dim)  # type: ignore[call-overload]
 
 
 # Salt of the start's stream: without it ``seed=s`` would start exactly at ``G.sample(B, seed=s)``'s
@@ -338,6 +456,7 @@ def gd(
     z0: Tensor | None = None,
     check_every: int = 25,
     callback: Callback | None = None,
+    latent_dim: int | None = None,
 ) -> SolveResult:
     """Invert ``y = G(z)`` by gradient descent with heavy-ball momentum (the paper's baseline).
 
@@ -345,9 +464,12 @@ def gd(
 
     Parameters
     ----------
-    G : Generator
-        The generator (moved to ``y``'s device and dtype).
-    y : Tensor of shape (B, n), or (B, m) with a general operator
+    G : Generator or callable
+        The generator (moved to ``y``'s device and dtype), with any hidden activations; or any
+        differentiable callable mapping latents (B, n_0) to signals (B, ...), e.g. a torch
+        module, given with ``latent_dim`` (no certificate is available then:
+        ``info["certificate"]`` says so).
+    y : Tensor of shape (B, n) or (B, *G.output_shape), or (B, m) with a general operator
         Signals (for a pixel mask, hidden entries are ignored); with an operator other than
         Identity/Mask, the measurements ``A G(z)`` (the convention of :func:`geninv.invert`),
         and the objective is ``1/2 ||y - A G(z)||^2``.
@@ -384,6 +506,8 @@ def gd(
     callback : callable, optional
         ``callback(k, z, objective)`` at every check with the batch's current ``z`` (B, n_0) and
         ``objective`` (B,); returning True stops every sample (``converged=False`` for those not done).
+    latent_dim : int, optional
+        ``n_0``, required when ``G`` is a callable (for a Generator: None or its own).
 
     Returns
     -------
@@ -422,7 +546,7 @@ def gd(
     True
     """
     t0 = time.perf_counter()
-    G, y, fit, op_norm = _setup(G, y, measure, "gd")
+    G, y, fit, op_norm = _setup(G, y, measure, "gd", latent_dim)
     fit_full = fit
     max_iter = _check_int(max_iter, "max_iter", 1)
     check_every = _check_int(check_every, "check_every", 1)
@@ -432,7 +556,7 @@ def gd(
     if decay is not None:
         decay = _check_float(decay, "decay")
     seed = _check_int(seed, "seed", 0)
-    B, n0 = y.shape[0], G.latent_dim
+    B, n0 = y.shape[0], _latent_dim(G, latent_dim)
     if z0 is None:
         z = initial_latent(B, n0, seed, y)
     else:
@@ -444,7 +568,7 @@ def gd(
         L_bound = _lipschitz_bound(G, op_norm)
         lip = fit.lipschitz(z)
         # A vanishing local constant (dead ReLUs at z_0) would give a huge first step: floor it.
-        step = lr / lip.clamp_min(1e-6 * L_bound)
+        step = lr / lip.clamp_min(max(1e-6 * L_bound, torch.finfo(dt).tiny))
         f, g = fit.value_grad(z)
         floor = _floor(fit, dt)
         norm_ay = torch.sqrt(2 * floor) / (16 * torch.finfo(dt).eps)
@@ -509,6 +633,8 @@ def gd(
         "variant": "heavy-ball with function-value restart and backtracking",
         "lipschitz": lip, "rejected": rej_out, "diverged": bad_out, "stopped_by_callback": stopped_by_callback,
     }
+    if fit.certificate is not None:
+        info["certificate"] = fit.certificate
     return _result("gd", fit_full, z_out, conv_out, n_iter, hist_f, norm_ay, t0, info)
 
 
@@ -528,12 +654,13 @@ def adam(
     seed: int = 0,
     check_every: int = 25,
     callback: Callback | None = None,
+    latent_dim: int | None = None,
 ) -> SolveResult:
     """Invert ``y = G(z)`` with Adam from several random starts, keeping the best (CSGM-style).
 
     Parameters
     ----------
-    G, y, measure, max_iter, tol, check_every
+    G, y, measure, max_iter, tol, check_every, latent_dim
         As in :func:`gd` (the relative-change test is applied to each restart's best objective).
     restarts : int
         Number of random starts per sample; restart ``r`` starts from ``z_0 ~ N(0, I)`` drawn
@@ -583,7 +710,7 @@ def adam(
     torch.Size([2, 4])
     """
     t0 = time.perf_counter()
-    G, y, fit1, _ = _setup(G, y, measure, "adam")
+    G, y, fit1, _ = _setup(G, y, measure, "adam", latent_dim)
     R = _check_int(restarts, "restarts", 1)
     max_iter = _check_int(max_iter, "max_iter", 1)
     check_every = _check_int(check_every, "check_every", 1)
@@ -597,7 +724,7 @@ def adam(
     if decay is not None:
         decay = _check_float(decay, "decay")
     seed = _check_int(seed, "seed", 0)
-    B, n0 = y.shape[0], G.latent_dim
+    B, n0 = y.shape[0], _latent_dim(G, latent_dim)
     dt, dev = y.dtype, y.device
     N = R * B
     with torch.no_grad():
@@ -679,4 +806,6 @@ def adam(
         "n_iter_restarts": n_r.clone(), "converged_restarts": conv_r.clone(), "diverged": diverged,
         "stopped_by_callback": stopped_by_callback,
     }
+    if fit1.certificate is not None:
+        info["certificate"] = fit1.certificate
     return _result("adam", fit1, z_hat, converged, n_r.sum(dim=0), hist_f, norm_ay, t0, info)

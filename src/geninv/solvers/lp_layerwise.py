@@ -261,6 +261,8 @@ def lp_layerwise(
     t0 = time.perf_counter()
     if not isinstance(G, Generator):
         raise InputError(f"G: expected a geninv Generator, received {describe(G)}")
+    G.require_relu_hidden("lp_layerwise")
+    y = G.flatten_output(y)
     if noise not in _NOISE:
         raise InputError(f"noise: expected one of {list(_NOISE)}, received {noise!r}")
     y, kind, observed, A = _top_problem(G, y, measure)

@@ -62,6 +62,11 @@ class GANConfig:
         ``n_0`` (20 in the paper).
     hidden : tuple of int
         Hidden widths of the generator (128, 392 in the paper).
+    conv : tuple of int
+        ``(c_1, c_2)`` for a convolutional generator instead (``hidden`` is then unused):
+        ``z -> Linear -> (c_1, 7, 7) -> ConvTranspose2d(4, stride 2) -> (c_2, 14, 14) ->
+        ConvTranspose2d(4, stride 2) -> (1, 28, 28) -> PLU``, with batch-norm and ReLU on both hidden
+        layers; its widths are ``[n_0, 49 c_1, 196 c_2, 784]``. Empty: the fully connected one.
     d_hidden : tuple of int
         Hidden widths of the discriminator.
     plu_alpha, plu_c : float
@@ -79,6 +84,7 @@ class GANConfig:
 
     latent_dim: int = 20
     hidden: tuple[int, ...] = (128, 392)
+    conv: tuple[int, ...] = ()
     d_hidden: tuple[int, ...] = (512, 256)
     plu_alpha: float = 0.1
     plu_c: float = 1.0
@@ -93,6 +99,9 @@ class GANConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "conv", tuple(int(c) for c in self.conv))
+        if self.conv and (len(self.conv) != 2 or min(self.conv) < 1):
+            raise InputError(f"conv: expected two positive channel counts (c_1, c_2) or (), received {self.conv}")
         object.__setattr__(self, "d_hidden", tuple(int(h) for h in self.d_hidden))
         if self.loss not in _LOSSES:
             raise InputError(f"loss: expected one of {list(_LOSSES)}, received {self.loss!r}")
@@ -106,6 +115,10 @@ class GANConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hidden"], d["d_hidden"] = list(self.hidden), list(self.d_hidden)
+        if self.conv:
+            d["conv"] = list(self.conv)
+        else:
+            d.pop("conv")  # the fully connected generator's record is unchanged
         return d
 
     @classmethod
@@ -116,7 +129,17 @@ class GANConfig:
 
 
 def build_generator(config: GANConfig, n_out: int = 784) -> nn.Sequential:
-    """The generator as ``nn.Sequential``: (Linear, BatchNorm1d, ReLU) per hidden layer, Linear, PLU."""
+    """The generator as ``nn.Sequential``: (Linear, BatchNorm1d, ReLU) per hidden layer, Linear, PLU;
+    or, with ``config.conv``, the convolutional one (output flattened to (B, 784))."""
+    if config.conv:
+        if n_out != 784:
+            raise InputError(f"n_out: expected 784 (28 x 28 images) for a convolutional generator, received {n_out}")
+        c1, c2 = config.conv
+        return nn.Sequential(
+            nn.Linear(config.latent_dim, c1 * 49), nn.BatchNorm1d(c1 * 49), nn.ReLU(), nn.Unflatten(1, (c1, 7, 7)),
+            nn.ConvTranspose2d(c1, c2, 4, stride=2, padding=1), nn.BatchNorm2d(c2), nn.ReLU(),
+            nn.ConvTranspose2d(c2, 1, 4, stride=2, padding=1), nn.Flatten(), PLU(config.plu_alpha, config.plu_c),
+        )
     mods: list[nn.Module] = []
     width = config.latent_dim
     for h in config.hidden:
