@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from geninv.exceptions import InputError, describe
+from geninv.integrations import is_deepinv_physics
 from geninv.operators import Mask
 from geninv.solvers.common import (
     check_generator,
@@ -103,8 +104,10 @@ def invert(
     mask : Tensor of shape (n,) or (B, n), bool, optional
         Observed pixels (True); becomes ``geninv.Mask(mask)``. Exclusive with ``measure``.
     measure : operator, optional
-        A ``Mask``, ``GaussianMatrix`` or any object with ``forward``, ``adjoint``, ``shape``
-        and ``norm``.
+        A ``Mask``, ``Matrix``, ``GaussianMatrix`` or any object with ``forward``, ``adjoint``,
+        ``shape`` and ``norm``; or a deepinv ``LinearPhysics``, wrapped by
+        :func:`geninv.integrations.deepinv.as_operator` (its noiseless ``A``, ``y`` of shape
+        (B, *measurement_shape) flattened, its Gaussian ``noise_model.sigma`` as ``noise_level``).
     **options
         The method's keyword options (same names everywhere: ``lam``, ``rho``, ``gamma``,
         ``max_iter``, ``tol``, ``debias``, ``seed``, ``callback``, ...). An option the method does
@@ -136,6 +139,11 @@ def invert(
     if not isinstance(method, str) or method not in METHODS:
         raise InputError(f"method: expected one of {sorted(METHODS)}, received {describe(method)}")
     G = check_generator(G)
+    if is_deepinv_physics(measure):  # wrapped: its noiseless A / A_adjoint; its Gaussian sigma becomes noise_level
+        from geninv.integrations.deepinv import noise_options, wrap_measurement
+
+        measure, y = wrap_measurement(measure, G, y)
+        options = noise_options(measure, method, options)
     yy, meas = resolve_measurement(measure, mask, G, y)
     if mask is not None:
         measure = mask if isinstance(mask, Mask) else Mask(mask)  # validated above
