@@ -10,6 +10,7 @@ from geninv.exceptions import (
     DomainError,
     GenInvError,
     InputError,
+    MissingDependencyError,
     ModelFileError,
     NumericalError,
     ShapeError,
@@ -24,7 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
-    "ConvergenceWarning", "DomainError", "GenInvError", "InputError", "ModelFileError",
+    "ConvergenceWarning", "DomainError", "GenInvError", "InputError", "MissingDependencyError", "ModelFileError",
     "NumericalError", "ShapeError", "UnsupportedLayerError",
     "snr", "relative_error",
     "PLU", "Activation", "Generator", "Layer", "Trace", "load_generator", "random_generator",
