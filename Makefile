@@ -10,10 +10,14 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 # torch first, pinned to the CPU wheel on local disk; an open range would pull a CUDA build.
+# deepinv without its dependencies (its torchvision would replace the CPU torch), then its runtime
+# dependencies but torchvision, for which geninv.integrations puts a stand-in when it cannot load.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[data,plots,dask,dev]'
+	$(BIN)/pip install -q --no-deps deepinv==0.5.0 torchmetrics==1.9.0
+	$(BIN)/pip install -q einops requests h5py natsort 'lightning-utilities>=0.15.3' packaging
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -10,6 +10,7 @@ from geninv.exceptions import (
     DomainError,
     GenInvError,
     InputError,
+    MissingDependencyError,
     ModelFileError,
     NumericalError,
     ShapeError,
@@ -17,18 +18,18 @@ from geninv.exceptions import (
 )
 from geninv.metrics import relative_error, snr
 from geninv.model import PLU, Activation, Generator, Layer, Trace, load_generator, random_generator
-from geninv.operators import GaussianMatrix, Identity, Mask, add_noise, block_mask, random_mask
+from geninv.operators import GaussianMatrix, Identity, Mask, Matrix, add_noise, block_mask, random_mask
 from geninv.solvers.result import SolveResult
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
-    "ConvergenceWarning", "DomainError", "GenInvError", "InputError", "ModelFileError",
+    "ConvergenceWarning", "DomainError", "GenInvError", "InputError", "MissingDependencyError", "ModelFileError",
     "NumericalError", "ShapeError", "UnsupportedLayerError",
     "snr", "relative_error",
     "PLU", "Activation", "Generator", "Layer", "Trace", "load_generator", "random_generator",
-    "GaussianMatrix", "Identity", "Mask", "add_noise", "block_mask", "random_mask",
+    "GaussianMatrix", "Identity", "Mask", "Matrix", "add_noise", "block_mask", "random_mask",
     "SolveResult",
 ]
 # -- exports added by later modules (keep one block per module) --

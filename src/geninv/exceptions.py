@@ -58,3 +58,7 @@ def describe(x: object) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{type(x).__name__} {text}"
+
+
+class MissingDependencyError(GenInvError, ImportError):
+    """An optional package (an extra such as ``geninv[plots]``) is needed and not installed."""

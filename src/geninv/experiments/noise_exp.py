@@ -369,10 +369,9 @@ def _layer_title(layer: str) -> str:
 def plot_noise(out_dir: str | Path) -> list[Path]:
     """SNR of ``z``, every hidden layer and the image against the input SNR (median, 25-75 % ribbon),
     with the Oracle's expected SNR (Theorem 3, dashed: layer-wise; dotted: end to end)."""
-    import matplotlib
+    from geninv._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out_dir = Path(out_dir)
     recs = load_records(out_dir)
@@ -420,10 +419,9 @@ def plot_noise(out_dir: str | Path) -> list[Path]:
 
 def plot_bound(out_dir: str | Path) -> list[Path]:
     """Measured ``||z_hat - z||_2`` against Theorem 2's bound, per trial (bound part)."""
-    import matplotlib
+    from geninv._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out_dir = Path(out_dir)
     recs = [r for r in load_records(out_dir) if r.get("kind") == "bound"]

@@ -15,11 +15,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from geninv._optional import MissingPyplot
+
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+except ImportError:  # without geninv[plots] the record readers work and drawing raises, saying how to install it
+    plt = MissingPyplot()  # type: ignore[assignment]
 
 from geninv.experiments.records import decode_array, load_records, read_settings, snr_value  # noqa: E402
 

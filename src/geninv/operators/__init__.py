@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -17,7 +18,7 @@ from geninv._validate import as_batch, as_float, as_int
 from geninv.exceptions import InputError, ShapeError, describe
 
 __all__ = [
-    "Operator", "Identity", "Mask", "GaussianMatrix", "random_mask", "block_mask",
+    "Operator", "Identity", "Mask", "Matrix", "GaussianMatrix", "random_mask", "block_mask",
     "add_noise", "noise_sigma", "adjointness_test",
 ]
 
@@ -118,15 +119,43 @@ class Mask:
         return self.forward(x)
 
 
-class GaussianMatrix:
-    """Compressed-sensing matrix ``A`` (m x n) with i.i.d. ``N(0, 1/m)`` entries."""
+class Matrix:
+    """A dense operator ``A`` (m x n) given as a matrix: ``forward(x) = x A^T``, ``adjoint(r) = r A``.
 
-    def __init__(self, m: int, n: int, *, seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
-        if not (isinstance(m, int) and isinstance(n, int) and m > 0 and n > 0) or isinstance(m, bool) or isinstance(n, bool):
-            raise InputError(f"m, n: expected positive ints, received m={m!r}, n={n!r}")
-        gen = torch.Generator(device="cpu")
-        gen.manual_seed(as_int(seed, "seed"))
-        self.A = (torch.randn(m, n, generator=gen, dtype=torch.float64) / math.sqrt(m)).to(device, dtype)
+    Parameters
+    ----------
+    A : Tensor or ndarray of shape (m, n)
+        Real and finite. A float32 or float64 matrix keeps its dtype; integer or boolean
+        entries become float64. The operator follows the data: applied to a batch of another
+        dtype or device it uses a cast copy of ``A`` (cached, the given matrix is kept as is).
+
+    Examples
+    --------
+    >>> A = Matrix(torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]], dtype=torch.float64))
+    >>> A.shape, A.forward(torch.ones(1, 3, dtype=torch.float64)).tolist(), round(A.norm(), 6)
+    ((2, 3), [[3.0, 3.0]], 3.0)
+    """
+
+    def __init__(self, A: object) -> None:
+        if isinstance(A, np.ndarray):
+            try:
+                A = torch.from_numpy(np.array(A))  # a copy: later edits of the array do not change the operator
+            except TypeError:
+                raise InputError(f"A: expected a numeric array of shape (m, n), received dtype {A.dtype}") from None
+        if not isinstance(A, Tensor):
+            raise InputError(f"A: expected a torch.Tensor or numpy array of shape (m, n), received {describe(A)}")
+        if A.ndim != 2 or A.shape[0] == 0 or A.shape[1] == 0:
+            raise ShapeError(f"A: expected a non-empty matrix of shape (m, n), received shape {tuple(A.shape)}")
+        if A.is_complex():
+            raise InputError(f"A: expected a real matrix, received dtype {A.dtype}")
+        if A.dtype in (torch.float16, torch.bfloat16):
+            raise InputError(f"A: expected a float32 or float64 matrix, received dtype {A.dtype} (convert with A.float())")
+        if not A.dtype.is_floating_point:
+            A = A.to(torch.float64)
+        if not bool(torch.isfinite(A).all()):
+            raise InputError("A: expected finite entries, received NaN or Inf")
+        self.A: Tensor = A
+        self._casts: dict[tuple[torch.device, torch.dtype], Tensor] = {}
         self._norm: float | None = None
 
     @property
@@ -134,25 +163,44 @@ class GaussianMatrix:
         return (int(self.A.shape[0]), int(self.A.shape[1]))
 
     def _on(self, x: Tensor) -> Tensor:
-        if self.A.dtype != x.dtype or self.A.device != x.device:
-            self.A = self.A.to(x.device, x.dtype)
-        return self.A
+        if self.A.dtype == x.dtype and self.A.device == x.device:
+            return self.A
+        key = (x.device, x.dtype)
+        if key not in self._casts:
+            self._casts[key] = self.A.to(x.device, x.dtype)
+        return self._casts[key]
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_width(x, self.shape[1], "x", "GaussianMatrix.forward")
+        _check_width(x, self.shape[1], "x", f"{type(self).__name__}.forward")
         return x @ self._on(x).T
 
     def adjoint(self, r: Tensor) -> Tensor:
-        _check_width(r, self.shape[0], "r", "GaussianMatrix.adjoint")
+        _check_width(r, self.shape[0], "r", f"{type(self).__name__}.adjoint")
         return r @ self._on(r)
 
     def norm(self) -> float:
+        """Spectral norm ``||A||_2`` (largest singular value, in float64; cached)."""
         if self._norm is None:
             self._norm = float(torch.linalg.matrix_norm(self.A.double(), ord=2))
         return self._norm
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.forward(x)
+
+
+class GaussianMatrix(Matrix):
+    """Compressed-sensing matrix ``A`` (m x n) with i.i.d. ``N(0, 1/m)`` entries: a seeded :class:`Matrix`.
+
+    The entries are drawn in float64 from a CPU ``torch.Generator`` seeded with ``seed``, then
+    cast to ``dtype`` and moved to ``device``, so a seed gives the same matrix everywhere.
+    """
+
+    def __init__(self, m: int, n: int, *, seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+        if not (isinstance(m, int) and isinstance(n, int) and m > 0 and n > 0) or isinstance(m, bool) or isinstance(n, bool):
+            raise InputError(f"m, n: expected positive ints, received m={m!r}, n={n!r}")
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(as_int(seed, "seed"))
+        super().__init__((torch.randn(m, n, generator=gen, dtype=torch.float64) / math.sqrt(m)).to(device, dtype))
 
 
 def random_mask(n: int, fraction: float, *, seed: int = 0, batch: int | None = None) -> Tensor:

@@ -16,6 +16,7 @@ import torch
 
 from geninv.exceptions import ConvergenceWarning, InputError, describe
 from geninv.model.generator import Generator
+from geninv.integrations import is_deepinv_physics
 from geninv.operators import Mask
 from geninv.solvers.common import (
     check_generator,
@@ -115,8 +116,10 @@ def invert(
     mask : Tensor of shape (n,) or (B, n), bool, optional
         Observed pixels (True); becomes ``geninv.Mask(mask)``. Exclusive with ``measure``.
     measure : operator, optional
-        A ``Mask``, ``GaussianMatrix`` or any object with ``forward``, ``adjoint``, ``shape``
-        and ``norm``.
+        A ``Mask``, ``Matrix``, ``GaussianMatrix`` or any object with ``forward``, ``adjoint``,
+        ``shape`` and ``norm``; or a deepinv ``LinearPhysics``, wrapped by
+        :func:`geninv.integrations.deepinv.as_operator` (its noiseless ``A``, ``y`` of shape
+        (B, *measurement_shape) flattened, its Gaussian ``noise_model.sigma`` as ``noise_level``).
     **options
         The method's keyword options (same names everywhere: ``lam``, ``rho``, ``gamma``,
         ``max_iter``, ``tol``, ``debias``, ``seed``, ``callback``, ...). An option the method does
@@ -160,6 +163,11 @@ def invert(
                              (mask if mask is not None else measure), **options)
     G = check_generator(G, relu_hidden=method not in _ANY_G)
     mask = G.flatten_output(mask)  # a mask in the output's shape (B, C, H, W)
+    if is_deepinv_physics(measure):  # wrapped: its noiseless A / A_adjoint; its Gaussian sigma becomes noise_level
+        from geninv.integrations.deepinv import noise_options, wrap_measurement
+
+        measure, y = wrap_measurement(measure, G, y)
+        options = noise_options(measure, method, options)
     yy, meas = resolve_measurement(measure, mask, G, y)
     if mask is not None:
         measure = mask if isinstance(mask, Mask) else Mask(mask)  # validated above

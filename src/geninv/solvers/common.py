@@ -17,6 +17,7 @@ from torch import Tensor
 
 from geninv._validate import as_batch
 from geninv.exceptions import ConvergenceWarning, InputError, NumericalError, ShapeError, describe
+from geninv.integrations import is_deepinv_physics
 from geninv.model.generator import Generator
 from geninv.operators import Identity, Mask
 from geninv.solvers.result import SolveResult
@@ -273,6 +274,16 @@ def resolve_measurement(measure: object, mask: object, G: Generator, y: object, 
     n = G.output_dim
     if mask is not None and measure is not None:
         raise InputError("mask, measure: expected at most one of them, received both")
+    if is_deepinv_physics(measure):  # a direct solver call: wrapped (noiseless A / A_adjoint), noise not read
+        from geninv.integrations.deepinv import wrap_measurement
+
+        measure, y = wrap_measurement(measure, G, y)
+        if measure.noise_level is not None:
+            warnings.warn(
+                f"measure: the deepinv physics adds Gaussian noise (sigma {measure.noise_level}), which a direct solver "
+                "call does not read; pass it through geninv.invert(..., measure=physics) or give noise_level=",
+                UserWarning, stacklevel=3,
+            )
     mname = "measure"
     if mask is not None:
         mname = "mask"

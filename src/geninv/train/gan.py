@@ -492,10 +492,9 @@ def _versions() -> dict[str, str]:
 
 def plot_history(history: Mapping[str, Sequence[float]], path: str | os.PathLike[str], *, title: str = "") -> Path:
     """Write the per-epoch losses and discriminator outputs as a PNG (two panels)."""
-    import matplotlib
+    from geninv._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
