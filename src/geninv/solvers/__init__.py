@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from geninv.exceptions import ConvergenceWarning, InputError, describe
-from geninv.model.generator import Generator
 from geninv.integrations import is_deepinv_physics
+from geninv.model.generator import Generator
 from geninv.operators import Mask
 from geninv.solvers.common import (
     check_generator,
