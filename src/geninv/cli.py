@@ -34,7 +34,7 @@ def _cmd_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         description="Run (or resume) a reproduction of the paper's Fig. 4 (random), Fig. 5-7 (mnist) or "
                     "Fig. 8-13 (inpaint); 'report' rebuilds index.html from the directories under --out.",
     )
-    p.add_argument("experiment", choices=["random", "mnist", "inpaint", "noise", "cs", "report"])
+    p.add_argument("experiment", choices=["random", "mnist", "inpaint", "noise", "cs", "phase", "report"])
     p.add_argument("--mask", choices=["random", "block"], default="random", help="inpaint: which mask")
     p.add_argument("--missing", type=float, default=0.45, help="inpaint --mask random: fraction of hidden pixels")
     p.add_argument("--quick", action="store_true", help="small grid, about a minute on 2 CPU cores")
@@ -46,20 +46,29 @@ def _cmd_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--output", default=None, help="random: output activation of the generators (default tanh; e.g. relu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--grid", default=None, help="noise: comma-separated input SNRs [dB]; cs: comma-separated m")
+    from geninv.experiments.executors import EXECUTOR_HELP, parse_executor
+    from geninv.experiments.phase import PHASE_HELP
+
+    p.add_argument("--executor", default="serial", help=EXECUTOR_HELP)
+    p.add_argument("--phase", default=None, help=PHASE_HELP)
 
     def run(a: argparse.Namespace) -> int:
-        from geninv.experiments.demo import reproduce_cli
+        from geninv.experiments.demo import reproduce_cli, reproduce_noisy
 
         methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
-        if a.experiment in ("noise", "cs"):  # issue 9
-            from geninv.experiments.noise_exp import reproduce_issue9
+        ex = str(parse_executor(a.executor))
+        if a.experiment == "phase":
+            from geninv.experiments.phase import reproduce_phase
 
-            return reproduce_issue9(a.experiment, quick=a.quick, out=a.out, trials=a.trials, seed=a.seed,
-                                    methods=methods, progress=not a.no_progress, grid=a.grid)
+            return reproduce_phase(a.phase, quick=a.quick, out=a.out, trials=a.trials, seed=a.seed, methods=methods,
+                                   progress=not a.no_progress, executor=ex)
+        if a.experiment in ("noise", "cs"):
+            return reproduce_noisy(a.experiment, quick=a.quick, out=a.out, trials=a.trials, seed=a.seed,
+                                   methods=methods, progress=not a.no_progress, grid=a.grid, executor=ex)
         if a.experiment == "report":
             return reproduce_cli("report", out=a.out)
         return reproduce_cli(a.experiment, mask=a.mask, quick=a.quick, out=a.out, trials=a.trials, seed=a.seed,
-                             methods=methods, missing=a.missing, progress=not a.no_progress, n1=a.n1,
+                             methods=methods, missing=a.missing, progress=not a.no_progress, n1=a.n1, executor=ex,
                              **({"output": a.output} if a.output is not None else {}))
 
     p.set_defaults(func=run)

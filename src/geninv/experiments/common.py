@@ -8,9 +8,10 @@ run (after it lands) fills it in. Nothing is ever made up in its place.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from geninv.metrics import snr
 
 __all__ = [
     "MethodStatus", "method_status", "certify_status", "mnist_status", "solve", "layer_snrs", "say",
-    "PAPER_METHODS", "solver_of",
+    "PAPER_METHODS", "PAPER_LABELS", "PAPER_COLORS", "solver_of", "generator_fingerprint", "latents", "worker_cached", "GeneratorSource",
 ]
 
 #: Methods of the paper's Fig. 4, in plotting order. A name ``"solver:variant"`` runs ``solver``
@@ -30,6 +31,14 @@ __all__ = [
 #: before the end-to-end debiasing fit, which shows what the layer-by-layer inversion achieves).
 PAPER_METHODS = ("oracle", "layered_bp", "latent_pursuit", "gd", "lp_layerwise",
                  "layered_bp:nodebias", "latent_pursuit:nodebias")
+#: Display names and colours of the paper's methods (and ours) in the reproductions' figures.
+PAPER_LABELS = {"oracle": "Oracle", "layered_bp": "Layered BP", "latent_pursuit": "Latent-Pursuit",
+                "gd": "Gradient descent", "adam": "Adam (restarts)", "lp_layerwise": "Layer-wise LP (Lei et al.)",
+                "layered_bp:nodebias": "Layered BP, no debiasing",
+                "latent_pursuit:nodebias": "Latent-Pursuit, no debiasing", "hybrid": "Hybrid"}
+PAPER_COLORS = {"oracle": "#555555", "layered_bp": "#1f77b4", "latent_pursuit": "#d62728", "gd": "#2ca02c",
+                "adam": "#9467bd", "lp_layerwise": "#ff7f0e", "layered_bp:nodebias": "#17becf",
+                "latent_pursuit:nodebias": "#e377c2", "hybrid": "#8c564b"}
 
 
 def solver_of(name: str) -> str:
@@ -165,3 +174,65 @@ def check_methods(methods: Sequence[str]) -> tuple[list[str], list[MethodStatus]
             missing.append(st)
             say(f"skipping method {st.name!r}: {st.reason}")
     return ok, missing
+
+
+def generator_fingerprint(G: geninv.Generator) -> str:
+    """A short hash of the weights, so records of two different generators never mix."""
+    h = hashlib.sha256()
+    for layer in G.layers:
+        h.update(layer.W.detach().double().cpu().numpy().tobytes())
+        h.update(layer.b.detach().double().cpu().numpy().tobytes())
+        h.update(layer.activation.name.encode())
+    return h.hexdigest()[:16]
+
+
+def latents(seed: int, idx: Sequence[int], n0: int, dtype: torch.dtype) -> Tensor:
+    """The latents ``z_i ~ N(0, I)`` of signals ``idx``, each from its own seed derived from ``(seed, "z", i)``.
+
+    Returns
+    -------
+    Tensor of shape (len(idx), n0)
+        Drawn in float64 then cast, so a signal's latent does not depend on ``dtype``'s
+        generator path nor on which other signals share its chunk.
+    """
+    from geninv.experiments.records import derive_seed
+
+    return torch.cat([torch.randn(1, n0, generator=torch.Generator().manual_seed(derive_seed(seed, "z", i)),
+                                  dtype=torch.float64) for i in idx]).to(dtype)
+
+
+_WORKER_CACHE: dict[Any, Any] = {}
+
+
+def worker_cached(key: Any, make: Callable[[], Any]) -> Any:
+    """``make()`` once per process for ``key`` (a generator loaded from disk once per worker, not per unit)."""
+    if key not in _WORKER_CACHE:
+        _WORKER_CACHE[key] = make()
+    return _WORKER_CACHE[key]
+
+
+@dataclass(frozen=True)
+class GeneratorSource:
+    """How a worker gets the generator of an experiment: a given one (pickled with the task), or a loader.
+
+    Attributes
+    ----------
+    generator : Generator or None
+        A generator the caller passed (small; sent with every unit).
+    load : callable or None
+        A module-level function ``load(*args) -> Generator`` called once per worker process.
+    args : tuple
+        Its arguments (small, picklable).
+    """
+
+    generator: Any = None
+    load: Callable[..., Any] | None = None
+    args: tuple[Any, ...] = ()
+
+    def get(self) -> Any:
+        if self.generator is not None:
+            return self.generator
+        if self.load is None:  # pragma: no cover - constructed by the experiments only
+            raise ValueError("GeneratorSource: expected a generator or a loader")
+        load = self.load
+        return worker_cached((load.__module__, load.__qualname__, self.args), lambda: load(*self.args))

@@ -28,6 +28,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,12 @@ import torch
 
 import geninv
 from geninv.exceptions import GenInvError, InputError
-from geninv.experiments.common import layer_snrs, say
-from geninv.experiments.noise_exp import _fingerprint, _latents, load_generator_for
+from geninv.experiments.common import GeneratorSource, generator_fingerprint, latents, layer_snrs, say
+from geninv.experiments.noise_exp import load_generator_for, noise_generator
 from geninv.experiments.records import (
     RecordStore,
     Unit,
+    UnitResult,
     derive_seed,
     iter_chunks,
     load_records,
@@ -48,8 +50,9 @@ from geninv.experiments.records import (
     run_units,
     snr_value,
 )
+from geninv.experiments.registry import Experiment, register
 
-__all__ = ["CSConfig", "run_cs", "CS_METHODS", "success_m", "cs_summary"]
+__all__ = ["CSConfig", "CSJob", "cs_trial", "cs_units", "run_cs", "CS_METHODS", "success_m", "cs_summary"]
 
 CS_METHODS = ("latent_pursuit", "hybrid", "gd", "adam")
 FULL_M = (10, 20, 30, 34, 37, 40, 60, 80, 120, 160, 240, 320, 480)
@@ -108,17 +111,84 @@ class CSConfig:
             raise InputError(f"dtype: expected 'float32' or 'float64', received {self.dtype!r}")
 
 
+def cs_units(config: CSConfig, methods: Sequence[str], ms: Sequence[int] | None = None) -> list[Unit]:
+    """One unit per ``m`` (of ``ms``, default ``config.m_values``) and fixed chunk of images."""
+    ms = [int(m) for m in (config.m_values if ms is None else ms)]
+    return [Unit(f"m={m} images {a}-{b - 1}", tuple(f"m={m}/image={i}/{k}" for i in range(a, b) for k in methods),
+                 (m, a, b)) for m in ms for a, b in iter_chunks(config.images, config.batch)]
+
+
+@dataclass(frozen=True)
+class CSJob:
+    """What a worker needs to run a compressed-sensing unit."""
+
+    config: CSConfig
+    methods: tuple[str, ...]
+    n: int
+    source: GeneratorSource
+
+
+def cs_trial(job: CSJob, unit: Unit, keys: list[str]) -> UnitResult:
+    """One unit of the compressed-sensing reproduction: a chunk of images measured with one ``A`` of ``m`` rows."""
+    config, methods, n = job.config, list(job.methods), job.n
+    dtype = getattr(torch, config.dtype)
+    G = job.source.get().to(dtype=dtype)
+    errors: list[tuple[str, str]] = []
+    m, a, b = unit.payload
+    idx = list(range(a, b))
+    z = latents(config.seed, idx, G.latent_dim, dtype)
+    tr = G.trace(z)
+    A = geninv.GaussianMatrix(m, n, seed=derive_seed(config.seed, "A", m), dtype=dtype)
+    y = A.forward(tr.y)
+    sigma = None
+    if config.snr_db is not None:
+        y, sigma = geninv.add_noise(y, float(config.snr_db), seed=derive_seed(config.seed, "noise", m, a))
+    todo = {k.rsplit("/", 1)[1] for k in keys}
+    recs: list[dict[str, Any]] = []
+    for meth in [k for k in methods if k in todo]:
+        opts = dict(config.options.get(meth, {}))
+        if meth in _SEEDED:
+            opts.setdefault("seed", derive_seed(config.seed, meth, m, a))
+        if meth == "hybrid" and sigma is not None:
+            opts.setdefault("noise_level", "auto")
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = geninv.invert(G, y, method=meth, measure=A, **opts)
+        except GenInvError as e:
+            errors.append((f"{unit.name}/{meth}", f"{type(e).__name__}: {e}"))
+            continue
+        secs = time.perf_counter() - t0
+        snrs = layer_snrs(G, z, tr.hidden, tr.y, res)
+        for j, i in enumerate(idx):
+            rec = {"kind": "solve", "key": f"m={m}/image={i}/{meth}", "method": meth, "m": m, "n": n,
+                   "image": i, "snr": snrs[j], "seconds": secs / len(idx), "converged": bool(res.converged[j]),
+                   "s": [int(c[j]) for c in tr.cardinalities]}
+            if meth == "hybrid":
+                rec["fallback"] = bool(res.info["fallback"][j])
+                rec["choice"] = int(res.info["choice"][j])
+            recs.append(rec)
+    return UnitResult(recs, errors)
+
+
 def run_cs(
     config: CSConfig,
     out_dir: str | Path,
     *,
     generator: geninv.Generator | None = None,
+    executor: Any = None,
+    threads: int | None = None,
     progress: bool = True,
     max_units: int | None = None,
     callback: Callable[[Unit, int], None] | None = None,
     plots: bool = True,
 ) -> dict[str, Any]:
-    """Run (or resume) the compressed-sensing reproduction, then write CSV, figure and summary."""
+    """Run (or resume) the compressed-sensing reproduction, then write CSV, figure and summary.
+
+    ``executor`` and ``threads``: where the units run (see
+    :func:`geninv.experiments.random_sweep.run_random_sweep`).
+    """
     config.validate()
     dtype = getattr(torch, config.dtype)
     if generator is not None:
@@ -130,50 +200,13 @@ def run_cs(
     if len(ms) < len(config.m_values):
         say(f"m_values above n = {n} dropped")
     methods = list(config.methods)
-    units = [Unit(f"m={m} images {a}-{b - 1}", tuple(f"m={m}/image={i}/{k}" for i in range(a, b) for k in methods),
-                  (m, a, b)) for m in ms for a, b in iter_chunks(config.images, config.batch)]
+    units = cs_units(config, methods, ms)
 
-    with RecordStore(out_dir, "cs", config.identity(_fingerprint(G), gdesc)) as store:
-        def work(unit: Unit, keys: list[str]) -> list[dict[str, Any]]:
-            m, a, b = unit.payload
-            idx = list(range(a, b))
-            z = _latents(config.seed, idx, G.latent_dim, dtype)
-            tr = G.trace(z)
-            A = geninv.GaussianMatrix(m, n, seed=derive_seed(config.seed, "A", m), dtype=dtype)
-            y = A.forward(tr.y)
-            sigma = None
-            if config.snr_db is not None:
-                y, sigma = geninv.add_noise(y, float(config.snr_db), seed=derive_seed(config.seed, "noise", m, a))
-            todo = {k.rsplit("/", 1)[1] for k in keys}
-            recs: list[dict[str, Any]] = []
-            for meth in [k for k in methods if k in todo]:
-                opts = dict(config.options.get(meth, {}))
-                if meth in _SEEDED:
-                    opts.setdefault("seed", derive_seed(config.seed, meth, m, a))
-                if meth == "hybrid" and sigma is not None:
-                    opts.setdefault("noise_level", "auto")
-                t0 = time.perf_counter()
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        res = geninv.invert(G, y, method=meth, measure=A, **opts)
-                except GenInvError as e:
-                    store.log_error(f"{unit.name}/{meth}", f"{type(e).__name__}: {e}")
-                    say(f"{unit.name}/{meth}: {type(e).__name__}: {e}")
-                    continue
-                secs = time.perf_counter() - t0
-                snrs = layer_snrs(G, z, tr.hidden, tr.y, res)
-                for j, i in enumerate(idx):
-                    rec = {"kind": "solve", "key": f"m={m}/image={i}/{meth}", "method": meth, "m": m, "n": n,
-                           "image": i, "snr": snrs[j], "seconds": secs / len(idx), "converged": bool(res.converged[j]),
-                           "s": [int(c[j]) for c in tr.cardinalities]}
-                    if meth == "hybrid":
-                        rec["fallback"] = bool(res.info["fallback"][j])
-                        rec["choice"] = int(res.info["choice"][j])
-                    recs.append(rec)
-            return recs
-
-        ran = run_units(store, units, work, progress=progress, desc="compressed sensing", max_units=max_units,
+    with RecordStore(out_dir, "cs", config.identity(generator_fingerprint(G), gdesc)) as store:
+        source = GeneratorSource(G) if generator is not None else GeneratorSource(
+            load=noise_generator, args=(config.generator, config.dtype, config.seed))
+        ran = run_units(store, units, partial(cs_trial, CSJob(config, tuple(methods), n, source)), executor=executor,
+                        threads=threads, progress=progress, desc="compressed sensing", max_units=max_units,
                         callback=callback)
         store.write_csv()
     out: dict[str, Any] = {"out": Path(out_dir), "ran": ran, "skipped": [], "figures": [], "summary": None,
@@ -300,7 +333,11 @@ def section(out_dir: str | Path, command: str | None = None, *, success_db: floa
 def cs_summary(out_dir: str | Path, command: str | None = None, *, success_db: float = 60.0,
                generator: str | None = None) -> Path:
     """``summary.md`` / ``summary.json``: median image SNR per ``m``, ``m*`` per method, and the claim of issue 9."""
-    from geninv.experiments.noise_exp import _write_summary
+    from geninv.experiments.report import write_section_summary
 
-    return _write_summary(section(out_dir, command, success_db=success_db, generator=generator),
+    return write_section_summary(section(out_dir, command, success_db=success_db, generator=generator),
                           "Compressed sensing (issue 9)")
+
+
+register(Experiment("cs", "Compressed sensing y = A G(z)", "cs", CSConfig, cs_units, cs_trial, section, LABELS, COLORS,
+                    rank=5))

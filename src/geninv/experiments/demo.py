@@ -9,6 +9,7 @@ the reason printed and shown on the page.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from typing import Any
 from geninv.exceptions import GenInvError, InputError
 from geninv.experiments.records import atomic_write_text
 
-__all__ = ["run_demo", "reproduce", "default_out", "RESULTS"]
+__all__ = ["run_demo", "reproduce", "reproduce_noisy", "default_out", "RESULTS"]
 
 RESULTS = Path("results")
 _EXPERIMENTS = ("random", "mnist", "inpaint")
@@ -63,6 +64,7 @@ def reproduce(
     command: str | None = None,
     n1: str | Sequence[int] | None = None,
     output: str | None = None,
+    executor: Any = None,
 ) -> dict[str, Any]:
     """Run (or resume) one reproduction; returns what its ``run_*`` function returns.
 
@@ -78,6 +80,9 @@ def reproduce(
     output : str, optional
         Random sweep only: the generators' output activation (default tanh; e.g. ``"relu"``,
         whose records go to ``<out>_relu`` by default).
+    executor : str or concurrent.futures.Executor, optional
+        Where the trial units run: ``"serial"`` (default), ``"processes:N"``, ``"dask:local:N"``,
+        ``"dask:ADDRESS"`` or an executor (see :mod:`geninv.experiments.executors`).
     """
     if experiment not in _EXPERIMENTS:
         raise InputError(f"experiment: expected one of {list(_EXPERIMENTS)}, received {experiment!r}")
@@ -119,7 +124,7 @@ def reproduce(
             cfg.trials = trials
         if widths is not None:
             cfg.n1_values = widths
-        runner: Any = lambda: run_random_sweep(cfg, out_dir, progress=progress)  # noqa: E731
+        runner: Any = lambda: run_random_sweep(cfg, out_dir, progress=progress, executor=executor)  # noqa: E731
     else:
         from geninv.experiments.inpaint import inpaint_config, run_inpaint
         from geninv.experiments.mnist_exp import ImageConfig, run_mnist
@@ -128,10 +133,10 @@ def reproduce(
             kw["images"] = trials
         if experiment == "mnist":
             icfg = ImageConfig.quick(**kw) if quick else ImageConfig(**kw)
-            runner = lambda: run_mnist(icfg, out_dir, progress=progress)  # noqa: E731
+            runner = lambda: run_mnist(icfg, out_dir, progress=progress, executor=executor)  # noqa: E731
         else:
             icfg = inpaint_config(mask, quick=quick, missing=missing, **kw)
-            runner = lambda: run_inpaint(icfg, out_dir, progress=progress)  # noqa: E731
+            runner = lambda: run_inpaint(icfg, out_dir, progress=progress, executor=executor)  # noqa: E731
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     res = runner()
@@ -145,9 +150,86 @@ def reproduce(
     return res
 
 
-def _print_result(res: dict[str, Any]) -> None:
-    import json
+def reproduce_noisy(
+    experiment: str,
+    *,
+    quick: bool = False,
+    out: str | Path | None = None,
+    trials: int | None = None,
+    seed: int = 0,
+    methods: Sequence[str] | None = None,
+    progress: bool = True,
+    grid: str | None = None,
+    results: str | Path = "results",
+    executor: Any = None,
+) -> int:
+    """``geninv reproduce noise`` / ``geninv reproduce cs``: run (or resume), print where everything went.
 
+    Parameters
+    ----------
+    experiment : "noise" or "cs"
+    trials : int, optional
+        Number of images (per input SNR, or per ``m``).
+    grid : str, optional
+        Comma-separated input SNRs in dB (noise) or numbers of measurements ``m`` (cs).
+    executor : str or concurrent.futures.Executor, optional
+        Where the units run (see :mod:`geninv.experiments.executors`).
+    """
+    from geninv.experiments.cs_exp import CSConfig, cs_summary, run_cs
+    from geninv.experiments.noise_exp import NoiseConfig, noise_summary, run_noise
+
+    if experiment not in ("noise", "cs"):
+        raise InputError(f"experiment: expected 'noise' or 'cs', received {experiment!r}")
+    if trials is not None and trials < 1:
+        raise InputError(f"--trials: expected a positive integer, received {trials}")
+    values: list[float] | None = None
+    if grid is not None:
+        try:
+            values = [float(v) for v in grid.split(",") if v.strip()]
+        except ValueError:
+            raise InputError(f"--grid: expected comma-separated numbers, received {grid!r}") from None
+        if not values:
+            raise InputError(f"--grid: expected comma-separated numbers, received {grid!r}")
+    root = Path(results)
+    out_dir = Path(out) if out is not None else ((root / "quick" / experiment) if quick else (root / experiment))
+    parts = ["geninv reproduce", experiment] + (["--quick"] if quick else []) + (
+        [f"--trials {trials}"] if trials is not None else []) + ([f"--seed {seed}"] if seed else []) + (
+        ["--methods " + ",".join(methods)] if methods else []) + ([f"--grid {grid}"] if grid else []) + [f"--out {out_dir}"]
+    command = " ".join(parts)
+    kw: dict[str, Any] = {"seed": seed}
+    if methods:
+        kw["methods"] = tuple(methods)
+    if trials is not None:
+        kw["images"] = trials
+    t0 = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if experiment == "noise":
+        if values is not None:
+            kw["snr_db"] = tuple(values)
+        cfg = NoiseConfig.quick(**kw) if quick else NoiseConfig(**kw)
+        res = run_noise(cfg, out_dir, progress=progress, executor=executor)
+        atomic_write_text(out_dir / "command.txt", command + "\n")
+        res["summary"] = noise_summary(out_dir, command, generator=res.get("generator"))
+    else:
+        if values is not None:
+            kw["m_values"] = tuple(int(v) for v in values)
+        ccfg = CSConfig.quick(**kw) if quick else CSConfig(**kw)
+        res = run_cs(ccfg, out_dir, progress=progress, executor=executor)
+        atomic_write_text(out_dir / "command.txt", command + "\n")
+        res["summary"] = cs_summary(out_dir, command, success_db=ccfg.success_db, generator=res.get("generator"))
+    print(f"records, figures and summary in {res['out']} ({res['ran']} trial units run, "
+          f"{time.perf_counter() - t0:.1f} s; generator: {res.get('generator')})")
+    for f in res["figures"]:
+        print(f"  figure: {f}")
+    print(f"  summary: {res['summary']}")
+    sj = out_dir / "summary.json"
+    if sj.exists():
+        for c in json.loads(sj.read_text())["claims"]:
+            print(f"  [{c['verdict']}] {c['claim']}: {c['evidence']}")
+    return 0
+
+
+def _print_result(res: dict[str, Any]) -> None:
     print(f"records, figures and summary in {res['out']} ({res['ran']} trial units run, {res['seconds']:.1f} s)")
     for s in res["skipped"]:
         print(f"  skipped: {s}")
@@ -165,7 +247,9 @@ def reproduce_cli(experiment: str, **kw: Any) -> int:
     """The ``geninv reproduce`` command (prints where everything went)."""
     if experiment == "report":
         root = Path(kw.get("out") or RESULTS)
-        rank = {"random": 0, "mnist": 1, "inpaint_random": 2, "inpaint_block": 3, "noise": 4, "cs": 5}
+        from geninv.experiments.registry import experiments
+
+        rank = {e.name: e.rank for e in experiments()}
         dirs = sorted((p.parent for p in root.rglob("settings.json")), key=lambda d: (rank.get(d.name, 9), str(d)))
         if not dirs:
             raise InputError(f"out: expected reproduction directories under {root}, received none")
@@ -237,11 +321,9 @@ def run_demo(seed: int = 0, batch: int = 16, *, results: str | Path = RESULTS, p
     for exp in ("noise", "cs"):
         if exp not in experiments:
             continue
-        from geninv.experiments.noise_exp import reproduce_issue9
-
         print(f"== geninv reproduce {exp} --quick", file=sys.stderr)
         try:
-            reproduce_issue9(exp, quick=True, seed=seed, progress=progress, results=root)
+            reproduce_noisy(exp, quick=True, seed=seed, progress=progress, results=root)
         except GenInvError as e:
             msg = f"{exp} skipped: {e}"
             print(msg, file=sys.stderr)

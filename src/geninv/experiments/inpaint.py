@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from geninv.exceptions import InputError
-from geninv.experiments.mnist_exp import ImageConfig, run_image_experiment
+from geninv.experiments import report as R
+from geninv.experiments.common import PAPER_COLORS, PAPER_LABELS
+from geninv.experiments.mnist_exp import ImageConfig, image_trial, image_units, run_image_experiment
+from geninv.experiments.registry import Experiment, register
 
 __all__ = ["run_inpaint", "inpaint_config"]
 
@@ -40,3 +43,8 @@ def run_inpaint(config: ImageConfig, out_dir: str | Path, **kw: Any) -> dict[str
     what = f"{config.missing:.0%} random pixels hidden" if config.mask == "random" else f"upper {config.rows} rows hidden"
     kw.setdefault("title", f"MNIST inpainting, {what}: ")
     return run_image_experiment(config, out_dir, experiment=f"inpaint_{config.mask}", **kw)
+
+
+for _mask, _rank, _what in (("random", 2, "random pixels missing (Fig. 8-10)"), ("block", 3, "upper rows missing (Fig. 11-13)")):
+    register(Experiment(f"inpaint_{_mask}", f"MNIST inpainting, {_what}", f"inpaint --mask {_mask}", ImageConfig,
+                        image_units, image_trial, R.image_section, PAPER_LABELS, PAPER_COLORS, rank=_rank))

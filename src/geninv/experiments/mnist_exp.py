@@ -13,9 +13,9 @@ always the same set of images, so a resumed run gives the same numbers as an uni
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,25 @@ import torch
 
 import geninv
 from geninv.exceptions import GenInvError, InputError
-from geninv.experiments.common import check_methods, layer_snrs, mnist_status, say, solve, solver_of
-from geninv.experiments.records import RecordStore, Unit, derive_seed, encode_array, iter_chunks, run_units
+from geninv.experiments import report as R
+from geninv.experiments.common import (
+    PAPER_COLORS,
+    PAPER_LABELS,
+    GeneratorSource,
+    check_methods,
+    generator_fingerprint,
+    latents,
+    layer_snrs,
+    mnist_status,
+    say,
+    solve,
+    solver_of,
+)
+from geninv.experiments.records import RecordStore, Unit, UnitResult, derive_seed, encode_array, iter_chunks, run_units
+from geninv.experiments.registry import Experiment, register
 
-__all__ = ["ImageConfig", "run_mnist", "run_image_experiment", "generator_fingerprint", "MNIST_METHODS"]
+__all__ = ["ImageConfig", "ImageJob", "image_trial", "image_units", "run_mnist", "run_image_experiment", "generator_fingerprint",
+           "MNIST_METHODS", "load_shipped_generator"]
 
 MNIST_METHODS = ("oracle", "latent_pursuit", "gd")
 _SEEDED = {"gd", "adam"}
@@ -99,22 +114,13 @@ class ImageConfig:
             raise InputError(f"methods: expected names among {sorted(self.options)}, received {unknown}")
 
 
-def generator_fingerprint(G: geninv.Generator) -> str:
-    """A short hash of the weights, so records of two different generators never mix."""
-    h = hashlib.sha256()
-    for layer in G.layers:
-        h.update(layer.W.detach().double().cpu().numpy().tobytes())
-        h.update(layer.b.detach().double().cpu().numpy().tobytes())
-        h.update(layer.activation.name.encode())
-    return h.hexdigest()[:16]
-
-
-def _load_generator(dtype: torch.dtype) -> geninv.Generator:
+def load_shipped_generator(dtype: str) -> geninv.Generator:
+    """The shipped MNIST generator in ``dtype`` (``"float32"`` / ``"float64"``)."""
     st = mnist_status()
     if not st.available:
         raise GenInvError(f"the MNIST experiments need the shipped generator, which is unavailable: {st.reason}")
     G = geninv.load_mnist_generator()  # type: ignore[attr-defined]
-    return G.to(dtype=dtype)
+    return G.to(dtype=getattr(torch, dtype))
 
 
 def _image_mask(cfg: ImageConfig, i: int, n: int) -> torch.Tensor | None:
@@ -128,12 +134,78 @@ def _image_mask(cfg: ImageConfig, i: int, n: int) -> torch.Tensor | None:
     return geninv.block_mask((side, side), rows=cfg.rows)
 
 
+def image_units(config: ImageConfig, methods: Sequence[str]) -> list[Unit]:
+    """One unit per fixed chunk of ``config.batch`` images (the same chunks whatever ``config.images``)."""
+    return [Unit(f"images {a}-{b - 1}", tuple(f"image={i}/{m}" for i in range(a, b) for m in methods), (a, b))
+            for a, b in iter_chunks(config.images, config.batch)]
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """What a worker needs to run an image unit: the settings, the methods, where the generator comes from."""
+
+    config: ImageConfig
+    methods: tuple[str, ...]
+    source: GeneratorSource
+
+
+def image_trial(job: ImageJob, unit: Unit, keys: list[str]) -> UnitResult:
+    """One chunk of images: every method in ``keys`` inverts the chunk in one batched call."""
+    config, methods = job.config, job.methods
+    dtype = getattr(torch, config.dtype)
+    G = job.source.get().to(dtype=dtype)
+    n = G.output_dim
+    a, b = unit.payload
+    idx = list(range(a, b))
+    zseeds = [derive_seed(config.seed, "z", i) for i in idx]
+    z = latents(config.seed, idx, G.latent_dim, dtype)
+    tr = G.trace(z)
+    y = tr.y
+    masks = [_image_mask(config, i, n) for i in idx]
+    mask = None if masks[0] is None else torch.stack([m for m in masks if m is not None])
+    card = [c.tolist() for c in tr.cardinalities]
+    todo = {k.rsplit("/", 1)[1] for k in keys}
+    recs: list[dict[str, Any]] = []
+    errors: list[tuple[str, str]] = []
+    for m in [m for m in methods if m in todo]:
+        opts = dict(config.options.get(m, {}))
+        if solver_of(m) in _SEEDED:
+            opts.setdefault("seed", derive_seed(config.seed, m, a))
+        try:
+            res, secs = solve(G, y, m, mask=mask, supports=tr.supports, options=opts)
+            snrs = layer_snrs(G, z, tr.hidden, y, res)
+            with torch.no_grad():
+                y_hat = G(res.z.detach().to(dtype))
+        except Exception as e:  # noqa: BLE001 - a failing method must not stop the run
+            errors.append((f"{unit.name}/{m}", f"{type(e).__name__}: {e}"))
+            continue
+        for j, i in enumerate(idx):
+            key = f"image={i}/{m}"
+            if key not in keys:
+                continue
+            rec: dict[str, Any] = {
+                "key": key, "kind": "solve", "method": m, "options": opts, "image": i, "seed": zseeds[j],
+                "dims": G.dims, "mask_kind": config.mask, "snr": snrs[j],
+                "s": [int(c[j]) for c in card],
+                "converged": bool(res.converged[j]), "n_iter": int(res.n_iter[j]),
+                "seconds": secs / len(idx), "batch": len(idx),
+                "y_true": encode_array(y[j].cpu().numpy()), "y_hat": encode_array(y_hat[j].cpu().numpy()),
+            }
+            if mask is not None:
+                rec["mask"] = encode_array(mask[j].cpu().numpy(), "bits")
+                rec["observed"] = int(mask[j].sum())
+            recs.append(rec)
+    return UnitResult(recs, errors)
+
+
 def run_image_experiment(
     config: ImageConfig,
     out_dir: str | Path,
     *,
     experiment: str,
     generator: geninv.Generator | None = None,
+    executor: Any = None,
+    threads: int | None = None,
     progress: bool = True,
     max_units: int | None = None,
     callback: Callable[[Unit, int], None] | None = None,
@@ -145,11 +217,14 @@ def run_image_experiment(
     Parameters
     ----------
     generator : Generator, optional
-        Defaults to the shipped MNIST generator (tests pass a small random one).
+        Defaults to the shipped MNIST generator (tests pass a small random one, which is then sent
+        with every unit; the shipped one is loaded once per worker).
+    executor, threads
+        Where the units run; see :func:`geninv.experiments.random_sweep.run_random_sweep`.
     """
     config.validate()
     dtype = getattr(torch, config.dtype)
-    G = (generator if generator is not None else _load_generator(dtype)).to(dtype=dtype)
+    G = (generator if generator is not None else load_shipped_generator(config.dtype)).to(dtype=dtype)
     n = G.output_dim
     if config.mask == "random":
         s_last = G.dims[-2]
@@ -161,8 +236,7 @@ def run_image_experiment(
     if not methods:
         raise GenInvError("methods: expected at least one available method, received none that works: "
                           + "; ".join(f"{m.name}: {m.reason}" for m in missing))
-    units = [Unit(f"images {a}-{b - 1}", tuple(f"image={i}/{m}" for i in range(a, b) for m in methods), (a, b))
-             for a, b in iter_chunks(config.images, config.batch)]
+    units = image_units(config, methods)
 
     with RecordStore(out_dir, experiment, config.identity(generator_fingerprint(G))) as store:
         store.check_method_options({m: config.options.get(m, {}) for m in methods})
@@ -172,58 +246,14 @@ def run_image_experiment(
             say(f"{store.dir}: resuming records made by other geninv sources ({', '.join(store.other_code)}); "
                 "each record carries its 'code' fingerprint")
 
-        def work(unit: Unit, keys: list[str]) -> list[dict[str, Any]]:
-            a, b = unit.payload
-            idx = list(range(a, b))
-            zseeds = [derive_seed(config.seed, "z", i) for i in idx]
-            z = torch.cat([torch.randn(1, G.latent_dim, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
-                           for s in zseeds]).to(dtype)
-            tr = G.trace(z)
-            y = tr.y
-            masks = [_image_mask(config, i, n) for i in idx]
-            mask = None if masks[0] is None else torch.stack([m for m in masks if m is not None])
-            card = [c.tolist() for c in tr.cardinalities]
-            todo = {k.rsplit("/", 1)[1] for k in keys}
-            recs: list[dict[str, Any]] = []
-            for m in [m for m in methods if m in todo]:
-                opts = dict(config.options.get(m, {}))
-                if solver_of(m) in _SEEDED:
-                    opts.setdefault("seed", derive_seed(config.seed, m, a))
-                try:
-                    res, secs = solve(G, y, m, mask=mask, supports=tr.supports, options=opts)
-                    snrs = layer_snrs(G, z, tr.hidden, y, res)
-                    with torch.no_grad():
-                        y_hat = G(res.z.detach().to(dtype))
-                except Exception as e:  # noqa: BLE001 - a failing method must not stop the run
-                    msg = f"{type(e).__name__}: {e}"
-                    store.log_error(f"{unit.name}/{m}", msg)
-                    say(f"{unit.name}/{m}: {msg}")
-                    continue
-                for j, i in enumerate(idx):
-                    key = f"image={i}/{m}"
-                    if key not in keys:
-                        continue
-                    rec: dict[str, Any] = {
-                        "key": key, "kind": "solve", "method": m, "options": opts, "image": i, "seed": zseeds[j],
-                        "dims": G.dims, "mask_kind": config.mask, "snr": snrs[j],
-                        "s": [int(c[j]) for c in card],
-                        "converged": bool(res.converged[j]), "n_iter": int(res.n_iter[j]),
-                        "seconds": secs / len(idx), "batch": len(idx),
-                        "y_true": encode_array(y[j].cpu().numpy()), "y_hat": encode_array(y_hat[j].cpu().numpy()),
-                    }
-                    if mask is not None:
-                        rec["mask"] = encode_array(mask[j].cpu().numpy(), "bits")
-                        rec["observed"] = int(mask[j].sum())
-                    recs.append(rec)
-            return recs
-
-        ran = run_units(store, units, work, progress=progress, desc=experiment, max_units=max_units,
-                        callback=callback)
+        job = ImageJob(config, tuple(methods), GeneratorSource(generator) if generator is not None
+                       else GeneratorSource(load=load_shipped_generator, args=(config.dtype,)))
+        ran = run_units(store, units, partial(image_trial, job), executor=executor, threads=threads,
+                        progress=progress, desc=experiment, max_units=max_units, callback=callback)
         store.write_csv()
     out: dict[str, Any] = {"out": Path(out_dir), "ran": ran, "skipped": skipped, "figures": [], "summary": None}
     if plots:
         from geninv.experiments import plots as P
-        from geninv.experiments import report as R
 
         out["figures"] = P.plot_snr_distributions(out_dir, title=title) + P.plot_image_grids(out_dir, title=title)
         out["summary"] = R.write_summary(out_dir)
@@ -236,3 +266,7 @@ def run_mnist(config: ImageConfig, out_dir: str | Path, **kw: Any) -> dict[str, 
         raise InputError(f"mask: expected None for the clean MNIST experiment, received {config.mask!r} (use inpaint)")
     kw.setdefault("title", "MNIST generator, clean: ")
     return run_image_experiment(config, out_dir, experiment="mnist", **kw)
+
+
+register(Experiment("mnist", "MNIST generator, clean inversion (Fig. 5-7)", "mnist", ImageConfig, image_units,
+                    image_trial, R.image_section, PAPER_LABELS, PAPER_COLORS, rank=1, default=True))

@@ -36,6 +36,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,11 @@ from torch import Tensor
 
 import geninv
 from geninv.exceptions import GenInvError, InputError
-from geninv.experiments.common import layer_snrs, mnist_status, say
+from geninv.experiments.common import GeneratorSource, generator_fingerprint, latents, layer_snrs, mnist_status, say
 from geninv.experiments.records import (
     RecordStore,
     Unit,
-    atomic_write_text,
+    UnitResult,
     derive_seed,
     iter_chunks,
     load_records,
@@ -57,9 +58,10 @@ from geninv.experiments.records import (
     run_units,
     snr_value,
 )
+from geninv.experiments.registry import Experiment, register
 
-__all__ = ["NoiseConfig", "run_noise", "NOISE_METHODS", "load_generator_for", "noise_summary", "STAND_IN_DIMS",
-           "reproduce_issue9"]
+__all__ = ["NoiseConfig", "NoiseJob", "noise_trial", "noise_units", "noise_generator", "run_noise", "NOISE_METHODS", "load_generator_for",
+           "noise_summary", "STAND_IN_DIMS"]
 
 NOISE_METHODS = ("oracle", "oracle_e2e", "layered_bp", "latent_pursuit", "layered_bp_auto", "latent_pursuit_auto",
                  "latent_pursuit_sigma", "hybrid_auto", "gd", "adam")
@@ -150,17 +152,6 @@ def load_generator_for(name: str, dtype: torch.dtype, seed: int = 0) -> tuple[ge
     return G, f"random {list(STAND_IN_DIMS)} plu, biases"
 
 
-def _fingerprint(G: geninv.Generator) -> str:
-    from geninv.experiments.mnist_exp import generator_fingerprint
-
-    return generator_fingerprint(G)
-
-
-def _latents(seed: int, idx: Sequence[int], n0: int, dtype: torch.dtype) -> Tensor:
-    return torch.cat([torch.randn(1, n0, generator=torch.Generator().manual_seed(derive_seed(seed, "z", i)),
-                                  dtype=torch.float64) for i in idx]).to(dtype)
-
-
 def _noisy(y0: Tensor, snr_db: float, seed: int, idx: Sequence[int]) -> tuple[Tensor, Tensor]:
     """Each image its own noise draw (so a chunk's result does not depend on the chunking)."""
     ys, ss = [], []
@@ -198,29 +189,9 @@ def _expected_snr(err2: Tensor, x: Tensor) -> list[float]:
             for a, e in zip(x.square().sum(dim=1), err2)]
 
 
-def run_noise(
-    config: NoiseConfig,
-    out_dir: str | Path,
-    *,
-    generator: geninv.Generator | None = None,
-    progress: bool = True,
-    max_units: int | None = None,
-    callback: Callable[[Unit, int], None] | None = None,
-    plots: bool = True,
-) -> dict[str, Any]:
-    """Run (or resume) the noise reproduction, then write CSV, figures and ``summary.md``.
-
-    Returns ``{"out", "ran", "skipped", "figures", "summary"}`` like the other reproductions.
-    """
-    from geninv.solvers.noise import oracle_expected_error
-
-    config.validate()
-    dtype = getattr(torch, config.dtype)
-    if generator is not None:
-        G, gdesc = generator.to(dtype=dtype), "given"
-    else:
-        G, gdesc = load_generator_for(config.generator, dtype, config.seed)
-    methods = list(config.methods)
+def noise_units(config: NoiseConfig, methods: Sequence[str]) -> list[Unit]:
+    """Chunks of images per input SNR (each also writes the Theorem 3 records), then the Theorem 2 trials."""
+    methods = list(methods)
     units: list[Unit] = []
     for s in map(float, config.snr_db):
         for a, b in iter_chunks(config.images, config.batch):
@@ -231,53 +202,107 @@ def run_noise(
             for t in range(config.bound_trials):
                 keys = tuple(f"bound/snr={s:g}/trial={t}/{m}" for m in BOUND_METHODS)
                 units.append(Unit(f"bound snr={s:g} trial {t}", keys, ("bound", s, t, t + 1)))
+    return units
 
-    with RecordStore(out_dir, "noise", config.identity(_fingerprint(G), gdesc)) as store:
-        def work(unit: Unit, keys: list[str]) -> list[dict[str, Any]]:
-            if unit.payload[0] == "bound":
-                return _bound_work(config, unit, keys, store)
-            _, s, a, b = unit.payload
-            idx = list(range(a, b))
-            z = _latents(config.seed, idx, G.latent_dim, dtype)
-            tr = G.trace(z)
-            y0 = tr.y
-            y, sigma = _noisy(y0, s, config.seed, idx)
-            todo = {k.rsplit("/", 1)[1] for k in keys}
-            recs: list[dict[str, Any]] = []
-            base = {"kind": "solve", "snr_db": s, "dims": G.dims}
-            if "theory" in todo:
-                th = {mode: oracle_expected_error(G, z, sigma, mode=mode) for mode in ("layerwise", "end_to_end")}
-                truth = {"z": z, **{f"x{i + 1}": x for i, x in enumerate(tr.hidden)}, "y": y0}
-                for j, i in enumerate(idx):
-                    exp = {mode: {k: _expected_snr(v[j:j + 1], truth[k][j:j + 1])[0] for k, v in d.items()}
-                           for mode, d in th.items()}
-                    recs.append({**base, "kind": "theory", "key": f"snr={s:g}/image={i}/theory", "image": i,
-                                 "sigma": float(sigma[j]), "expected_snr": exp,
-                                 "s": [int(c[j]) for c in tr.cardinalities]})
-            for m in [m for m in methods if m in todo]:
-                seed_m = derive_seed(config.seed, m, a)
-                t0 = time.perf_counter()
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        res = _solve(m, G, y, sigma, tr.supports, seed_m, config.options.get(m, {}))
-                except GenInvError as e:
-                    store.log_error(f"{unit.name}/{m}", f"{type(e).__name__}: {e}")
-                    say(f"{unit.name}/{m}: {type(e).__name__}: {e}")
-                    continue
-                secs = time.perf_counter() - t0
-                snrs = layer_snrs(G, z, tr.hidden, y0, res)
-                sig_hat = res.info.get("sigma") if isinstance(res.info, dict) else None
-                for j, i in enumerate(idx):
-                    rec = {**base, "key": f"snr={s:g}/image={i}/{m}", "method": m, "image": i, "snr": snrs[j],
-                           "sigma": float(sigma[j]), "seconds": secs / len(idx),
-                           "converged": bool(res.converged[j])}
-                    if isinstance(sig_hat, Tensor):
-                        rec["sigma_hat"] = float(sig_hat[j])
-                    recs.append(rec)
-            return recs
 
-        ran = run_units(store, units, work, progress=progress, desc="noise", max_units=max_units, callback=callback)
+def noise_generator(name: str, dtype: str, seed: int) -> geninv.Generator:
+    """The generator of :func:`load_generator_for` alone (what a worker loads, once per process)."""
+    return load_generator_for(name, getattr(torch, dtype), seed)[0]
+
+
+@dataclass(frozen=True)
+class NoiseJob:
+    """What a worker needs to run a noise unit: the settings, the methods, where the generator comes from."""
+
+    config: NoiseConfig
+    methods: tuple[str, ...]
+    source: GeneratorSource
+
+
+def noise_trial(job: NoiseJob, unit: Unit, keys: list[str]) -> UnitResult:
+    """One unit of the noise reproduction: a chunk of images at one input SNR, or one Theorem 2 trial."""
+    from geninv.solvers.noise import oracle_expected_error
+
+    config, methods = job.config, list(job.methods)
+    errors: list[tuple[str, str]] = []
+    if unit.payload[0] == "bound":
+        return UnitResult(_bound_work(config, unit, keys, errors), errors)
+    dtype = getattr(torch, config.dtype)
+    G = job.source.get().to(dtype=dtype)
+    _, s, a, b = unit.payload
+    idx = list(range(a, b))
+    z = latents(config.seed, idx, G.latent_dim, dtype)
+    tr = G.trace(z)
+    y0 = tr.y
+    y, sigma = _noisy(y0, s, config.seed, idx)
+    todo = {k.rsplit("/", 1)[1] for k in keys}
+    recs: list[dict[str, Any]] = []
+    base = {"kind": "solve", "snr_db": s, "dims": G.dims}
+    if "theory" in todo:
+        th = {mode: oracle_expected_error(G, z, sigma, mode=mode) for mode in ("layerwise", "end_to_end")}
+        truth = {"z": z, **{f"x{i + 1}": x for i, x in enumerate(tr.hidden)}, "y": y0}
+        for j, i in enumerate(idx):
+            exp = {mode: {k: _expected_snr(v[j:j + 1], truth[k][j:j + 1])[0] for k, v in d.items()}
+                   for mode, d in th.items()}
+            recs.append({**base, "kind": "theory", "key": f"snr={s:g}/image={i}/theory", "image": i,
+                         "sigma": float(sigma[j]), "expected_snr": exp,
+                         "s": [int(c[j]) for c in tr.cardinalities]})
+    for m in [m for m in methods if m in todo]:
+        seed_m = derive_seed(config.seed, m, a)
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = _solve(m, G, y, sigma, tr.supports, seed_m, config.options.get(m, {}))
+        except GenInvError as e:
+            errors.append((f"{unit.name}/{m}", f"{type(e).__name__}: {e}"))
+            continue
+        secs = time.perf_counter() - t0
+        snrs = layer_snrs(G, z, tr.hidden, y0, res)
+        sig_hat = res.info.get("sigma") if isinstance(res.info, dict) else None
+        for j, i in enumerate(idx):
+            rec = {**base, "key": f"snr={s:g}/image={i}/{m}", "method": m, "image": i, "snr": snrs[j],
+                   "sigma": float(sigma[j]), "seconds": secs / len(idx),
+                   "converged": bool(res.converged[j])}
+            if isinstance(sig_hat, Tensor):
+                rec["sigma_hat"] = float(sig_hat[j])
+            recs.append(rec)
+    return UnitResult(recs, errors)
+
+
+def run_noise(
+    config: NoiseConfig,
+    out_dir: str | Path,
+    *,
+    generator: geninv.Generator | None = None,
+    executor: Any = None,
+    threads: int | None = None,
+    progress: bool = True,
+    max_units: int | None = None,
+    callback: Callable[[Unit, int], None] | None = None,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) the noise reproduction, then write CSV, figures and ``summary.md``.
+
+    ``executor`` and ``threads``: where the units run (see
+    :func:`geninv.experiments.random_sweep.run_random_sweep`). Returns ``{"out", "ran",
+    "skipped", "figures", "summary"}`` like the other reproductions.
+    """
+    config.validate()
+    dtype = getattr(torch, config.dtype)
+    if generator is not None:
+        G, gdesc = generator.to(dtype=dtype), "given"
+    else:
+        G, gdesc = load_generator_for(config.generator, dtype, config.seed)
+    methods = list(config.methods)
+    units = noise_units(config, methods)
+
+    with RecordStore(out_dir, "noise", config.identity(generator_fingerprint(G), gdesc)) as store:
+        source = GeneratorSource(G) if generator is not None else GeneratorSource(
+            load=noise_generator, args=(config.generator, config.dtype, config.seed))
+        ran = run_units(store, units, partial(noise_trial, NoiseJob(config, tuple(methods), source)),
+                        executor=executor, threads=threads, progress=progress, desc="noise", max_units=max_units,
+                        callback=callback)
         store.write_csv()
     out: dict[str, Any] = {"out": Path(out_dir), "ran": ran, "skipped": [], "figures": [], "summary": None,
                            "generator": gdesc}
@@ -293,7 +318,7 @@ def _one_bound(G: geninv.Generator, z: Tensor, noise: float, lam: list[float] | 
     return b[0] if isinstance(b, list) else b
 
 
-def _bound_work(config: NoiseConfig, unit: Unit, keys: list[str], store: RecordStore) -> list[dict[str, Any]]:
+def _bound_work(config: NoiseConfig, unit: Unit, keys: list[str], errors: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """One trial of the Theorem 2 part: bound at the realized noise, and the measured errors."""
     from geninv.solvers.noise import noisy_pursuit
 
@@ -324,7 +349,7 @@ def _bound_work(config: NoiseConfig, unit: Unit, keys: list[str], store: RecordS
                     lam_used = [float(res.info["lam"][f"x{i + 1}"][0]) for i in range(L)]
                     bnd = _one_bound(G, z[0], enorm, lam_used)
         except GenInvError as e:
-            store.log_error(f"{unit.name}/{m}", f"{type(e).__name__}: {e}")
+            errors.append((f"{unit.name}/{m}", f"{type(e).__name__}: {e}"))
             continue
         errs = [float((res.z - z).norm())] + [float((xh - x).norm()) for xh, x in zip(res.layers, tr.hidden)]
         recs.append({"kind": "bound", "key": f"bound/snr={s:g}/trial={t}/{m}", "method": m, "snr_db": s, "trial": t,
@@ -520,107 +545,12 @@ def section(out_dir: str | Path, command: str | None = None, generator: str | No
     return sec
 
 
-def _write_summary(sec: Any, title: str) -> Path:
-    import json
-
-    from geninv.experiments.report import Table
-
-    d = Path(sec.directory)
-    lines = [f"# {sec.title}", "", f"Command: `{sec.command}`", ""] + [n + "\n" for n in sec.notes]
-    lines += [f"![{f.stem}]({f.name})\n" for f in sec.figures]
-    lines += [t.to_md() for t in sec.tables]
-    if sec.claims:
-        lines.append(Table(["claim", "in our records", "evidence"], [list(c) for c in sec.claims],
-                           caption="Claims of issue 9").to_md())
-    atomic_write_text(d / "summary.md", "\n".join(lines) + "\n")
-    extra = getattr(sec, "extra", {})
-    atomic_write_text(d / "summary.json", json.dumps({"title": title, "command": sec.command, **extra, "claims": [
-        {"claim": c, "verdict": v, "evidence": e} for c, v, e in sec.claims]}, indent=2) + "\n")
-    return d / "summary.md"
-
-
 def noise_summary(out_dir: str | Path, command: str | None = None, generator: str | None = None) -> Path:
     """``summary.md`` and ``summary.json``: median SNR per method, layer and input SNR; the claims of issue 9."""
-    return _write_summary(section(out_dir, command, generator), "Noisy signals (issue 9)")
+    from geninv.experiments.report import write_section_summary
+
+    return write_section_summary(section(out_dir, command, generator), "Noisy signals (issue 9)")
 
 
-# -- the command line ------------------------------------------------------------------------------
-
-
-def reproduce_issue9(
-    experiment: str,
-    *,
-    quick: bool = False,
-    out: str | Path | None = None,
-    trials: int | None = None,
-    seed: int = 0,
-    methods: Sequence[str] | None = None,
-    progress: bool = True,
-    grid: str | None = None,
-    results: str | Path = "results",
-) -> int:
-    """``geninv reproduce noise`` / ``geninv reproduce cs``: run (or resume), print where everything went.
-
-    Parameters
-    ----------
-    experiment : "noise" or "cs"
-    trials : int, optional
-        Number of images (per input SNR, or per ``m``).
-    grid : str, optional
-        Comma-separated input SNRs in dB (noise) or numbers of measurements ``m`` (cs).
-    """
-    from geninv.experiments.cs_exp import CSConfig, run_cs
-
-    if experiment not in ("noise", "cs"):
-        raise InputError(f"experiment: expected 'noise' or 'cs', received {experiment!r}")
-    if trials is not None and trials < 1:
-        raise InputError(f"--trials: expected a positive integer, received {trials}")
-    values: list[float] | None = None
-    if grid is not None:
-        try:
-            values = [float(v) for v in grid.split(",") if v.strip()]
-        except ValueError:
-            raise InputError(f"--grid: expected comma-separated numbers, received {grid!r}") from None
-        if not values:
-            raise InputError(f"--grid: expected comma-separated numbers, received {grid!r}")
-    root = Path(results)
-    out_dir = Path(out) if out is not None else ((root / "quick" / experiment) if quick else (root / experiment))
-    parts = ["geninv reproduce", experiment] + (["--quick"] if quick else []) + (
-        [f"--trials {trials}"] if trials is not None else []) + ([f"--seed {seed}"] if seed else []) + (
-        ["--methods " + ",".join(methods)] if methods else []) + ([f"--grid {grid}"] if grid else []) + [f"--out {out_dir}"]
-    command = " ".join(parts)
-    kw: dict[str, Any] = {"seed": seed}
-    if methods:
-        kw["methods"] = tuple(methods)
-    if trials is not None:
-        kw["images"] = trials
-    t0 = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if experiment == "noise":
-        if values is not None:
-            kw["snr_db"] = tuple(values)
-        cfg = NoiseConfig.quick(**kw) if quick else NoiseConfig(**kw)
-        res = run_noise(cfg, out_dir, progress=progress)
-        atomic_write_text(out_dir / "command.txt", command + "\n")
-        res["summary"] = noise_summary(out_dir, command, generator=res.get("generator"))
-    else:
-        if values is not None:
-            kw["m_values"] = tuple(int(v) for v in values)
-        ccfg = CSConfig.quick(**kw) if quick else CSConfig(**kw)
-        res = run_cs(ccfg, out_dir, progress=progress)
-        atomic_write_text(out_dir / "command.txt", command + "\n")
-        from geninv.experiments.cs_exp import cs_summary
-
-        res["summary"] = cs_summary(out_dir, command, success_db=ccfg.success_db, generator=res.get("generator"))
-    print(f"records, figures and summary in {res['out']} ({res['ran']} trial units run, "
-          f"{time.perf_counter() - t0:.1f} s; generator: {res.get('generator')})")
-    for f in res["figures"]:
-        print(f"  figure: {f}")
-    print(f"  summary: {res['summary']}")
-    import json
-
-    sj = out_dir / "summary.json"
-    if sj.exists():
-        for c in json.loads(sj.read_text())["claims"]:
-            print(f"  [{c['verdict']}] {c['claim']}: {c['evidence']}")
-    return 0
+register(Experiment("noise", "Noisy signals y = G(z) + e", "noise", NoiseConfig, noise_units, noise_trial, section,
+                    LABELS, COLORS, rank=4))

@@ -16,8 +16,10 @@ succeeds.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,10 @@ import torch
 
 import geninv
 from geninv.exceptions import GenInvError, InputError
+from geninv.experiments import report as R
 from geninv.experiments.common import (
+    PAPER_COLORS,
+    PAPER_LABELS,
     PAPER_METHODS,
     certify_status,
     check_methods,
@@ -34,9 +39,10 @@ from geninv.experiments.common import (
     solve,
     solver_of,
 )
-from geninv.experiments.records import RecordStore, Unit, derive_seed, run_units
+from geninv.experiments.records import RecordStore, Unit, UnitResult, derive_seed, run_units
+from geninv.experiments.registry import Experiment, register
 
-__all__ = ["RandomSweepConfig", "run_random_sweep", "FULL_N1", "QUICK_N1", "certificate_verdict"]
+__all__ = ["RandomSweepConfig", "run_random_sweep", "random_trial", "random_units", "FULL_N1", "QUICK_N1", "certificate_verdict"]
 
 #: Full grid: the three regimes (s_1 ~ n_1 / 2 < n_0 ; 2 n_0 < s_1 < n / 2 ; s_1 > n / 2).
 FULL_N1 = (25, 30, 40, 50, 75, 100, 150, 200, 300, 400, 600, 800, 1000, 1500, 2000)
@@ -126,10 +132,58 @@ def _key(n1: int, trial: int, what: str) -> str:
     return f"n1={n1}/trial={trial}/{what}"
 
 
+def random_units(config: RandomSweepConfig, whats: Sequence[str]) -> list[Unit]:
+    """One unit per ``(n_1, trial)`` writing the records of ``whats`` (methods, and ``"certify"``).
+
+    Trial-major order: a partial run (interrupted, or still going) covers every width evenly.
+    """
+    return [Unit(f"n1={n1}/trial={t}", tuple(_key(int(n1), t, w) for w in whats), (int(n1), t))
+            for t in range(config.trials) for n1 in config.n1_values]
+
+
+def random_trial(config: RandomSweepConfig, unit: Unit, keys: list[str]) -> UnitResult:
+    """One trial of the sweep (one ``n_1``, one trial index): every method in ``keys``, and the certificate.
+
+    Module-level and of ``(config, unit, keys)`` only, so that any executor can run it; the
+    driver writes what it returns.
+    """
+    dtype = getattr(torch, config.dtype)
+    n1, t = unit.payload
+    seed_t = derive_seed(config.seed, n1, t)
+    G = geninv.random_generator([config.n0, n1, config.n], output=config.output, seed=seed_t, dtype=dtype)
+    z, y = G.sample(1, seed=derive_seed(seed_t, "z"))
+    tr = G.trace(z)
+    s = [int(c[0]) for c in tr.cardinalities]
+    base = {"n0": config.n0, "n1": n1, "n": config.n, "trial": t, "seed": seed_t, "dtype": config.dtype, "s": s}
+    recs: list[dict[str, Any]] = []
+    errors: list[tuple[str, str]] = []
+    for key in keys:
+        what = key.rsplit("/", 1)[1]
+        try:
+            if what == "certify":
+                t0 = time.perf_counter()
+                report = geninv.certify(G, z[0])  # type: ignore[attr-defined]
+                recs.append({**base, "key": key, "kind": "certify", "method": "certify",
+                             "unique": certificate_verdict(report), "certify_seconds": time.perf_counter() - t0})
+                continue
+            opts = dict(config.options.get(what, {}))
+            if solver_of(what) in _SEEDED:
+                opts.setdefault("seed", derive_seed(seed_t, what))
+            res, secs = solve(G, y, what, supports=tr.supports, options=opts)
+            snrs = layer_snrs(G, z, tr.hidden, y, res)[0]
+            recs.append({**base, "key": key, "kind": "solve", "method": what, "options": opts, "snr": snrs,
+                         "converged": bool(res.converged[0]), "n_iter": int(res.n_iter[0]), "seconds": secs})
+        except Exception as e:  # noqa: BLE001 - a failing method must not stop the sweep
+            errors.append((key, f"{type(e).__name__}: {e}"))
+    return UnitResult(recs, errors)
+
+
 def run_random_sweep(
     config: RandomSweepConfig,
     out_dir: str | Path,
     *,
+    executor: Any = None,
+    threads: int | None = None,
     progress: bool = True,
     max_units: int | None = None,
     callback: Callable[[Unit, int], None] | None = None,
@@ -141,6 +195,11 @@ def run_random_sweep(
     ----------
     out_dir : path
         Records and figures go here; an existing directory with the same settings is resumed.
+    executor : str, concurrent.futures.Executor or None
+        Where the trials run (``"serial"``, ``"processes:N"``, ``"dask:local:N"``,
+        ``"dask:ADDRESS"``, or an executor); see :mod:`geninv.experiments.executors`.
+    threads : int, optional
+        Torch threads per worker, stamped on each record.
     max_units, callback
         See :func:`geninv.experiments.records.run_units` (used by the resume tests).
 
@@ -150,7 +209,6 @@ def run_random_sweep(
         ``{"out": Path, "ran": int, "skipped": [reasons], "figures": [Path], "summary": Path}``.
     """
     config.validate()
-    dtype = getattr(torch, config.dtype)
     methods, missing = check_methods(config.methods)
     cert = certify_status() if config.certify else None
     if cert is not None and not cert.available:
@@ -161,9 +219,7 @@ def run_random_sweep(
                           + "; ".join(f"{m.name}: {m.reason}" for m in missing))
     skipped = [f"{m.name}: {m.reason}" for m in missing] + ([f"certify: {cert.reason}"] if cert and not cert.available else [])
 
-    # Trial-major order: a partial run (interrupted, or still going) covers every width evenly.
-    units = [Unit(f"n1={n1}/trial={t}", tuple(_key(int(n1), t, w) for w in whats), (int(n1), t))
-             for t in range(config.trials) for n1 in config.n1_values]
+    units = random_units(config, whats)
 
     with RecordStore(out_dir, "random", config.identity()) as store:
         store.check_method_options({m: config.options.get(m, {}) for m in methods})
@@ -173,46 +229,12 @@ def run_random_sweep(
             say(f"{store.dir}: resuming records made by other geninv sources ({', '.join(store.other_code)}); "
                 "each record carries its 'code' fingerprint")
 
-        def work(unit: Unit, keys: list[str]) -> list[dict[str, Any]]:
-            n1, t = unit.payload
-            seed_t = derive_seed(config.seed, n1, t)
-            G = geninv.random_generator([config.n0, n1, config.n], output=config.output, seed=seed_t, dtype=dtype)
-            z, y = G.sample(1, seed=derive_seed(seed_t, "z"))
-            tr = G.trace(z)
-            s = [int(c[0]) for c in tr.cardinalities]
-            base = {"n0": config.n0, "n1": n1, "n": config.n, "trial": t, "seed": seed_t, "dtype": config.dtype, "s": s}
-            recs: list[dict[str, Any]] = []
-            for key in keys:
-                what = key.rsplit("/", 1)[1]
-                try:
-                    if what == "certify":
-                        import time
-
-                        t0 = time.perf_counter()
-                        report = geninv.certify(G, z[0])  # type: ignore[attr-defined]
-                        recs.append({**base, "key": key, "kind": "certify", "method": "certify",
-                                     "unique": certificate_verdict(report), "certify_seconds": time.perf_counter() - t0})
-                        continue
-                    opts = dict(config.options.get(what, {}))
-                    if solver_of(what) in _SEEDED:
-                        opts.setdefault("seed", derive_seed(seed_t, what))
-                    res, secs = solve(G, y, what, supports=tr.supports, options=opts)
-                    snrs = layer_snrs(G, z, tr.hidden, y, res)[0]
-                    recs.append({**base, "key": key, "kind": "solve", "method": what, "options": opts, "snr": snrs,
-                                 "converged": bool(res.converged[0]), "n_iter": int(res.n_iter[0]), "seconds": secs})
-                except Exception as e:  # noqa: BLE001 - a failing method must not stop the sweep
-                    msg = f"{type(e).__name__}: {e}"
-                    store.log_error(key, msg)
-                    say(f"{key}: {msg}")
-            return recs
-
-        ran = run_units(store, units, work, progress=progress, desc="random sweep", max_units=max_units,
-                        callback=callback)
+        ran = run_units(store, units, partial(random_trial, config), executor=executor, threads=threads,
+                        progress=progress, desc="random sweep", max_units=max_units, callback=callback)
         store.write_csv()
         out: dict[str, Any] = {"out": store.dir, "ran": ran, "skipped": skipped, "figures": [], "summary": None}
     if plots:
         from geninv.experiments import plots as P
-        from geninv.experiments import report as R
 
         out["figures"] = P.plot_random_sweep(out_dir)
         out["summary"] = R.write_summary(out_dir)
@@ -230,3 +252,7 @@ def median_table(records: list[dict[str, Any]], layer: str = "z") -> dict[str, d
         acc.setdefault(r["method"], {}).setdefault(int(r["n1"]), []).append(float(r["snr"][layer]))
     return {m: {n1: float(np.median(v)) if not all(math.isnan(x) for x in v) else math.nan
                 for n1, v in sorted(d.items())} for m, d in acc.items()}
+
+
+register(Experiment("random", "Random two-layer generators (Fig. 4)", "random", RandomSweepConfig, random_units,
+                    random_trial, R.random_section, PAPER_LABELS, PAPER_COLORS, rank=0))

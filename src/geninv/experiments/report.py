@@ -22,8 +22,8 @@ import numpy as np
 
 from geninv.experiments.records import ERRORS, atomic_write_text, load_records, read_settings, snr_value
 
-__all__ = ["Table", "Section", "section", "write_summary", "write_index", "random_claims", "image_claims",
-           "RECOVERED_DB", "GD_SUCCESS_DB"]
+__all__ = ["Table", "Section", "section", "write_summary", "write_section_summary", "write_index", "random_claims",
+           "image_claims", "random_section", "image_section", "RECOVERED_DB", "GD_SUCCESS_DB"]
 
 #: A latent counts as recovered (exactly, in float64) above this median SNR (issue 6: 60 dB).
 RECOVERED_DB = 60.0
@@ -182,7 +182,8 @@ def random_claims(out_dir: str | os.PathLike[str]) -> list[tuple[str, str, str]]
     return claims
 
 
-def _random_section(d: Path, command: str) -> Section:
+def random_section(d: Path, command: str) -> Section:
+    """The section of a random-sweep directory (Fig. 4)."""
     from geninv.experiments.plots import uniqueness_boundaries
 
     recs = load_records(d)
@@ -256,7 +257,8 @@ def _runtime_table(secs: dict[str, list[float]], per: str) -> Table:
                  caption=f"Run time per method (wall clock, this machine; per {per})")
 
 
-def _image_section(d: Path, command: str) -> Section:
+def image_section(d: Path, command: str) -> Section:
+    """The section of an image-experiment directory (MNIST clean or inpainting)."""
     recs = [r for r in load_records(d) if r["kind"] == "solve"]
     info = read_settings(d)
     st, exp = info["settings"], info["experiment"]
@@ -296,32 +298,22 @@ def _image_section(d: Path, command: str) -> Section:
 # -- output ---------------------------------------------------------------------------------
 
 def _default_command(d: Path) -> str:
-    info = read_settings(d)
-    exp = info["experiment"]
-    sub = {"random": "random", "mnist": "mnist", "inpaint_random": "inpaint --mask random",
-           "inpaint_block": "inpaint --mask block"}.get(exp, exp)
-    return f"geninv reproduce {sub} --out {d}"
+    from geninv.experiments.registry import lookup
+
+    exp = read_settings(d)["experiment"]
+    entry = lookup(exp)
+    return f"geninv reproduce {entry.command if entry.name == exp else exp} --out {d}"
 
 
 def section(out_dir: str | os.PathLike[str], command: str | None = None) -> Section:
-    """The tables, claim checks and figures of one reproduction directory."""
+    """The tables, claim checks and figures of one reproduction directory (by its registered experiment)."""
+    from geninv.experiments.registry import lookup
+
     d = Path(out_dir)
     cmd_file = d / "command.txt"
     if command is None:
         command = cmd_file.read_text().strip() if cmd_file.exists() else _default_command(d)
-    exp = read_settings(d)["experiment"]
-    if exp == "noise":
-        from geninv.experiments import noise_exp
-
-        sec = noise_exp.section(d, command)
-    elif exp == "cs":
-        from geninv.experiments import cs_exp
-
-        sec = cs_exp.section(d, command)
-    elif exp == "random":
-        sec = _random_section(d, command)
-    else:
-        sec = _image_section(d, command)
+    sec = lookup(read_settings(d)["experiment"]).section(d, command)
     codes = sorted({str(r.get("code")) for r in load_records(d)})
     if len(codes) > 1:
         sec.notes.append(f"These records were made by {len(codes)} versions of the geninv sources "
@@ -357,6 +349,22 @@ def write_summary(out_dir: str | os.PathLike[str], command: str | None = None) -
         {"claim": c, "verdict": v, "evidence": e} for c, v, e in sec.claims]}, indent=2) + "\n")
     return d / "summary.md"
 
+
+
+def write_section_summary(sec: Section, title: str) -> Path:
+    """``summary.md`` and ``summary.json`` of one :class:`Section` (its ``extra`` dict, if any, goes into the JSON)."""
+    d = Path(sec.directory)
+    lines = [f"# {sec.title}", "", f"Command: `{sec.command}`", ""] + [n + "\n" for n in sec.notes]
+    lines += [f"![{f.stem}]({f.name})\n" for f in sec.figures]
+    lines += [t.to_md() for t in sec.tables]
+    if sec.claims:
+        lines.append(Table(["claim", "in our records", "evidence"], [list(c) for c in sec.claims],
+                           caption="Claims checked on these records").to_md())
+    atomic_write_text(d / "summary.md", "\n".join(lines) + "\n")
+    extra = getattr(sec, "extra", {})
+    atomic_write_text(d / "summary.json", json.dumps({"title": title, "command": sec.command, **extra, "claims": [
+        {"claim": c, "verdict": v, "evidence": e} for c, v, e in sec.claims]}, indent=2) + "\n")
+    return d / "summary.md"
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
