@@ -132,7 +132,7 @@ def _cmd_sample(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     def run(a: argparse.Namespace) -> int:
         from geninv.data.mnist import N_PIXELS, save_image_grid
         from geninv.exceptions import InputError
-        from geninv.model.io import load_generator
+        from geninv.model import load_generator
         from geninv.weights import load_mnist_generator
 
         if a.n < 1:
@@ -171,7 +171,7 @@ def _cmd_check_mnist_generator(sub: argparse._SubParsersAction) -> None:  # type
 
         import torch
 
-        from geninv.model.io import load_generator
+        from geninv.model import load_generator
         from geninv.train.classifier import check_mnist_generator
         from geninv.weights import load_mnist_generator
 

@@ -136,7 +136,7 @@ def _rtol(m: int, n: int, rtol: float | None) -> float:
     return max(m, n) * _EPS if rtol is None else float(rtol)
 
 
-def _check_options(
+def check_options(
     *, rtol: Any = None, max_work: Any = 0, samples: Any = 1, lp_tries: Any = None, seed: Any = 0
 ) -> dict[str, Any]:
     """The public budgets / tolerances, validated: InputError naming the argument otherwise."""
@@ -159,11 +159,12 @@ def _check_options(
 def numerical_rank(A: Any, rtol: float | None = None) -> int:
     """Rank of ``A`` (m, n): singular values above ``rtol * sigma_max`` (default ``max(m, n) eps``)."""
     M = as_matrix(A)
-    rtol = _check_options(rtol=rtol)["rtol"]
-    return _rank(M, rtol)
+    rtol = check_options(rtol=rtol)["rtol"]
+    return matrix_rank(M, rtol)
 
 
-def _rank(M: np.ndarray, rtol: float | None) -> int:
+def matrix_rank(M: np.ndarray, rtol: float | None) -> int:
+    """:func:`numerical_rank` of a float64 array ``M`` (m, n), with ``rtol`` already validated."""
     if M.size == 0:
         return 0
     s = np.linalg.svd(M, compute_uv=False)
@@ -285,11 +286,11 @@ def spark(
     (4, True)
     """
     M = as_matrix(A)
-    o = _check_options(rtol=rtol, max_work=max_work, lp_tries=lp_tries, seed=seed)
-    return _spark(M, max_work=o["max_work"], lp_tries=o["lp_tries"], rtol=o["rtol"], seed=o["seed"])
+    o = check_options(rtol=rtol, max_work=max_work, lp_tries=lp_tries, seed=seed)
+    return spark_of_array(M, max_work=o["max_work"], lp_tries=o["lp_tries"], rtol=o["rtol"], seed=o["seed"])
 
 
-def _spark(
+def spark_of_array(
     M: np.ndarray,
     *,
     max_work: int = 100_000,
@@ -460,12 +461,12 @@ def s_rank(
     M = as_matrix(W, "W")
     n_out, n_in = M.shape
     s = _check_s(s, n_out)
-    o = _check_options(rtol=rtol, max_work=max_work, samples=samples, seed=seed)
+    o = check_options(rtol=rtol, max_work=max_work, samples=samples, seed=seed)
     max_work, samples, rtol, seed = o["max_work"], o["samples"], o["rtol"], o["seed"]
     if s == 0:
         return Bound(0, 0, True, "exact: no rows")
     tol = _rtol(s, n_in, rtol)
-    r = _rank(M, rtol)
+    r = matrix_rank(M, rtol)
     norms = np.linalg.norm(M, axis=1)
     if (norms <= ZERO_COL_RTOL * max(norms.max(), 1e-300)).any() or r == 0:
         k_rows = 0
@@ -541,7 +542,7 @@ def s_coherence(
     M = as_matrix(W, "W")
     n_out, n_in = M.shape
     s = _check_s(s, n_out)
-    o = _check_options(max_work=max_work, samples=samples, seed=seed)
+    o = check_options(max_work=max_work, samples=samples, seed=seed)
     max_work, samples, seed = o["max_work"], o["samples"], o["seed"]
     if n_in < 2:
         return Bound(0.0, 0.0, True, "exact: a single column")
@@ -590,7 +591,7 @@ def s_spark(
         ``open_above`` when the upper end ``n_in + 1`` only says "possibly infinite".
     """
     M = as_matrix(W, "W")
-    o = _check_options(rtol=rtol, max_work=max_work, samples=samples, seed=seed)
+    o = check_options(rtol=rtol, max_work=max_work, samples=samples, seed=seed)
     b = _s_spark(M, s, max_work=o["max_work"], samples=o["samples"], rtol=o["rtol"], seed=o["seed"])
     return replace(b, n_cols=int(M.shape[1]))
 
@@ -615,10 +616,10 @@ def _s_spark(
         j = int(np.flatnonzero(col_zeros >= s)[0])
         return Bound(1, 1, True, f"exact: column {j} has {int(col_zeros[j])} >= s zeros, so some W^S has a zero column")
     total = math.comb(n_out, s)
-    r = _rank(M, rtol)
+    r = matrix_rank(M, rtol)
     if total <= max(1, max_work // max(1, n_in)):
         share = max(1, max_work // total)
-        bounds = [_spark(M[list(S)], max_work=share, lp_tries=0, rtol=rtol)
+        bounds = [spark_of_array(M[list(S)], max_work=share, lp_tries=0, rtol=rtol)
                   for S in itertools.combinations(range(n_out), s)]
         lo = min(b.lower for b in bounds)
         hi = min(b.upper for b in bounds)
@@ -631,7 +632,7 @@ def _s_spark(
     lower = n_in + 1 if mu_bar <= 0 else 2 if mu_bar >= 1.0 else max(2, math.ceil(1 + 1 / mu_bar - 1e-12))
     upper, how = min(s, r) + 1, "min(s, rank W) + 1"
     for idx in _sample_subsets(n_out, s, samples, seed):
-        b = _spark(M[idx], max_work=0, lp_tries=0, rtol=rtol)
+        b = spark_of_array(M[idx], max_work=0, lp_tries=0, rtol=rtol)
         if b.upper < upper:
             upper, how = int(b.upper), f"minimum over {samples} sampled row subsets"
     if lower >= n_in + 1:

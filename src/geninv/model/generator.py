@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -10,11 +11,12 @@ import torch
 from torch import Tensor, nn
 
 from geninv._validate import as_batch, as_device, as_dtype, as_int
-from geninv.exceptions import InputError, NumericalError, ShapeError
+from geninv.exceptions import GenInvError, InputError, ModelFileError, NumericalError, ShapeError
 from geninv.model.activations import Activation, get_activation
+from geninv.model.io import read_layers, write_layers
 from geninv.model.layers import Layer, layers_from_torch
 
-__all__ = ["Generator", "Trace", "random_generator"]
+__all__ = ["Generator", "Trace", "random_generator", "save_generator", "load_generator"]
 
 
 @dataclass(frozen=True)
@@ -219,9 +221,7 @@ class Generator:
     # -- io -----------------------------------------------------------------------
     def save(self, path: str) -> None:
         """Write the generator as one safetensors file with its architecture as JSON metadata."""
-        from geninv.model.io import save_generator
-
-        save_generator(self, path)
+        write_layers(self.layers, path)
 
     def __repr__(self) -> str:
         arch = " -> ".join(str(d) for d in self.dims)
@@ -294,3 +294,30 @@ def random_generator(
         act = act_out if i == len(dims) - 2 else Activation("relu")
         layers.append(Layer(W.to(device, dtype), b.to(device, dtype), act))
     return Generator(layers)
+
+
+def save_generator(G: Generator, path: str | os.PathLike[str]) -> None:
+    """Write ``G`` to ``path`` atomically (the same file as :meth:`Generator.save`)."""
+    write_layers(G.layers, path)
+
+
+def load_generator(path: str | os.PathLike[str], *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> Generator:
+    """Load a generator written by :meth:`Generator.save`.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is missing, not safetensors (a pickle or zip is refused unread),
+        truncated, corrupt, or its weights do not match its architecture.
+    """
+    if dtype is not None:
+        dtype = as_dtype(dtype)
+    device = as_device(device)
+    layers = read_layers(path)
+    try:
+        G = Generator(layers)
+    except GenInvError as e:
+        raise ModelFileError(f"path {os.fsdecode(path)!r}: expected a consistent generator, received an inconsistent one: {e}") from None
+    if dtype is not None or str(device) != "cpu":
+        G = G.to(device, dtype)
+    return G

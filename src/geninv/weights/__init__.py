@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from geninv.exceptions import ModelFileError
+from geninv.model import load_generator
 from geninv.model.generator import Generator
-from geninv.model.io import load_generator
 
 __all__ = ["mnist_generator_path", "mnist_generator_record", "load_mnist_generator"]
 
