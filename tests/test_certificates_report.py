@@ -64,7 +64,7 @@ def lasso_cd(A, v, lam, tol=1e-14, max_sweeps=100_000):
 
 
 def layered_bp_reference(G, y, lams):
-    """Layered BP of SPEC sec. 5 (Lagrangian form), supports = nonzeros of each LASSO estimate."""
+    """Layered BP of docs/method.md sec. 5 (Lagrangian form), supports = nonzeros of each LASSO estimate."""
     Ws = [W.numpy() for W in G.weights]
     bs = [b.numpy() for b in G.biases]
     L = G.n_hidden

@@ -251,7 +251,7 @@ def test_nan_or_inf_in_y():
 
 # Methods that read phi^{-1}(y) and so need y inside the output activation's open range. The
 # others fit phi(.) to y and accept any finite y (a noisy tanh image may leave (-1, 1)):
-# Layered BP's and Latent-Pursuit's image_domain="auto" then take the signal form (SPEC eq. 8);
+# Layered BP's and Latent-Pursuit's image_domain="auto" then take the signal form (eq. (8));
 # "signal" is also tried explicitly for Latent-Pursuit.
 PHI_INVERSE_METHODS = ("oracle", "lp_layerwise")
 

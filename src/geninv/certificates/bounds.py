@@ -1,6 +1,6 @@
 r"""Theorem 2: stability of Layered Basis-Pursuit, as a computable layer-by-layer error bound.
 
-Layered Basis-Pursuit (SPEC sec. 5, Lagrangian form) estimates the layers from the top:
+Layered Basis-Pursuit (docs/method.md sec. 5, Lagrangian form) estimates the layers from the top:
 
 .. math::
 
@@ -41,7 +41,7 @@ form), with every constant computed from the actual supported matrices. Derivati
 With unit-norm columns and coherence :math:`\mu`, Gershgorin gives
 :math:`\|\mathcal G^{-1}\|_\infty \le 1/(1 - (s-1)\mu)` and
 :math:`\mathrm{ERC} \ge (1 - (2s - 1)\mu)/(1 - (s - 1)\mu)`, positive exactly when
-:math:`s < (1 + 1/\mu)/2`: that is the coherence condition of SPEC sec. 5, which we report
+:math:`s < (1 + 1/\mu)/2`: that is the coherence condition of docs/method.md sec. 5, which we report
 separately (:func:`coherence_condition`); the bound below uses the sharper exact ERC.
 
 **Propagation.** Layer :math:`L` uses :math:`A = W_{L+1}` (all rows), :math:`\Lambda = S_L` and the

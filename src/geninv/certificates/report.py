@@ -3,7 +3,7 @@
 :func:`certify` answers "is *this* signal's inverse unique, and how stable is it?";
 :func:`certify_architecture` answers "how invertible is this network in practice?".
 
-Meaning of ``unique`` (SPEC sec. 3): Theorem 1 shows that ``z`` is the only latent whose hidden
+Meaning of ``unique`` (docs/method.md sec. 3): Theorem 1 shows that ``z`` is the only latent whose hidden
 layers are at most as dense as this signal's (``||x_i'||_0 <= s_i``) and that produces the same
 image. So
 

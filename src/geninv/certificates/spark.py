@@ -1,6 +1,6 @@
 """Spark, s-rank, s-spark and s-coherence: exact for small matrices, certified intervals otherwise.
 
-Definitions (SPEC sec. 2), for ``A`` of shape (m, n) and ``W`` of shape (n_out, n_in):
+Definitions (docs/method.md sec. 2), for ``A`` of shape (m, n) and ``W`` of shape (n_out, n_in):
 
 - ``spark(A)``: the smallest number of linearly dependent columns of ``A``.
 - ``rank_s(W) = min_{|S| = s} rank(W^S)``, ``spark_s(W) = min_{|S| = s} spark(W^S)``,

@@ -1,4 +1,4 @@
-"""Latent-Pursuit (SPEC sec. 6; the paper's Algorithms 3, 4 and 5)."""
+"""Latent-Pursuit (docs/method.md sec. 6; the paper's Algorithms 3, 4 and 5)."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def latent_pursuit(
         (``"x_L"``, ..., ``"z"``), ``x`` (the stage's full-batch estimate), ``active``,
         ``change`` and ``objective``.
     image_domain : {"auto", "pre", "signal"}
-        Form of the image-layer problem. ``"signal"``: SPEC eq. 8,
+        Form of the image-layer problem. ``"signal"``: eq. (8),
         ``min_{x>=0} 1/2 ||A (y - phi(W x + b))||^2 + lam 1^T x``. ``"pre"``: the convex
         pre-activation form ``min_{x>=0} 1/2 ||M (phi^{-1}(y) - b - W x)||^2 + lam 1^T x``,
         available for an invertible ``phi`` and a pixel mask or no measure. ``"auto"`` (default)
@@ -145,7 +145,7 @@ def latent_pursuit(
        (with per-sample gradient restart). ``L = ||W^T M W||`` (pre) or that times
        ``sup phi'^2 + sup|phi''| sup|phi(a) - y|`` (signal, a global bound of the Hessian of the
        loss in the pre-activation; for a general operator ``A`` the same with ``||A||^2 ||W||^2``).
-    2. Middle layers ``i = L-1, ..., 1`` (linearized ADMM, SPEC eq. 9-12), with
+    2. Middle layers ``i = L-1, ..., 1`` (linearized ADMM, eq. (9)-(12)), with
        ``A = W_{i+1}^S``, ``C = W_{i+1}^{S^c}``, ``S = supp(x_{i+1})``::
 
            x <- max(0, x - mu (A^T (A x + b^S - x_{i+1}^S) + rho C^T (C x + b^{S^c} - u + v) + lam))
@@ -153,7 +153,7 @@ def latent_pursuit(
            v <- v + C x + b^{S^c} - u
 
        with ``mu = 1/||A^T A + rho C^T C||_2`` (batched power iteration over the masked full
-       matrices; the condition of SPEC eq. 12 is checked, a user ``mu`` above it raises).
+       matrices; the condition of eq. (12) is checked, a user ``mu`` above it raises).
     3. First layer (eq. 16-18): the same iteration for ``z`` without the projection and with
        ``gamma z`` in the gradient (``mu = 1/(||A^T A + rho C^T C|| + gamma)``), warm-started
        from ``pinv(W_1^{S_1}) (x_1^{S_1} - b_1^{S_1})``.

@@ -10,12 +10,12 @@ Parameter rules (the statistics of one LASSO step, applied layer by layer; see
   layer's matrix, ``sigma_in`` the per-entry noise of the layer's data): the smallest weight for
   which, with high probability, no pure-noise correlation ``|a_j^T e|`` exceeds ``lam``, so
   no unit outside the true support is switched on by the noise (a false positive turns a true
-  inequality into a wrong equality in the layer below; SPEC sec. 6 practical notes).
+  inequality into a wrong equality in the layer below; docs/method.md sec. 9.1).
 * ``sigma_i``, the per-entry noise of the estimate of layer ``i``, propagated as the Oracle's
   (least squares on the estimated support): ``sigma_i = sigma_in sqrt(tr((M^T M)^{-1}) / s_i)``.
 * ``eps_i = sigma_in sqrt(r_i)`` (``r_i`` rows of the layer's data): the expected l2 size of the
   layer's data noise, Theorem 2's ``eps`` (reported; the solver uses the Lagrangian form).
-* ``gamma`` (first layer, SPEC eq. 16) ``= sigma_1^2 / sigma_z^2``: the Gaussian MAP weight of
+* ``gamma`` (first layer, eq. (16)) ``= sigma_1^2 / sigma_z^2``: the Gaussian MAP weight of
   ``z ~ N(0, sigma_z^2 I)`` given ``x_1`` with per-entry noise ``sigma_1``; and for the final
   fit on the whole network ``gamma_end = sigma^2 / sigma_z^2`` (the exact MAP for white image noise).
 """
@@ -244,7 +244,7 @@ def _fista(f: LinearLS | SignalLS, t: Tensor, w: Tensor | None, lip: Tensor, lam
 def _ladmm(W: Tensor, b: Tensor, c: Tensor, s: Tensor, sc: Tensor, lam: Tensor, gamma: Tensor, x0: Tensor, *, nonneg: bool,
            rho: float, max_iter: int, tol: float, check_every: int, power_iters: int, callback: Callback | None,
            stage: str) -> Any:
-    """Linearized ADMM of SPEC eq. 9 / 16 with per-sample ``lam`` and ``gamma`` (B, 1) and an
+    """Linearized ADMM of eq. (9) / (16) with per-sample ``lam`` and ``gamma`` (B, 1) and an
     explicit inequality set ``sc`` (0/1, disjoint from the equality set ``s``; rows in neither
     are left free).
 
@@ -252,7 +252,7 @@ def _ladmm(W: Tensor, b: Tensor, c: Tensor, s: Tensor, sc: Tensor, lam: Tensor, 
     and whose inequality set is the complement of ``s``):
     ``x <- P(x - mu (A^T (A x + b^S - c^S) + rho C^T (C x + b^{S^c} - u + v) + lam + gamma x))``,
     ``u <- min(0, C x + b^{S^c} + v)``, ``v <- v + C x + b^{S^c} - u``, with
-    ``mu_b = 1 / (||A^T A + rho C^T C||_2 + gamma_b)`` (SPEC eq. 12).
+    ``mu_b = 1 / (||A^T A + rho C^T C||_2 + gamma_b)`` (eq. (12)).
     """
     mu0 = ladmm_mu(W, s, rho=rho, gamma=0.0, power_iters=power_iters)
     mu = 1.0 / (1.0 / mu0 + gamma)
@@ -325,8 +325,8 @@ def noisy_pursuit(
     noise_level : float, Tensor of shape (B,), or "auto"
         ``sigma``; ``"auto"`` estimates it per signal (:func:`estimate_noise`).
     method : {"latent_pursuit", "layered_bp"}
-        Which pursuit: the middle layers with the next layer's zeros as inequalities (SPEC eq. 9,
-        linearized ADMM) or plain nonnegative LASSO (SPEC sec. 5, FISTA).
+        Which pursuit: the middle layers with the next layer's zeros as inequalities (eq. (9),
+        linearized ADMM) or plain nonnegative LASSO (docs/method.md sec. 5, FISTA).
     lam_scale : float
         Multiplies every ``lam_i`` of the universal rule (default 0.1, measured: see Notes).
     sigma_z : float
@@ -347,7 +347,7 @@ def noisy_pursuit(
     support_tol, rho, check_every, power_iters :
         As in :func:`geninv.latent_pursuit`.
     refine : {"network", "supports", "none"}
-        Final fit of ``z``. ``"network"`` (default): the debiasing of SPEC sec. 6 (supports frozen,
+        Final fit of ``z``. ``"network"`` (default): the debiasing of docs/method.md sec. 6.4 (supports frozen,
         with support refinement) followed by Gauss-Newton on the whole network
         (:func:`geninv.solvers.hybrid.gauss_newton_refine`) on the MAP objective
         ``1/2 ||A (y - G(z))||^2 + gamma_end/2 ||z||^2``; ``"supports"``: the debiasing only;

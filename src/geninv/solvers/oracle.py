@@ -1,4 +1,4 @@
-"""The Oracle (SPEC sec. 4; the paper's Algorithms 1 and 6): inversion with known supports."""
+"""The Oracle (docs/method.md sec. 4; the paper's Algorithms 1 and 6): inversion with known supports."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def oracle(
     mask : Tensor of shape (n,) or (B, n), bool, optional
         Shorthand for ``measure=Mask(mask)``.
     mode : {"auto", "layerwise", "end_to_end"}
-        ``"layerwise"``: SPEC sec. 4 exactly, one pseudo-inverse per layer (needs
+        ``"layerwise"``: docs/method.md sec. 4 exactly, one pseudo-inverse per layer (needs
         ``phi^{-1}``, so an invertible output activation and a pixel mask or no measure, or
         an identity output with any linear operator). ``"end_to_end"``: fit ``z`` through the
         whole network with the supports frozen (Gauss-Newton in the signal domain; the

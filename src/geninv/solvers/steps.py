@@ -65,7 +65,7 @@ class LinearLS(NamedTuple):
 
 
 class SignalLS(NamedTuple):
-    """``f(x) = 1/2 || A phi(x W^T + b) - y ||^2`` (SPEC eq. 8 in the signal domain), batched.
+    """``f(x) = 1/2 || A phi(x W^T + b) - y ||^2`` (eq. (8) in the signal domain), batched.
 
     ``A`` is either a 0/1 diagonal given as ``w`` (B, n) (None: identity) or an operator with
     ``forward``/``adjoint`` (then ``w`` must be None). The gradient is
@@ -278,7 +278,7 @@ def ladmm_step(
     gamma: float = 0.0,
     nonneg: bool = True,
 ) -> LadmmState:
-    """One linearized-ADMM step for SPEC eq. 9 (``nonneg=True``) or eq. 16 (``nonneg=False``).
+    """One linearized-ADMM step for eq. (9) (``nonneg=True``) or eq. (16) (``nonneg=False``).
 
     Problem, with ``A = W^S`` (rows in the support S of the next layer), ``C = W^{S^c}``:
     ``min 1/2 ||c^S - b^S - A x||^2 + lam 1^T x + gamma/2 ||x||^2``
@@ -293,7 +293,7 @@ def ladmm_step(
         v <- v + C x + b^{S^c} - u
 
     where ``P_+`` is ``max(., 0)`` when ``nonneg`` and the identity otherwise. Converges when
-    ``mu <= 1 / ||A^T A + rho C^T C + gamma I||_2`` (SPEC eq. 11-12: the proximal matrix
+    ``mu <= 1 / ||A^T A + rho C^T C + gamma I||_2`` (eq. (11)-(12): the proximal matrix
     ``I / mu - A^T A - rho C^T C - gamma I`` is positive semidefinite). The multiplier of the
     constraint ``C x + b <= 0`` is ``rho v``.
 

@@ -2,8 +2,8 @@
 
 * :func:`fista_layer`: ``min_{x >= 0} f(x) + lam 1^T x`` with ``f`` a row-masked least squares
   (pre-activation image layer, Layered Basis-Pursuit layers) or the signal-domain image-layer
-  loss of SPEC eq. 8.
-* :func:`ladmm_layer`: the constrained middle / first layer problems of SPEC eq. 9 and 16 by
+  loss of eq. (8).
+* :func:`ladmm_layer`: the constrained middle / first layer problems of eq. (9) and (16) by
   linearized ADMM.
 """
 
@@ -154,7 +154,7 @@ def image_lipschitz(W: Tensor, meas: Measurement, phi: Activation | None, *, pow
 
 
 def ladmm_mu(W: Tensor, s: Tensor, *, rho: float, gamma: float, power_iters: int) -> Tensor:
-    """Largest step allowed by SPEC eq. 12: ``1 / ||A^T A + rho C^T C + gamma I||_2`` per sample.
+    """Largest step allowed by eq. (12): ``1 / ||A^T A + rho C^T C + gamma I||_2`` per sample.
 
     ``A^T A + rho C^T C = W^T diag(s + rho (1 - s)) W``, so this is one batched power
     iteration on the masked full matrix (exact and cached when ``rho == 1``). Returns (B, 1).
@@ -186,7 +186,7 @@ def ladmm_layer(
     callback: Callback | None,
     stage: str,
 ) -> tuple[LoopOutput, Tensor]:
-    """Linearized ADMM for one middle layer (SPEC eq. 9) or the first layer (eq. 16).
+    """Linearized ADMM for one middle layer (eq. (9)) or the first layer (eq. (16)).
 
     Parameters
     ----------
@@ -214,7 +214,7 @@ def ladmm_layer(
         if mu <= 0 or bool((mu > mu_max * (1 + 1e-12)).any()):
             raise InputError(
                 f"mu: expected 0 < mu <= 1/||A^T A + rho C^T C + gamma I||_2 = {float(mu_max.min()):.6g} "
-                f"(SPEC eq. 12, convergence of linearized ADMM), received {mu!r}"
+                f"(eq. (12), convergence of linearized ADMM), received {mu!r}"
             )
         mu_t = torch.full_like(mu_max, float(mu))
     data = ladmm_data(c, s, mu_t, lam, rho)
