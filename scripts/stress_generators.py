@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Stress run of issue 8: invert N random generators with every method, and find any NaN.
+"""Stress run: invert N random generators with every method, and find any NaN.
 
 Generator i (seeded by i, so any failure is reproducible alone with ``--only i``) has 1 to 3
 hidden ReLU layers, widths 5 to ``--max-width``, n_0 in 2..20, biases or not, an output

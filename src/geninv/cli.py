@@ -50,11 +50,11 @@ def _cmd_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         from geninv.experiments.demo import reproduce_cli
 
         methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
-        if a.experiment in ("noise", "cs"):  # issue 9
-            from geninv.experiments.noise_exp import reproduce_issue9
+        if a.experiment in ("noise", "cs"):
+            from geninv.experiments.noise_exp import reproduce_noise_cs
 
-            return reproduce_issue9(a.experiment, quick=a.quick, out=a.out, trials=a.trials, seed=a.seed,
-                                    methods=methods, progress=not a.no_progress, grid=a.grid)
+            return reproduce_noise_cs(a.experiment, quick=a.quick, out=a.out, trials=a.trials, seed=a.seed,
+                                      methods=methods, progress=not a.no_progress, grid=a.grid)
         if a.experiment == "report":
             return reproduce_cli("report", out=a.out)
         return reproduce_cli(a.experiment, mask=a.mask, quick=a.quick, out=a.out, trials=a.trials, seed=a.seed,
@@ -396,7 +396,7 @@ def _cmd_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         description="Time every inversion method on the MNIST generator (shipped weights, or a random stand-in) and a "
         "random 20-200-600 tanh generator at several batch sizes, each configuration in a fresh process: time per "
         "signal, final SNR, peak memory, GFLOP/s against the measured fp32 matmul peak, time to a target SNR, "
-        "and issue 7's targets as ratios. Take final numbers on an idle machine (see --wait-load).",
+        "and the performance targets (speed against gd, share of the matmul peak, a thousand images) as ratios. Take final numbers on an idle machine (see --wait-load).",
     )
     p.add_argument("--quick", action="store_true", help="batches 1,64, short budgets, no profile (a few minutes)")
     p.add_argument("--out", default="benchmarks/results", help="output directory (default benchmarks/results)")

@@ -3,7 +3,7 @@
 ``geninv demo`` runs the quick versions of all three reproductions (random sweep, MNIST,
 inpainting with the random and the block mask) into ``results/quick/`` and writes the
 one-page ``results/index.html`` (and ``results/results.md``) with every figure and table.
-A part whose ingredients have not landed (e.g. the shipped MNIST generator) is skipped with
+A part whose ingredients are missing (e.g. the shipped MNIST generator) is skipped with
 the reason printed and shown on the page.
 """
 
@@ -183,7 +183,7 @@ def run_demo(seed: int = 0, batch: int = 16, *, results: str | Path = RESULTS, p
         Number of images inverted in each MNIST experiment (clean, random mask, block mask).
     experiments : sequence of str
         A subset of ``("random", "mnist", "inpaint", "noise", "cs")`` (all by default; the last
-        two are issue 9's noisy-signal and compressed-sensing experiments, quick versions).
+        two are the noisy-signal and compressed-sensing experiments, quick versions).
     """
     from geninv.exceptions import InputError
     from geninv.experiments.common import mnist_status
@@ -222,11 +222,11 @@ def run_demo(seed: int = 0, batch: int = 16, *, results: str | Path = RESULTS, p
     for exp in ("noise", "cs"):
         if exp not in experiments:
             continue
-        from geninv.experiments.noise_exp import reproduce_issue9
+        from geninv.experiments.noise_exp import reproduce_noise_cs
 
         print(f"== geninv reproduce {exp} --quick", file=sys.stderr)
         try:
-            reproduce_issue9(exp, quick=True, seed=seed, progress=progress, results=root)
+            reproduce_noise_cs(exp, quick=True, seed=seed, progress=progress, results=root)
         except GenInvError as e:
             msg = f"{exp} skipped: {e}"
             print(msg, file=sys.stderr)

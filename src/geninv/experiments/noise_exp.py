@@ -1,4 +1,4 @@
-"""Noisy signals (issue 9): SNR of ``z`` and of every layer against the input SNR, for every
+"""Noisy signals: SNR of ``z`` and of every layer against the input SNR, for every
 method, beside the Oracle's expected error (Theorem 3) and the Theorem 2 bound.
 
 Two parts, both in one reproduction directory:
@@ -59,7 +59,7 @@ from geninv.experiments.records import (
 )
 
 __all__ = ["NoiseConfig", "run_noise", "NOISE_METHODS", "load_generator_for", "noise_summary", "STAND_IN_DIMS",
-           "reproduce_issue9"]
+           "reproduce_noise_cs"]
 
 NOISE_METHODS = ("oracle", "oracle_e2e", "layered_bp", "latent_pursuit", "layered_bp_auto", "latent_pursuit_auto",
                  "latent_pursuit_sigma", "hybrid_auto", "gd", "adam")
@@ -478,7 +478,7 @@ def section(out_dir: str | Path, command: str | None = None, generator: str | No
     theory = [r for r in recs if r.get("kind") == "theory"]
     bound = [r for r in recs if r.get("kind") == "bound"]
     st = read_settings(out_dir)["settings"]
-    sec = Section("Noisy signals y = G(z) + e (issue 9)", out_dir, command or "geninv reproduce noise")
+    sec = Section("Noisy signals y = G(z) + e", out_dir, command or "geninv reproduce noise")
     sec.notes.append(f"Generator: {generator or st.get('generator_description') or st['generator']}; white Gaussian noise at the input SNR of each column "
                      "(per image); SNRs against the clean layers. Oracle (layer-wise) is the paper's Algorithm 1; "
                      "Oracle (end to end) fits z through the network with the true supports. Theorem 3 rows: the "
@@ -533,7 +533,7 @@ def _write_summary(sec: Any, title: str) -> Path:
     lines += [t.to_md() for t in sec.tables]
     if sec.claims:
         lines.append(Table(["claim", "in our records", "evidence"], [list(c) for c in sec.claims],
-                           caption="Claims of issue 9").to_md())
+                           caption="Claims on noisy signals").to_md())
     atomic_write_text(d / "summary.md", "\n".join(lines) + "\n")
     extra = getattr(sec, "extra", {})
     atomic_write_text(d / "summary.json", json.dumps({"title": title, "command": sec.command, **extra, "claims": [
@@ -542,14 +542,14 @@ def _write_summary(sec: Any, title: str) -> Path:
 
 
 def noise_summary(out_dir: str | Path, command: str | None = None, generator: str | None = None) -> Path:
-    """``summary.md`` and ``summary.json``: median SNR per method, layer and input SNR; the claims of issue 9."""
-    return _write_summary(section(out_dir, command, generator), "Noisy signals (issue 9)")
+    """``summary.md`` and ``summary.json``: median SNR per method, layer and input SNR; the claims on noisy signals."""
+    return _write_summary(section(out_dir, command, generator), "Noisy signals")
 
 
 # -- the command line ------------------------------------------------------------------------------
 
 
-def reproduce_issue9(
+def reproduce_noise_cs(
     experiment: str,
     *,
     quick: bool = False,

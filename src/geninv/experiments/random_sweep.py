@@ -52,7 +52,7 @@ _DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "adam": {},
     "layered_bp:nodebias": {"debias": False},
     "latent_pursuit:nodebias": {"debias": False},
-    "hybrid": {},  # issue 9: pursuit + Gauss-Newton + fallback (geninv.solvers.hybrid)
+    "hybrid": {},  # pursuit + Gauss-Newton + fallback (geninv.solvers.hybrid)
 }
 _SEEDED = {"gd", "adam", "hybrid"}  # solvers with a random initialisation (the hybrid's fallback)
 

@@ -1,5 +1,5 @@
 """A hybrid inverter: layer-wise pursuit, then Gauss-Newton on the whole network, with a
-gradient-based fallback decided per signal by the residual (issue 9; the paper's "future work").
+gradient-based fallback decided per signal by the residual (the paper's "future work").
 
 Latent-Pursuit recovers ``z`` exactly while every layer can be inverted on its own
 (``s_L < n/2``, Corollary 1) and fails in the third regime of Fig. 4 (``n_1 >> n``), where
@@ -319,7 +319,7 @@ def hybrid(
     Notes
     -----
     The rule (chosen from measurements on random ``[20, n_1, 600]`` tanh generators, float64,
-    ``n_1 = 30 ... 2000``; see ``docs``/the final report of issue 9):
+    ``n_1 = 30 ... 2000``; the numbers are quoted below):
 
     1. **Pursuit.** Latent-Pursuit (with debiasing), each stage capped at ``pursuit_iter``
        iterations: in the third regime (``s_L > n/2``) the image-layer problem has no unique

@@ -79,12 +79,13 @@ def latent_pursuit(
         Absolute l1 weight of the image and middle layers. Default None: ``lam_rel * lam_max``
         per sample and layer, ``lam_max`` being the smallest weight that makes ``x = 0`` optimal.
     lam_rel : float
-        Relative l1 weight used when ``lam`` is None (default 1e-4: the noiseless setting; raise
+        Relative l1 weight used when ``lam`` is None (default 1e-6: the noiseless setting; raise
         it for noisy signals).
     rho : float
         Linearized-ADMM penalty (default 1, for which the step ``mu = 1/||W||^2`` is exact).
     gamma : float
-        Weight of the Gaussian prior ``gamma/2 ||z||^2`` of the first layer (eq. 16; default 1e-3).
+        Weight of the Gaussian prior ``gamma/2 ||z||^2`` of the first layer (eq. 16; default 0.0:
+        no prior, the first layer is a constrained least-squares fit).
     max_iter : int
         Iteration cap of each stage (image layer, each middle layer, first layer; default 2000).
     tol : float, optional
