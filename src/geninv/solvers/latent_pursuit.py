@@ -164,22 +164,17 @@ def latent_pursuit(
     Supports are ``x_j > support_tol * max_j x_j``. Every stage runs for the whole batch with
     matrix-matrix products; per-sample supports are 0/1 masks on full matrices; convergence is
     decided per sample every ``check_every`` iterations and finished samples leave the working
-    batch. Image domain (measured, float64, batch 64, random ``[20, n_1, 600]`` tanh generators,
-    ``n_1`` in 30..1000): both forms reach the same z SNR for every ``n_1``, and the pre-activation
-    form needs fewer iterations of a cheaper step (image-layer iterations pre / signal: 44 / 71 at
-    ``n_1 = 200``, 99 / 156 at 400; a signal-domain step costs three products instead of two because
-    its step needs backtracking: tanh's curvature has no useful global bound), so ``"auto"`` takes
-    ``"pre"`` wherever it is available.
+    batch. Image domain: both forms reach the same z SNR, and the pre-activation form needs fewer
+    iterations of a cheaper step (a signal-domain step costs three products instead of two because
+    it needs backtracking: tanh's curvature has no useful global bound), so ``"auto"`` takes
+    ``"pre"`` wherever it is available (docs/method.md sec. 9.2; the measurements are in
+    benchmarks/NOTES.md).
 
     Image-layer warm start (``warm_start``, pre-activation form, unless a sample observes fewer
     pixels than ``n_L``): FISTA starts from ``max(pinv(M W_{L+1}) M (phi^{-1}(y) - b_{L+1}), 0)``,
-    exact for noiseless signals, so it stops at its first check; from zero it needed 190-350
-    iterations on the shipped MNIST generator and, in float32, stopped (``tol`` 1e-5) with
-    off-support entries above ``support_tol``, whose false supports then failed the lower
-    layers. Measured, shipped MNIST generator, float32, one thread: clean, batch 512: 14.0 s
-    and median image SNR 107 dB (10 % quantile 19 dB) from zero, 2.3 s and 133.5 dB (10 %:
-    130 dB) warm; per-sample random masks hiding 45 %, batch 64: 1.9 s and 20 dB from zero,
-    0.46 s and 133 dB warm.
+    exact for noiseless signals, so it stops at its first check. From zero, float32 FISTA stops
+    (``tol`` 1e-5) with off-support entries above ``support_tol``, whose false supports then fail
+    the lower layers (docs/method.md sec. 9.3; the measurements are in benchmarks/NOTES.md).
 
     Examples
     --------

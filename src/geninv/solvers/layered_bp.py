@@ -119,10 +119,9 @@ def layered_bp(
     problem is solved for the whole batch by FISTA with step ``1 / ||W^T diag(s_b) W||``
     (batched power iteration), the row supports ``s_b`` being 0/1 masks on the full matrix.
     The warm start changes where FISTA starts, not the problem it solves: from zero, in
-    float32, the image layer stopped (``tol`` 1e-5) with off-support entries above
-    ``support_tol`` on the shipped MNIST generator, and those false supports failed the layers
-    below (measured, batch 256, one thread: 5.1 s, median image SNR 93 dB, 10 % quantile 19 dB;
-    warm: 1.0 s, 133 dB, 10 %: 130 dB).
+    float32, the image layer stops (``tol`` 1e-5) with off-support entries above
+    ``support_tol``, and those false supports fail the layers below (docs/method.md sec. 9.3;
+    the measurements are in benchmarks/NOTES.md).
 
     Examples
     --------
