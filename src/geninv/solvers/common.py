@@ -101,9 +101,8 @@ def choose_domain(image_domain: object, G: Generator, y: Tensor, meas: Measureme
     'auto' is 'pre' when the output activation is invertible and the measurement diagonal (a
     pixel mask or none), 'signal' otherwise (ReLU outputs, general operators). When some
     observed entry of ``y`` lies outside the activation's range, 'auto' gives 'signal' if
-    ``out_of_range == "signal"`` (Latent-Pursuit: fit phi(.) to noisy data) and 'pre' otherwise,
-    whose ``phi^{-1}(y)`` then raises DomainError (Layered Basis-Pursuit, which docs/method.md sec. 5
-    defines on ``phi^{-1}(y)``).
+    ``out_of_range == "signal"`` (the default, which every pursuit uses: fit phi(.) to noisy data)
+    and 'pre' otherwise, whose ``phi^{-1}(y)`` then raises DomainError.
     """
     if image_domain not in ("auto", "pre", "signal"):
         raise InputError(f"image_domain: expected 'auto', 'pre' or 'signal', received {describe(image_domain)}")
