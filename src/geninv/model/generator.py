@@ -313,7 +313,7 @@ def load_generator(path: str | os.PathLike[str], *, dtype: torch.dtype | None = 
     if dtype is not None:
         dtype = as_dtype(dtype)
     device = as_device(device)
-    layers = read_layers(path)
+    layers, _ = read_layers(path)
     try:
         G = Generator(layers)
     except GenInvError as e:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +29,17 @@ FORMAT = "geninv.generator/1"
 _MAX_HEADER = 100 * 2**20
 
 
-def write_layers(layers: Sequence[Layer], path: str | os.PathLike[str]) -> None:
-    """Write a generator's ``layers`` to ``path`` atomically (write to a temporary file, then rename)."""
+def write_layers(layers: Sequence[Layer], path: str | os.PathLike[str], *, extra: Mapping[str, Any] | None = None) -> None:
+    """Write a generator's ``layers`` to ``path`` atomically (write to a temporary file, then rename).
+
+    ``extra``: further JSON entries of the architecture record (read back by :func:`read_layers`).
+    """
     from safetensors.torch import save_file
 
     path = _as_path(path)
     tensors = {}
     dims = [layers[0].n_in] + [layer.n_out for layer in layers]
-    arch: dict[str, Any] = {"format": FORMAT, "dims": dims, "layers": []}
+    arch: dict[str, Any] = {**(extra or {}), "format": FORMAT, "dims": dims, "layers": []}
     for i, layer in enumerate(layers):
         tensors[f"layers.{i}.W"] = layer.W.detach().cpu().contiguous()
         tensors[f"layers.{i}.b"] = layer.b.detach().cpu().contiguous()
@@ -110,8 +113,9 @@ def _sniff(path: Path, data: bytes) -> None:
         )
 
 
-def read_layers(path: str | os.PathLike[str]) -> list[Layer]:
-    """The layers stored by :func:`write_layers` (float tensors on the CPU, as stored).
+def read_layers(path: str | os.PathLike[str]) -> tuple[list[Layer], dict[str, Any]]:
+    """The layers stored by :func:`write_layers` (tensors on the CPU, as stored) and the
+    architecture record (a dict: ``format``, ``dims``, ``layers``, any ``extra`` entries).
 
     Raises
     ------
@@ -172,4 +176,4 @@ def read_layers(path: str | os.PathLike[str]) -> list[Layer]:
         raise ModelFileError(f"path {str(path)!r}: expected geninv architecture metadata ({FORMAT}), received malformed metadata ({what})") from None
     except GenInvError as e:
         raise ModelFileError(f"path {str(path)!r}: expected a consistent generator, received an inconsistent one: {e}") from None
-    return layers
+    return layers, arch
