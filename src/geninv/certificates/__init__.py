@@ -18,7 +18,8 @@ from geninv.certificates.bounds import (
 )
 from geninv.certificates.coherence import babel, coherence_of_rows, mutual_coherence, welch_bound
 from geninv.certificates.report import ArchitectureReport, Certificate, Condition, certify, certify_architecture
-from geninv.certificates.spark import Bound, numerical_rank, s_coherence, s_rank, s_spark, spark
+from geninv.certificates.spark import Bound, numerical_rank, spark
+from geninv.certificates.subsets import s_coherence, s_rank, s_spark
 
 __all__ = [
     "mutual_coherence", "coherence_of_rows", "welch_bound", "babel",

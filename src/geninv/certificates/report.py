@@ -30,7 +30,8 @@ from torch import Tensor
 
 from geninv.certificates.bounds import Theorem2Bound, coherence_condition, json_number, theorem2_bound_one
 from geninv.certificates.coherence import mutual_coherence, single_thread_blas
-from geninv.certificates.spark import Bound, matrix_rank, s_coherence, s_rank, s_spark, spark_of_array
+from geninv.certificates.spark import Bound, matrix_rank, spark_of_array
+from geninv.certificates.subsets import s_coherence, s_rank, s_spark
 from geninv.exceptions import InputError, describe
 from geninv.model.generator import Generator
 
