@@ -102,7 +102,12 @@ def stated_defaults(entry: str, position: int = 0, group: int = 1) -> list[str]:
 def _public_objects():
     seen: set[int] = set()
     for info in pkgutil.walk_packages(geninv.__path__, "geninv."):
-        mod = importlib.import_module(info.name)
+        try:
+            mod = importlib.import_module(info.name)
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] == "geninv":
+                raise
+            continue  # a module of an optional extra whose dependency is not installed
         for name, obj in vars(mod).items():
             if name.startswith("_") or getattr(obj, "__module__", None) != mod.__name__ or id(obj) in seen:
                 continue
