@@ -149,7 +149,7 @@ def test_harness_tiny_mode_writes_complete_results(tmp_path: Path) -> None:
     assert isinstance(solvers, dict) and solvers["network"] == "3-12-30"
     assert all(_positive(v["1"]) for v in solvers["signals_per_second"].values())
     readme = (tmp_path / "README.md").read_text()
-    assert "| latent_pursuit |" in readme and "Issue 7 targets" in readme
+    assert "| latent_pursuit |" in readme and "Performance targets" in readme
 
 
 def test_loop_measurement_counts_exactly_what_runs() -> None:

@@ -64,7 +64,7 @@ def lasso_cd(A, v, lam, tol=1e-14, max_sweeps=100_000):
 
 
 def layered_bp_reference(G, y, lams):
-    """Layered BP of SPEC sec. 5 (Lagrangian form), supports = nonzeros of each LASSO estimate."""
+    """Layered BP of docs/method.md sec. 5 (Lagrangian form), supports = nonzeros of each LASSO estimate."""
     Ws = [W.numpy() for W in G.weights]
     bs = [b.numpy() for b in G.biases]
     L = G.n_hidden
@@ -202,7 +202,7 @@ def test_architecture_report_statistics():
 
 def test_certified_signals_are_recovered_by_latent_pursuit():
     if not hasattr(geninv, "invert"):
-        pytest.skip("geninv.invert (Latent-Pursuit) has not landed yet")
+        pytest.skip("geninv.invert (Latent-Pursuit) is not available")
     wrong = fit = certified = 0
     for n1 in (25, 40, 60, 200):
         G = random_generator([20, n1, 600], seed=n1, dtype=F64)
@@ -303,7 +303,7 @@ def test_theorem2_noiseless_limit_and_explicit_lam():
 
 def test_theorem2_against_geninv_layered_bp():
     if not hasattr(geninv, "layered_bp"):
-        pytest.skip("geninv.layered_bp has not landed yet")
+        pytest.skip("geninv.layered_bp is not available")
     # geninv.layered_bp solves the *nonnegative* Lagrangian pursuit with one lam for every layer
     # and a relative support threshold 1e-4. The bound covers it where every layer's support is
     # guaranteed exact (then the unconstrained minimizer is positive on the support, so it is

@@ -162,7 +162,7 @@ _KILL_SCRIPT = textwrap.dedent(
 
 
 def test_sigkill_mid_run_resumes_to_the_same_records(random_ref, tmp_path) -> None:
-    """Issue 8: a reproduction killed with SIGKILL resumes with nothing lost and nothing duplicated."""
+    """A reproduction killed with SIGKILL resumes with nothing lost and nothing duplicated."""
     from geninv.experiments.random_sweep import run_random_sweep
 
     ref_dir, _ = random_ref
@@ -300,12 +300,12 @@ def test_index_page_shows_every_figure_and_table(random_ref, tmp_path) -> None:
     img = tmp_path / "img"
     run_image_experiment(_image_config("block"), img, experiment="inpaint_block", generator=_small_image_generator(),
                          progress=False)
-    page = write_index(tmp_path, [ref_dir, img, tmp_path / "absent"], skipped=["mnist: not landed"])
+    page = write_index(tmp_path, [ref_dir, img, tmp_path / "absent"], skipped=["mnist: not available"])
     text = page.read_text()
     for d in (ref_dir, img):
         for png in d.glob("*.png"):
             assert os.path.relpath(png, tmp_path) in text
-    assert text.count("<table>") >= 5 and "not landed" in text and "absent: no records" in text
+    assert text.count("<table>") >= 5 and "not available" in text and "absent: no records" in text
     md = (tmp_path / "results.md").read_text()
     assert "| n_1 |" in md and "Median SNR of z" in md
 
@@ -332,7 +332,7 @@ def test_demo_skips_mnist_with_a_reason_when_the_generator_is_missing(tmp_path, 
     from geninv.experiments.demo import run_demo
 
     monkeypatch.setattr(common, "mnist_status",
-                        lambda: common.MethodStatus("mnist", False, "geninv.load_mnist_generator has not landed yet"))
+                        lambda: common.MethodStatus("mnist", False, "geninv.load_mnist_generator is not available"))
     assert run_demo(0, 4, results=tmp_path, progress=False, experiments=("mnist", "inpaint")) == 0
     err = capsys.readouterr().err
     assert "skipped" in err and "load_mnist_generator" in err
@@ -340,7 +340,7 @@ def test_demo_skips_mnist_with_a_reason_when_the_generator_is_missing(tmp_path, 
 
 
 def test_demo_runs_noise_and_cs_and_shows_them_on_the_page(tmp_path, capsys) -> None:
-    # make demo also runs issue 9's quick experiments; the page gets their own sections (their
+    # make demo also runs the noise and cs quick experiments; the page gets their own sections (their
     # tables and figures, not the image-experiment layout).
     from geninv.experiments.demo import run_demo
 
@@ -372,15 +372,15 @@ def test_unavailable_method_is_skipped_with_its_reason_never_faked(tmp_path, mon
 
     def fake_status(name: str) -> common.MethodStatus:
         if common.solver_of(name) == "gd":
-            return common.MethodStatus(name, False, "gd has not landed (test)")
+            return common.MethodStatus(name, False, "gd is not available (test)")
         return real(name)
 
     monkeypatch.setattr(common, "method_status", fake_status)
     cfg = _tiny_random_config()
     cfg.methods, cfg.n1_values, cfg.trials, cfg.certify = ("oracle", "gd"), (24,), 1, False
     res = run_random_sweep(cfg, tmp_path / "a", progress=False, plots=False)
-    assert res["skipped"] == ["gd: gd has not landed (test)"]
+    assert res["skipped"] == ["gd: gd is not available (test)"]
     assert {r["method"] for r in load_records(tmp_path / "a")} == {"oracle"}
     cfg.methods = ("gd",)
-    with pytest.raises(geninv.GenInvError, match="gd has not landed"):
+    with pytest.raises(geninv.GenInvError, match="gd is not available"):
         run_random_sweep(cfg, tmp_path / "b", progress=False, plots=False)

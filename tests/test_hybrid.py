@@ -1,4 +1,4 @@
-"""The hybrid inverter (issue 9): Gauss-Newton refinement, the per-signal fallback rule, and the
+"""The hybrid inverter: Gauss-Newton refinement, the per-signal fallback rule, and the
 claim that it is at least as good as the better of gradient descent and Latent-Pursuit."""
 
 from __future__ import annotations

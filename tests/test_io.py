@@ -98,3 +98,16 @@ def test_malicious_pickle_refused_without_executing(tmp_path):
     with pytest.raises(ModelFileError, match="zip archive"):
         geninv.load_generator(z)
     assert not marker.exists()
+
+
+def test_layer_file_keeps_extra_architecture_entries(tmp_path):
+    from geninv.model.io import read_layers, write_layers
+
+    G = _gen()
+    p = tmp_path / "g.safetensors"
+    write_layers(G.layers, p, extra={"note": "kept"})
+    layers, arch = read_layers(p)
+    assert arch["note"] == "kept" and arch["dims"] == G.dims
+    assert all(torch.equal(a.W, b.W) and torch.equal(a.b, b.b) for a, b in zip(layers, G.layers))
+    # the digest covers the extra entry: the file still loads as a generator
+    assert geninv.load_generator(p).dims == G.dims

@@ -1,4 +1,4 @@
-"""Noisy signals and compressed sensing (issue 9): the noise estimate, the Oracle's expected
+"""Noisy signals and compressed sensing: the noise estimate, the Oracle's expected
 error (Theorem 3) against Monte Carlo, the noise-aware pursuit against the Oracle, Theorem 2's
 bound against the measured error, and the pursuits through a Gaussian measurement matrix."""
 
@@ -103,7 +103,7 @@ def test_noisy_pursuit_reaches_the_end_to_end_oracle() -> None:
     for snr_db in (20, 30):
         y, sigma = geninv.add_noise(y0, snr_db, seed=7)
         a, o, oe, auto = _auto_and_oracles(G, z, y)
-        assert a >= o - 2.0  # issue 9: within 2 dB of the (paper's) Oracle ...
+        assert a >= o - 2.0  # within 2 dB of the (paper's) Oracle ...
         assert a >= oe - 2.0  # ... and of the best Oracle, the end-to-end one
         # The parameters are those of the rules: gamma = sigma_1^2, gamma_end = sigma_hat^2.
         assert torch.allclose(auto.info["gamma_end"], auto.info["sigma"] ** 2)
@@ -233,7 +233,7 @@ def test_cs_reproduction_writes_records_figure_and_m_star(tmp_path) -> None:
     assert success_m({10: 5.0}, 60.0) is None
 
 
-# -- the claims of issue 9 on the shipped MNIST generator --------------------------------------------
+# -- the claims on noisy signals, on the shipped MNIST generator --------------------------------------------
 
 
 def _mnist() -> geninv.Generator:

@@ -1,4 +1,4 @@
-"""Reliability: bad input, numerical failure and repetition (issue 8).
+"""Reliability: bad input, numerical failure and repetition.
 
 1. Every kind of bad input at a public Python boundary gets one geninv exception whose one-line
    message names the argument, what was expected and what was received (never a torch/scipy
@@ -56,7 +56,7 @@ INVERT = getattr(geninv, "invert", None)
 # every registered method (the paper's six, and any added later, are all held to these tests)
 METHODS: tuple[str, ...] = tuple(geninv.solvers.METHODS) if INVERT is not None else (
     "oracle", "layered_bp", "latent_pursuit", "gd", "adam", "lp_layerwise")
-needs_solvers = pytest.mark.skipif(INVERT is None, reason="geninv.invert has not landed yet (issue 3)")
+needs_solvers = pytest.mark.skipif(INVERT is None, reason="geninv.invert is not available")
 
 # kind -> distinct cases tried (at least; each test asserts it). docs/bad_inputs.md repeats these.
 CASES: dict[str, int] = {
@@ -251,7 +251,7 @@ def test_nan_or_inf_in_y():
 
 # Methods that read phi^{-1}(y) and so need y inside the output activation's open range. The
 # others fit phi(.) to y and accept any finite y (a noisy tanh image may leave (-1, 1)):
-# Layered BP's and Latent-Pursuit's image_domain="auto" then take the signal form (SPEC eq. 8);
+# Layered BP's and Latent-Pursuit's image_domain="auto" then take the signal form (eq. (8));
 # "signal" is also tried explicitly for Latent-Pursuit. A value at a bound is saturated: every
 # method leaves it out of phi^{-1} and accepts it.
 PHI_INVERSE_METHODS = ("oracle", "lp_layerwise")
@@ -1082,7 +1082,7 @@ def test_random_generators_never_nan_small():
 @pytest.mark.slow
 @needs_solvers
 def test_random_generators_never_nan_1000():
-    """The full stress run of issue 8: 1,000 random generators (depth 1-3, widths 5-300, with and
+    """The full stress run: 1,000 random generators (depth 1-3, widths 5-300, with and
     without bias, outputs tanh/sigmoid/leaky_relu/plu/identity/relu, float32 and float64) inverted
     by every method at its defaults, on 2 worker processes. Also runnable as
     ``python scripts/stress_generators.py`` (prints the outcome counts; ``--only i`` replays one).

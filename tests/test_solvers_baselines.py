@@ -1,4 +1,4 @@
-"""Baselines of SPEC section 7: gradient descent, Adam with restarts, Lei et al.'s layer-wise LP."""
+"""Baselines of docs/method.md sec. 7: gradient descent, Adam with restarts, Lei et al.'s layer-wise LP."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ F64 = torch.float64
 
 @pytest.fixture(scope="module")
 def two_layer() -> Generator:
-    # n_0 = 20, n_1 = 200, n = 600: s_1 ~ 100 in (2 n_0, n / 2), the paper's unique regime (SPEC sec. 6 notes).
+    # n_0 = 20, n_1 = 200, n = 600: s_1 ~ 100 in (2 n_0, n / 2), the paper's unique regime (docs/method.md sec. 8.1).
     return random_generator([20, 200, 600], "tanh", seed=0, dtype=F64)
 
 

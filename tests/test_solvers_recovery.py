@@ -1,4 +1,4 @@
-"""Planted recovery by the Oracle, Layered Basis-Pursuit and Latent-Pursuit (SPEC sec. 4-6)."""
+"""Planted recovery by the Oracle, Layered Basis-Pursuit and Latent-Pursuit (docs/method.md sec. 4-6)."""
 
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ def test_other_output_activations(output):
 
 @pytest.mark.slow
 def test_sweep_n1_matches_the_paper_regimes():
-    """SPEC practical notes: exact (> 100 dB) from n_1 = 50 to 400, failing at 30. (At n_1 = 1000
+    """docs/method.md sec. 8.1: exact (> 100 dB) from n_1 = 50 to 400, failing at 30. (At n_1 = 1000
     the paper's layer-wise inversion fails; our debiasing with support refinement recovers many
     of those samples, so only the lower failure is asserted.)"""
     for n1, expect_exact in [(30, False), (50, True), (100, True), (200, True), (400, True)]:

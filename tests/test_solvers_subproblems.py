@@ -67,7 +67,7 @@ def test_fista_preactivation_layer_kkt_and_scipy():
 
 
 def test_fista_signal_domain_layer_kkt_and_scipy():
-    """SPEC eq. 8 as stated (through tanh, backtracking FISTA): first-order conditions at the
+    """eq. (8) as stated (through tanh, backtracking FISTA): first-order conditions at the
     returned point, and scipy started from the same zero point reaches the same objective."""
     G, y, m = _image_problem(1)
     W, b = G.weights[-1], G.biases[-1]

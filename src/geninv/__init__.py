@@ -55,12 +55,12 @@ __all__ += [
     "s_coherence", "mutual_coherence", "coherence_of_rows", "welch_bound", "theorem2_bound",
 ]
 
-# data, training and the shipped MNIST generator (issue 5)
+# data, training and the shipped MNIST generator
 from geninv.weights import load_mnist_generator  # noqa: E402
 
 __all__ += ["load_mnist_generator"]
 
-# solvers: the public dispatcher and the paper's three inversion methods (issue 3)
+# solvers: the public dispatcher and the paper's three inversion methods
 from geninv.solvers import invert, latent_pursuit, layered_bp, oracle  # noqa: E402
 
 __all__ += ["invert", "oracle", "layered_bp", "latent_pursuit"]

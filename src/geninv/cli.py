@@ -147,7 +147,7 @@ def _cmd_sample(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     def run(a: argparse.Namespace) -> int:
         from geninv.data.mnist import N_PIXELS, save_image_grid
         from geninv.exceptions import InputError
-        from geninv.model.io import load_generator
+        from geninv.model import load_generator
         from geninv.weights import load_mnist_generator
 
         if a.n < 1:
@@ -186,7 +186,7 @@ def _cmd_check_mnist_generator(sub: argparse._SubParsersAction) -> None:  # type
 
         import torch
 
-        from geninv.model.io import load_generator
+        from geninv.model import load_generator
         from geninv.train.classifier import check_mnist_generator
         from geninv.weights import load_mnist_generator
 
@@ -421,7 +421,7 @@ def _cmd_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         description="Time every inversion method on the MNIST generator (shipped weights, or a random stand-in) and a "
         "random 20-200-600 tanh generator at several batch sizes, each configuration in a fresh process: time per "
         "signal, final SNR, peak memory, GFLOP/s against the measured fp32 matmul peak, time to a target SNR, "
-        "and issue 7's targets as ratios. Take final numbers on an idle machine (see --wait-load).",
+        "and the performance targets (speed against gd, share of the matmul peak, a thousand images) as ratios. Take final numbers on an idle machine (see --wait-load).",
     )
     p.add_argument("--quick", action="store_true", help="batches 1,64, short budgets, no profile (a few minutes)")
     p.add_argument("--out", default="benchmarks/results", help="output directory (default benchmarks/results)")

@@ -1,4 +1,4 @@
-"""Signal-to-noise ratio and related metrics (SPEC section 8)."""
+"""Signal-to-noise ratio and related metrics (docs/method.md sec. 8)."""
 
 from __future__ import annotations
 

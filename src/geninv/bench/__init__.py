@@ -1,4 +1,4 @@
-"""Benchmarks of the inversion methods (issue 7; issue 3's signals per second).
+"""Benchmarks of the inversion methods: speed, FLOP rates, memory and signals per second.
 
 ``geninv bench`` (and ``benchmarks/run.py``) call :func:`run_bench`; see
 :mod:`geninv.bench.runner` for what one run measures, :mod:`geninv.bench.flops` for the

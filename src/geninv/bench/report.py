@@ -40,7 +40,7 @@ def markdown(bench: dict[str, Any]) -> str:
     L: list[str] = []
     L.append("# geninv benchmark results\n")
     L.append(f"Produced by `{bench.get('command') or 'geninv bench'}` on {bench['created']} "
-             f"({bench['seconds']:.0f} s). Raw numbers: `bench.json`; issue 3's table: `solvers.json`.\n")
+             f"({bench['seconds']:.0f} s). Raw numbers: `bench.json`; signals per second per method: `solvers.json`.\n")
     gpu = m.get("gpu") or m.get("gpu_note", "no GPU")
     L.append(f"- Machine: {m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} with {m['torch_threads']} threads, "
              f"device `{m['device']}`, dtype {cfg['dtype']}; GPU: {gpu}.")
@@ -53,7 +53,7 @@ def markdown(bench: dict[str, Any]) -> str:
     L.append("")
     t = bench.get("targets") or {}
     if t:
-        L.append("## Issue 7 targets (ratios from this run)\n")
+        L.append("## Performance targets (ratios from this run)\n")
         L.append("| target | measured | ratio | threshold | met |")
         L.append("|---|---|---|---|---|")
         a = t.get("a_speed_vs_gd", {})

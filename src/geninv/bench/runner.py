@@ -1,7 +1,7 @@
 """``geninv bench``: every method on the MNIST generator and a random two-layer one, side by side,
 in one run; results to ``benchmarks/results/{bench,solvers}.json`` and a markdown table.
 
-What one run measures (issue 7; issue 3's signals per second):
+What one run measures:
 
 1. the machine: processor, threads, load average, the measured fp32 matrix-multiply peak
    (large square products and the solvers' own product shapes) and memory bandwidth, at the
@@ -16,7 +16,8 @@ What one run measures (issue 7; issue 3's signals per second):
 3. time to a target image SNR (default 40 dB) per method on a batch of ``curve_batch`` signals;
 4. a cold and a warm Latent-Pursuit call on ``cold_batch`` MNIST-generator images;
 5. optionally a ``torch.profiler`` breakdown of Latent-Pursuit and gradient descent;
-6. issue 7's three targets as ratios from the numbers above.
+6. the three performance targets (speed against gd, share of the matmul peak, a thousand
+   images) as ratios from the numbers above.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def default_generators() -> list[dict[str, Any]]:
 class BenchConfig:
     """Options of one benchmark run (the CLI flags of ``geninv bench``).
 
-    ``generators[0]`` is the primary generator: issue 3's table and issue 7's targets use it.
+    ``generators[0]`` is the primary generator: the signals-per-second table and the targets use it.
     """
 
     out: str = "benchmarks/results"
@@ -259,7 +260,7 @@ def _curves(cfg: BenchConfig, thr: list[dict[str, Any]], log: _Log) -> list[dict
     recs = []
     for gi, gen in enumerate(cfg.generators):
         methods = _methods(cfg)
-        # gd first: its final SNR is a target of the others (issue 7, target a).
+        # gd first: its final SNR is a target of the others (target a).
         order = (["gd"] if "gd" in methods else []) + [m for m in methods if m != "gd"]
         s_gd = None
         for method in order:
@@ -392,7 +393,7 @@ def _thread_scaling(cfg: BenchConfig, log: _Log) -> list[dict[str, Any]]:
 
 def targets_from(cfg: BenchConfig, thr: list[dict[str, Any]], curves: list[dict[str, Any]], cold: dict[str, Any] | None,
                  peak_gflops: float | None, loops: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Issue 7's targets as ratios from this run's numbers (primary generator)."""
+    """The performance targets as ratios from this run's numbers (primary generator)."""
     gen = cfg.generators[0]["label"]
     B = cfg.curve_batch
     out: dict[str, Any] = {}
@@ -456,7 +457,7 @@ def targets_from(cfg: BenchConfig, thr: list[dict[str, Any]], curves: list[dict[
 
 
 def _solvers_json(cfg: BenchConfig, thr: list[dict[str, Any]], gens: dict[str, Any], machine: dict[str, Any]) -> dict[str, Any]:
-    """Issue 3: signals per second at B = 1, 64, 512 per method on the 20-128-392-784 network."""
+    """Signals per second at B = 1, 64, 512 per method on the 20-128-392-784 network."""
     gen = cfg.generators[0]["label"]
     table: dict[str, dict[str, Any]] = {}
     for r in thr:

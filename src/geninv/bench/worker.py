@@ -15,10 +15,10 @@ with final SNRs, peak memory, analytic loop FLOPs and counted matrix-product FLO
 by a sweep of ``max_iter`` (staged methods whose final estimate only exists at the end; the
 time to a target is that of the fastest run reaching it), or one point (``oracle``, methods
 without ``max_iter``).
-``cold``: the first call in a fresh process, then a second one (issue 7, target c).
+``cold``: the first call in a fresh process, then a second one (target c of the run).
 ``loops``: each iteration loop (Latent-Pursuit's FISTA and linearized-ADMM stages, gd's and
 Adam's network gradient) run for a fixed number of iterations on the whole batch: GFLOP/s of
-the loops themselves (issue 7, target b).
+the loops themselves (target b of the run).
 """
 
 from __future__ import annotations
@@ -425,7 +425,7 @@ def _loops(task: dict[str, Any], G: Any, meta: dict[str, Any]) -> dict[str, Any]
 
 
 def _formulations(task: dict[str, Any], G: Any, meta: dict[str, Any]) -> dict[str, Any]:
-    """Per-sample supported matrices, three ways, side by side (issue 7: justify the choice).
+    """Per-sample supported matrices, three ways, side by side (the measurements behind the choice).
 
     One linearized-ADMM iteration of a hidden layer ``x_{i+1} = relu(W x_i + b)`` needs
     ``A_b x`` and ``A_b^T r`` with ``A_b`` the rows of ``W`` in sample b's support (and the

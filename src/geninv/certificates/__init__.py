@@ -3,7 +3,7 @@
 - :func:`mutual_coherence`, :func:`coherence_of_rows`, :func:`welch_bound`, :func:`babel`
 - :func:`spark` (exact or a certified interval), :func:`s_rank`, :func:`s_spark`, :func:`s_coherence`
   (returning :class:`Bound`)
-- :func:`theorem2_bound`: Layered Basis-Pursuit's certified error (SPEC sec. 5)
+- :func:`theorem2_bound`: Layered Basis-Pursuit's certified error (docs/method.md sec. 5)
 - :func:`certify`: per-signal report (Theorem 1, Corollary 1, Theorem 2), verdict ``unique``
 - :func:`certify_architecture`: distribution of cardinalities and Corollary 1 over sampled latents
 """
@@ -18,7 +18,8 @@ from geninv.certificates.bounds import (
 )
 from geninv.certificates.coherence import babel, coherence_of_rows, mutual_coherence, welch_bound
 from geninv.certificates.report import ArchitectureReport, Certificate, Condition, certify, certify_architecture
-from geninv.certificates.spark import Bound, numerical_rank, s_coherence, s_rank, s_spark, spark
+from geninv.certificates.spark import Bound, numerical_rank, spark
+from geninv.certificates.subsets import s_coherence, s_rank, s_spark
 
 __all__ = [
     "mutual_coherence", "coherence_of_rows", "welch_bound", "babel",

@@ -1,6 +1,6 @@
 r"""Theorem 2: stability of Layered Basis-Pursuit, as a computable layer-by-layer error bound.
 
-Layered Basis-Pursuit (SPEC sec. 5, Lagrangian form) estimates the layers from the top:
+Layered Basis-Pursuit (docs/method.md sec. 5, Lagrangian form) estimates the layers from the top:
 
 .. math::
 
@@ -41,7 +41,7 @@ form), with every constant computed from the actual supported matrices. Derivati
 With unit-norm columns and coherence :math:`\mu`, Gershgorin gives
 :math:`\|\mathcal G^{-1}\|_\infty \le 1/(1 - (s-1)\mu)` and
 :math:`\mathrm{ERC} \ge (1 - (2s - 1)\mu)/(1 - (s - 1)\mu)`, positive exactly when
-:math:`s < (1 + 1/\mu)/2`: that is the coherence condition of SPEC sec. 5, which we report
+:math:`s < (1 + 1/\mu)/2`: that is the coherence condition of docs/method.md sec. 5, which we report
 separately (:func:`coherence_condition`); the bound below uses the sharper exact ERC.
 
 **Propagation.** Layer :math:`L` uses :math:`A = W_{L+1}` (all rows), :math:`\Lambda = S_L` and the
@@ -262,12 +262,13 @@ class LayerBound:
     exact_support: bool
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {k: _jsonable(v) for k, v in self.__dict__.items() if k != "constants"}
-        d["constants"] = None if self.constants is None else {k: _jsonable(v) for k, v in self.constants.__dict__.items()}
+        d: dict[str, Any] = {k: json_number(v) for k, v in self.__dict__.items() if k != "constants"}
+        d["constants"] = None if self.constants is None else {k: json_number(v) for k, v in self.constants.__dict__.items()}
         return d
 
 
-def _jsonable(v: Any) -> Any:
+def json_number(v: Any) -> Any:
+    """``v`` with an infinite float written as the string ``"inf"`` / ``"-inf"`` (JSON has no infinity)."""
     if isinstance(v, float) and not math.isfinite(v):
         return "inf" if v > 0 else "-inf"
     return v
@@ -305,9 +306,9 @@ class Theorem2Bound:
     layer_errors: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"noise": self.noise, "noise_pre": _jsonable(self.noise_pre), "lam": [_jsonable(v) for v in self.lam],
-                "z_error": _jsonable(self.z_error), "verdict": self.verdict, "reason": self.reason,
-                "layer_errors": [_jsonable(v) for v in self.layer_errors],
+        return {"noise": self.noise, "noise_pre": json_number(self.noise_pre), "lam": [json_number(v) for v in self.lam],
+                "z_error": json_number(self.z_error), "verdict": self.verdict, "reason": self.reason,
+                "layer_errors": [json_number(v) for v in self.layer_errors],
                 "layers": [lb.to_dict() for lb in self.layers]}
 
 

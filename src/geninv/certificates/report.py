@@ -3,7 +3,7 @@
 :func:`certify` answers "is *this* signal's inverse unique, and how stable is it?";
 :func:`certify_architecture` answers "how invertible is this network in practice?".
 
-Meaning of ``unique`` (SPEC sec. 3): Theorem 1 shows that ``z`` is the only latent whose hidden
+Meaning of ``unique`` (docs/method.md sec. 3): Theorem 1 shows that ``z`` is the only latent whose hidden
 layers are at most as dense as this signal's (``||x_i'||_0 <= s_i``) and that produces the same
 image. So
 
@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from geninv.certificates.bounds import Theorem2Bound, _jsonable, coherence_condition, theorem2_bound_one
+from geninv.certificates.bounds import Theorem2Bound, coherence_condition, json_number, theorem2_bound_one
 from geninv.certificates.coherence import mutual_coherence, single_thread_blas
-from geninv.certificates.spark import Bound, _rank, _spark, s_coherence, s_rank, s_spark
+from geninv.certificates.spark import Bound, matrix_rank, spark_of_array
+from geninv.certificates.subsets import s_coherence, s_rank, s_spark
 from geninv.exceptions import InputError, ShapeError, describe
 from geninv.model.generator import Generator
 
@@ -186,7 +187,7 @@ class Certificate:
         """A JSON-serialisable dict (infinities as the strings ``"inf"``)."""
         return {
             "dims": list(self.dims), "cardinalities": list(self.cardinalities), "output_rows": self.output_rows,
-            "expansion": [_jsonable(v) for v in self.expansion], "unique": self.unique, "reason": self.reason,
+            "expansion": [json_number(v) for v in self.expansion], "unique": self.unique, "reason": self.reason,
             "corollary1": self.corollary1, "noise": self.noise, "activation": self.activation,
             "conditions": [c.to_dict() for c in self.conditions],
             "theorem2": None if self.theorem2 is None else self.theorem2.to_dict(),
@@ -233,7 +234,7 @@ class _Ctx:
         old = self._spark.get(key) if cache else None
         if old is not None and (old.exact or old.exceeds(gt) is not None):
             return old
-        b = _spark(self.matrix(i)[rows], max_work=self.max_work, lp_tries=self.lp_tries, seed=self.seed, gt=gt)
+        b = spark_of_array(self.matrix(i)[rows], max_work=self.max_work, lp_tries=self.lp_tries, seed=self.seed, gt=gt)
         if cache and (old is None or b.upper - b.lower <= old.upper - old.lower):
             self._spark[key] = b
         return b
@@ -394,7 +395,7 @@ def _certify_one(
                 v = True
         t1[i - 1] = v
     # Theorem 1 (iii): rank(W_1^{S_1}) = n_0 (and rank_{s_1}(W_1) = n_0).
-    r1 = _rank(Ws[0][S[0]], None) if s[0] else 0
+    r1 = matrix_rank(Ws[0][S[0]], None) if s[0] else 0
     v3: bool | None = r1 == n0
     conds.append(Condition("thm1", "Theorem 1 (iii)", 0, "rank(W_1^S_1) = n_0", f"rank = {r1}, n_0 = {n0}",
                            _verdict(v3)))
@@ -536,13 +537,13 @@ def certify(
     >>> print(cert)  # doctest: +SKIP
     """
     from geninv._validate import as_batch, as_float
-    from geninv.certificates.spark import _check_options
+    from geninv.certificates.spark import check_options
     from geninv.solvers.result import SolveResult
 
     _check_generator(G)
     # Every scalar option is checked before any work (a bad budget or tolerance must not surface
     # as a NumPy / torch error from deep inside the spark computations).
-    o = _check_options(max_work=max_work, samples=samples, lp_tries=lp_tries, seed=seed)
+    o = check_options(max_work=max_work, samples=samples, lp_tries=lp_tries, seed=seed)
     max_work, samples, lp_tries, seed = o["max_work"], o["samples"], o["lp_tries"], o["seed"]
     support_tol = as_float(support_tol, "support_tol")
     if not 0.0 <= support_tol < 1.0:
@@ -787,7 +788,7 @@ def _stats(v: np.ndarray, qs: Sequence[float]) -> dict[str, Any]:
 
 def _num(x: float) -> float | int:
     x = float(x)
-    return int(x) if x.is_integer() else (x if math.isfinite(x) else _jsonable(x))
+    return int(x) if x.is_integer() else (x if math.isfinite(x) else json_number(x))
 
 
 @single_thread_blas

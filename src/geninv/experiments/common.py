@@ -74,7 +74,7 @@ def method_status(name: str) -> MethodStatus:
         return _STATUS_CACHE[name]
     invert = getattr(geninv, "invert", None)
     if invert is None:
-        st = MethodStatus(name, False, "geninv.invert has not landed yet (src/geninv/solvers)")
+        st = MethodStatus(name, False, "geninv.invert is not available (src/geninv/solvers)")
     else:
         G = geninv.random_generator([3, 12, 30], output="tanh", seed=0, dtype=torch.float64)
         z = torch.randn(1, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -96,7 +96,7 @@ def method_status(name: str) -> MethodStatus:
 
 def certify_status() -> MethodStatus:
     if getattr(geninv, "certify", None) is None:
-        return MethodStatus("certify", False, "geninv.certify has not landed yet (src/geninv/certificates)")
+        return MethodStatus("certify", False, "geninv.certify is not available (src/geninv/certificates)")
     return MethodStatus("certify", True)
 
 
@@ -104,7 +104,7 @@ def mnist_status() -> MethodStatus:
     """Whether the shipped MNIST generator can be loaded."""
     load = getattr(geninv, "load_mnist_generator", None)
     if load is None:
-        return MethodStatus("mnist", False, "geninv.load_mnist_generator has not landed yet (issue 5)")
+        return MethodStatus("mnist", False, "geninv.load_mnist_generator is not available (src/geninv/weights)")
     try:
         load()
     except Exception as e:  # noqa: BLE001

@@ -1,4 +1,4 @@
-"""Compressed sensing with the MNIST generator (issue 9): ``y = A G(z) (+ e)`` with a Gaussian
+"""Compressed sensing with the MNIST generator: ``y = A G(z) (+ e)`` with a Gaussian
 ``A`` of ``m`` rows; median image SNR against ``m / n`` for the pursuits, the hybrid and the
 gradient baselines, and where each starts succeeding.
 
@@ -16,7 +16,7 @@ SNR 294 dB), Adam with restarts from ``m = 40`` (61 dB; 59 dB at ``m = 37``), gr
 from ``m = 120``.
 
 "Succeeds" at ``m``: the median image SNR is at least ``success_db`` (default 60 dB, the
-exact-recovery level of issue 6) at ``m`` and at every larger ``m`` of the grid; ``m*`` is the
+exact-recovery level of the random sweep) at ``m`` and at every larger ``m`` of the grid; ``m*`` is the
 smallest such ``m``.
 """
 
@@ -290,7 +290,7 @@ def section(out_dir: str | Path, command: str | None = None, *, success_db: floa
     recs = load_records(out_dir)
     st = read_settings(out_dir)["settings"]
     n = int(recs[0]["n"]) if recs else 0
-    sec = Section("Compressed sensing y = A G(z) (issue 9)", out_dir, command or "geninv reproduce cs")
+    sec = Section("Compressed sensing y = A G(z)", out_dir, command or "geninv reproduce cs")
     noise = "noiseless" if st.get("snr_db") is None else f"input SNR {st['snr_db']} dB"
     sec.notes.append(f"Generator: {generator or st.get('generator_description') or st['generator']}; A Gaussian m x {n} (N(0, 1/m) entries, one per m), "
                      f"{noise}. Image SNR of G(z_hat) against the clean G(z) on all pixels. m*: the smallest m from "
@@ -332,11 +332,11 @@ def section(out_dir: str | Path, command: str | None = None, *, success_db: floa
 
 def cs_summary(out_dir: str | Path, command: str | None = None, *, success_db: float = 60.0,
                generator: str | None = None) -> Path:
-    """``summary.md`` / ``summary.json``: median image SNR per ``m``, ``m*`` per method, and the claim of issue 9."""
+    """``summary.md`` / ``summary.json``: median image SNR per ``m``, ``m*`` per method, and the claim on compressed sensing."""
     from geninv.experiments.report import write_section_summary
 
     return write_section_summary(section(out_dir, command, success_db=success_db, generator=generator),
-                          "Compressed sensing (issue 9)")
+                          "Compressed sensing")
 
 
 register(Experiment("cs", "Compressed sensing y = A G(z)", "cs", CSConfig, cs_units, cs_trial, section, LABELS, COLORS,

@@ -3,7 +3,7 @@
 ``geninv demo`` runs the quick versions of all three reproductions (random sweep, MNIST,
 inpainting with the random and the block mask) into ``results/quick/`` and writes the
 one-page ``results/index.html`` (and ``results/results.md``) with every figure and table.
-A part whose ingredients have not landed (e.g. the shipped MNIST generator) is skipped with
+A part whose ingredients are missing (e.g. the shipped MNIST generator) is skipped with
 the reason printed and shown on the page.
 """
 
@@ -282,7 +282,7 @@ def run_demo(seed: int = 0, batch: int = 16, *, results: str | Path = RESULTS, p
         Number of images inverted in each MNIST experiment (clean, random mask, block mask).
     experiments : sequence of str
         A subset of ``("random", "mnist", "inpaint", "noise", "cs")`` (all by default; the last
-        two are issue 9's noisy-signal and compressed-sensing experiments, quick versions).
+        two are the noisy-signal and compressed-sensing experiments, quick versions).
     """
     from geninv.exceptions import InputError
     from geninv.experiments.common import mnist_status

@@ -10,7 +10,7 @@ Masks
     Each image hides ``missing`` (default 45 %) of its pixels, a different random set per
     image. The paper's fraction did not survive in our copy; 45 % keeps the 431 known pixels
     well above the nonzeros of the last hidden layer (about half of 392), the reason the
-    paper gives for success (SPEC section 8).
+    paper gives for success (docs/method.md sec. 8).
 ``"block"``
     The upper ``rows`` = 13 of the 28 rows are hidden (420 known pixels).
 """

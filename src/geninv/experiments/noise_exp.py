@@ -1,4 +1,4 @@
-"""Noisy signals (issue 9): SNR of ``z`` and of every layer against the input SNR, for every
+"""Noisy signals: SNR of ``z`` and of every layer against the input SNR, for every
 method, beside the Oracle's expected error (Theorem 3) and the Theorem 2 bound.
 
 Two parts, both in one reproduction directory:
@@ -501,7 +501,7 @@ def section(out_dir: str | Path, command: str | None = None, generator: str | No
     theory = [r for r in recs if r.get("kind") == "theory"]
     bound = [r for r in recs if r.get("kind") == "bound"]
     st = read_settings(out_dir)["settings"]
-    sec = Section("Noisy signals y = G(z) + e (issue 9)", out_dir, command or "geninv reproduce noise")
+    sec = Section("Noisy signals y = G(z) + e", out_dir, command or "geninv reproduce noise")
     sec.notes.append(f"Generator: {generator or st.get('generator_description') or st['generator']}; white Gaussian noise at the input SNR of each column "
                      "(per image); SNRs against the clean layers. Oracle (layer-wise) is the paper's Algorithm 1; "
                      "Oracle (end to end) fits z through the network with the true supports. Theorem 3 rows: the "
@@ -546,10 +546,10 @@ def section(out_dir: str | Path, command: str | None = None, generator: str | No
 
 
 def noise_summary(out_dir: str | Path, command: str | None = None, generator: str | None = None) -> Path:
-    """``summary.md`` and ``summary.json``: median SNR per method, layer and input SNR; the claims of issue 9."""
+    """``summary.md`` and ``summary.json``: median SNR per method, layer and input SNR; the claims on noisy signals."""
     from geninv.experiments.report import write_section_summary
 
-    return write_section_summary(section(out_dir, command, generator), "Noisy signals (issue 9)")
+    return write_section_summary(section(out_dir, command, generator), "Noisy signals")
 
 
 register(Experiment("noise", "Noisy signals y = G(z) + e", "noise", NoiseConfig, noise_units, noise_trial, section,

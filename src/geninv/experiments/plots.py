@@ -43,7 +43,7 @@ COLORS = {"oracle": "#555555", "layered_bp": "#1f77b4", "latent_pursuit": "#d627
           "adam": "#9467bd", "lp_layerwise": "#ff7f0e", "layered_bp:nodebias": "#17becf",
           "latent_pursuit:nodebias": "#e377c2"}
 LABELS.update({"layered_bp:nodebias": "Layered BP, no debiasing", "latent_pursuit:nodebias": "Latent-Pursuit, no debiasing",
-               "hybrid": "Hybrid (issue 9)"})
+               "hybrid": "Hybrid"})
 COLORS["hybrid"] = "#8c564b"
 MARKERS = {"oracle": "x", "layered_bp": "s", "latent_pursuit": "o", "gd": "^", "lp_layerwise": "v",
            "layered_bp:nodebias": "s", "latent_pursuit:nodebias": "o", "adam": "D", "hybrid": "P"}

@@ -3,10 +3,10 @@
 ``x_1 = relu(W_1 z)``, ``y = tanh(W_2 x_1)``, ``W_i`` i.i.d. Gaussian, ``n_0 = 20``, ``n = 600``,
 ``n_1`` swept from below ``4 n_0`` to well above ``n``. Every trial draws its own weights and
 latent ``z ~ N(0, I)`` from a seed derived from ``(seed, n_1, trial)``; each method inverts the
-clean ``y`` and the record holds the SNR of ``z``, ``x_1`` and ``y`` (SPEC section 8). Each
+clean ``y`` and the record holds the SNR of ``z``, ``x_1`` and ``y`` (docs/method.md sec. 8). Each
 trial is also certified with ``geninv.certify`` (unique True / False / None).
 
-Expected (SPEC practical notes and issue 6): nobody recovers ``z`` while ``s_1 < n_0`` (small
+Expected (docs/method.md sec. 8.1): nobody recovers ``z`` while ``s_1 < n_0`` (small
 ``n_1``, the inverse is not unique); in the middle regime Layered Basis-Pursuit and
 Latent-Pursuit recover it exactly; once ``s_1 > n/2`` (``n_1`` well above ``n``) the image
 layer cannot be inverted on its own and the layer-wise methods fail while gradient descent
@@ -58,7 +58,7 @@ _DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "adam": {},
     "layered_bp:nodebias": {"debias": False},
     "latent_pursuit:nodebias": {"debias": False},
-    "hybrid": {},  # issue 9: pursuit + Gauss-Newton + fallback (geninv.solvers.hybrid)
+    "hybrid": {},  # pursuit + Gauss-Newton + fallback (geninv.solvers.hybrid)
 }
 _SEEDED = {"gd", "adam", "hybrid"}  # solvers with a random initialisation (the hybrid's fallback)
 

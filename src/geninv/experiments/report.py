@@ -25,14 +25,14 @@ from geninv.experiments.records import ERRORS, atomic_write_text, load_records, 
 __all__ = ["Table", "Section", "section", "write_summary", "write_section_summary", "write_index", "random_claims",
            "image_claims", "random_section", "image_section", "RECOVERED_DB", "GD_SUCCESS_DB"]
 
-#: A latent counts as recovered (exactly, in float64) above this median SNR (issue 6: 60 dB).
+#: A latent counts as recovered (exactly, in float64) above this median SNR (60 dB).
 RECOVERED_DB = 60.0
 #: Gradient descent is a first-order method stopped after finitely many steps; it "succeeds" above this.
 GD_SUCCESS_DB = 30.0
 LABELS = {"oracle": "Oracle", "layered_bp": "Layered BP", "latent_pursuit": "Latent-Pursuit",
           "gd": "Gradient descent", "adam": "Adam", "lp_layerwise": "Layer-wise LP", "certify": "certify",
           "layered_bp:nodebias": "Layered BP, no debiasing", "latent_pursuit:nodebias": "Latent-Pursuit, no debiasing",
-          "hybrid": "Hybrid (issue 9)"}
+          "hybrid": "Hybrid"}
 _ORDER = ("oracle", "layered_bp", "latent_pursuit", "gd", "adam", "lp_layerwise", "layered_bp:nodebias",
           "latent_pursuit:nodebias", "hybrid")
 
@@ -114,7 +114,7 @@ def _random_stats(recs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def random_claims(out_dir: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
-    """Issue 6's claims on the random sweep, checked on the records.
+    """The paper's qualitative claims on the random sweep, checked on the records.
 
     Regimes are read off the records by the median ``s_1`` at each ``n_1`` (Corollary 1 with
     one hidden layer): *below* when ``s_1 < n_0``, *middle* when ``2 n_0 <= s_1 < n / 2``
@@ -222,7 +222,7 @@ def random_section(d: Path, command: str) -> Section:
 # -- image experiments ------------------------------------------------------------------------
 
 def image_claims(out_dir: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
-    """Issue 6's MNIST claims: LP within a few (3) dB of the Oracle and far (>= 10 dB) above gd; gd has a tail."""
+    """The paper's MNIST claims: LP within a few (3) dB of the Oracle and far (>= 10 dB) above gd; gd has a tail."""
     recs = [r for r in load_records(out_dir) if r["kind"] == "solve"]
     ys: dict[str, list[float]] = defaultdict(list)
     for r in recs:
@@ -336,7 +336,7 @@ def _section_md(sec: Section, rel: Path | None = None) -> str:
         out.append(t.to_md())
     if sec.claims:
         out.append(Table(["claim of the paper", "in our records", "evidence"], [list(c) for c in sec.claims],
-                         caption="Qualitative claims (issue 6)").to_md())
+                         caption="Qualitative claims of the paper").to_md())
     return "\n".join(out)
 
 
@@ -416,7 +416,7 @@ def write_index(results_dir: str | os.PathLike[str], dirs: list[str | os.PathLik
             for c, v, e in s.claims:
                 cls = {"holds": "holds", "does not hold": "fails"}.get(v, "nm")
                 rows.append(f"<tr><td>{html.escape(c)}</td><td class='{cls}'>{html.escape(v)}</td><td>{html.escape(e)}</td></tr>")
-            body.append("<table><caption>Qualitative claims of the paper (issue 6), checked on these records</caption>"
+            body.append("<table><caption>Qualitative claims of the paper, checked on these records</caption>"
                         "<thead><tr><th>claim</th><th>in our records</th><th>evidence</th></tr></thead><tbody>"
                         + "".join(rows) + "</tbody></table>")
         md.append(_section_md(s, rel=root))

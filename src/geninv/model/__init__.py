@@ -1,6 +1,5 @@
 from geninv.model.activations import ACTIVATIONS, PLU, Activation, get_activation
-from geninv.model.generator import Generator, Trace, random_generator
-from geninv.model.io import load_generator, save_generator
+from geninv.model.generator import Generator, Trace, load_generator, random_generator, save_generator
 from geninv.model.layers import Layer, layers_from_torch
 
 __all__ = [

@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from geninv._validate import as_batch, as_device, as_dtype, as_int
-from geninv.exceptions import InputError, NumericalError, ShapeError, UnsupportedLayerError, describe
+from geninv.exceptions import (
+    GenInvError,
+    InputError,
+    ModelFileError,
+    NumericalError,
+    ShapeError,
+    UnsupportedLayerError,
+    describe,
+)
 from geninv.model.activations import Activation, get_activation
+from geninv.model.io import read_layers, write_layers
 from geninv.model.layers import Layer
 
-__all__ = ["Generator", "Trace", "random_generator"]
+__all__ = ["Generator", "Trace", "random_generator", "save_generator", "load_generator"]
 
 
 @dataclass(frozen=True)
@@ -388,8 +399,6 @@ class Generator:
     # -- io -----------------------------------------------------------------------
     def save(self, path: str) -> None:
         """Write the generator as one safetensors file with its architecture as JSON metadata."""
-        from geninv.model.io import save_generator
-
         save_generator(self, path)
 
     def __repr__(self) -> str:
@@ -488,3 +497,35 @@ def random_generator(
         act = act_out if i == len(dims) - 2 else Activation("relu")
         layers.append(Layer(W.to(device, dtype), b.to(device, dtype), act))
     return Generator(layers)
+
+
+def save_generator(G: Generator, path: str | os.PathLike[str]) -> None:
+    """Write ``G`` to ``path`` atomically (the same file as :meth:`Generator.save`)."""
+    extra: dict[str, Any] = {}
+    if len(G.output_shape) > 1:
+        extra["output_shape"] = list(G.output_shape)
+    if len(G.latent_shape) > 1:
+        extra["latent_shape"] = list(G.latent_shape)
+    write_layers(G.layers, path, extra=extra)
+
+
+def load_generator(path: str | os.PathLike[str], *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> Generator:
+    """Load a generator written by :meth:`Generator.save`.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is missing, not safetensors (a pickle or zip is refused unread),
+        truncated, corrupt, or its weights do not match its architecture.
+    """
+    if dtype is not None:
+        dtype = as_dtype(dtype)
+    device = as_device(device)
+    layers, arch = read_layers(path)
+    try:
+        G = Generator(layers, output_shape=arch.get("output_shape"), latent_shape=arch.get("latent_shape"))
+    except GenInvError as e:
+        raise ModelFileError(f"path {os.fsdecode(path)!r}: expected a consistent generator, received an inconsistent one: {e}") from None
+    if dtype is not None or str(device) != "cpu":
+        G = G.to(device, dtype)
+    return G

@@ -1,4 +1,4 @@
-"""Safe save/load of generators: one safetensors file, architecture as JSON metadata.
+"""Safe save/load of a generator's layers: one safetensors file, architecture as JSON metadata.
 
 Nothing here unpickles: a file that is a pickle or a torch zip archive is refused before
 any of its bytes are interpreted as objects. safetensors has no checksum of its own, so the
@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +21,26 @@ import torch
 
 from geninv.exceptions import GenInvError, ModelFileError
 from geninv.model.activations import Activation
-from geninv.model.generator import Generator
 from geninv.model.layers import Layer
 
-__all__ = ["save_generator", "load_generator", "FORMAT"]
+__all__ = ["write_layers", "read_layers", "FORMAT"]
 
 FORMAT = "geninv.generator/1"
 _MAX_HEADER = 100 * 2**20
 
 
-def save_generator(G: Generator, path: str | os.PathLike[str]) -> None:
-    """Write ``G`` to ``path`` atomically (write to a temporary file, then rename)."""
+def write_layers(layers: Sequence[Layer], path: str | os.PathLike[str], *, extra: Mapping[str, Any] | None = None) -> None:
+    """Write a generator's ``layers`` to ``path`` atomically (write to a temporary file, then rename).
+
+    ``extra``: further JSON entries of the architecture record (read back by :func:`read_layers`).
+    """
     from safetensors.torch import save_file
 
     path = _as_path(path)
     tensors = {}
-    arch: dict[str, Any] = {"format": FORMAT, "dims": G.dims, "layers": []}
-    if len(G.output_shape) > 1:
-        arch["output_shape"] = list(G.output_shape)
-    if len(G.latent_shape) > 1:
-        arch["latent_shape"] = list(G.latent_shape)
-    for i, layer in enumerate(G.layers):
+    dims = [layers[0].n_in] + [layer.n_out for layer in layers]
+    arch: dict[str, Any] = {**(extra or {}), "format": FORMAT, "dims": dims, "layers": []}
+    for i, layer in enumerate(layers):
         tensors[f"layers.{i}.W"] = layer.W.detach().cpu().contiguous()
         tensors[f"layers.{i}.b"] = layer.b.detach().cpu().contiguous()
         spec = {"n_in": layer.n_in, "n_out": layer.n_out, "activation": layer.activation.to_dict()}
@@ -116,8 +116,9 @@ def _sniff(path: Path, data: bytes) -> None:
         )
 
 
-def load_generator(path: str | os.PathLike[str], *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> Generator:
-    """Load a generator written by :meth:`Generator.save`.
+def read_layers(path: str | os.PathLike[str]) -> tuple[list[Layer], dict[str, Any]]:
+    """The layers stored by :func:`write_layers` (tensors on the CPU, as stored) and the
+    architecture record (a dict: ``format``, ``dims``, ``layers``, any ``extra`` entries).
 
     Raises
     ------
@@ -128,12 +129,7 @@ def load_generator(path: str | os.PathLike[str], *, dtype: torch.dtype | None = 
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    from geninv._validate import as_device, as_dtype
-
     path = _as_path(path)
-    if dtype is not None:
-        dtype = as_dtype(dtype)
-    device = as_device(device)
     if path.is_dir():
         raise ModelFileError(f"path {str(path)!r}: expected a generator file, received a directory")
     if not path.is_file():
@@ -176,7 +172,6 @@ def load_generator(path: str | os.PathLike[str], *, dtype: torch.dtype | None = 
         for i, spec in enumerate(arch["layers"]):
             W, b = tensors[f"layers.{i}.W"], tensors[f"layers.{i}.b"]
             layers.append(Layer(W, b, Activation.from_dict(spec["activation"]), str(spec.get("name", ""))))
-        G = Generator(layers, output_shape=arch.get("output_shape"), latent_shape=arch.get("latent_shape"))
     except ModelFileError:
         raise
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:  # JSONDecodeError is a ValueError
@@ -184,6 +179,4 @@ def load_generator(path: str | os.PathLike[str], *, dtype: torch.dtype | None = 
         raise ModelFileError(f"path {str(path)!r}: expected geninv architecture metadata ({FORMAT}), received malformed metadata ({what})") from None
     except GenInvError as e:
         raise ModelFileError(f"path {str(path)!r}: expected a consistent generator, received an inconsistent one: {e}") from None
-    if dtype is not None or str(device) != "cpu":
-        G = G.to(device, dtype)
-    return G
+    return layers, arch

@@ -243,7 +243,7 @@ def _check_common_options(options: dict[str, Any]) -> None:
 
 
 def debias_result(G: Any, y: Any, meas: Any, res: SolveResult) -> SolveResult:
-    """Debias any method's result (the debiasing of the pursuits): freeze the supports of ``G(res.z)`` and fit ``z``
+    """Debias any method's result (docs/method.md sec. 6.4): freeze the supports of ``G(res.z)`` and fit ``z``
     end to end (:func:`geninv.solvers.common.debias_fit`); the fit is kept per sample only where
     it lowers ``1/2 ||A (y - G(z))||^2``."""
     t0 = time.perf_counter()

@@ -503,7 +503,7 @@ def run_loop(
 
 def threshold_support(x: Tensor, rel: float) -> Tensor:
     """``x_j > rel * max_j x_j`` per sample: a support estimate relative to the layer's scale
-    (SPEC practical notes: never ``> 0`` or a tiny absolute threshold)."""
+    (docs/method.md sec. 9.1: never ``> 0`` or a tiny absolute threshold)."""
     top = x.amax(dim=1, keepdim=True)
     return (x > rel * top) & (top > 0)
 
@@ -585,7 +585,7 @@ def batched_lstsq(A: Tensor, rhs: Tensor, *, pad: Tensor | None = None, refine: 
     Notes
     -----
     Normal equations ``A^T A x = A^T rhs`` by batched Cholesky, with a pseudo-inverse for
-    numerically singular samples (see :func:`_normal_solver`): ``pinv`` semantics as SPEC
+    numerically singular samples (see :func:`_normal_solver`): ``pinv`` semantics as docs/method.md
     sec. 4 asks. Measured on 64 per-sample supported 784 x 392 float64 matrices (CPU): the
     batched Cholesky path takes a fraction of a second where ``torch.linalg.lstsq`` takes 1.5 s
     with ``gelsy`` and 12 s with ``gelsd``.
@@ -909,7 +909,7 @@ def debias_fit(
     max_iter: int = 50,
     tol: float = 1e-10,
 ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
-    """Debiasing (SPEC sec. 6) with support refinement.
+    """Debiasing (docs/method.md sec. 6.4) with support refinement.
 
     Round 0 fits ``z`` end to end with the estimated supports frozen (:func:`fit_supports`).
     Each further round (up to ``rounds``) takes the supports of the network at the current fit,
@@ -1059,7 +1059,7 @@ def fit_supports(
     unsaturated observed pixels (:func:`unsaturated`), for the samples whose pixels there lie
     in the range of ``phi`` (the others start from ``z0``). Then Levenberg-Marquardt
     (Gauss-Newton with per-sample damping, accepted only where the objective decreases) runs
-    in the signal domain, which is the SPEC objective and the maximum-likelihood fit under
+    in the signal domain, which is the objective of docs/method.md sec. 6.4 and the maximum-likelihood fit under
     Gaussian noise; it is skipped when ``phi`` is the identity and ``A`` diagonal (the linear
     solution is then already optimal). Each step solves ``B`` systems of size ``n_0``.
 

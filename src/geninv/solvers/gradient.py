@@ -1,4 +1,4 @@
-"""Gradient baselines (SPEC section 7): the paper's momentum gradient descent, and Adam with random restarts.
+"""Gradient baselines (docs/method.md sec. 7): the paper's momentum gradient descent, and Adam with random restarts.
 
 Both minimize the data fit ``f(z) = 1/2 ||A (G(z) - y)||^2`` directly over the latent ``z``, with
 ``A`` the measurement operator (identity when ``measure`` is None; a 0/1 pixel mask; or, for a

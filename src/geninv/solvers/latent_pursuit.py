@@ -1,4 +1,4 @@
-"""Latent-Pursuit (SPEC sec. 6; the paper's Algorithms 3, 4 and 5)."""
+"""Latent-Pursuit (docs/method.md sec. 6; the paper's Algorithms 3, 4 and 5)."""
 
 from __future__ import annotations
 
@@ -89,12 +89,13 @@ def latent_pursuit(
         Absolute l1 weight of the image and middle layers. Default None: ``lam_rel * lam_max``
         per sample and layer, ``lam_max`` being the smallest weight that makes ``x = 0`` optimal.
     lam_rel : float
-        Relative l1 weight used when ``lam`` is None (default 1e-4: the noiseless setting; raise
+        Relative l1 weight used when ``lam`` is None (default 1e-6: the noiseless setting; raise
         it for noisy signals).
     rho : float
         Linearized-ADMM penalty (default 1, for which the step ``mu = 1/||W||^2`` is exact).
     gamma : float
-        Weight of the Gaussian prior ``gamma/2 ||z||^2`` of the first layer (eq. 16; default 1e-3).
+        Weight of the Gaussian prior ``gamma/2 ||z||^2`` of the first layer (eq. 16; default 0.0:
+        no prior, the first layer is a constrained least-squares fit).
     max_iter : int
         Iteration cap of each stage (image layer, each middle layer, first layer; default 2000).
     tol : float, optional
@@ -114,7 +115,7 @@ def latent_pursuit(
         (``"x_L"``, ..., ``"z"``), ``x`` (the stage's full-batch estimate), ``active``,
         ``change`` and ``objective``.
     image_domain : {"auto", "pre", "signal"}
-        Form of the image-layer problem. ``"signal"``: SPEC eq. 8,
+        Form of the image-layer problem. ``"signal"``: eq. (8),
         ``min_{x>=0} 1/2 ||A (y - phi(W x + b))||^2 + lam 1^T x``. ``"pre"``: the convex
         pre-activation form ``min_{x>=0} 1/2 ||M (phi^{-1}(y) - b - W x)||^2 + lam 1^T x``,
         available for an invertible ``phi`` and a pixel mask or no measure; pixels saturated at
@@ -164,7 +165,7 @@ def latent_pursuit(
        (with per-sample gradient restart). ``L = ||W^T M W||`` (pre) or that times
        ``sup phi'^2 + sup|phi''| sup|phi(a) - y|`` (signal, a global bound of the Hessian of the
        loss in the pre-activation; for a general operator ``A`` the same with ``||A||^2 ||W||^2``).
-    2. Middle layers ``i = L-1, ..., 1`` (linearized ADMM, SPEC eq. 9-12), with
+    2. Middle layers ``i = L-1, ..., 1`` (linearized ADMM, eq. (9)-(12)), with
        ``A = W_{i+1}^S``, ``C = W_{i+1}^{S^c}``, ``S = supp(x_{i+1})``::
 
            x <- max(0, x - mu (A^T (A x + b^S - x_{i+1}^S) + rho C^T (C x + b^{S^c} - u + v) + lam))
@@ -172,7 +173,7 @@ def latent_pursuit(
            v <- v + C x + b^{S^c} - u
 
        with ``mu = 1/||A^T A + rho C^T C||_2`` (batched power iteration over the masked full
-       matrices; the condition of SPEC eq. 12 is checked, a user ``mu`` above it raises).
+       matrices; the condition of eq. (12) is checked, a user ``mu`` above it raises).
     3. First layer (eq. 16-18): the same iteration for ``z`` without the projection and with
        ``gamma z`` in the gradient (``mu = 1/(||A^T A + rho C^T C|| + gamma)``), warm-started
        from ``pinv(W_1^{S_1}) (x_1^{S_1} - b_1^{S_1})``.
@@ -182,22 +183,17 @@ def latent_pursuit(
     Supports are ``x_j > support_tol * max_j x_j``. Every stage runs for the whole batch with
     matrix-matrix products; per-sample supports are 0/1 masks on full matrices; convergence is
     decided per sample every ``check_every`` iterations and finished samples leave the working
-    batch. Image domain (measured, float64, batch 64, random ``[20, n_1, 600]`` tanh generators,
-    ``n_1`` in 30..1000): both forms reach the same z SNR for every ``n_1``, and the pre-activation
-    form needs fewer iterations of a cheaper step (image-layer iterations pre / signal: 44 / 71 at
-    ``n_1 = 200``, 99 / 156 at 400; a signal-domain step costs three products instead of two because
-    its step needs backtracking: tanh's curvature has no useful global bound), so ``"auto"`` takes
-    ``"pre"`` wherever it is available.
+    batch. Image domain: both forms reach the same z SNR, and the pre-activation form needs fewer
+    iterations of a cheaper step (a signal-domain step costs three products instead of two because
+    it needs backtracking: tanh's curvature has no useful global bound), so ``"auto"`` takes
+    ``"pre"`` wherever it is available (docs/method.md sec. 9.2; the measurements are in
+    benchmarks/NOTES.md).
 
     Image-layer warm start (``warm_start``, pre-activation form, unless a sample observes fewer
     pixels than ``n_L``): FISTA starts from ``max(pinv(M W_{L+1}) M (phi^{-1}(y) - b_{L+1}), 0)``,
-    exact for noiseless signals, so it stops at its first check; from zero it needed 190-350
-    iterations on the shipped MNIST generator and, in float32, stopped (``tol`` 1e-5) with
-    off-support entries above ``support_tol``, whose false supports then failed the lower
-    layers. Measured, shipped MNIST generator, float32, one thread: clean, batch 512: 14.0 s
-    and median image SNR 107 dB (10 % quantile 19 dB) from zero, 2.3 s and 133.5 dB (10 %:
-    130 dB) warm; per-sample random masks hiding 45 %, batch 64: 1.9 s and 20 dB from zero,
-    0.46 s and 133 dB warm.
+    exact for noiseless signals, so it stops at its first check. From zero, float32 FISTA stops
+    (``tol`` 1e-5) with off-support entries above ``support_tol``, whose false supports then fail
+    the lower layers (docs/method.md sec. 9.3; the measurements are in benchmarks/NOTES.md).
 
     Examples
     --------

@@ -1,4 +1,4 @@
-"""Layered Basis-Pursuit (SPEC sec. 5; the paper's Algorithm 2)."""
+"""Layered Basis-Pursuit (docs/method.md sec. 5; the paper's Algorithm 2)."""
 
 from __future__ import annotations
 
@@ -91,8 +91,8 @@ def layered_bp(
         ``callback(iteration, state)`` at every check, ``state["stage"]`` in ``"x_L"``..``"x_1"``.
     image_domain : {"auto", "pre", "signal"}
         Form of the first problem. ``"auto"`` (default): the pre-activation ``phi^{-1}(y)`` of
-        SPEC sec. 5 for an invertible output, a pixel mask or no measure and observed ``y``
-        inside the activation's range; otherwise the signal domain of SPEC eq. 8 (noisy tanh
+        docs/method.md sec. 5 for an invertible output, a pixel mask or no measure and observed ``y``
+        inside the activation's range; otherwise the signal domain of eq. (8) (noisy tanh
         data beyond +-1, ReLU output, general operators), decided per sample as in
         :func:`geninv.latent_pursuit` (saturated pixels are left out of ``phi^{-1}(y)``).
         ``"pre"`` forces the pre-activation form (DomainError for ``y`` outside the range). A ReLU output with ``"auto"``: the first
@@ -123,14 +123,13 @@ def layered_bp(
         x_{i-1} = argmin_{x >= 0} 1/2 ||x_i^S - b_i^S - W_i^S x||^2 + lam 1^T x        i = L..2
         z       = pinv(W_1^{S_1}) (x_1^{S_1} - b_1^{S_1})
 
-    (the Lagrangian form of SPEC sec. 5 with nonnegativity, since ReLU outputs are >= 0). Each
+    (the Lagrangian form of docs/method.md sec. 5 with nonnegativity, since ReLU outputs are >= 0). Each
     problem is solved for the whole batch by FISTA with step ``1 / ||W^T diag(s_b) W||``
     (batched power iteration), the row supports ``s_b`` being 0/1 masks on the full matrix.
     The warm start changes where FISTA starts, not the problem it solves: from zero, in
-    float32, the image layer stopped (``tol`` 1e-5) with off-support entries above
-    ``support_tol`` on the shipped MNIST generator, and those false supports failed the layers
-    below (measured, batch 256, one thread: 5.1 s, median image SNR 93 dB, 10 % quantile 19 dB;
-    warm: 1.0 s, 133 dB, 10 %: 130 dB).
+    float32, the image layer stops (``tol`` 1e-5) with off-support entries above
+    ``support_tol``, and those false supports fail the layers below (docs/method.md sec. 9.3;
+    the measurements are in benchmarks/NOTES.md).
 
     Examples
     --------

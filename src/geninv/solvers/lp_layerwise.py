@@ -1,4 +1,4 @@
-"""Layer-wise linear programming (Lei, Jalal, Dhillon, Dimakis, NeurIPS 2019; SPEC section 7).
+"""Layer-wise linear programming (Lei, Jalal, Dhillon, Dimakis, NeurIPS 2019; docs/method.md sec. 7).
 
 A ReLU layer ``x_{i+1} = relu(W x + b)`` is linear once the support ``S`` of ``x_{i+1}`` is
 known: ``W^S x + b^S = x_{i+1}^S`` and ``W^{S^c} x + b^{S^c} <= 0``. Going down from the image,
@@ -233,14 +233,14 @@ def lp_layerwise(
 
     Notes
     -----
-    With ``u = phi^{-1}(y)`` on the observed entries O (SPEC section 7), for ``i = L + 1, ..., 1``::
+    With ``u = phi^{-1}(y)`` on the observed entries O (docs/method.md sec. 7), for ``i = L + 1, ..., 1``::
 
         find x_{i-1}  s.t.  W_i^{S} x + b_i^{S} = x_i^{S},   W_i^{S^c} x + b_i^{S^c} <= 0,   x >= 0 (i > 1)
 
     with ``x_{L+1} = u`` and ``S = O`` at the image layer (no inequalities there unless the output
     activation is ReLU, whose zeros give inequalities as in the hidden layers), ``S = supp(x_i)``
     below, and ``x_0 = z`` free. Each LP runs in float64. Where the layers expand enough for the
-    inverse to be unique (SPEC section 3), each LP's feasible set is a single point and the
+    inverse to be unique (docs/method.md sec. 3), each LP's feasible set is a single point and the
     planted latent is recovered exactly. An infeasible or failed LP (numerically inconsistent
     data, a wrong support) is first retried, for ``"exact"``, as the ``"linf"`` LP, whose solution
     is accepted when its violation is below ``1e3 eps max(1, ||r||_inf)`` (eps of ``y``'s dtype:

@@ -10,7 +10,7 @@ Parameter rules (the statistics of one LASSO step, applied layer by layer; see
   layer's matrix, ``sigma_in`` the per-entry noise of the layer's data): the smallest weight for
   which, with high probability, no pure-noise correlation ``|a_j^T e|`` exceeds ``lam``, so
   no unit outside the true support is switched on by the noise (a false positive turns a true
-  inequality into a wrong equality in the layer below; the paper's practical notes on Latent-Pursuit).
+  inequality into a wrong equality in the layer below; docs/method.md sec. 9.1).
 * ``sigma_i``, the per-entry noise of the estimate of layer ``i``, propagated as the Oracle's
   (least squares on the estimated support): ``sigma_i = sigma_in sqrt(tr((M^T M)^{-1}) / s_i)``.
 * ``eps_i = sigma_in sqrt(r_i)`` (``r_i`` rows of the layer's data): the expected l2 size of the
@@ -264,7 +264,7 @@ def noisy_pursuit(
         ``sigma``; ``"auto"`` estimates it per signal (:func:`estimate_noise`).
     method : {"latent_pursuit", "layered_bp"}
         Which pursuit: the middle layers with the next layer's zeros as inequalities (eq. (9),
-        linearized ADMM) or plain nonnegative LASSO (Layered Basis-Pursuit, FISTA).
+        linearized ADMM) or plain nonnegative LASSO (docs/method.md sec. 5, FISTA).
     lam_scale : float
         Multiplies every ``lam_i`` of the universal rule (default 0.1, measured: see Notes).
     sigma_z : float
@@ -285,7 +285,7 @@ def noisy_pursuit(
     support_tol, rho, check_every, power_iters :
         As in :func:`geninv.latent_pursuit`.
     refine : {"network", "supports", "none"}
-        Final fit of ``z``. ``"network"`` (default): the pursuits' debiasing (supports frozen,
+        Final fit of ``z``. ``"network"`` (default): the debiasing of docs/method.md sec. 6.4 (supports frozen,
         with support refinement) followed by Gauss-Newton on the whole network
         (:func:`geninv.solvers.hybrid.gauss_newton_refine`) on the MAP objective
         ``1/2 ||A (y - G(z))||^2 + gamma_end/2 ||z||^2``; ``"supports"``: the debiasing only;
@@ -327,23 +327,15 @@ def noisy_pursuit(
     positive, with high probability), but its shrinkage ``lam (M_T^T M_T)^{-1} sign(x)`` is the
     dominant error wherever a layer's problem is overdetermined (``s_{i+1} > n_i``, the case of
     expanding generators), and the false positives a smaller ``lam`` lets in are neutralised by
-    the margin rule below and by the refinement. Measured (random ``[20, 128, 392, 784]`` PLU
-    generator with biases, 16 signals, without refinement / with the frozen-support refit):
-    at 40 dB the SNR of ``z`` is 10.2 / 53.9 dB for ``lam_scale = 1``, 44.2 / 53.9 for 0.1,
-    48.1 / 53.4 for 0.01; at 20 dB 7.0 / 33.9, 24.5 / 33.6, 26.7 / 34.0; at 10 dB 1.3 / 18.7,
-    8.9 / 19.8, 8.2 / 22.3 (end-to-end Oracle: 53.9, 33.9, 24.3). On the shipped MNIST generator
-    (32 images, ``noise_level="auto"``, with the default refinement) the median SNR of ``z`` for
-    ``lam_scale`` = 1, 0.1, 0.01 is 14.6, 14.5, 13.8 dB at input 10 dB; 24.5, 24.9, 23.7 at 20 dB;
-    34.8, 34.8, 34.8 at 30 dB; 44.7 at 40 dB for all three (end-to-end Oracle 14.2, 24.6, 34.7,
-    44.7). Hence 0.1.
+    the margin rule below and by the refinement. Hence the default 0.1 (docs/method.md sec. 9.5;
+    the measurements are in benchmarks/NOTES.md).
 
     Rows of stage ``i``: the units of ``x_{i+1}`` estimated above ``margin sigma_{i+1}`` are
     equalities (in Layered BP the only rows), the ones estimated at zero inequalities
     (Latent-Pursuit), the ones in between free. Why: a false positive of the noisy estimate (a
     unit that is off, with a possibly large negative pre-activation) made an equality is a wrong
-    equation, while a small true unit left free costs one equation; measured on a random
-    ``[20, 128, 392, 784]`` PLU generator at 30 dB, without debiasing, the pursuit's ``x_1`` SNR
-    went from 12.5 dB (every positive unit an equality) to the value in the records.
+    equation, while a small true unit left free costs one equation (the measurement is in
+    benchmarks/NOTES.md).
 
     4. ``refine``: see above. ``eps_i = sigma_in sqrt(rows)`` is reported as Theorem 2's noise
        level of each stage (the l2 size of its data noise).

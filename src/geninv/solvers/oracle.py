@@ -1,4 +1,4 @@
-"""The Oracle (the paper's Algorithms 1 and 6): inversion with known supports."""
+"""The Oracle (docs/method.md sec. 4; the paper's Algorithms 1 and 6): inversion with known supports."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def oracle(
     mask : Tensor of shape (n,) or (B, n), bool, optional
         Shorthand for ``measure=Mask(mask)``.
     mode : {"auto", "layerwise", "end_to_end"}
-        ``"layerwise"``: the paper's Oracle exactly, one pseudo-inverse per layer (needs
+        ``"layerwise"``: docs/method.md sec. 4 exactly, one pseudo-inverse per layer (needs
         ``phi^{-1}``, so an invertible output activation and a pixel mask or no measure, or
         an identity output with any linear operator; a ReLU output with a pixel mask or no
         measure uses its observed positive pixels as the rows of the first pseudo-inverse).

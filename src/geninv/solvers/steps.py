@@ -284,7 +284,7 @@ def ladmm_step(
     gamma: float = 0.0,
     nonneg: bool = True,
 ) -> LadmmState:
-    """One linearized-ADMM step for eq. (9) (``nonneg=True``) or eq. 16 (``nonneg=False``).
+    """One linearized-ADMM step for eq. (9) (``nonneg=True``) or eq. (16) (``nonneg=False``).
 
     Problem, with ``A = W^S`` (rows in the support S of the next layer), ``C = W^{S^c}``:
     ``min 1/2 ||c^S - b^S - A x||^2 + lam 1^T x + gamma/2 ||x||^2``

@@ -3,7 +3,7 @@
 * :func:`fista_layer`: ``min_{x >= 0} f(x) + lam 1^T x`` with ``f`` a row-masked least squares
   (pre-activation image layer, Layered Basis-Pursuit layers) or the signal-domain image-layer
   loss of eq. (8).
-* :func:`ladmm_layer`: the constrained middle / first layer problems of eqs. (9) and (16) by
+* :func:`ladmm_layer`: the constrained middle / first layer problems of eq. (9) and (16) by
   linearized ADMM.
 """
 
@@ -190,7 +190,7 @@ def ladmm_layer(
     stage: str,
     sc: Tensor | None = None,
 ) -> tuple[LoopOutput, Tensor]:
-    """Linearized ADMM for one middle layer (eq. 9) or the first layer (eq. 16), clean or noisy.
+    """Linearized ADMM for one middle layer (eq. (9)) or the first layer (eq. (16)), clean or noisy.
 
     Parameters
     ----------

@@ -8,7 +8,7 @@ Two references make the numbers readable: the classifier's confidence on held-ou
 and on the samples of an untrained generator of the same architecture.
 
 The sparsity report counts the active units ``s_i = |supp(x_i)|`` of the hidden layers over
-random latents and the fraction meeting Corollary 1 of the paper (SPEC section 3):
+random latents and the fraction meeting Corollary 1 of the paper (docs/method.md sec. 3):
 ``n_0 <= s_1``, ``s_{i-1} < s_i / 2`` for ``i = 2..L`` and ``s_L < n / 2``.
 """
 

@@ -1,4 +1,4 @@
-"""Train the paper's MNIST generator as a GAN (SPEC section 8).
+"""Train the paper's MNIST generator as a GAN (docs/method.md sec. 8).
 
 Generator (the paper's architecture)::
 

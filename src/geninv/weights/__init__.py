@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from geninv.exceptions import ModelFileError
+from geninv.model import load_generator
 from geninv.model.generator import Generator
-from geninv.model.io import load_generator
 
 __all__ = ["mnist_generator_path", "mnist_generator_record", "load_mnist_generator"]
 
@@ -43,7 +43,7 @@ def mnist_generator_record() -> dict[str, Any]:
 
 
 def load_mnist_generator(*, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> Generator:
-    """The trained MNIST generator of the paper (SPEC section 8), shipped with the package.
+    """The trained MNIST generator of the paper (docs/method.md sec. 8), shipped with the package.
 
     Parameters
     ----------
