@@ -227,6 +227,14 @@ def test_bad_physics_and_shapes(G: geninv.Generator) -> None:
         geninv.invert(G, torch.zeros(2, 10, dtype=F64), measure=small)
     with pytest.raises(ShapeError, match="y: expected measurements"):
         geninv.invert(G, torch.zeros(2, 299, dtype=F64), measure=_physics("cs"))
+    with pytest.raises(InputError, match="method"):
+        gdi.GenInvReconstructor(G, method="csgm")
+    with pytest.raises(InputError, match="G: expected a geninv.Generator"):
+        gdi.GenInvReconstructor(torch.nn.Linear(2, 3))
+    with pytest.raises(InputError, match="y: expected a torch.Tensor"):
+        gdi.GenInvReconstructor(G)([[0.0] * 300], _physics("cs"))
+    with pytest.raises(InputError, match="mask, measure"):
+        geninv.invert(G, torch.zeros(2, N, dtype=F64), mask=torch.ones(N, dtype=torch.bool), measure=_physics("inpainting"))
 
 
 def test_torchvision_stand_in_explains_itself() -> None:
