@@ -124,13 +124,19 @@ def _snr(G: geninv.Generator, res: geninv.SolveResult, x: torch.Tensor) -> torch
     return geninv.snr(G(res.z), x)
 
 
-@pytest.mark.parametrize("layout", ["image", "flat"])
+# flat: signals (B, 784) (an Inpainting on img_size (784,), a Denoising on flat data); flat_y: an
+# image-shaped physics given flat measurements. deepinv's CompressedSensing needs a (C, H, W)
+# img_size and its measurements are (B, m) either way: one layout.
+LAYOUTS = [("inpainting", "image"), ("inpainting", "flat"), ("inpainting", "flat_y"), ("cs", "image"),
+           ("denoising", "image"), ("denoising", "flat")]
+
+
 @pytest.mark.parametrize("sigma", [0.0, 0.05])
-@pytest.mark.parametrize("kind", ["inpainting", "cs", "denoising"])
+@pytest.mark.parametrize("kind, layout", LAYOUTS)
 def test_invert_with_physics_equals_native(G: geninv.Generator, kind: str, sigma: float, layout: str) -> None:
     physics = _physics(kind, sigma=sigma, flat=(layout == "flat" and kind == "inpainting"))
     x, y = _data(G, physics, kind)
-    if layout == "flat":
+    if layout in ("flat", "flat_y"):
         y = y.reshape(y.shape[0], -1)  # measurements passed flat (B, m)
     native_opts = {"noise_level": sigma} if sigma else {}
     ref = geninv.invert(G, y.reshape(y.shape[0], -1), measure=_native(kind, physics), **native_opts)
@@ -144,13 +150,17 @@ def test_invert_with_physics_equals_native(G: geninv.Generator, kind: str, sigma
         assert bool((s > 150).all()) and bool((s_ref > 150).all()), (s, s_ref)
 
 
-@pytest.mark.parametrize("kind", ["inpainting", "cs", "denoising"])
-def test_reconstructor_in_dinv_test_equals_native(G: geninv.Generator, kind: str) -> None:
-    physics = _physics(kind, sigma=0.05)
+@pytest.mark.parametrize("kind, layout", LAYOUTS)
+def test_reconstructor_in_dinv_test_equals_native(G: geninv.Generator, kind: str, layout: str) -> None:
+    flat = layout == "flat"
+    physics = _physics(kind, sigma=0.05, flat=flat and kind == "inpainting")
     x, y = _data(G, physics, kind)
-    ximg = x.reshape(x.shape[0], *IMG)
+    if (flat and kind == "denoising") or layout == "flat_y":
+        y = y.reshape(y.shape[0], N)
+    shape = (N,) if flat and kind != "cs" else IMG
+    ximg = x.reshape(x.shape[0], *shape)
     ref = geninv.invert(G, y.reshape(y.shape[0], -1), measure=_native(kind, physics), noise_level=0.05)
-    model = gdi.GenInvReconstructor(G)
+    model = gdi.GenInvReconstructor(G, signal_shape=(N,) if flat and kind == "denoising" else None)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ximg, y), batch_size=x.shape[0])
     metric = dinv.metric.PSNR(max_pixel=2.0)  # images in [-1, 1]
     out = dinv.test(model, loader, physics, metrics=metric, online_measurements=False, compare_no_learning=False,
@@ -184,9 +194,11 @@ def test_the_noisy_forward_is_never_called(G: geninv.Generator) -> None:
 
     physics.forward = refuse
     physics.noise = refuse
-    res = geninv.invert(G, y, measure=physics)
-    assert bool(torch.isfinite(res.z).all())
-    gdi.GenInvReconstructor(G)(y, physics)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", geninv.ConvergenceWarning)  # 20 iterations: only the calls matter here
+        res = geninv.invert(G, y, measure=physics, max_iter=20)
+        assert bool(torch.isfinite(res.z).all())
+        gdi.GenInvReconstructor(G, max_iter=20)(y, physics)
 
 
 def test_noise_warnings(G: geninv.Generator) -> None:
@@ -198,8 +210,8 @@ def test_noise_warnings(G: geninv.Generator) -> None:
         geninv.latent_pursuit(G, y, measure=physics, max_iter=5)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        geninv.invert(G, y, measure=physics, noise_level=0.05)  # the noise level given: nothing to warn about
-        geninv.invert(G, y, measure=physics)  # read from the physics: nothing to warn about either
+        geninv.invert(G, y, measure=physics, noise_level=0.05, max_iter=20)  # the noise level given: no noise warning
+        geninv.invert(G, y, measure=physics, max_iter=20)  # read from the physics: none either
     assert not [w for w in caught if "noise" in str(w.message)]
 
 
@@ -215,6 +227,14 @@ def test_bad_physics_and_shapes(G: geninv.Generator) -> None:
         geninv.invert(G, torch.zeros(2, 10, dtype=F64), measure=small)
     with pytest.raises(ShapeError, match="y: expected measurements"):
         geninv.invert(G, torch.zeros(2, 299, dtype=F64), measure=_physics("cs"))
+    with pytest.raises(InputError, match="method"):
+        gdi.GenInvReconstructor(G, method="csgm")
+    with pytest.raises(InputError, match="G: expected a geninv.Generator"):
+        gdi.GenInvReconstructor(torch.nn.Linear(2, 3))
+    with pytest.raises(InputError, match="y: expected a torch.Tensor"):
+        gdi.GenInvReconstructor(G)([[0.0] * 300], _physics("cs"))
+    with pytest.raises(InputError, match="mask, measure"):
+        geninv.invert(G, torch.zeros(2, N, dtype=F64), mask=torch.ones(N, dtype=torch.bool), measure=_physics("inpainting"))
 
 
 def test_torchvision_stand_in_explains_itself() -> None:
@@ -225,3 +245,14 @@ def test_torchvision_stand_in_explains_itself() -> None:
     with pytest.raises(ImportError, match="real torchvision"):
         torchvision.transforms.CenterCrop(3)
     assert math.isfinite(float(gdi.as_operator(_physics("cs")).norm()))
+
+
+def test_per_sample_inpainting_masks(G: geninv.Generator) -> None:
+    masks = torch.rand((4, *IMG), generator=_gen()) > 0.4  # a different mask per image
+    physics = dinv.physics.Inpainting(img_size=IMG, mask=masks.float())
+    op = gdi.as_operator(physics)
+    assert isinstance(op, gdi.PhysicsMask) and torch.equal(op.mask, masks.reshape(4, N))
+    x, y = _data(G, physics, "inpainting")
+    ref = geninv.invert(G, y.reshape(4, N), mask=masks.reshape(4, N))
+    res = geninv.invert(G, y, measure=physics)
+    assert torch.equal(res.z, ref.z)  # the same pixel-mask path: the same arithmetic

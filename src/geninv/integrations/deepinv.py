@@ -234,15 +234,18 @@ class PhysicsOperator(_FromPhysics):
         return self.forward(x)
 
 
-def _probe_equal(physics: Any, signal_shape: tuple[int, ...], expected: Any) -> bool:
+def _probe_equal(physics: Any, signal_shape: tuple[int, ...], expected: Any, batch: int = 2) -> bool:
     """Whether ``physics.A`` acts as ``expected`` (a function of x) on a random batch (bitwise)."""
     device, dtype = _home(physics)
     gen = torch.Generator(device="cpu")
     gen.manual_seed(0)
-    x = torch.randn((2, *signal_shape), generator=gen, dtype=torch.float64).to(device, dtype)
-    with torch.no_grad():
-        y = physics.A(x)
-        return isinstance(y, Tensor) and y.shape == x.shape and bool(torch.equal(y, expected(x)))
+    x = torch.randn((batch, *signal_shape), generator=gen, dtype=torch.float64).to(device, dtype)
+    try:
+        with torch.no_grad():
+            y = physics.A(x)
+            return isinstance(y, Tensor) and y.shape == x.shape and bool(torch.equal(y, expected(x)))
+    except (RuntimeError, ValueError, IndexError, TypeError):  # shapes that do not broadcast: not this operator
+        return False
 
 
 def as_operator(physics: Any, signal_shape: int | Sequence[int] | None = None) -> PhysicsMask | PhysicsIdentity | PhysicsOperator:
@@ -296,7 +299,8 @@ def as_operator(physics: Any, signal_shape: int | Sequence[int] | None = None) -
         if isinstance(mask, Tensor) and mask.numel() % n == 0 and mask.numel() >= n and not mask.is_complex():
             flat = mask.detach().reshape(-1, n)
             binary = bool(((flat == 0) | (flat == 1)).all())
-            if binary and _probe_equal(physics, shape, lambda x: x * mask):
+            rows = flat.shape[0]  # one mask per sample (B rows) or one for all (a probe batch of 2)
+            if binary and _probe_equal(physics, shape, lambda x: x * mask.reshape(rows, *shape), 2 if rows == 1 else rows):
                 return PhysicsMask(physics, shape, flat != 0)
     if isinstance(physics, dinv.physics.Denoising) and _probe_equal(physics, shape, lambda x: x):
         return PhysicsIdentity(physics, shape)
