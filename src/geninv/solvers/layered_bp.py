@@ -90,7 +90,7 @@ def layered_bp(
         Form of the first problem. ``"auto"`` (default): the pre-activation ``phi^{-1}(y)`` of
         SPEC sec. 5 for an invertible output, a pixel mask or no measure and observed ``y``
         inside the activation's range; otherwise the signal domain of SPEC eq. 8 (noisy tanh
-        data at +-1, ReLU output, general operators). ``"pre"`` forces the pre-activation form
+        data at +-1, general operators). ``"pre"`` forces the pre-activation form
         (DomainError for ``y`` outside the range). A ReLU output with ``"auto"``: the first
         problem is that of a middle layer, on the rows of the positive pixels of ``y``
         (``info["image_domain"] == "support"``, :mod:`geninv.solvers.relu_output`); InputError
