@@ -202,15 +202,17 @@ def invert(
     if method != "oracle":
         check_informative(G, yy, meas)
     data_dtype = y.dtype if isinstance(y, torch.Tensor) and y.dtype in (torch.float32, torch.float64) else yy.dtype
-    with warnings.catch_warnings(record=True) as caught:
-        # The method's own ConvergenceWarnings are replaced by the one verdict below.
-        warnings.simplefilter("always")
-        res = fn(G, yy, measure=measure, **options)
-        if post_debias:
-            res = debias_result(G, yy, meas, res)
-    for w in caught:
-        if not issubclass(w.category, ConvergenceWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            # The method's own ConvergenceWarnings are replaced by the one verdict below.
+            warnings.simplefilter("always")
+            res = fn(G, yy, measure=measure, **options)
+            if post_debias:
+                res = debias_result(G, yy, meas, res)
+    finally:
+        for w in caught:
+            if not issubclass(w.category, ConvergenceWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     noise = options.get("noise_level")
     res = self_check(G, yy, meas, res, data_dtype=data_dtype, noise_level=noise)
     msg = fit_message(res, noise_known=noise_level_of(noise, res.info, res.batch_size, yy.device) is not None)

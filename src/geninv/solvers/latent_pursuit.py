@@ -41,6 +41,7 @@ from geninv.solvers.relu_output import (
     relu_image_start,
 )
 from geninv.solvers.result import SolveResult
+from geninv.solvers.spectral import masked_gram_norm
 from geninv.solvers.steps import LinearLS, SignalLS
 from geninv.solvers.subproblems import auto_lam, fista_layer, image_lipschitz, ladmm_layer
 
@@ -266,6 +267,19 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
         pos, zero = output_support(y, meas)
         if warm_start:
             x0_img, exact = relu_image_start(W, b, y, pos, zero, dtype)
+            if not bool(exact.all()):
+                # Fewer positive pixels than hidden units (or noise): start the ADMM from the
+                # nonnegative basis pursuit on the equations alone (Layered BP's image layer).
+                # Measured, random [20, 350, 600] ReLU-output generators, 16 signals: the ADMM
+                # from the least-squares start ran to 2000 iterations and recovered 11; from
+                # this start (FISTA: 250-480 iterations) it recovers them all.
+                ts0 = time.perf_counter()
+                wp = pos.to(dtype)
+                start, _ = fista_layer(LinearLS(W, b), y, wp, lip=masked_gram_norm(W, wp, iters=power_iters), lam=lam,
+                                       lam_rel=lam_rel, x0=x0_img, max_iter=max_iter, tol=tol, check_every=check_every,
+                                       restart=restart, callback=callback, stage=f"{stage}_start", exact=exact)
+                record(f"{stage}_start", start, ts0)
+                x0_img = start.state.x
         else:
             x0_img = torch.zeros(B, W.shape[1], dtype=dtype, device=y.device)
         out, lam_t, mu_t = relu_image_admm(W, b, y, pos, zero, lam=lam, lam_rel=lam_rel, rho=rho, mu=mu, x0=x0_img,
