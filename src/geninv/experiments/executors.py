@@ -170,6 +170,7 @@ def _process_pool(workers: int, threads: int) -> ProcessPoolExecutor:
     # A fork server is a fresh process (it inherits no file or lock of the driver) that imports
     # torch and geninv once; each worker, including one replacing a dead worker, is a fork of it
     # made before any torch thread pool starts, so it starts in milliseconds instead of seconds.
+    ctx: Any
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["torch", "geninv", "geninv.experiments.records"])
