@@ -19,6 +19,10 @@ A reproduction writes into one output directory:
 ``records.csv``
     A flat copy of the records (written atomically by :meth:`RecordStore.write_csv`).
 
+Only the driver (:func:`run_units`) writes these files: trial units run on an executor (see
+:mod:`geninv.experiments.executors`) and hand back their records and errors, which the driver
+appends as each unit finishes.
+
 Non-finite floats (an exact recovery has SNR ``+inf``) are stored as the strings ``"inf"``,
 ``"-inf"`` and ``"nan"`` so that the files stay strict JSON; :func:`load_records` turns them
 back into floats.
