@@ -175,20 +175,25 @@ _DRIVER = textwrap.dedent(
     from test_experiments_executors import _cfg
     from geninv.experiments.random_sweep import run_random_sweep
     # Sleep after each unit is on disk, so that the parent can SIGKILL the run mid-way.
-    run_random_sweep(_cfg(3), {out!r}, progress=False, plots=False, executor="processes:2", threads=1,
-                     callback=lambda u, n: time.sleep(0.5))
+    if __name__ == "__main__":
+        run_random_sweep(_cfg(3), {out!r}, progress=False, plots=False, executor={executor!r}, threads=1,
+                         callback=lambda u, n: time.sleep(0.5))
     """
 )
 
 
-def test_sigkilled_driver_resumes_to_the_serial_records(serial_ref, tmp_path) -> None:
+@pytest.mark.parametrize("executor", ["processes:2", pytest.param("dask:local:2", marks=pytest.mark.slow)])
+def test_sigkilled_driver_resumes_to_the_serial_records(serial_ref, tmp_path, executor) -> None:
     import torch
 
+    if executor.startswith("dask"):
+        _dask_or_skip()
     if torch.get_num_threads() != 1:
         pytest.skip("the reference run must use 1 torch thread (OMP_NUM_THREADS=1), as the killed run does")
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-c", _DRIVER.format(tests=str(REPO / "tests"), out=str(out))],
+    proc = subprocess.Popen([sys.executable, "-c", _DRIVER.format(tests=str(REPO / "tests"), out=str(out),
+                                                                 executor=executor)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     path = out / "records.jsonl"
     per_unit = len(_cfg().methods)
@@ -210,7 +215,7 @@ def test_sigkilled_driver_resumes_to_the_serial_records(serial_ref, tmp_path) ->
     assert proc.returncode == -signal.SIGKILL
     before = load_records(out)
     assert 2 * per_unit <= len(before) < 6 * per_unit
-    res = run_random_sweep(_cfg(3), out, progress=False, plots=False, executor="processes:2", threads=1)
+    res = run_random_sweep(_cfg(3), out, progress=False, plots=False, executor=executor, threads=1)
     assert res["ran"] == 6 - len(before) // per_unit  # nothing already recorded is computed again
     final = load_records(out)
     assert len(final) == len({r["key"] for r in final}) == 6 * per_unit
