@@ -284,6 +284,24 @@ def test_phase_on_processes_matches_serial(tmp_path) -> None:
     assert comparable(load_records(tmp_path / "a")) == comparable(load_records(tmp_path / "b"))
 
 
+def test_phase_over_measurements_and_depth_and_over_noise(tmp_path) -> None:
+    from geninv.experiments.phase import parse_phase, run_phase
+
+    cfg = parse_phase("x=m:12,40;y=depth:1,2;n0=3;n1=10;n=40;output=tanh", trials=1, methods=("oracle", "latent_pursuit"))
+    run_phase(cfg, tmp_path / "cs", progress=False, plots=False)
+    recs = load_records(tmp_path / "cs")
+    assert len(recs) == 8 and {r["m"] for r in recs} == {12, 40}
+    for r in recs:
+        assert r["dims"] == [3, 10, 40] if r["depth"] == 1 else r["dims"] == [3, 10, 20, 40]
+    cfg = parse_phase("x=snr_db:20,40;y=n0:2,3;n1=16;n=40", trials=1, methods=("oracle",))
+    assert cfg.threshold(20.0) == 10.0 and cfg.threshold(None) == 60.0  # input SNR - 10 dB; 60 dB noiseless
+    run_phase(cfg, tmp_path / "noise", progress=False)
+    recs = load_records(tmp_path / "noise")
+    assert len(recs) == 4
+    assert all(r["success_db"] == r["snr_db"] - 10 and r["success"] == (r["snr"]["z"] >= r["snr_db"] - 10) for r in recs)
+    assert "input SNR - 10 dB" in (tmp_path / "noise" / "summary.md").read_text()
+
+
 def test_parse_phase_errors_name_the_key() -> None:
     from geninv.experiments.phase import parse_phase
 
