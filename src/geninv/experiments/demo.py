@@ -270,7 +270,7 @@ def _index(root: Path, dirs: Sequence[Path], skipped: list[str]) -> Path:
 
 
 def run_demo(seed: int = 0, batch: int = 16, *, results: str | Path = RESULTS, progress: bool = True,
-             experiments: Sequence[str] = (*_EXPERIMENTS, "noise", "cs")) -> int:
+             experiments: Sequence[str] = (*_EXPERIMENTS, "noise", "cs"), executor: Any = None) -> int:
     """Quick versions of the reproductions (the paper's three, then noise and compressed sensing)
     and one page, ``results/index.html``.
 
@@ -283,6 +283,8 @@ def run_demo(seed: int = 0, batch: int = 16, *, results: str | Path = RESULTS, p
     experiments : sequence of str
         A subset of ``("random", "mnist", "inpaint", "noise", "cs")`` (all by default; the last
         two are the noisy-signal and compressed-sensing experiments, quick versions).
+    executor : str or concurrent.futures.Executor, optional
+        Where every reproduction's units run (see :mod:`geninv.experiments.executors`).
     """
     from geninv.exceptions import InputError
     from geninv.experiments.common import mnist_status
@@ -309,7 +311,7 @@ def run_demo(seed: int = 0, batch: int = 16, *, results: str | Path = RESULTS, p
         print(f"== geninv reproduce {name} --quick", file=sys.stderr)
         try:
             res = reproduce(exp, mask=mask, quick=True, out=out, seed=seed,
-                            trials=batch if exp != "random" else None, progress=progress)
+                            trials=batch if exp != "random" else None, progress=progress, executor=executor)
         except GenInvError as e:
             msg = f"{name} skipped: {e}"
             print(msg, file=sys.stderr)
@@ -323,7 +325,7 @@ def run_demo(seed: int = 0, batch: int = 16, *, results: str | Path = RESULTS, p
             continue
         print(f"== geninv reproduce {exp} --quick", file=sys.stderr)
         try:
-            reproduce_noisy(exp, quick=True, seed=seed, progress=progress, results=root)
+            reproduce_noisy(exp, quick=True, seed=seed, progress=progress, results=root, executor=executor)
         except GenInvError as e:
             msg = f"{exp} skipped: {e}"
             print(msg, file=sys.stderr)

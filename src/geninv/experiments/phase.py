@@ -48,7 +48,7 @@ from geninv.experiments.registry import Experiment, register
 from geninv.model.activations import get_activation
 
 __all__ = ["PhaseConfig", "run_phase", "phase_trial", "phase_units", "parse_phase", "reproduce_phase", "phase_generator",
-           "section", "plot_phase", "AXES", "PHASE_METHODS", "PHASE_HELP", "LABELS", "COLORS"]
+           "section", "plot_phase", "corollary1_holds", "AXES", "PHASE_METHODS", "PHASE_HELP", "LABELS", "COLORS"]
 
 #: Parameters that may span an axis of the diagram.
 AXES = ("n0", "n1", "depth", "m", "snr_db", "missing")
@@ -60,6 +60,8 @@ COLORS = {"oracle": "#555555", "layered_bp": "#1f77b4", "latent_pursuit": "#d627
           "adam": "#9467bd", "lp_layerwise": "#17becf", "hybrid": "#ff7f0e"}
 _SEEDED = {"gd", "adam", "hybrid"}
 _NOISE_AWARE = {"latent_pursuit", "hybrid"}
+_PHASE_KEYS = ("x", "y", "n0", "n1", "n", "depth", "growth", "output", "bias", "weights", "m", "snr_db", "missing",
+               "success_db")
 PHASE_HELP = ("phase: the diagram as 'key=value;...' with x=NAME:v1,v2,..  y=NAME:v1,v2,.. (NAME among "
               "n0, n1, depth, m, snr_db, missing), n0, n1, n, depth, growth, output (activation), bias (std, 0 = none), "
               "weights (1/n_in, 1/n_out or 1), m, snr_db, missing, success_db; e.g. "
@@ -81,7 +83,8 @@ class PhaseConfig:
         The architecture where an axis does not set it: latent size, first hidden width, output
         size, number of hidden layers, width ratio between consecutive hidden layers.
     output : str
-        Output activation (``"identity"``, ``"tanh"``, ``"relu"`` hidden layers are fixed).
+        Output activation (``"identity"``, ``"tanh"``, ``"sigmoid"``, ``"leaky_relu"``, ``"plu"``);
+        the hidden layers are ReLU.
     bias : float
         Standard deviation of the Gaussian biases (0: bias-free).
     weights : "1/n_in", "1/n_out" or "1"
@@ -122,7 +125,7 @@ class PhaseConfig:
 
     @classmethod
     def quick(cls, **kw: Any) -> PhaseConfig:
-        """A minute on 2 cores: 5 x 4 points, 3 trials, shortened solvers."""
+        """Seconds on 2 cores: 5 x 4 points (n_1 = 8..128, n_0 = 2..16, n = 80), 3 trials, shortened solvers."""
         kw.setdefault("x_values", (8, 16, 32, 64, 128))
         kw.setdefault("y_values", (2, 4, 8, 16))
         kw.setdefault("trials", 3)
@@ -133,16 +136,17 @@ class PhaseConfig:
             cfg.options[m] = {**cfg.options[m], "max_iter": 500}
         return cfg
 
-    def threshold(self) -> float:
+    def threshold(self, snr_db: float | None = None) -> float:
+        """The success threshold [dB] at a point whose input SNR is ``snr_db`` (None: noiseless)."""
         if self.success_db is not None:
             return float(self.success_db)
-        return 60.0 if self.snr_db is None else float(self.snr_db) - 10.0
+        return 60.0 if snr_db is None else float(snr_db) - 10.0
 
     def identity(self) -> dict[str, Any]:
         keys = ("x", "y", "seed", "n0", "n1", "n", "depth", "growth", "output", "bias", "weights", "m", "snr_db",
                 "missing", "dtype")
         ident = {k: getattr(self, k) for k in keys if k not in (self.x, self.y)}
-        ident["x"], ident["y"], ident["success_db"] = self.x, self.y, self.threshold()
+        ident["x"], ident["y"], ident["success_db"] = self.x, self.y, self.success_db
         return ident
 
     def point(self, xv: float, yv: float) -> dict[str, Any]:
@@ -199,6 +203,8 @@ def parse_phase(spec: str | None, **kw: Any) -> PhaseConfig:
         key, sep, val = (t.strip() for t in part.partition("="))
         if not sep:
             raise InputError(f"--phase: expected 'key=value' parts separated by ';', received {part!r}")
+        if key not in _PHASE_KEYS:
+            raise InputError(f"--phase: expected keys among {', '.join(_PHASE_KEYS)}; received {key!r}")
         try:
             if key in ("x", "y"):
                 name, _, vals = val.partition(":")
@@ -207,12 +213,9 @@ def parse_phase(spec: str | None, **kw: Any) -> PhaseConfig:
             elif key in ("n0", "n1", "n", "depth", "m"):
                 fields[key] = None if key == "m" and val in ("", "none") else int(val)
             elif key in ("growth", "bias", "snr_db", "missing", "success_db"):
-                fields[key] = None if val in ("", "none") and key != "growth" and key != "bias" else float(val)
-            elif key in ("output", "weights"):
-                fields[key] = val
+                fields[key] = None if val in ("", "none") and key not in ("growth", "bias") else float(val)
             else:
-                raise InputError(f"--phase: expected keys among x, y, n0, n1, n, depth, growth, output, bias, weights, "
-                                 f"m, snr_db, missing, success_db; received {key!r}")
+                fields[key] = val
         except ValueError:
             raise InputError(f"--phase: expected a number (or numbers) for {key!r}, received {val!r}") from None
     fields.update(kw)
@@ -269,7 +272,7 @@ def phase_trial(config: PhaseConfig, unit: Unit, keys: list[str]) -> UnitResult:
     s = [int(c[0]) for c in tr.cardinalities]
     base = {"x": float(xv), "y": float(yv), "trial": t, "seed": seed_t, "dims": G.dims, "s": s,
             **{k: v for k, v in p.items()}}
-    thr = config.threshold()
+    thr = config.threshold(p["snr_db"])
     recs: list[dict[str, Any]] = []
     errors: list[tuple[str, str]] = []
     for key in keys:
@@ -284,12 +287,20 @@ def phase_trial(config: PhaseConfig, unit: Unit, keys: list[str]) -> UnitResult:
         try:
             res, secs = solve(G, y, what, mask=mask, supports=tr.supports, options=opts)
             snrs = layer_snrs(G, z, tr.hidden, y0, res)[0]
-        except Exception as e:  # noqa: BLE001 - a failing method must not stop the diagram
+        except GenInvError as e:
+            # The method refused this signal (e.g. every unit of the last hidden layer is off, so y
+            # does not depend on z): a failure of the trial, recorded as such with the reason.
+            opts.pop("measure", None)
+            recs.append({**base, "key": key, "kind": "solve", "method": what, "options": opts, "snr": None,
+                         "success": False, "refused": f"{type(e).__name__}: {e}", "converged": False, "seconds": 0.0})
+            continue
+        except Exception as e:  # noqa: BLE001 - a failing method must not stop the diagram; retried next run
             errors.append((key, f"{type(e).__name__}: {e}"))
             continue
         opts.pop("measure", None)
         recs.append({**base, "key": key, "kind": "solve", "method": what, "options": opts, "snr": snrs,
-                     "success": bool(snr_value(snrs["z"]) >= thr), "converged": bool(res.converged[0]),
+                     "success": bool(snr_value(snrs["z"]) >= thr), "success_db": thr,
+                     "converged": bool(res.converged[0]),
                      "seconds": secs})
     return UnitResult(recs, errors)
 
@@ -331,6 +342,15 @@ def run_phase(
 
 # -- reading the records ----------------------------------------------------------------------------
 
+def success_rule(st: dict[str, Any]) -> str:
+    """The success rule of a diagram's settings, in words (``">= 60 dB"``, ``">= input SNR - 10 dB"``)."""
+    if st.get("success_db") is not None:
+        return f">= {float(st['success_db']):g} dB"
+    if st.get("snr_db") is not None or "snr_db" in (st.get("x"), st.get("y")):
+        return ">= input SNR - 10 dB"
+    return ">= 60 dB"
+
+
 def success_grid(records: list[dict[str, Any]]) -> dict[str, dict[tuple[float, float], list[bool]]]:
     """``{method: {(x, y): [success per trial]}}`` from the solve records."""
     by: dict[str, dict[tuple[float, float], list[bool]]] = defaultdict(lambda: defaultdict(list))
@@ -369,6 +389,14 @@ def corollary1(records: list[dict[str, Any]], st: dict[str, Any]) -> dict[str, A
         sl[x] += [s[-1] for s in ss]
     return {"s1": {x: float(np.median(v)) for x, v in sorted(s1.items())},
             "sL": {x: float(np.median(v)) for x, v in sorted(sl.items())}, "holds": holds}
+
+
+def corollary1_holds(record: dict[str, Any], n: int) -> bool:
+    """Whether one trial's own cardinalities ``s`` satisfy Corollary 1 (``n_0 <= s_1``, ``s_{i-1} < s_i / 2``,
+    ``s_L < n / 2``, or ``< m / 2`` when observed through ``A`` with ``m`` rows)."""
+    s = list(record["s"])
+    lim = (record["m"] if record.get("m") is not None else n) / 2
+    return bool(record["n0"] <= s[0] and s[-1] < lim and all(s[i - 1] < s[i] / 2 for i in range(1, len(s))))
 
 
 def _log_axis(v: Sequence[float]) -> bool:
@@ -419,11 +447,11 @@ def plot_phase(out_dir: str | Path) -> list[Path]:
         if cor is not None:
             s1x = list(cor["s1"])
             ax.plot(s1x, [cor["s1"][x] for x in s1x], color="w", lw=2.0, label="n_0 = median s_1 (measured)")
-            ax.plot(s1x, [x / 2 for x in s1x], color="w", lw=1.2, ls="--", label="n_0 = n_1 / 2")
+            ax.plot(s1x, [x / 2 for x in s1x], color="w", lw=1.2, ls="--", label="n_0 = n_1 / 2 (bias-free expectation)")
             lim = (st["m"] if st.get("m") is not None else st["n"]) / 2
             over = [x for x in s1x if cor["sL"][x] >= lim]
             if over:
-                ax.axvline(over[0], color="#ff6666", lw=1.5, ls=":", label=f"median s_L >= {lim:g}")
+                ax.axvline(over[0], color="#ff6666", lw=1.5, ls=":", label=f"first n_1 with median s_L >= {lim:g}")
         if _log_axis(xs):
             ax.set_xscale("log")
         if _log_axis(ys):
@@ -439,9 +467,12 @@ def plot_phase(out_dir: str | Path) -> list[Path]:
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
     if cor is not None:
-        axes.flat[0].legend(fontsize=7, loc="upper left", framealpha=0.6)
+        h, lab = axes.flat[0].get_legend_handles_labels()
+        fig.legend(h, lab, loc="outside lower center", ncol=len(lab), fontsize=8, frameon=True, facecolor="#8a8a8a",
+                   title="Corollary 1 needs n_0 <= s_1 (below the solid line) and s_L < n/2 (left of the dotted line)",
+                   title_fontsize=8)
     if mesh is not None:
-        fig.colorbar(mesh, ax=axes, shrink=0.9, label=f"success rate (SNR of z >= {st['success_db']:g} dB)")
+        fig.colorbar(mesh, ax=axes, shrink=0.9, label=f"success rate (SNR of z {success_rule(st)})")
     fixed = {k: st.get(k) for k in ("n0", "n1", "n", "depth", "m", "snr_db", "missing") if k in st and st.get(k) is not None}
     fig.suptitle(f"Phase diagram: {st['output']} output, weights N(0, {st['weights']}), "
                  f"{'bias std ' + format(st['bias'], 'g') if st['bias'] else 'no bias'}; "
@@ -468,8 +499,12 @@ def section(out_dir: str | Path, command: str | None = None) -> Any:
     threads = sorted({int(r["threads"]) for r in recs if "threads" in r})
     sec.notes.append(f"Random generators with {st['output']} output, weights N(0, {st['weights']}), "
                      f"{'biases N(0, ' + format(st['bias'], 'g') + '^2)' if st['bias'] else 'no biases'}, "
-                     f"output size n = {st['n']}; a trial succeeds when the SNR of z reaches {st['success_db']:g} dB. "
+                     f"output size n = {st['n']}; a trial succeeds when the SNR of z is {success_rule(st)}. "
                      f"{n_trials} trials in the records (torch threads per worker: {threads or 'not recorded'}).")
+    refused = [r for r in recs if r.get("refused")]
+    if refused:
+        sec.notes.append(f"{len(refused)} method runs refused their signal and count as failures (first reason: "
+                         f"{refused[0]['refused']}).")
     sec.figures = [f for f in (out_dir / "phase_diagram.png",) if f.exists()]
     xs = sorted({k[0] for d in by.values() for k in d})
     ys = sorted({k[1] for d in by.values() for k in d})
@@ -478,17 +513,19 @@ def section(out_dir: str | Path, command: str | None = None) -> Any:
                 for y in reversed(ys)]
         sec.tables.append(Table([f"{st['y']} \\ {st['x']}"] + [f"{x:g}" for x in xs], rows,
                                 caption=f"{LABELS.get(m, m)}: success rate"))
-    if (st["x"], st["y"]) == ("n1", "n0") and by:
-        cor = corollary1(recs, st)
-        inside = [k for k, v in cor["holds"].items() if v]
-        outside = [k for k, v in cor["holds"].items() if not v]
-        for m in [m for m in dict.fromkeys((*PHASE_METHODS, *sorted(by))) if m in by]:
-            a = [s for k in inside for s in by[m].get(k, [])]
-            b = [s for k in outside for s in by[m].get(k, [])]
-            sec.claims.append((f"{LABELS.get(m, m)}: success where Corollary 1's cardinality conditions hold "
-                               "(median s at the point) vs where they fail", "measured",
-                               (f"{np.mean(a):.2f} over {len(a)} trials inside, " if a else "no trials inside, ")
-                               + (f"{np.mean(b):.2f} over {len(b)} outside" if b else "none outside")))
+    solves = [r for r in recs if r.get("kind") == "solve"]
+    for m in [m for m in dict.fromkeys((*PHASE_METHODS, *sorted(by))) if m in by]:
+        a = [bool(r["success"]) for r in solves if r["method"] == m and corollary1_holds(r, st["n"])]
+        b = [bool(r["success"]) for r in solves if r["method"] == m and not corollary1_holds(r, st["n"])]
+        sec.claims.append((f"{LABELS.get(m, m)}: success on trials whose own cardinalities satisfy Corollary 1 "
+                           "(n_0 <= s_1, s_(i-1) < s_i / 2, s_L < n/2 or m/2) vs on the others", "measured",
+                           (f"{np.mean(a):.3f} of {len(a)} trials inside, " if a else "no trials inside, ")
+                           + (f"{np.mean(b):.3f} of {len(b)} outside" if b else "none outside")))
+        if m == "oracle" and a:
+            # Theorem 1 with Gaussian weights: inside Corollary 1 the supported matrices have full
+            # column rank with probability 1, so the Oracle's pseudo-inverses return z exactly.
+            sec.claims.append(("Oracle recovers z on every trial inside Corollary 1 (Theorem 1, Gaussian weights)",
+                               "holds" if all(a) else "does not hold", f"{sum(a)} of {len(a)} trials"))
     return sec
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from geninv.experiments.records import ERRORS, atomic_write_text, load_records, read_settings, snr_value
+from geninv.experiments.registry import lookup
 
 __all__ = ["Table", "Section", "section", "write_summary", "write_section_summary", "write_index", "random_claims",
            "image_claims", "random_section", "image_section", "RECOVERED_DB", "GD_SUCCESS_DB"]
@@ -298,8 +299,6 @@ def image_section(d: Path, command: str) -> Section:
 # -- output ---------------------------------------------------------------------------------
 
 def _default_command(d: Path) -> str:
-    from geninv.experiments.registry import lookup
-
     exp = read_settings(d)["experiment"]
     entry = lookup(exp)
     return f"geninv reproduce {entry.command if entry.name == exp else exp} --out {d}"
@@ -307,8 +306,6 @@ def _default_command(d: Path) -> str:
 
 def section(out_dir: str | os.PathLike[str], command: str | None = None) -> Section:
     """The tables, claim checks and figures of one reproduction directory (by its registered experiment)."""
-    from geninv.experiments.registry import lookup
-
     d = Path(out_dir)
     cmd_file = d / "command.txt"
     if command is None:
