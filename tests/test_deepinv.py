@@ -196,9 +196,9 @@ def test_the_noisy_forward_is_never_called(G: geninv.Generator) -> None:
     physics.noise = refuse
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", geninv.ConvergenceWarning)  # 20 iterations: only the calls matter here
-        res = geninv.invert(G, y, measure=physics, max_iter=20)
+        res = geninv.invert(G, y, method="latent_pursuit", measure=physics, max_iter=20)
         assert bool(torch.isfinite(res.z).all())
-        gdi.GenInvReconstructor(G, max_iter=20)(y, physics)
+        gdi.GenInvReconstructor(G, method="latent_pursuit", max_iter=20)(y, physics)
 
 
 def test_noise_warnings(G: geninv.Generator) -> None:
@@ -210,8 +210,8 @@ def test_noise_warnings(G: geninv.Generator) -> None:
         geninv.latent_pursuit(G, y, measure=physics, max_iter=5)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        geninv.invert(G, y, measure=physics, noise_level=0.05, max_iter=20)  # the noise level given: no noise warning
-        geninv.invert(G, y, measure=physics, max_iter=20)  # read from the physics: none either
+        geninv.invert(G, y, method="latent_pursuit", measure=physics, noise_level=0.05, max_iter=20)  # the noise level given: no noise warning
+        geninv.invert(G, y, method="latent_pursuit", measure=physics, max_iter=20)  # read from the physics: none either
     assert not [w for w in caught if "noise" in str(w.message)]
 
 

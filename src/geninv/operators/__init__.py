@@ -37,7 +37,7 @@ class Operator(Protocol):
     def norm(self) -> float: ...
 
 
-def _check_width(x: object, width: int, name: str, where: str) -> None:
+def check_width(x: object, width: int, name: str, where: str) -> None:
     # A cheap shape check (no data pass), so a mismatched operator fails with a geninv error
     # instead of a broadcasting or matmul error from torch.
     if not isinstance(x, Tensor):
@@ -105,11 +105,11 @@ class Mask:
         return self.mask.to(device=like.device, dtype=like.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_width(x, self.shape[1], "x", "Mask.forward")
+        check_width(x, self.shape[1], "x", "Mask.forward")
         return x * self.weights(x)
 
     def adjoint(self, r: Tensor) -> Tensor:
-        _check_width(r, self.shape[0], "r", "Mask.adjoint")
+        check_width(r, self.shape[0], "r", "Mask.adjoint")
         return r * self.weights(r)
 
     def norm(self) -> float:
@@ -171,11 +171,11 @@ class Matrix:
         return self._casts[key]
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_width(x, self.shape[1], "x", f"{type(self).__name__}.forward")
+        check_width(x, self.shape[1], "x", f"{type(self).__name__}.forward")
         return x @ self._on(x).T
 
     def adjoint(self, r: Tensor) -> Tensor:
-        _check_width(r, self.shape[0], "r", f"{type(self).__name__}.adjoint")
+        check_width(r, self.shape[0], "r", f"{type(self).__name__}.adjoint")
         return r @ self._on(r)
 
     def norm(self) -> float:

@@ -164,10 +164,11 @@ def invert(
     G = check_generator(G, relu_hidden=method not in _ANY_G)
     mask = G.flatten_output(mask)  # a mask in the output's shape (B, C, H, W)
     if is_deepinv_physics(measure):  # wrapped: its noiseless A / A_adjoint; its Gaussian sigma becomes noise_level
-        from geninv.integrations.deepinv import noise_options, wrap_measurement
+        from geninv.integrations.deepinv_physics import noise_options, wrap_measurement
 
         measure, y = wrap_measurement(measure, G, y)
-        options = noise_options(measure, method, options)
+        acc = accepted_options(method)
+        options = noise_options(measure, method, options, takes_noise=method in NOISY or acc is None or "noise_level" in acc)
     yy, meas = resolve_measurement(measure, mask, G, y)
     if mask is not None:
         measure = mask if isinstance(mask, Mask) else Mask(mask)  # validated above

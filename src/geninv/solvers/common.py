@@ -275,7 +275,7 @@ def resolve_measurement(measure: object, mask: object, G: Generator, y: object, 
     if mask is not None and measure is not None:
         raise InputError("mask, measure: expected at most one of them, received both")
     if is_deepinv_physics(measure):  # a direct solver call: wrapped (noiseless A / A_adjoint), noise not read
-        from geninv.integrations.deepinv import wrap_measurement
+        from geninv.integrations.deepinv_physics import wrap_measurement
 
         measure, y = wrap_measurement(measure, G, y)
         if measure.noise_level is not None:
