@@ -5,6 +5,7 @@ Implements "When and How Can Deep Generative Models be Inverted?" (Aberdam, Simo
 gradient-based and LP baselines.
 """
 
+import geninv._threads  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
 from geninv.exceptions import (
     ConvergenceWarning,
     DomainError,
@@ -63,3 +64,8 @@ __all__ += ["load_mnist_generator"]
 from geninv.solvers import invert, latent_pursuit, layered_bp, oracle  # noqa: E402
 
 __all__ += ["invert", "oracle", "layered_bp", "latent_pursuit"]
+
+# large batches: chunked, resumable inversion under a memory budget
+from geninv.solvers.chunked import invert_chunked  # noqa: E402
+
+__all__ += ["invert_chunked"]

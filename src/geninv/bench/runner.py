@@ -1,7 +1,9 @@
 """``geninv bench``: every method on the MNIST generator and a random two-layer one, side by side,
-in one run; results to ``benchmarks/results/{bench,solvers}.json`` and a markdown table.
+in one run; results (``bench.json``, ``solvers.json`` and a markdown table) to a fresh directory
+under ``runs/bench/`` unless ``out`` names one; a directory that already holds results (the
+committed ``benchmarks/results``) is written only with ``overwrite``.
 
-What one run measures (issue 7; issue 3's signals per second):
+What one run measures:
 
 1. the machine: processor, threads, load average, the measured fp32 matrix-multiply peak
    (large square products and the solvers' own product shapes) and memory bandwidth, at the
@@ -16,7 +18,7 @@ What one run measures (issue 7; issue 3's signals per second):
 3. time to a target image SNR (default 40 dB) per method on a batch of ``curve_batch`` signals;
 4. a cold and a warm Latent-Pursuit call on ``cold_batch`` MNIST-generator images;
 5. optionally a ``torch.profiler`` breakdown of Latent-Pursuit and gradient descent;
-6. issue 7's three targets as ratios from the numbers above.
+6. the three speed targets as ratios from the numbers above.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class BenchConfig:
     ``generators[0]`` is the primary generator: issue 3's table and issue 7's targets use it.
     """
 
-    out: str = "benchmarks/results"
+    out: str = ""
     batches: list[int] = field(default_factory=lambda: [1, 64, 512, 4096])
     methods: list[str] | None = None
     generators: list[dict[str, Any]] = field(default_factory=default_generators)
@@ -83,11 +85,22 @@ class BenchConfig:
     gate_max_wait: float = 900.0
     quick: bool = False
     command: str | None = None
+    overwrite: bool = False
+
+
+def fresh_out(root: str | Path = "runs/bench") -> str:
+    """A directory that does not exist yet: ``root/YYYYmmdd-HHMMSS`` (UTC), with a suffix if taken."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path, k = Path(root) / stamp, 1
+    while path.exists():
+        path, k = Path(root) / f"{stamp}-{k}", k + 1
+    return str(path)
 
 
 def quick_config(**kw: Any) -> BenchConfig:
-    """A run of a few minutes: batches 1 and 64, short budgets, smaller peak probes, no profile."""
+    """A run of minutes: batches 1 and 64, short budgets, smaller peak probes, no profile or thread scaling."""
     base: dict[str, Any] = dict(batches=[1, 64], budget=20.0, curve_batch=64, cold_batch=200, profile=False,
+                                thread_scaling=False,
                                 peak_square=[1024], peak_min_time=0.1, min_time=0.5, max_repeats=5, quick=True,
                                 loop_iters=30)
     base.update(kw)
@@ -494,7 +507,15 @@ def run_bench(cfg: BenchConfig, *, log_stream: TextIO | None = sys.stderr) -> di
     from geninv.bench.report import markdown
 
     log = _Log(log_stream)
+    if not cfg.out:
+        cfg.out = fresh_out()
     out = Path(cfg.out)
+    held = [f for f in ("bench.json", "solvers.json") if (out / f).exists()]
+    if held and not cfg.overwrite:
+        from geninv.exceptions import InputError
+
+        raise InputError(f"--out: expected a directory without benchmark results, received {str(out)!r}, which holds "
+                         f"{', '.join(held)} (pass --overwrite to replace them, or leave --out out for a fresh directory)")
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
