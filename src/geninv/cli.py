@@ -92,11 +92,16 @@ def _read_state_dict(path: str) -> dict[str, object]:
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
             raise ModelFileError(f"MODEL: expected a safetensors state dict, could not read {path!r}: {_one_line(e)}") from None
     else:
+        import warnings
+
         try:
-            sd = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - refused pickles and corrupt files alike
-            raise ModelFileError(f"MODEL: expected a torch state dict of tensors (loaded with weights_only=True), "
-                                 f"could not read {path!r}: {_one_line(e)[:200]}") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's notes on pickle protocols
+                sd = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - refused pickles and corrupt files alike
+            raise ModelFileError(f"MODEL: expected a torch state dict of tensors, could not read {path!r} with "
+                                 "torch.load(weights_only=True): it holds objects other than tensors, or is not a "
+                                 "torch file; geninv never runs code from a model file") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not sd or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
