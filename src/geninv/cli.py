@@ -9,8 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from geninv.exceptions import GenInvError, InputError
+
+if TYPE_CHECKING:
+    import torch
+
+    from geninv.model import Generator
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -73,7 +79,7 @@ def _torch_output(name: str) -> object:
             "identity": nn.Identity, "plu": PLU}[name]()
 
 
-def _read_state_dict(path: str) -> dict[str, object]:
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """A state dict from a .safetensors file or a torch file loaded with ``weights_only=True``."""
     from pathlib import Path
 
@@ -107,12 +113,11 @@ def _read_state_dict(path: str) -> dict[str, object]:
     if not isinstance(sd, dict) or not sd or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                      for k, v in sd.items()):
         raise ModelFileError(f"MODEL: expected a state dict (names to tensors) in {path!r}, received {type(sd).__name__}")
-    return sd
+    return sd  # type: ignore[return-value]
 
 
-def _from_state_dict(path: str, arch: str, output: str, batchnorm: bool) -> object:
+def _from_state_dict(path: str, arch: str, output: str, batchnorm: bool) -> Generator:
     """``Generator.from_torch`` of the named architecture with the tensors of ``path``."""
-    import torch
     from torch import nn
 
     from geninv.exceptions import InputError
@@ -150,7 +155,7 @@ def _from_state_dict(path: str, arch: str, output: str, batchnorm: bool) -> obje
             keyed = dict(zip(want, tensors, strict=True))  # type: ignore[arg-type]
     if keyed is None or any(tuple(keyed[k].shape) != tuple(want[k].shape) for k in want):
         exp = ", ".join(f"{k} {tuple(v.shape)}" for k, v in list(want.items())[:6])
-        got = ", ".join(f"{k} {tuple(v.shape)}" for k, v in list(sd.items())[:6])  # type: ignore[union-attr]
+        got = ", ".join(f"{k} {tuple(v.shape)}" for k, v in list(sd.items())[:6])
         raise InputError(f"--arch: expected a state dict of {arch}{' with batch-norm' if batchnorm else ''} "
                          f"({len(want)} tensors: {exp}{', ...' if len(want) > 6 else ''}), received {len(sd)} tensors in "
                          f"{path!r}: {got}{', ...' if len(sd) > 6 else ''}")
@@ -159,7 +164,7 @@ def _from_state_dict(path: str, arch: str, output: str, batchnorm: bool) -> obje
     return Generator.from_torch(net)
 
 
-def _load_model(a: argparse.Namespace, default: str | None = None) -> object:
+def _load_model(a: argparse.Namespace, default: str | None = None) -> Generator:
     """The generator named by MODEL (``a.generator``) and the state-dict flags."""
     from geninv.exceptions import InputError
     from geninv.model.io import load_generator
@@ -176,7 +181,7 @@ def _load_model(a: argparse.Namespace, default: str | None = None) -> object:
         from geninv.exceptions import ModelFileError
 
         try:
-            return load_generator(spec)
+            return load_generator(str(spec))
         except ModelFileError as e:
             if "torch" in str(e) or str(spec).endswith((".pt", ".pth")):
                 raise ModelFileError(f"{e}; or, for a state dict, name its architecture: --arch DIMS [--output ACT] "
@@ -349,9 +354,9 @@ def _cmd_sample(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
             raise InputError(f"--out: expected a .png, .jpg or .jpeg file, received {a.out!r}")
         device = resolve_device(a.device, "--device")
         G = _load_model(a, "mnist")
-        if G.output_dim != N_PIXELS:  # type: ignore[attr-defined]
-            raise InputError(f"MODEL: expected a generator of 28 x 28 images (784 outputs), received {G.output_dim}")  # type: ignore[attr-defined]
-        G = G.to(device=device)  # type: ignore[attr-defined]
+        if G.output_dim != N_PIXELS:
+            raise InputError(f"MODEL: expected a generator of 28 x 28 images (784 outputs), received {G.output_dim}")
+        G = G.to(device=device)
         _, y = G.sample(a.n, seed=a.seed)
         scale = "unit" if G.output_activation.name == "sigmoid" else "tanh"
         if out.suffix.lower() == ".png":
@@ -466,7 +471,7 @@ def _cmd_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         else:
             if a.n < 1:
                 raise InputError(f"--n: expected a positive integer, received {a.n}")
-            z, _ = G.sample(a.n, seed=a.seed)  # type: ignore[attr-defined]
+            z, _ = G.sample(a.n, seed=a.seed)
         certs = certify(G, z, noise=a.noise, s_forms=not a.no_s_forms)
         assert isinstance(certs, list)
         print(certs[0])
@@ -548,7 +553,7 @@ def _read_array(path: str, option: str, key: str, dtype: object = None) -> objec
     return t if t.ndim == 2 else t.reshape(1, -1)
 
 
-def _open_signals(path: str) -> object:
+def _open_signals(path: str) -> Any:
     """Signals (B, n) from a .npy file (memory-mapped, never unpickled) or a .safetensors file, in their dtype."""
     from pathlib import Path
 
@@ -654,7 +659,7 @@ def _cmd_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         device = resolve_device(a.device, "--device")
         G = _load_model(a)
         y = _open_signals(a.signals)
-        data_dtype = y.dtype if isinstance(y, torch.Tensor) else torch.from_numpy(np.zeros(0, y.dtype)).dtype  # type: ignore[attr-defined]
+        data_dtype = y.dtype if isinstance(y, torch.Tensor) else torch.from_numpy(np.zeros(0, y.dtype)).dtype
         dtype = torch.float64 if a.float64 or data_dtype == torch.float64 else torch.float32
         mask = _read_array(a.mask, "--mask", "mask", torch.float64) if a.mask else None
         if mask is not None:
@@ -672,10 +677,10 @@ def _cmd_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         parts = out.with_name(out.name + ".parts")
         a.interrupted = (f"finished chunks are kept in {parts}; rerun the same command to resume without "
                          "recomputing them")
-        res = invert_chunked(G, y, a.method, mask=mask, chunk_size=a.chunk_size,  # type: ignore[arg-type]
+        res = invert_chunked(G, y, a.method, mask=mask, chunk_size=a.chunk_size,
                              memory_budget=a.memory_budget * 1e6, dtype=dtype, device=device, checkpoint=parts,
                              progress=not a.no_progress, **options)
-        G = G.to(device=device, dtype=dtype)  # type: ignore[attr-defined]
+        G = G.to(device=device, dtype=dtype)
         B = res.batch_size
         step = res.info["chunk_size"]
         y_hat = torch.empty((B, G.output_dim), dtype=dtype)
