@@ -293,3 +293,15 @@ def test_bench_never_writes_over_results_without_overwrite(tmp_path):
     fresh = runner.fresh_out(tmp_path / "runs")
     assert not Path(fresh).exists() and Path(fresh).parent == tmp_path / "runs"
     assert runner.BenchConfig().out == "" and "runs/bench" in _leaf_commands()["bench"].format_help()
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["check-mnist-generator", "--n", "0"], "--n"),
+    (["reproduce", "random", "--quick", "--trials", "0"], "--trials"),
+    (["train", "mnist", "--epochs", "-1"], "--epochs"),
+    (["demo", "--batch", "0"], "--batch"),
+])
+def test_errors_of_other_commands_name_the_flag(argv, flag, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run_main(argv, capsys)
+    assert_one_line_error(rc, err, f"error: {flag}:")

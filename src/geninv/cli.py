@@ -204,7 +204,8 @@ def _cmd_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 
         return run_demo(seed=a.seed, batch=a.batch)
 
-    p.set_defaults(func=run, interrupted="finished trials are kept under results/quick; rerun to resume")
+    p.set_defaults(func=run, interrupted="finished trials are kept under results/quick; rerun to resume",
+                   flag_names={"batch": "--batch", "seed": "--seed"})
 
 
 # Which reproductions use which flag (a flag given to one that does not use it is refused).
@@ -269,7 +270,9 @@ def _cmd_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
                              seed=seed, methods=methods, missing=0.45 if a.missing is None else a.missing,
                              progress=not a.no_progress, n1=a.n1)
 
-    p.set_defaults(func=run, interrupted="finished trials are kept in the records under --out; rerun to resume")
+    p.set_defaults(func=run, interrupted="finished trials are kept in the records under --out; rerun to resume",
+                   flag_names={"trials": "--trials", "seed": "--seed", "methods": "--methods", "n1": "--n1",
+                               "grid": "--grid", "missing": "--missing", "out": "--out", "out_dir": "--out"})
 
 
 def _cmd_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -327,7 +330,10 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
             print(f"  {k:10s} {path}")
         return 0
 
-    m.set_defaults(func=run, interrupted="the checkpoint of the last finished epoch is kept in --out; rerun to resume")
+    m.set_defaults(func=run, interrupted="the checkpoint of the last finished epoch is kept in --out; rerun to resume",
+                   flag_names={"epochs": "--epochs", "seed": "--seed", "batch_size": "--batch-size", "lr_g": "--lr-g",
+                               "lr_d": "--lr-d", "device": "--device", "threads": "--threads", "out": "--out",
+                               "path": "--data"})
 
 
 def _cmd_sample(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -374,7 +380,8 @@ def _cmd_sample(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         print(f"wrote {a.n} samples of {G} (latent seed {a.seed}) to {out}")
         return 0
 
-    p.set_defaults(func=run, interrupted="nothing was written")
+    p.set_defaults(func=run, interrupted="nothing was written",
+                   flag_names={"n": "--n", "seed": "--seed", "nrow": "--nrow", "G": "MODEL", "device": "--device"})
 
 
 def _cmd_check_mnist_generator(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -428,7 +435,9 @@ def _cmd_check_mnist_generator(sub: argparse._SubParsersAction) -> None:  # type
         print(f"wrote {out}")
         return 0
 
-    p.set_defaults(func=run, interrupted="nothing was written")
+    p.set_defaults(func=run, interrupted="nothing was written",
+                   flag_names={"n": "--n", "seed": "--seed", "hidden": "--hidden", "theorem1": "--theorem1",
+                               "data_path": "--data", "path": "--data", "G": "MODEL"})
 
 
 def _cmd_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
