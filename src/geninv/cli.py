@@ -740,8 +740,8 @@ def _cmd_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "final numbers on an idle machine (see --wait-load).",
     )
     p.add_argument("--quick", action="store_true",
-                   help="batches 1,64, short budgets, no profile or thread scaling (about 5 minutes on an idle 2-core "
-                        "machine; longer on a busy one)")
+                   help="batches 1,64, short budgets, no profile or thread scaling: 17 minutes measured on a shared "
+                        "2-core machine (load 6-9), of which 4 are two Adam runs stopped at their 120 s limit")
     p.add_argument("--out", default=None,
                    help="output directory (default: a fresh runs/bench/YYYYmmdd-HHMMSS)")
     p.add_argument("--overwrite", action="store_true",

@@ -98,7 +98,11 @@ def fresh_out(root: str | Path = "runs/bench") -> str:
 
 
 def quick_config(**kw: Any) -> BenchConfig:
-    """A run of minutes: batches 1 and 64, short budgets, smaller peak probes, no profile or thread scaling."""
+    """A shorter run: batches 1 and 64, short budgets, smaller peak probes, no profile or thread scaling.
+
+    ``geninv bench --quick`` took 1,029 s (17 minutes) on a shared 2-core machine (load average
+    6-9), 240 s of it two Adam configurations stopped at their time limit.
+    """
     base: dict[str, Any] = dict(batches=[1, 64], budget=20.0, curve_batch=64, cold_batch=200, profile=False,
                                 thread_scaling=False,
                                 peak_square=[1024], peak_min_time=0.1, min_time=0.5, max_repeats=5, quick=True,
