@@ -5,7 +5,7 @@ Each setting runs in a fresh interpreter (OpenMP reads its wait policy when torc
 The job: Latent-Pursuit on 256 signals of the shipped MNIST generator, float32, then
 50 iterations of gd on 64 of them (a few seconds in all on one idle core).
 
-    python scripts/measure_threads.py --json benchmarks/results/threads.json
+    python scripts/measure_threads.py --json benchmarks/results/threads_idle.json
 """
 
 from __future__ import annotations
