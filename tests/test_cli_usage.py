@@ -226,15 +226,21 @@ def test_certify_and_sample_take_mnist(tmp_path, capsys):
 
 
 def test_threads_default_and_flag(capsys, monkeypatch, tmp_path):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    before = torch.get_num_threads()
+    before, blas_before = torch.get_num_threads(), max(blas(), default=1)
     try:
         assert main_ok(["sample", "--n", "1", "--out", str(tmp_path / "g.png")], capsys)
-        assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1 and blas() == {1}  # numpy's and scipy's OpenBLAS too
         assert main_ok(["sample", "--n", "1", "--threads", "2", "--out", str(tmp_path / "g.png")], capsys)
-        assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 2 and blas() == {2}
     finally:
         torch.set_num_threads(before)
+        threadpool_limits(limits=blas_before, user_api="blas")
 
 
 def test_import_sets_a_passive_openmp_wait_policy():

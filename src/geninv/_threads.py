@@ -5,7 +5,7 @@ GNU OpenMP), so on a machine shared with other CPU-bound work a multi-threaded t
 several times slower than a single-threaded one. Importing :mod:`geninv` therefore sets
 ``OMP_WAIT_POLICY=PASSIVE`` when the user has not set it and torch is not loaded yet (the
 runtime reads it once, when it starts), and the command line runs with one torch thread unless
-``--threads`` says otherwise: measured on a 2-core machine, one thread is as fast as two on
+``--threads`` says otherwise (numpy's and scipy's BLAS pools too): measured on a 2-core machine, one thread is as fast as two on
 these matrix sizes when the machine is idle and the fastest when it is loaded
 (``scripts/measure_threads.py``).
 
@@ -59,12 +59,20 @@ def default_threads() -> int:
 
 
 def set_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads to ``threads`` (None: :func:`default_threads`); returns the count."""
+    """Set torch's intra-op threads and the BLAS pools of numpy and scipy to ``threads``.
+
+    None: :func:`default_threads`. The BLAS pools (OpenBLAS, which also spins while it waits)
+    are limited through ``threadpoolctl``; scipy's is loaded first so that it is limited too.
+    Returns the count.
+    """
+    import scipy.linalg  # noqa: F401  (loads scipy's BLAS, so that the limit below reaches it)
     import torch
+    from threadpoolctl import threadpool_limits
 
     n = default_threads() if threads is None else int(threads)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
+    threadpool_limits(limits=n, user_api="blas")
     return n
 
 
