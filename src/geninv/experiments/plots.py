@@ -285,10 +285,10 @@ def plot_image_grids(out_dir: str | os.PathLike[str], k: int = 8, title: str = "
                 ax.imshow(im, interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
-                ax.set_xlabel(cap, fontsize=7, labelpad=1)
+                ax.set_xlabel(cap, fontsize=9, labelpad=1)
                 if j == 0:
-                    ax.set_ylabel(row_names[rr], fontsize=8)
-        fig.suptitle(f"{title}{sub}", fontsize=9)
+                    ax.set_ylabel(row_names[rr], fontsize=10)
+        fig.suptitle(f"{title}{sub}", fontsize=11)
         fig.tight_layout()
         path = out_dir / f"grid_{name}.png"
         fig.savefig(path, dpi=110)
