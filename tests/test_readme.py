@@ -55,12 +55,12 @@ QUICK: dict[str, list[str] | None] = {
     "geninv invert mnist y.npy --out z.safetensors": ["--no-progress"],
     "geninv certify mnist": ["--no-s-forms"],
     "geninv sample mnist --n 64 --out grid.png": None,
-}
-SLOW: dict[str, list[str]] = {
-    "geninv demo": ["--batch", "2"],
     "geninv check-mnist-generator mnist": ["--n", "50", "--hidden", "0", "--json", "check.json"],
     "geninv reproduce random --quick": ["--n1", "25", "--trials", "1", "--methods", "latent_pursuit", "--no-progress"],
     "geninv train mnist --epochs 500": ["--epochs", "1", "--no-progress", "--out", "runs/mnist"],
+}
+SLOW: dict[str, list[str]] = {
+    "geninv demo": ["--batch", "2"],
     "geninv bench --quick": ["--methods", "latent_pursuit", "--batches", "1", "--cold-batch", "0", "--no-isolate",
                              "--budget", "5", "--out", "bench"],
 }
@@ -95,6 +95,8 @@ def test_fast_table_commands_run(tmp_path, monkeypatch):
     for command, extra in QUICK.items():
         _run_table_command(command, extra, tmp_path, monkeypatch)
     assert (tmp_path / "z.safetensors").exists() and (tmp_path / "grid.png").exists()
+    assert (tmp_path / "check.json").exists() and (tmp_path / "runs/mnist/mnist_generator.safetensors").exists()
+    assert (tmp_path / "results/quick/random/summary.md").exists()
 
 
 @pytest.mark.slow
