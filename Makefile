@@ -29,6 +29,7 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+	$(BIN)/python scripts/check_readme_numbers.py
 
 # 1,000 random generators x every method, no NaN allowed (about an hour on 2 cores).
 stress: $(STAMP)

@@ -53,5 +53,7 @@ def test_invert_bad_inputs_are_one_line_errors(planted, capsys):
 
 def test_invert_without_signals_names_the_argument(planted, capsys):
     d, _, _ = planted
-    assert main(["invert", str(d / "g.safetensors")]) == 2
-    assert "SIGNALS: expected the path" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["invert", str(d / "g.safetensors")])
+    assert e.value.code == 2
+    assert "required: SIGNALS" in capsys.readouterr().err

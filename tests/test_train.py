@@ -301,13 +301,13 @@ def test_cli_train_resume_sample_and_check(tmp_path: Path, capsys: pytest.Captur
 
     gen = out / "mnist_generator.safetensors"
     png = tmp_path / "grid.png"
-    assert main(["sample", "--generator", str(gen), "--n", "9", "--out", str(png), "--seed", "3"]) == 0
+    assert main(["sample", str(gen), "--n", "9", "--out", str(png), "--seed", "3"]) == 0
     assert png.is_file()
-    assert main(["sample", "--generator", str(tmp_path / "missing.safetensors"), "--out", str(png)]) == 2
+    assert main(["sample", str(tmp_path / "missing.safetensors"), "--out", str(png)]) == 2
     assert "missing" in capsys.readouterr().err
 
     js = tmp_path / "check.json"
-    assert main(["check-mnist-generator", "--generator", str(gen), "--n", "50", "--hidden", "0", "--data", str(data),
+    assert main(["check-mnist-generator", str(gen), "--n", "50", "--hidden", "0", "--data", str(data),
                  "--json", str(js)]) == 0
     r = json.loads(js.read_text())
     assert sum(r["generated"]["label_histogram"]) == 50 and r["classifier"]["test_images"] == 20

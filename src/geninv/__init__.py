@@ -5,6 +5,7 @@ Implements "When and How Can Deep Generative Models be Inverted?" (Aberdam, Simo
 gradient-based and LP baselines.
 """
 
+import geninv._threads  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
 from geninv.exceptions import (
     ConvergenceWarning,
     DomainError,
@@ -74,3 +75,8 @@ __all__ += ["layer_snr"]
 from geninv.solvers.layerwise_inverse import layerwise_inverse  # noqa: E402
 
 __all__ += ["layerwise_inverse"]
+
+# large batches: chunked, resumable inversion under a memory budget
+from geninv.solvers.chunked import invert_chunked  # noqa: E402
+
+__all__ += ["invert_chunked"]

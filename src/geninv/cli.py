@@ -9,38 +9,240 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from geninv.exceptions import GenInvError
+from geninv.exceptions import GenInvError, InputError
+
+if TYPE_CHECKING:
+    import torch
+
+    from geninv.model import Generator
 
 Handler = Callable[[argparse.Namespace], int]
 
 
+# -- shared flags ---------------------------------------------------------------
+
+_ACTIVATIONS = ("tanh", "sigmoid", "relu", "leaky_relu", "identity", "plu")
+
+
+def _add_runtime(p: argparse.ArgumentParser, *, cpu_only: bool = False) -> None:
+    """``--threads`` and ``--device``, on every command."""
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default 1, or OMP_NUM_THREADS if set: one thread is as fast on these "
+                        "matrix sizes and does not slow down on a busy machine; OpenMP waits passively)")
+    if cpu_only:
+        p.add_argument("--device", default="cpu", choices=["cpu"],
+                       help="where to compute: this command runs on the CPU only")
+    else:
+        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (cuda when available); default cpu")
+
+
+def _add_model(p: argparse.ArgumentParser, *, optional: bool, group: argparse._MutuallyExclusiveGroup | None = None,
+               random_output: bool = False) -> None:
+    """The positional MODEL and the flags that describe a torch state-dict MODEL."""
+    help_text = ("'mnist' (the shipped MNIST generator), a geninv generator file (.safetensors), or a torch "
+                 "state-dict file (.pt, .pth or .safetensors, read without unpickling code) with --arch")
+    where = group if group is not None else p
+    if optional:
+        where.add_argument("generator", nargs="?", default=None, metavar="MODEL",
+                           help=help_text + ("" if group is not None else " (default mnist)"))
+    else:
+        where.add_argument("generator", metavar="MODEL", help=help_text)
+    p.add_argument("--arch", default=None, metavar="DIMS",
+                   help="architecture of a state-dict MODEL: widths n_0,n_1,...,n (e.g. 20,128,392,784), read as "
+                        "nn.Sequential(Linear, [BatchNorm1d,] ReLU, ..., Linear, OUTPUT)")
+    p.add_argument("--batchnorm", action="store_true",
+                   help="with --arch: a BatchNorm1d before every hidden ReLU (eval statistics, folded exactly)")
+    p.add_argument("--output", default=None, choices=_ACTIVATIONS,
+                   help="output activation of " + ("--random or " if random_output else "") + "--arch (default tanh)")
+
+
+def _parse_dims(text: str, flag: str) -> list[int]:
+    from geninv.exceptions import InputError
+
+    try:
+        dims = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError(f"{flag}: expected comma-separated integers like 20,200,600, received {text!r}") from None
+    if len(dims) < 2 or min(dims) < 1:
+        raise InputError(f"{flag}: expected at least two positive widths like 20,200,600, received {text!r}")
+    return dims
+
+
+def _torch_output(name: str) -> object:
+    from torch import nn
+
+    from geninv.model import PLU
+
+    return {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU,
+            "identity": nn.Identity, "plu": PLU}[name]()
+
+
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """A state dict from a .safetensors file or a torch file loaded with ``weights_only=True``."""
+    from pathlib import Path
+
+    import torch
+
+    from geninv.exceptions import ModelFileError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"MODEL: expected an existing state-dict file, received {path!r}")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            sd: object = load_file(str(p))
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+            raise ModelFileError(f"MODEL: expected a safetensors state dict, could not read {path!r}: {_one_line(e)}") from None
+    else:
+        import warnings
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's notes on pickle protocols
+                sd = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - refused pickles and corrupt files alike
+            raise ModelFileError(f"MODEL: expected a torch state dict of tensors, could not read {path!r} with "
+                                 "torch.load(weights_only=True): it holds objects other than tensors, or is not a "
+                                 "torch file; geninv never runs code from a model file") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not sd or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                     for k, v in sd.items()):
+        raise ModelFileError(f"MODEL: expected a state dict (names to tensors) in {path!r}, received {type(sd).__name__}")
+    return sd  # type: ignore[return-value]
+
+
+def _from_state_dict(path: str, arch: str, output: str, batchnorm: bool) -> Generator:
+    """``Generator.from_torch`` of the named architecture with the tensors of ``path``."""
+    from torch import nn
+
+    from geninv.exceptions import InputError
+    from geninv.model import Generator
+
+    dims = _parse_dims(arch, "--arch")
+    sd = _read_state_dict(path)
+    first = next(v for v in sd.values() if v.is_floating_point())
+    mods: list[nn.Module] = []
+    for i in range(len(dims) - 1):
+        mods.append(nn.Linear(dims[i], dims[i + 1], dtype=first.dtype))
+        if i < len(dims) - 2:
+            if batchnorm:
+                mods.append(nn.BatchNorm1d(dims[i + 1], dtype=first.dtype))
+            mods.append(nn.ReLU())
+    mods.append(_torch_output(output))  # type: ignore[arg-type]
+    net = nn.Sequential(*mods)
+    want = net.state_dict()
+    # The same names, possibly under a common prefix ("net.", "module.", ...); else the same
+    # tensors in the same order (a Sequential with other module indices, named submodules).
+    keyed: dict[str, torch.Tensor] | None = None
+    for k in sd:
+        for w in want:
+            if k.endswith(w):
+                prefix = k[: len(k) - len(w)]
+                cand = {w2: sd.get(prefix + w2) for w2 in want}
+                if all(v is not None for v in cand.values()) and len(sd) == len(want):
+                    keyed = cand  # type: ignore[assignment]
+                    break
+        if keyed is not None:
+            break
+    if keyed is None:
+        tensors = list(sd.values())
+        if len(tensors) == len(want) and all(tuple(a.shape) == tuple(b.shape) for a, b in zip(tensors, want.values(), strict=True)):
+            keyed = dict(zip(want, tensors, strict=True))  # type: ignore[arg-type]
+    if keyed is None or any(tuple(keyed[k].shape) != tuple(want[k].shape) for k in want):
+        exp = ", ".join(f"{k} {tuple(v.shape)}" for k, v in list(want.items())[:6])
+        got = ", ".join(f"{k} {tuple(v.shape)}" for k, v in list(sd.items())[:6])
+        raise InputError(f"--arch: expected a state dict of {arch}{' with batch-norm' if batchnorm else ''} "
+                         f"({len(want)} tensors: {exp}{', ...' if len(want) > 6 else ''}), received {len(sd)} tensors in "
+                         f"{path!r}: {got}{', ...' if len(sd) > 6 else ''}")
+    net.load_state_dict(keyed)
+    net.eval()
+    return Generator.from_torch(net)
+
+
+def _load_model(a: argparse.Namespace, default: str | None = None) -> Generator:
+    """The generator named by MODEL (``a.generator``) and the state-dict flags."""
+    from geninv.exceptions import InputError
+    from geninv.model import load_generator
+    from geninv.weights import load_mnist_generator
+
+    spec = a.generator if a.generator is not None else default
+    if a.arch is None:
+        if a.batchnorm:
+            raise InputError("--batchnorm: expected together with --arch (it describes a state-dict MODEL)")
+        if a.output is not None and getattr(a, "random", None) is None:
+            raise InputError("--output: expected together with --arch (or --random for certify)")
+        if spec == "mnist":
+            return load_mnist_generator()
+        from geninv.exceptions import ModelFileError
+
+        try:
+            return load_generator(str(spec))
+        except ModelFileError as e:
+            if "torch" in str(e) or str(spec).endswith((".pt", ".pth")):
+                raise ModelFileError(f"{e}; or, for a state dict, name its architecture: --arch DIMS [--output ACT] "
+                                     "[--batchnorm]") from None
+            raise
+    if spec is None or spec == "mnist":
+        raise InputError(f"--arch: expected a state-dict file as MODEL, received {spec!r} (the shipped generator "
+                         "knows its architecture)")
+    return _from_state_dict(spec, a.arch, a.output or "tanh", a.batchnorm)
+
+
 def _cmd_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("demo", help="quick versions of all reproductions and a one-page results/index.html")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=16, help="images per MNIST experiment")
+    p.add_argument("--seed", type=int, default=0, help="base seed of every trial (default 0)")
+    p.add_argument("--batch", type=int, default=16, help="images per MNIST experiment (default 16)")
+    _add_runtime(p, cpu_only=True)
 
     def run(a: argparse.Namespace) -> int:
         from geninv.experiments.demo import run_demo
 
         return run_demo(seed=a.seed, batch=a.batch)
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, interrupted="finished trials are kept under results/quick; rerun to resume",
+                   flag_names={"batch": "--batch", "seed": "--seed"})
+
+
+# Which reproductions use which flag (a flag given to one that does not use it is refused).
+_REPRODUCE_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "mask": ("--mask", ("inpaint",)),
+    "missing": ("--missing", ("inpaint",)),
+    "n1": ("--n1", ("random",)),
+    "output": ("--output", ("random",)),
+    "grid": ("--grid", ("noise", "cs")),
+    "phase": ("--phase", ("phase",)),
+    "quick": ("--quick", ("random", "mnist", "inpaint", "noise", "cs", "phase")),
+    "trials": ("--trials", ("random", "mnist", "inpaint", "noise", "cs", "phase")),
+    "seed": ("--seed", ("random", "mnist", "inpaint", "noise", "cs", "phase")),
+    "methods": ("--methods", ("random", "mnist", "inpaint", "noise", "cs", "phase")),
+    "no_progress": ("--no-progress", ("random", "mnist", "inpaint", "noise", "cs", "phase")),
+    "executor": ("--executor", ("random", "mnist", "inpaint", "noise", "cs", "phase")),
+}
 
 
 def _cmd_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "reproduce", help="reproduce the paper's experiments: records, figures and summary (resumable)",
-        description="Run (or resume) a reproduction of the paper's Fig. 4 (random), Fig. 5-7 (mnist) or "
-                    "Fig. 8-13 (inpaint); 'report' rebuilds index.html from the directories under --out.",
+        description="Run (or resume) one reproduction: random (the paper's Fig. 4, random generators), mnist "
+                    "(Fig. 5-7, the trained MNIST generator), inpaint (Fig. 8-13, missing pixels, --mask random or "
+                    "block), noise (noisy signals: Theorem 2's bound and noise-aware inversion, beyond the paper's "
+                    "figures), cs (compressed sensing y = A G(z), beyond the paper's figures); 'report' rebuilds "
+                    "index.html from the directories under --out.",
     )
-    p.add_argument("experiment", choices=["random", "mnist", "inpaint", "noise", "cs", "phase", "report"])
-    p.add_argument("--mask", choices=["random", "block"], default="random", help="inpaint: which mask")
-    p.add_argument("--missing", type=float, default=0.45, help="inpaint --mask random: fraction of hidden pixels")
+    p.add_argument("experiment", choices=["random", "mnist", "inpaint", "noise", "cs", "phase", "report"],
+                   help="random, mnist, inpaint, noise, cs, phase or report")
+    p.add_argument("--mask", choices=["random", "block"], default=None, help="inpaint: which mask (default random)")
+    p.add_argument("--missing", type=float, default=None,
+                   help="inpaint --mask random: fraction of hidden pixels (default 0.45)")
     p.add_argument("--quick", action="store_true", help="small grid, about a minute on 2 CPU cores")
     p.add_argument("--out", default=None, help="output directory (default results/[quick/]NAME)")
-    p.add_argument("--trials", type=int, default=None, help="trials per n_1 (random) or images (mnist, inpaint)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trials", type=int, default=None, help="trials per n_1 (random), per grid cell (phase) or images (mnist, inpaint, noise, cs)")
+    p.add_argument("--seed", type=int, default=None, help="base seed of the trials (default 0)")
     p.add_argument("--methods", default=None, help="comma-separated methods (default: the paper's)")
     p.add_argument("--n1", default=None, help="random: comma-separated hidden widths (default: the mode's grid)")
     p.add_argument("--output", default=None, help="random: output activation of the generators (default tanh; e.g. relu)")
@@ -49,29 +251,42 @@ def _cmd_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     from geninv.experiments.executors import EXECUTOR_HELP, parse_executor
     from geninv.experiments.phase import PHASE_HELP
 
-    p.add_argument("--executor", default="serial", help=EXECUTOR_HELP)
+    p.add_argument("--executor", default=None, help=EXECUTOR_HELP)
     p.add_argument("--phase", default=None, help=PHASE_HELP)
+    _add_runtime(p, cpu_only=True)
 
     def run(a: argparse.Namespace) -> int:
+        from geninv.exceptions import InputError
         from geninv.experiments.demo import reproduce_cli, reproduce_noisy
 
+        for dest, (flag, users) in _REPRODUCE_FLAGS.items():
+            value = getattr(a, dest, None)
+            if value not in (None, False) and a.experiment not in users:
+                raise InputError(f"{flag}: not used by 'reproduce {a.experiment}' (only by {', '.join(users)}), "
+                                 f"received {flag} {value if value is not True else ''}".rstrip())
+        if a.missing is not None and a.mask == "block":
+            raise InputError("--missing: not used with --mask block (the block mask hides the upper rows)")
+        seed = 0 if a.seed is None else a.seed
         methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
-        ex = str(parse_executor(a.executor))
+        ex = str(parse_executor(a.executor or "serial"))
         if a.experiment == "phase":
             from geninv.experiments.phase import reproduce_phase
 
-            return reproduce_phase(a.phase, quick=a.quick, out=a.out, trials=a.trials, seed=a.seed, methods=methods,
+            return reproduce_phase(a.phase, quick=a.quick, out=a.out, trials=a.trials, seed=seed, methods=methods,
                                    progress=not a.no_progress, executor=ex)
         if a.experiment in ("noise", "cs"):
-            return reproduce_noisy(a.experiment, quick=a.quick, out=a.out, trials=a.trials, seed=a.seed,
+            return reproduce_noisy(a.experiment, quick=a.quick, out=a.out, trials=a.trials, seed=seed,
                                    methods=methods, progress=not a.no_progress, grid=a.grid, executor=ex)
         if a.experiment == "report":
             return reproduce_cli("report", out=a.out)
-        return reproduce_cli(a.experiment, mask=a.mask, quick=a.quick, out=a.out, trials=a.trials, seed=a.seed,
-                             methods=methods, missing=a.missing, progress=not a.no_progress, n1=a.n1, executor=ex,
+        return reproduce_cli(a.experiment, mask=a.mask or "random", quick=a.quick, out=a.out, trials=a.trials,
+                             seed=seed, methods=methods, missing=0.45 if a.missing is None else a.missing,
+                             progress=not a.no_progress, n1=a.n1, executor=ex,
                              **({"output": a.output} if a.output is not None else {}))
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, interrupted="finished trials are kept in the records under --out; rerun to resume",
+                   flag_names={"trials": "--trials", "seed": "--seed", "methods": "--methods", "n1": "--n1",
+                               "grid": "--grid", "missing": "--missing", "out": "--out", "out_dir": "--out"})
 
 
 def _cmd_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -83,16 +298,16 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "OUT/mnist_generator.safetensors (+ .json record), OUT/mnist_samples.png, OUT/mnist_losses.png and "
         "OUT/mnist_checkpoint.pt (every epoch; a re-run resumes from it).",
     )
-    m.add_argument("--epochs", type=int, default=500)
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--batch-size", type=int, default=64)
+    m.add_argument("--epochs", type=int, default=500, help="epochs over the data (default 500)")
+    m.add_argument("--seed", type=int, default=0, help="seed of the weights, the batches and the latents (default 0)")
+    m.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
     m.add_argument("--out", default="runs/mnist", help="output directory (default runs/mnist)")
     m.add_argument("--data", default=None, metavar="PATH",
                    help="directory of MNIST IDX files (train-images-idx3-ubyte[.gz] ...; all 70,000 images); "
                    "default: the embedded 5,000-image subset")
     m.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from OUT/mnist_checkpoint.pt if present (default: on)")
-    m.add_argument("--loss", choices=["hinge", "nonsaturating"], default="hinge")
+    m.add_argument("--loss", choices=["hinge", "nonsaturating"], default="hinge", help="GAN loss (default hinge)")
     m.add_argument("--lr-g", type=float, default=1e-4, help="generator Adam learning rate (default 1e-4)")
     m.add_argument("--lr-d", type=float, default=4e-4, help="discriminator Adam learning rate (default 4e-4)")
     m.add_argument("--betas", type=float, nargs=2, default=(0.0, 0.9), metavar=("B1", "B2"),
@@ -133,35 +348,58 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
             print(f"  {k:10s} {path}")
         return 0
 
-    m.set_defaults(func=run)
+    m.set_defaults(func=run, interrupted="the checkpoint of the last finished epoch is kept in --out; rerun to resume",
+                   flag_names={"epochs": "--epochs", "seed": "--seed", "batch_size": "--batch-size", "lr_g": "--lr-g",
+                               "lr_d": "--lr-d", "device": "--device", "threads": "--threads", "out": "--out",
+                               "path": "--data"})
 
 
 def _cmd_sample(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("sample", help="draw samples from a saved generator into a PNG grid")
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--out", default="grid.png")
-    p.add_argument("--generator", default=None, metavar="PATH", help="a .safetensors generator (default: the shipped MNIST one)")
+    p = sub.add_parser("sample", help="draw samples from a generator into a PNG or JPEG grid")
+    _add_model(p, optional=True)
+    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--out", default="grid.png", help="image file, .png or .jpg/.jpeg (default grid.png)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latents z ~ N(0, I)")
     p.add_argument("--nrow", type=int, default=None, help="images per row (default ~sqrt(n))")
+    _add_runtime(p)
 
     def run(a: argparse.Namespace) -> int:
+        import os
+        from pathlib import Path
+
         from geninv.data.mnist import N_PIXELS, save_image_grid
         from geninv.exceptions import InputError
-        from geninv.model import load_generator
-        from geninv.weights import load_mnist_generator
+        from geninv.train.gan import resolve_device
 
         if a.n < 1:
             raise InputError(f"--n: expected a positive number of samples, received {a.n}")
-        G = load_generator(a.generator) if a.generator else load_mnist_generator()
+        out = Path(a.out)
+        if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            raise InputError(f"--out: expected a .png, .jpg or .jpeg file, received {a.out!r}")
+        device = resolve_device(a.device, "--device")
+        G = _load_model(a, "mnist")
         if G.output_dim != N_PIXELS:
-            raise InputError(f"--generator: expected a generator of 28 x 28 images (784 outputs), received {G.output_dim}")
+            raise InputError(f"MODEL: expected a generator of 28 x 28 images (784 outputs), received {G.output_dim}")
+        G = G.to(device=device)
         _, y = G.sample(a.n, seed=a.seed)
         scale = "unit" if G.output_activation.name == "sigmoid" else "tanh"
-        save_image_grid(y, a.out, nrow=a.nrow, scale=scale)
-        print(f"wrote {a.n} samples of {G} (latent seed {a.seed}) to {a.out}")
+        if out.suffix.lower() == ".png":
+            save_image_grid(y.cpu(), out, nrow=a.nrow, scale=scale)
+        else:
+            from PIL import Image
+
+            png = out.with_name(out.name + ".tmp.png")
+            save_image_grid(y.cpu(), png, nrow=a.nrow, scale=scale)
+            tmp = out.with_name(out.name + ".tmp")
+            with Image.open(png) as im:
+                im.convert("RGB").save(tmp, format="JPEG", quality=95)
+            os.replace(tmp, out)
+            png.unlink()
+        print(f"wrote {a.n} samples of {G} (latent seed {a.seed}) to {out}")
         return 0
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, interrupted="nothing was written",
+                   flag_names={"n": "--n", "seed": "--seed", "nrow": "--nrow", "G": "MODEL", "device": "--device"})
 
 
 def _cmd_check_mnist_generator(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -171,33 +409,25 @@ def _cmd_check_mnist_generator(sub: argparse._SubParsersAction) -> None:  # type
         "max-probability, the fraction above 0.9 and the label histogram (with real test digits and an untrained "
         "generator as references), and the hidden cardinalities s_1, s_2 with the fraction meeting Corollary 1.",
     )
-    p.add_argument("--generator", default=None, metavar="PATH", help="a .safetensors generator (default: the shipped one)")
-    p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    _add_model(p, optional=True)
+    p.add_argument("--n", type=int, default=1000, help="number of generated samples to label (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latents and of the classifier (default 0)")
     p.add_argument("--data", default=None, metavar="PATH", help="directory of MNIST IDX files (default: embedded subset)")
     p.add_argument("--hidden", type=int, default=256, help="classifier hidden width; 0 = logistic regression")
     p.add_argument("--theorem1", type=int, default=0, metavar="K",
                    help="also certify K latents one by one with Theorem 1's per-signal test (seconds each)")
     p.add_argument("--json", default="runs/mnist_check.json", metavar="PATH", help="where to write the numbers")
+    _add_runtime(p, cpu_only=True)
 
     def run(a: argparse.Namespace) -> int:
         import json
         from pathlib import Path
 
-        import torch
-
-        from geninv.model import load_generator
         from geninv.train.classifier import check_mnist_generator
-        from geninv.weights import load_mnist_generator
 
-        G = load_generator(a.generator) if a.generator else load_mnist_generator()
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # small matrices: one thread is as fast, and robust to a busy machine
-        try:
-            r = check_mnist_generator(G, n=a.n, seed=a.seed, data_path=a.data, hidden=a.hidden, theorem1=a.theorem1)
-        finally:
-            torch.set_num_threads(threads)
-        r["generator"] = str(a.generator or "geninv.load_mnist_generator()")
+        G = _load_model(a, "mnist")
+        r = check_mnist_generator(G, n=a.n, seed=a.seed, data_path=a.data, hidden=a.hidden, theorem1=a.theorem1)
+        r["generator"] = str(a.generator or "mnist")
         c = r["classifier"]
         print(f"classifier: {c['kind']}, trained on {c['train_images']} images, test accuracy {c['test_accuracy']:.3f}")
         print(f"{'samples':28s} {'n':>5s} {'mean max-p':>10s} {'max-p>0.9':>9s} {'entropy':>7s}  labels 0..9")
@@ -223,15 +453,16 @@ def _cmd_check_mnist_generator(sub: argparse._SubParsersAction) -> None:  # type
         print(f"wrote {out}")
         return 0
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, interrupted="nothing was written",
+                   flag_names={"n": "--n", "seed": "--seed", "hidden": "--hidden", "theorem1": "--theorem1",
+                               "data_path": "--data", "path": "--data", "G": "MODEL"})
 
 
 def _cmd_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("certify", help="uniqueness certificate (Theorem 1, Corollary 1, Theorem 2) of a generator's signals")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("generator", nargs="?", default=None, metavar="MODEL", help="generator file (.safetensors)")
+    _add_model(p, optional=True, group=src, random_output=True)
     src.add_argument("--random", default=None, metavar="DIMS", help="a random generator instead, e.g. 20,200,600")
-    p.add_argument("--output", default="tanh", help="output activation of --random (default tanh)")
     p.add_argument("--seed", type=int, default=0, help="seed of --random's weights and of the latents")
     p.add_argument("--n", type=int, default=1, help="number of latents z ~ N(0, I) to certify")
     p.add_argument("--z", default=None, metavar="PATH", help="latents from a .npy or .safetensors file instead")
@@ -242,6 +473,7 @@ def _cmd_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--architecture", type=int, default=0, metavar="TRIALS",
                    help="also report cardinalities and Corollary 1 over TRIALS sampled latents")
     p.add_argument("--json", default=None, metavar="PATH", help="write the report(s) as JSON")
+    _add_runtime(p, cpu_only=True)
 
     def run(a: argparse.Namespace) -> int:
         import json
@@ -251,16 +483,18 @@ def _cmd_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
         from geninv.certificates import certify, certify_architecture
         from geninv.exceptions import InputError
-        from geninv.model import load_generator, random_generator
+        from geninv.model import random_generator
 
         if a.random is not None:
+            if a.arch is not None or a.batchnorm:
+                raise InputError("--arch: describes a state-dict MODEL, not --random")
             try:
                 dims = [int(v) for v in a.random.split(",")]
             except ValueError:
                 raise InputError(f"--random: expected comma-separated integers like 20,200,600, received {a.random!r}") from None
-            G = random_generator(dims, output=a.output, seed=a.seed, dtype=torch.float64)
+            G = random_generator(dims, output=a.output or "tanh", seed=a.seed, dtype=torch.float64)
         else:
-            G = load_generator(a.generator)
+            G = _load_model(a)
         if a.z is not None:
             z = _read_latents(a.z)
         else:
@@ -296,7 +530,9 @@ def _cmd_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
             print(f"wrote {path}")
         return 0
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, interrupted="nothing was written",
+                   flag_names={"z": "--z", "noise": "--noise", "n": "--n", "trials": "--architecture",
+                               "dims": "--random", "G": "MODEL"})
 
 
 def _read_latents(path: str) -> object:
@@ -307,7 +543,8 @@ def _read_latents(path: str) -> object:
 def _read_array(path: str, option: str, key: str, dtype: object = None) -> object:
     """A (B, n) tensor from a .npy file (never unpickled) or a .safetensors file (tensor ``key`` or its only one).
 
-    A 1-D array becomes a batch of one; ``dtype`` defaults to float64 (bool for masks: pass torch.bool).
+    A 1-D array becomes a batch of one; ``dtype`` defaults to float64 (bool for masks: pass torch.bool);
+    ``"keep"`` keeps float32 and float64 as stored and reads anything else as float32.
     """
     from pathlib import Path
 
@@ -345,24 +582,90 @@ def _read_array(path: str, option: str, key: str, dtype: object = None) -> objec
         raise InputError(f"{option}: expected a .npy or .safetensors file, received {path!r}")
     if t.ndim not in (1, 2):
         raise InputError(f"{option}: expected a 1-D or 2-D array, received shape {tuple(t.shape)}")
+    if target == "keep":
+        target = t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
     t = t.to(target)  # type: ignore[arg-type,call-overload]
     return t if t.ndim == 2 else t.reshape(1, -1)
 
 
+def _open_signals(path: str) -> Any:
+    """Signals (B, n) from a .npy file (memory-mapped, never unpickled) or a .safetensors file, in their dtype."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from geninv.exceptions import InputError, ModelFileError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"SIGNALS: expected an existing .npy or .safetensors file, received {path!r}")
+    if p.suffix == ".npy":
+        try:
+            arr = np.load(p, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise ModelFileError(f"SIGNALS: expected a .npy array, could not read {path!r}: {e}") from None
+        if arr.dtype.kind not in "biuf":
+            raise InputError(f"SIGNALS: expected a real numeric array, received dtype {arr.dtype}")
+        if arr.ndim not in (1, 2):
+            raise InputError(f"SIGNALS: expected a 1-D or 2-D array, received shape {tuple(arr.shape)}")
+        return arr.reshape(1, -1) if arr.ndim == 1 else arr
+    t = _read_array(path, "SIGNALS", "y", "keep")
+    assert isinstance(t, torch.Tensor)
+    return t
+
+
+def _parse_noise_level(text: str | None) -> float | str | None:
+    import math
+
+    from geninv.exceptions import InputError
+
+    if text is None or text == "auto":
+        return text
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not math.isfinite(v) or v < 0:
+        raise InputError(f"--noise-level: expected a standard deviation >= 0 or 'auto', received {text!r}")
+    return v
+
+
+_INVERT_METHODS = ("latent_pursuit", "layered_bp", "hybrid", "gd", "adam", "lp_layerwise")
+_NOISE_METHODS = ("latent_pursuit", "layered_bp", "hybrid")
+
+
 def _cmd_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("invert", help="invert signals from a file: z and the fit per signal, written to a file")
-    p.add_argument("generator", metavar="MODEL", help="generator file (.safetensors), or 'mnist' for the shipped one")
-    p.add_argument("signals", metavar="SIGNALS", nargs="?", default=None,
-                   help="signals y, (B, n) or (n,), in a .npy or .safetensors file")
-    p.add_argument("--method", default="latent_pursuit",
-                   help="oracle needs supports; one of layered_bp, latent_pursuit (default), gd, adam, lp_layerwise, hybrid")
+    p = sub.add_parser(
+        "invert", help="invert signals from a file: z and the fit per signal, written to a file",
+        description="Invert the signals of SIGNALS with MODEL in chunks that fit --memory-budget, with a progress "
+                    "bar. Each finished chunk is kept in OUT.parts/ at once, so an interrupted run resumes where it "
+                    "stopped when rerun with the same arguments; OUT is written when every chunk is done. The solve "
+                    "runs in the precision of the signals (float32 for float32 data; --float64 for more).",
+    )
+    _add_model(p, optional=False)
+    p.add_argument("signals", metavar="SIGNALS", help="signals y, (B, n) or (n,), in a .npy or .safetensors file")
+    p.add_argument("--method", default="latent_pursuit", choices=_INVERT_METHODS,
+                   help="inversion method (default latent_pursuit; the oracle needs the true supports, so it is "
+                        "API-only)")
     p.add_argument("--mask", default=None, metavar="PATH", help="observed-pixel mask (n,) or (B, n), 1 = observed")
-    p.add_argument("--float32", action="store_true", help="solve in float32 (default: float64)")
-    p.add_argument("--max-iter", type=int, default=None, help="iteration cap of the method")
+    p.add_argument("--noise-level", default=None, metavar="SIGMA",
+                   help="standard deviation of the noise on the signals, or 'auto' to estimate it "
+                        f"(methods {', '.join(_NOISE_METHODS)}; default: noiseless)")
+    p.add_argument("--float64", action="store_true", help="solve in float64 (default: the signals' precision)")
+    p.add_argument("--max-iter", type=int, default=None,
+                   help="iteration cap of the method (not hybrid, which runs several stages)")
+    p.add_argument("--chunk-size", type=int, default=None, metavar="N",
+                   help="signals per chunk (default: the most that fit --memory-budget)")
+    p.add_argument("--memory-budget", type=float, default=1000.0, metavar="MB",
+                   help="memory one chunk's inversion may take, in MB (default 1000)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="inverted.safetensors", metavar="PATH",
                    help="output file (.safetensors with z, y_hat, converged, residual, fits; or .npy with z only)")
+    _add_runtime(p)
 
     def run(a: argparse.Namespace) -> int:
+        import shutil
         from pathlib import Path
 
         import numpy as np
@@ -371,65 +674,109 @@ def _cmd_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
         import geninv
         from geninv.exceptions import InputError
+        from geninv.solvers.chunked import invert_chunked
+        from geninv.train.gan import resolve_device
 
-        if a.method == "oracle":
-            raise InputError("--method: expected a method that estimates supports; the oracle needs the true ones")
         out = Path(a.out)
         if out.suffix not in (".safetensors", ".npy"):
             raise InputError(f"--out: expected a .safetensors or .npy path, received {a.out!r}")
-        dtype = torch.float32 if a.float32 else torch.float64
-        G = geninv.load_mnist_generator() if a.generator == "mnist" else geninv.load_generator(a.generator)
-        G = G.to(dtype=dtype)
-        if a.signals is None:
-            raise InputError("SIGNALS: expected the path of a .npy or .safetensors file of signals, received none")
-        y = _read_array(a.signals, "SIGNALS", "y", dtype)
+        noise = _parse_noise_level(a.noise_level)
+        if noise is not None and a.method not in _NOISE_METHODS:
+            raise InputError(f"--noise-level: expected --method {', '.join(_NOISE_METHODS)} (the noise-aware forms), "
+                             f"received --method {a.method}")
+        if a.max_iter is not None and a.method == "hybrid":
+            raise InputError("--max-iter: not used by --method hybrid (pursuit, refinement and fallback have their own "
+                             "caps); leave it out")
+        if a.chunk_size is not None and a.chunk_size < 1:
+            raise InputError(f"--chunk-size: expected a positive integer, received {a.chunk_size}")
+        if not a.memory_budget > 0:
+            raise InputError(f"--memory-budget: expected a positive number of MB, received {a.memory_budget}")
+        device = resolve_device(a.device, "--device")
+        G = _load_model(a)
+        y = _open_signals(a.signals)
+        data_dtype = y.dtype if isinstance(y, torch.Tensor) else torch.from_numpy(np.zeros(0, y.dtype)).dtype
+        dtype = torch.float64 if a.float64 or data_dtype == torch.float64 else torch.float32
         mask = _read_array(a.mask, "--mask", "mask", torch.float64) if a.mask else None
         if mask is not None:
             assert isinstance(mask, torch.Tensor)
             if not bool(((mask == 0) | (mask == 1)).all()):
                 raise InputError("--mask: expected 0/1 entries, received other values")
             mask = mask != 0
-        options = {} if a.max_iter is None else {"max_iter": a.max_iter}
-        res = geninv.invert(G, y, method=a.method, mask=mask, **options)
-        y_hat = G(res.z).reshape(y.shape)  # G(z) in the generator's output shape; y as given
-        assert isinstance(y, torch.Tensor)
-        seen = torch.ones_like(y, dtype=torch.bool) if mask is None else mask.expand_as(y)
-        fit = geninv.snr(torch.where(seen, y, 0), torch.where(seen, y_hat, 0))
-        print(f"{a.method}: {res.batch_size} signals in {res.seconds:.2f} s, "
+            if mask.shape[0] == 1:
+                mask = mask[0]
+        options: dict[str, object] = {}
+        if a.max_iter is not None:
+            options["max_iter"] = a.max_iter
+        if noise is not None:
+            options["noise_level"] = noise
+        parts = out.with_name(out.name + ".parts")
+        a.interrupted = (f"finished chunks are kept in {parts}; rerun the same command to resume without "
+                         "recomputing them")
+        res = invert_chunked(G, y, a.method, mask=mask, chunk_size=a.chunk_size,
+                             memory_budget=a.memory_budget * 1e6, dtype=dtype, device=device, checkpoint=parts,
+                             progress=not a.no_progress, **options)
+        G = G.to(device=device, dtype=dtype)
+        B = res.batch_size
+        step = res.info["chunk_size"]
+        y_hat = torch.empty((B, G.output_dim), dtype=dtype)
+        fit = torch.empty(B, dtype=torch.float64)
+        with torch.no_grad():
+            for lo in range(0, B, step):
+                hi = min(B, lo + step)
+                yc = torch.from_numpy(np.array(y[lo:hi], copy=True)) if not isinstance(y, torch.Tensor) else y[lo:hi]
+                yc = yc.to(device=device, dtype=dtype)
+                yh = G(res.z[lo:hi])
+                seen = torch.ones_like(yc, dtype=torch.bool) if mask is None else (
+                    mask[lo:hi] if mask.ndim == 2 and mask.shape[0] == B else mask).expand_as(yc)
+                fit[lo:hi] = geninv.snr(torch.where(seen, yc, 0), torch.where(seen, yh, 0)).double().cpu()
+                y_hat[lo:hi] = yh.cpu()
+        resumed = res.info["resumed"]
+        print(f"{a.method} ({str(dtype).replace('torch.', '')}): {B} signals in {res.seconds:.2f} s, "
               f"{int(res.converged.sum())} converged, {int(res.fits.sum())} fit y (relative residual median "
-              f"{float(res.residual.median()):.3g}, max {float(res.residual.max()):.3g}); SNR of the fit on observed "
-              f"pixels: median {float(fit.median()):.1f} dB, min {float(fit.min()):.1f} dB")
+              f"{float(res.residual.median()):.3g}, max {float(res.residual.max()):.3g}); SNR of the fit on observed pixels: "
+              f"median {float(fit.median()):.1f} dB, min {float(fit.min()):.1f} dB"
+              + (f"; {resumed} of {res.info['chunks']} chunks read from {parts}" if resumed else ""))
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
         if out.suffix == ".npy":
             with open(tmp, "wb") as f:
-                np.save(f, res.z.double().numpy())
+                np.save(f, res.z.cpu().numpy())
         else:
-            save_file({"z": res.z.contiguous(), "y_hat": y_hat.contiguous(), "converged": res.converged,
-                       "fit_snr_db": fit.contiguous(), "residual": res.residual.contiguous(), "fits": res.fits.contiguous()},
-                      str(tmp), metadata={"method": a.method})
+            save_file({"z": res.z.cpu().contiguous(), "y_hat": y_hat.contiguous(), "converged": res.converged.cpu(),
+                       "fit_snr_db": fit.contiguous(), "residual": res.residual.cpu().contiguous(),
+                       "fits": res.fits.cpu().contiguous()}, str(tmp), metadata={"method": a.method})
         tmp.replace(out)
+        shutil.rmtree(parts, ignore_errors=True)
         print(f"wrote {out}")
         return 0
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, interrupted="nothing was written",
+                   flag_names={"y": "SIGNALS", "mask": "--mask", "max_iter": "--max-iter", "noise_level": "--noise-level",
+                               "chunk_size": "--chunk-size", "memory_budget": "--memory-budget", "G": "MODEL",
+                               "method": "--method", "measure": "--mask"})
 
 
 def _cmd_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
-        "bench", help="benchmark every method side by side; writes benchmarks/results/{bench,solvers}.json and README.md",
-        description="Time every inversion method on the MNIST generator (shipped weights, or a random stand-in) and a "
-        "random 20-200-600 tanh generator at several batch sizes, each configuration in a fresh process: time per "
-        "signal, final SNR, peak memory, GFLOP/s against the measured fp32 matmul peak, time to a target SNR, "
-        "and the performance targets (speed against gd, share of the matmul peak, a thousand images) as ratios. Take final numbers on an idle machine (see --wait-load).",
+        "bench", help="benchmark every method side by side; writes bench.json, solvers.json and README.md to a fresh "
+                      "directory",
+        description="Time every inversion method on the shipped MNIST generator and a random 20-200-600 tanh "
+        "generator at several batch sizes, each configuration in a fresh process: time per signal, final SNR, peak "
+        "memory, GFLOP/s against the measured fp32 matmul peak, time to a target SNR, and the speed targets as "
+        "ratios. Results go to a fresh directory under runs/bench/ unless --out says otherwise; a directory that "
+        "already holds results (such as the committed benchmarks/results) is written only with --overwrite. Take "
+        "final numbers on an idle machine (see --wait-load).",
     )
-    p.add_argument("--quick", action="store_true", help="batches 1,64, short budgets, no profile (a few minutes)")
-    p.add_argument("--out", default="benchmarks/results", help="output directory (default benchmarks/results)")
+    p.add_argument("--quick", action="store_true",
+                   help="batches 1,64, short budgets, no profile or thread scaling: 17 minutes measured on a shared "
+                        "2-core machine (load 6-9), of which 4 are two Adam runs stopped at their 120 s limit")
+    p.add_argument("--out", default=None,
+                   help="output directory (default: a fresh runs/bench/YYYYmmdd-HHMMSS)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow --out to be a directory that already holds results (e.g. benchmarks/results)")
     p.add_argument("--batches", default=None, help="comma-separated batch sizes (default 1,64,512,4096; quick 1,64)")
     p.add_argument("--methods", default=None, help="comma-separated methods (default: every method of geninv.invert)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="precision (default float32)")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds a configuration may be predicted to take before it is skipped (default 300; quick 20)")
     p.add_argument("--curve-batch", type=int, default=None, help="batch of the time-to-target and target runs (default 512)")
@@ -438,8 +785,9 @@ def _cmd_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None, help="torch.profiler breakdown")
     p.add_argument("--wait-load", type=float, default=None, metavar="LOAD",
                    help="first wait until the 1-minute load average is below LOAD (at most --max-wait seconds)")
-    p.add_argument("--max-wait", type=float, default=3600.0)
+    p.add_argument("--max-wait", type=float, default=3600.0, help="seconds --wait-load waits at most (default 3600)")
     p.add_argument("--no-isolate", action="store_true", help="run every configuration in this process (no peak memory)")
+    _add_runtime(p)
 
     def run(a: argparse.Namespace) -> int:
         import shlex
@@ -457,7 +805,11 @@ def _cmd_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                 raise InputError(f"{name}: expected comma-separated positive integers, received {text!r}")
             return vals
 
-        kw: dict[str, object] = {"out": a.out, "device": a.device, "dtype": a.dtype, "threads": a.threads,
+        from geninv._threads import default_threads
+        from geninv.bench.runner import fresh_out
+
+        kw: dict[str, object] = {"out": a.out or fresh_out(), "overwrite": a.overwrite, "device": a.device,
+                                 "dtype": a.dtype, "threads": a.threads or default_threads(),
                                  "target_db": a.target_db, "wait_load": a.wait_load, "max_wait": a.max_wait,
                                  "isolate": not a.no_isolate, "command": shlex.join([sys.argv[0].rsplit("/", 1)[-1], *sys.argv[1:]])}
         if a.batches:
@@ -475,6 +827,7 @@ def _cmd_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
             raise InputError(f"--threads: expected a positive integer, received {a.threads}")
         cfg = quick_config(**kw) if a.quick else BenchConfig(**kw)  # type: ignore[arg-type]
         bench = run_bench(cfg)
+        print(f"wrote {kw['out']}")
         for key, t in bench["targets"].items():
             r = t.get("ratio")
             print(f"{key}: ratio {'-' if r is None else f'{r:.2f}'} ({'met' if t.get('met') else 'not met'}): {t['goal']}")
@@ -527,6 +880,15 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *args: ob
     return f"geninv: {category.__name__}: {_one_line(message)}\n"
 
 
+def _cli_names(message: str, names: dict[str, str]) -> str:
+    """A library message with its leading parameter name (``y: ...``, ``max_iter: ...``) given as the CLI flag."""
+    head, sep, rest = message.partition(":")
+    base = head.split("[", 1)[0].strip()
+    if sep and base in names:
+        return names[base] + head[len(base):] + sep + rest
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``geninv`` command line; returns the exit status.
 
@@ -548,12 +910,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     saved_format = warnings.formatwarning
     warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
     try:
+        if getattr(args, "threads", None) is not None and args.threads < 1:
+            raise InputError(f"--threads: expected a positive integer, received {args.threads}")
+        if hasattr(args, "threads"):
+            from geninv._threads import set_threads
+
+            set_threads(args.threads)
         return int(args.func(args) or 0)
     except GenInvError as e:
-        print(f"{name}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{name}: error: {_cli_names(_one_line(e), getattr(args, 'flag_names', {}))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{name}: interrupted; finished work is kept on disk", file=sys.stderr)
+        note = getattr(args, "interrupted", None)
+        print(f"{name}: interrupted" + (f"; {note}" if note else ""), file=sys.stderr)
         return 130
     except OSError as e:
         print(f"{name}: error: {_one_line(e)}", file=sys.stderr)

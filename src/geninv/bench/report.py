@@ -1,4 +1,4 @@
-"""The markdown summary of a ``bench.json`` (``benchmarks/results/README.md``)."""
+"""The markdown summary of a ``bench.json`` (``README.md`` next to it)."""
 
 from __future__ import annotations
 

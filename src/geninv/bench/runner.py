@@ -1,5 +1,7 @@
 """``geninv bench``: every method on the MNIST generator and a random two-layer one, side by side,
-in one run; results to ``benchmarks/results/{bench,solvers}.json`` and a markdown table.
+in one run; results (``bench.json``, ``solvers.json`` and a markdown table) to a fresh directory
+under ``runs/bench/`` unless ``out`` names one; a directory that already holds results (the
+committed ``benchmarks/results``) is written only with ``overwrite``.
 
 What one run measures:
 
@@ -58,7 +60,7 @@ class BenchConfig:
     ``generators[0]`` is the primary generator: the signals-per-second table and the targets use it.
     """
 
-    out: str = "benchmarks/results"
+    out: str = ""
     batches: list[int] = field(default_factory=lambda: [1, 64, 512, 4096])
     methods: list[str] | None = None
     generators: list[dict[str, Any]] = field(default_factory=default_generators)
@@ -84,11 +86,26 @@ class BenchConfig:
     gate_max_wait: float = 900.0
     quick: bool = False
     command: str | None = None
+    overwrite: bool = False
+
+
+def fresh_out(root: str | Path = "runs/bench") -> str:
+    """A directory that does not exist yet: ``root/YYYYmmdd-HHMMSS`` (UTC), with a suffix if taken."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path, k = Path(root) / stamp, 1
+    while path.exists():
+        path, k = Path(root) / f"{stamp}-{k}", k + 1
+    return str(path)
 
 
 def quick_config(**kw: Any) -> BenchConfig:
-    """A run of a few minutes: batches 1 and 64, short budgets, smaller peak probes, no profile."""
+    """A shorter run: batches 1 and 64, short budgets, smaller peak probes, no profile or thread scaling.
+
+    ``geninv bench --quick`` took 1,029 s (17 minutes) on a shared 2-core machine (load average
+    6-9), 240 s of it two Adam configurations stopped at their time limit.
+    """
     base: dict[str, Any] = dict(batches=[1, 64], budget=20.0, curve_batch=64, cold_batch=200, profile=False,
+                                thread_scaling=False,
                                 peak_square=[1024], peak_min_time=0.1, min_time=0.5, max_repeats=5, quick=True,
                                 loop_iters=30)
     base.update(kw)
@@ -495,7 +512,15 @@ def run_bench(cfg: BenchConfig, *, log_stream: TextIO | None = sys.stderr) -> di
     from geninv.bench.report import markdown
 
     log = _Log(log_stream)
+    if not cfg.out:
+        cfg.out = fresh_out()
     out = Path(cfg.out)
+    held = [f for f in ("bench.json", "solvers.json") if (out / f).exists()]
+    if held and not cfg.overwrite:
+        from geninv.exceptions import InputError
+
+        raise InputError(f"--out: expected a directory without benchmark results, received {str(out)!r}, which holds "
+                         f"{', '.join(held)} (pass --overwrite to replace them, or leave --out out for a fresh directory)")
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

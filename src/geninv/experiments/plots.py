@@ -118,8 +118,10 @@ def uniqueness_boundaries(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
 def plot_random_sweep(out_dir: str | os.PathLike[str]) -> list[Path]:
     """Fig. 4: quantile ribbons of the SNR of ``z``, ``x_1``, ``y`` per method versus ``n_1``.
 
-    Ribbons span the 10-90 % (light) and 25-75 % (dark) quantiles over trials, the line is
-    the median. Vertical lines: where the median ``s_1`` crosses ``n_0`` and ``n / 2``
+    Ribbons span the 25-75 % quantiles over trials, the line is the median. Methods whose
+    medians coincide (several are exact at the same width) are drawn side by side: each
+    method's points are shifted by a fixed factor of ``n_1`` (at most 6 %) and later methods
+    get smaller, hollow markers, so that no series hides under another. Vertical lines: where the median ``s_1`` crosses ``n_0`` and ``n / 2``
     (Corollary 1) and where the certified-unique fraction crosses 1/2; that fraction is the
     black dotted curve on the right axis.
     """
@@ -128,26 +130,29 @@ def plot_random_sweep(out_dir: str | os.PathLike[str]) -> list[Path]:
     b = uniqueness_boundaries(out_dir)
     layers = ["z", "x1", "y"]
     titles = {"z": "latent $z$", "x1": "hidden $x_1$", "y": "image $y = G(\\hat z)$"}
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 6.2), sharey=True)
     by: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in recs:
         by[r["method"]][int(r["n1"])].append(r)
     methods = method_order(by)
     handles: list[Any] = []
+    dodge = {m: 1.0 + 0.12 * (k / max(1, len(methods) - 1) - 0.5) for k, m in enumerate(methods)}
     for ax, layer in zip(axes, layers):
-        for m in methods:
+        for k, m in enumerate(methods):
             xs = sorted(by[m])
             q = np.array([np.percentile(_clip([r["snr"][layer] for r in by[m][x]]), QUANTILES) for x in xs])
             if not len(xs):
                 continue
             c = COLORS.get(m, None)
-            ax.fill_between(xs, q[:, 0], q[:, 4], color=c, alpha=0.12, linewidth=0)
-            ax.fill_between(xs, q[:, 1], q[:, 3], color=c, alpha=0.28, linewidth=0)
-            ax.plot(xs, q[:, 2], marker=MARKERS.get(m, "o"), color=c, ms=3.5, lw=1.6, label=LABELS.get(m, m),
+            xd = [x * dodge[m] for x in xs]
+            ax.fill_between(xd, q[:, 1], q[:, 3], color=c, alpha=0.15, linewidth=0)
+            ax.plot(xd, q[:, 2], marker=MARKERS.get(m, "o"), color=c, ms=9 - 4 * k / max(1, len(methods) - 1),
+                    mfc=c if k < 3 else "none", mew=1.5, lw=1.6, label=LABELS.get(m, m),
                     ls="--" if m in ("oracle", "lp_layerwise") else (":" if m.endswith(":nodebias") else "-"))
         ax.set_xscale("log")
-        ax.set_title(f"SNR of {titles[layer]}")
-        ax.set_xlabel("$n_1$ (hidden width)")
+        ax.set_title(f"SNR of {titles[layer]}", fontsize=14)
+        ax.set_xlabel("$n_1$ (hidden width)", fontsize=12)
+        ax.tick_params(labelsize=11)
         ax.set_ylim(SNR_FLOOR - 5, SNR_CAP + 10)
         ax.grid(True, which="both", alpha=0.25)
         for key, style, lab in (("s1_eq_n0", (0, (4, 2)), "median $s_1 = n_0$"),
@@ -171,13 +176,15 @@ def plot_random_sweep(out_dir: str | os.PathLike[str]) -> list[Path]:
                 handles += tw.get_legend_handles_labels()[0]
         if layer == "z":
             handles = ax.get_legend_handles_labels()[0] + handles
-    axes[0].set_ylabel(f"SNR [dB] (exact = top, {SNR_CAP:.0f}; failure/NaN = bottom)")
+    axes[0].set_ylabel(f"SNR [dB] (exact = top, {SNR_CAP:.0f}; failure = bottom)", fontsize=12)
     st = read_settings(out_dir)["settings"]
     n_trials = max((len(v) for d in by.values() for v in d.values()), default=0)
     fig.suptitle(f"Random two-layer generators: $n_0$ = {st['n0']}, $n$ = {st['n']}, {st['output']} output, "
-                 f"{st['dtype']}, up to {n_trials} trials per $n_1$ (ribbons: 10-90 % and 25-75 %, line: median)")
-    fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=5, fontsize=8.5, frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+                 f"{st['dtype']}, up to {n_trials} trials per $n_1$ (ribbons: 25-75 %, line: median; methods side by "
+                 "side)", fontsize=13)
+    fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=5, fontsize=12, frameon=False,
+               markerscale=1.2)
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     path = out_dir / "fig4_random_sweep.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -210,13 +217,15 @@ def plot_snr_distributions(out_dir: str | os.PathLike[str], title: str = "") -> 
         for patch, m in zip(bp["boxes"], methods):
             patch.set_facecolor(COLORS.get(m, "#cccccc"))
             patch.set_alpha(0.55)
-        ax.set_xticks(range(1, len(methods) + 1), [LABELS.get(m, m) for m in methods], rotation=20, fontsize=8)
+        ax.set_xticks(range(1, len(methods) + 1), [LABELS.get(m, m) for m in methods], rotation=25, fontsize=11,
+                      ha="right")
         name = "z" if layer == "z" else ("y = G(\\hat z)" if layer == "y" else f"x_{layer[1:]}")
-        ax.set_title(f"SNR of ${name}$")
+        ax.set_title(f"SNR of ${name}$", fontsize=13)
+        ax.tick_params(axis="y", labelsize=11)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel(f"SNR [dB] (exact shown at {SNR_CAP:.0f})")
     n_img = max(len(v) for v in by.values())
-    fig.suptitle(f"{title} per-layer SNR over {n_img} images (boxes: 25-75 %, whiskers: 5-95 %)")
+    fig.suptitle(f"{title} per-layer SNR over {n_img} images (boxes: 25-75 %, whiskers: 5-95 %)", fontsize=13)
     fig.tight_layout()
     path = out_dir / "snr_boxplot.png"
     fig.savefig(path, dpi=110)
@@ -282,10 +291,10 @@ def plot_image_grids(out_dir: str | os.PathLike[str], k: int = 8, title: str = "
                 ax.imshow(im, interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
-                ax.set_xlabel(cap, fontsize=7, labelpad=1)
+                ax.set_xlabel(cap, fontsize=9, labelpad=1)
                 if j == 0:
-                    ax.set_ylabel(row_names[rr], fontsize=8)
-        fig.suptitle(f"{title}{sub}", fontsize=9)
+                    ax.set_ylabel(row_names[rr], fontsize=10)
+        fig.suptitle(f"{title}{sub}", fontsize=11)
         fig.tight_layout()
         path = out_dir / f"grid_{name}.png"
         fig.savefig(path, dpi=110)
