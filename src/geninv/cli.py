@@ -34,7 +34,7 @@ def _cmd_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         description="Run (or resume) a reproduction of the paper's Fig. 4 (random), Fig. 5-7 (mnist) or "
                     "Fig. 8-13 (inpaint); 'report' rebuilds index.html from the directories under --out.",
     )
-    p.add_argument("experiment", choices=["random", "mnist", "inpaint", "noise", "cs", "report"])
+    p.add_argument("experiment", choices=["random", "mnist", "inpaint", "noise", "cs", "conv", "report"])
     p.add_argument("--mask", choices=["random", "block"], default="random", help="inpaint: which mask")
     p.add_argument("--missing", type=float, default=0.45, help="inpaint --mask random: fraction of hidden pixels")
     p.add_argument("--quick", action="store_true", help="small grid, about a minute on 2 CPU cores")
@@ -55,6 +55,11 @@ def _cmd_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
 
             return reproduce_issue9(a.experiment, quick=a.quick, out=a.out, trials=a.trials, seed=a.seed,
                                     methods=methods, progress=not a.no_progress, grid=a.grid)
+        if a.experiment == "conv":  # the shipped convolutional generators
+            from geninv.experiments.conv_exp import reproduce_conv
+
+            return reproduce_conv(quick=a.quick, out=a.out, trials=a.trials, seed=a.seed, methods=methods,
+                                  progress=not a.no_progress)
         if a.experiment == "report":
             return reproduce_cli("report", out=a.out)
         return reproduce_cli(a.experiment, mask=a.mask, quick=a.quick, out=a.out, trials=a.trials, seed=a.seed,
