@@ -40,6 +40,8 @@ def _assert_reproduces(module: nn.Module, latent_shape: tuple[int, ...], dtype: 
     assert out.shape == ref.shape
     assert out.dtype == dtype
     assert float((out - ref).abs().max()) <= TOL[dtype]
+    with torch.no_grad():  # and back to torch: a Sequential of the dense layers, in the module's output shape
+        assert float((G.to_torch()(z.reshape(7, -1)) - ref).abs().max()) <= TOL[dtype]
     return G
 
 
@@ -209,7 +211,8 @@ class Attention(nn.Module):
     (Skip(), r"node z: expected its output to feed one operation, received 2 \(a, add\).*skip connection"),
     (Attention(), r"node att \(MultiheadAttention\): expected an operation returning one tensor.*attention"),
     (nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6).train(), nn.ReLU()), r"node 1 \(BatchNorm1d\).*statistics"),
-    (nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Upsample(scale_factor=2, mode="bicubic")), r"bicubic"),
+    (nn.Sequential(nn.Linear(4, 18), nn.ReLU(), nn.Unflatten(1, (2, 3, 3)), nn.Upsample(scale_factor=2, mode="bicubic")),
+     r"node 3 \(Upsample\): expected a linear upsampling.*'bicubic'"),
 ])
 def test_unsupported_modules_refused_by_name(module, match):
     with pytest.raises(UnsupportedLayerError, match=match):

@@ -55,6 +55,7 @@ def run_conv(
     progress: bool = True,
     generators: Sequence[str | tuple[str, Generator]] = ("conv_expansive", "conv_dcgan"),
     architecture_trials: int | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the convolutional-generator study into ``out_dir``.
 
@@ -71,6 +72,8 @@ def run_conv(
         Names of shipped convolutional generators, or (name, generator) pairs.
     architecture_trials : int, optional
         Latents of the architecture report (overrides ``quick``'s).
+    command : str, optional
+        The command line, written into every summary.
 
     Returns
     -------
@@ -84,7 +87,7 @@ def run_conv(
     out_dir.mkdir(parents=True, exist_ok=True)
     methods = tuple(methods or CONV_METHODS)
     result: dict[str, Any] = {"out": out_dir, "ran": 0, "skipped": [], "figures": [], "architecture": {}}
-    lines = ["# Convolutional MNIST generators", ""]
+    lines = ["# Convolutional MNIST generators", ""] + ([f"Command: `{command}`", ""] if command else [])
     for item in generators:
         name, G = (item, load_conv_generator(item, dtype=torch.float64)) if isinstance(item, str) else item
         G = G.to(torch.float64)
@@ -103,8 +106,14 @@ def run_conv(
             cfg = ImageConfig.quick(**kw) if quick else ImageConfig(**kw)
             if images is not None:
                 cfg.images = images
+            for m in methods:  # methods beyond the paper's (hybrid) run with their defaults
+                cfg.options.setdefault(m, {})
             res = run_image_experiment(cfg, out_dir / name / tag, experiment=f"{name}_{tag}", generator=G,
                                        progress=progress, title=f"{name}, {tag.replace('_', ' ')}: ")
+            if command is not None and res.get("summary") is not None:
+                from geninv.experiments.report import write_summary
+
+                write_summary(out_dir / name / tag, command)
             result["ran"] += res["ran"]
             result["skipped"] += res["skipped"]
             result["figures"] += res["figures"]
@@ -125,8 +134,9 @@ def reproduce_conv(*, quick: bool = False, out: str | Path | None = None, trials
     from geninv.experiments.demo import RESULTS
 
     out_dir = Path(out) if out is not None else Path(RESULTS) / ("quick" if quick else "") / "conv"
-    res = run_conv(out_dir, quick=quick, images=trials, seed=seed, methods=methods, progress=progress)
-    atomic_write_text(out_dir / "command.txt", shlex.join(["geninv", *sys.argv[1:]]) + "\n")
+    cmd = shlex.join(["geninv", *sys.argv[1:]])
+    res = run_conv(out_dir, quick=quick, images=trials, seed=seed, methods=methods, progress=progress, command=cmd)
+    atomic_write_text(out_dir / "command.txt", cmd + "\n")
     print(f"records, figures and summary in {out_dir} ({res['ran']} trial units run)")
     for s in res["skipped"]:
         print(f"  skipped: {s}")
