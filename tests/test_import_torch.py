@@ -172,6 +172,31 @@ def test_conv1d_stride_padding_groups(dtype):
     assert G.output_shape == (40,)
 
 
+class Functional(nn.Module):
+    """Activations as functions with their parameters, interpolation and an affine rescaling in forward."""
+
+    def __init__(self, act) -> None:
+        super().__init__()
+        self.a, self.b, self.act = nn.Linear(5, 20), nn.Linear(20, 30), act
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(self.act(self.b(self.act(self.a(z)))).view(-1, 1, 30), scale_factor=2) * 0.5 + 0.5
+
+
+@pytest.mark.parametrize("act, name, params", [
+    (lambda x: F.gelu(x, approximate="tanh"), "gelu", {"tanh": 1.0}),
+    (lambda x: F.softplus(x, 2.0, 5.0), "softplus", {"beta": 2.0, "threshold": 5.0}),
+    (lambda x: F.elu(x, alpha=0.5), "elu", {"alpha": 0.5}),
+    (lambda x: F.leaky_relu(x, negative_slope=0.3), "leaky_relu", {"slope": 0.3}),
+    (F.silu, "silu", {}),
+    (torch.relu, "relu", {}),
+])
+def test_functional_activations_and_their_parameters(act, name, params):
+    G = _assert_reproduces(Functional(act), (5,), torch.float64)
+    assert [a.name for a in G.hidden_activations] == [name, name] and G.hidden_activations[0].params == params
+    assert G.output_shape == (1, 60) and G.output_activation.name == "identity"
+
+
 def test_fx_failure_falls_back_to_recording_the_forward():
     class Branchy(nn.Module):
         def __init__(self) -> None:
