@@ -474,7 +474,9 @@ def chain_from_torch(module: nn.Module, example_input: Tensor | None = None) -> 
     module : nn.Module
         A chain-structured module (each operation applied to the previous one's output).
     example_input : Tensor of shape (B, *latent_shape), optional
-        A latent batch; without it the latent is ``(B, n_0)`` with ``n_0`` the first Linear's input.
+        A latent batch (only its per-sample shape is used: the trace runs on 3 seeded random
+        latents of that shape); without it the latent is ``(B, n_0)`` with ``n_0`` the first
+        Linear's input.
 
     Returns
     -------
