@@ -40,6 +40,8 @@ def _assert_reproduces(module: nn.Module, latent_shape: tuple[int, ...], dtype: 
     assert out.shape == ref.shape
     assert out.dtype == dtype
     assert float((out - ref).abs().max()) <= TOL[dtype]
+    with torch.no_grad():  # and back to torch: a Sequential of the dense layers, in the module's output shape
+        assert float((G.to_torch()(z.reshape(7, -1)) - ref).abs().max()) <= TOL[dtype]
     return G
 
 
@@ -170,6 +172,31 @@ def test_conv1d_stride_padding_groups(dtype):
     assert G.output_shape == (40,)
 
 
+class Functional(nn.Module):
+    """Activations as functions with their parameters, interpolation and an affine rescaling in forward."""
+
+    def __init__(self, act) -> None:
+        super().__init__()
+        self.a, self.b, self.act = nn.Linear(5, 20), nn.Linear(20, 30), act
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(self.act(self.b(self.act(self.a(z)))).view(-1, 1, 30), scale_factor=2) * 0.5 + 0.5
+
+
+@pytest.mark.parametrize("act, name, params", [
+    (lambda x: F.gelu(x, approximate="tanh"), "gelu", {"tanh": 1.0}),
+    (lambda x: F.softplus(x, 2.0, 5.0), "softplus", {"beta": 2.0, "threshold": 5.0}),
+    (lambda x: F.elu(x, alpha=0.5), "elu", {"alpha": 0.5}),
+    (lambda x: F.leaky_relu(x, negative_slope=0.3), "leaky_relu", {"slope": 0.3}),
+    (F.silu, "silu", {}),
+    (torch.relu, "relu", {}),
+])
+def test_functional_activations_and_their_parameters(act, name, params):
+    G = _assert_reproduces(Functional(act), (5,), torch.float64)
+    assert [a.name for a in G.hidden_activations] == [name, name] and G.hidden_activations[0].params == params
+    assert G.output_shape == (1, 60) and G.output_activation.name == "identity"
+
+
 def test_fx_failure_falls_back_to_recording_the_forward():
     class Branchy(nn.Module):
         def __init__(self) -> None:
@@ -209,7 +236,8 @@ class Attention(nn.Module):
     (Skip(), r"node z: expected its output to feed one operation, received 2 \(a, add\).*skip connection"),
     (Attention(), r"node att \(MultiheadAttention\): expected an operation returning one tensor.*attention"),
     (nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6).train(), nn.ReLU()), r"node 1 \(BatchNorm1d\).*statistics"),
-    (nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Upsample(scale_factor=2, mode="bicubic")), r"bicubic"),
+    (nn.Sequential(nn.Linear(4, 18), nn.ReLU(), nn.Unflatten(1, (2, 3, 3)), nn.Upsample(scale_factor=2, mode="bicubic")),
+     r"node 3 \(Upsample\): expected a linear upsampling.*'bicubic'"),
 ])
 def test_unsupported_modules_refused_by_name(module, match):
     with pytest.raises(UnsupportedLayerError, match=match):
@@ -382,3 +410,56 @@ def test_new_activations_value_derivative_inverse(name, params):
     else:
         with pytest.raises(geninv.DomainError, match="not monotone"):
             a.inverse(a(xd))
+
+
+def test_conv_study_on_a_small_convolutional_generator(tmp_path):
+    """The `geninv reproduce conv` pipeline end to end on a tiny generator: architecture verdict,
+    the three runs with records and summaries."""
+    from geninv.experiments.conv_exp import run_conv
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 2 * 7 * 7), nn.ReLU(), nn.Unflatten(1, (2, 7, 7)), nn.ConvTranspose2d(2, 2, 4, 2, 1),
+                        nn.ReLU(), nn.ConvTranspose2d(2, 1, 4, 2, 1), nn.Flatten(), nn.Tanh()).double()
+    G = Generator.from_torch(net)
+    res = run_conv(tmp_path, quick=True, images=4, methods=("oracle", "gd"), generators=[("tiny", G)],
+                   architecture_trials=20, progress=False)
+    arch = res["architecture"]["tiny"]
+    assert arch["dims"] == [4, 98, 392, 784] and set(arch["corollary1"]) >= {"all", "n_0 <= s_1"}
+    assert (tmp_path / "summary.md").read_text().startswith("# Convolutional MNIST generators")
+    for tag in ("clean", "inpaint_random", "inpaint_block"):
+        assert (tmp_path / "tiny" / tag / "summary.md").is_file()
+
+
+@pytest.mark.parametrize("name, dims", [("conv_expansive", [20, 196, 588, 784]), ("conv_dcgan", [20, 1568, 3136, 784])])
+def test_shipped_conv_generators(name, dims):
+    """The shipped convolutional generators: the module's forward reproduced, and Corollary 1's verdict per
+    layer (the expansive one meets it; the DCGAN-shaped one fails at its contracting output layer)."""
+    from geninv.weights import CONV_GENERATORS, conv_generator_record, load_conv_generator, load_conv_module
+
+    module = load_conv_module(name).double()
+    G = load_conv_generator(name, dtype=torch.float64)
+    assert G.dims == dims and G.relu_hidden and G.output_activation.name == "plu"
+    z = torch.randn(5, 20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        assert float((G(z) - module(z)).abs().max()) <= 1e-12
+    assert conv_generator_record(name)["config"]["conv"] == list(CONV_GENERATORS[name])
+    rep = geninv.certify_architecture(G, trials=50, theorem1=False)
+    if name == "conv_expansive":
+        assert rep.corollary1["all"] >= 0.9
+    else:
+        assert rep.corollary1["s_2 < n/2"] == 0.0 and rep.corollary1["n_0 <= s_1"] == 1.0
+
+
+def test_module_state_file_is_checked(tmp_path):
+    from geninv.model.io import load_module_state, save_module_state
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    path = tmp_path / "m.safetensors"
+    save_module_state(net.state_dict(), {"what": "test"}, path)
+    state, config = load_module_state(path)
+    assert config == {"what": "test"} and all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x40  # a flipped bit in the last tensor
+    path.write_bytes(bytes(data))
+    with pytest.raises(geninv.ModelFileError, match="sha256"):
+        load_module_state(path)

@@ -216,11 +216,11 @@ _REPRODUCE_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "output": ("--output", ("random",)),
     "grid": ("--grid", ("noise", "cs")),
     "phase": ("--phase", ("phase",)),
-    "quick": ("--quick", ("random", "mnist", "inpaint", "noise", "cs", "phase")),
-    "trials": ("--trials", ("random", "mnist", "inpaint", "noise", "cs", "phase")),
-    "seed": ("--seed", ("random", "mnist", "inpaint", "noise", "cs", "phase")),
-    "methods": ("--methods", ("random", "mnist", "inpaint", "noise", "cs", "phase")),
-    "no_progress": ("--no-progress", ("random", "mnist", "inpaint", "noise", "cs", "phase")),
+    "quick": ("--quick", ("random", "mnist", "inpaint", "noise", "cs", "phase", "conv")),
+    "trials": ("--trials", ("random", "mnist", "inpaint", "noise", "cs", "phase", "conv")),
+    "seed": ("--seed", ("random", "mnist", "inpaint", "noise", "cs", "phase", "conv")),
+    "methods": ("--methods", ("random", "mnist", "inpaint", "noise", "cs", "phase", "conv")),
+    "no_progress": ("--no-progress", ("random", "mnist", "inpaint", "noise", "cs", "phase", "conv")),
     "executor": ("--executor", ("random", "mnist", "inpaint", "noise", "cs", "phase")),
 }
 
@@ -234,8 +234,8 @@ def _cmd_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
                     "figures), cs (compressed sensing y = A G(z), beyond the paper's figures); 'report' rebuilds "
                     "index.html from the directories under --out.",
     )
-    p.add_argument("experiment", choices=["random", "mnist", "inpaint", "noise", "cs", "phase", "report"],
-                   help="random, mnist, inpaint, noise, cs, phase or report")
+    p.add_argument("experiment", choices=["random", "mnist", "inpaint", "noise", "cs", "phase", "conv", "report"],
+                   help="random, mnist, inpaint, noise, cs, phase, conv or report")
     p.add_argument("--mask", choices=["random", "block"], default=None, help="inpaint: which mask (default random)")
     p.add_argument("--missing", type=float, default=None,
                    help="inpaint --mask random: fraction of hidden pixels (default 0.45)")
@@ -277,6 +277,11 @@ def _cmd_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         if a.experiment in ("noise", "cs"):
             return reproduce_noisy(a.experiment, quick=a.quick, out=a.out, trials=a.trials, seed=seed,
                                    methods=methods, progress=not a.no_progress, grid=a.grid, executor=ex)
+        if a.experiment == "conv":  # the shipped convolutional generators
+            from geninv.experiments.conv_exp import reproduce_conv
+
+            return reproduce_conv(quick=a.quick, out=a.out, trials=a.trials, seed=seed, methods=methods,
+                                  progress=not a.no_progress)
         if a.experiment == "report":
             return reproduce_cli("report", out=a.out)
         return reproduce_cli(a.experiment, mask=a.mask or "random", quick=a.quick, out=a.out, trials=a.trials,

@@ -144,8 +144,8 @@ class Generator:
         module : nn.Module
             The generator; batch-norm and dropout must be in eval mode (``module.eval()``).
         example_input : Tensor of shape (B, *latent_shape), optional
-            A latent batch, needed when the first layer is not an ``nn.Linear`` (e.g. a DCGAN
-            taking ``z`` of shape (B, 100, 1, 1)).
+            A latent batch (only its per-sample shape is used), needed when the first layer is
+            not an ``nn.Linear`` (e.g. a DCGAN taking ``z`` of shape (B, 100, 1, 1)).
         check : bool
             Compare ``G(z)`` with ``module(z)`` on 4 random latents and raise
             UnsupportedLayerError when they differ by more than ``1e4 eps`` times the output's

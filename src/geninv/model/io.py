@@ -23,7 +23,7 @@ from geninv.exceptions import GenInvError, ModelFileError
 from geninv.model.activations import Activation
 from geninv.model.layers import Layer
 
-__all__ = ["write_layers", "read_layers", "FORMAT"]
+__all__ = ["write_layers", "read_layers", "FORMAT", "save_module_state", "load_module_state", "MODULE_FORMAT"]
 
 FORMAT = "geninv.generator/1"
 _MAX_HEADER = 100 * 2**20
@@ -180,3 +180,63 @@ def read_layers(path: str | os.PathLike[str]) -> tuple[list[Layer], dict[str, An
     except GenInvError as e:
         raise ModelFileError(f"path {str(path)!r}: expected a consistent generator, received an inconsistent one: {e}") from None
     return layers, arch
+
+
+MODULE_FORMAT = "geninv.module_state/1"
+
+
+def save_module_state(state: dict[str, torch.Tensor], config: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write a torch module's ``state_dict`` and the JSON ``config`` that rebuilds the module to one
+    safetensors file, with a sha256 of the config and every tensor (checked by :func:`load_module_state`).
+
+    Used for generators whose dense form is large (convolutional ones): the file holds the
+    convolution kernels, and :meth:`Generator.from_torch` reads the rebuilt module.
+    """
+    from safetensors.torch import save_file
+
+    path = _as_path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    meta: dict[str, Any] = {"format": MODULE_FORMAT, "config": config}
+    meta["sha256"] = _digest(meta, tensors)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={"geninv": json.dumps(meta)})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except Exception as e:  # safetensors raises its own error type for I/O failures
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        raise ModelFileError(f"path {str(path)!r}: expected a writable file path, received one that cannot be written ({e})") from None
+
+
+def load_module_state(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state_dict, config)`` from a file written by :func:`save_module_state` (never unpickles).
+
+    Raises
+    ------
+    ModelFileError
+        Missing, not safetensors, truncated, or its sha256 does not match (corrupt).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = _as_path(path)
+    if not path.is_file():
+        raise ModelFileError(f"path {str(path)!r}: expected an existing module file, received a missing path")
+    data = path.read_bytes()
+    _sniff(path, data)
+    try:
+        tensors = load(data)
+        n = struct.unpack("<Q", data[:8])[0]
+        meta = json.loads(json.loads(data[8 : 8 + n]).get("__metadata__", {}).get("geninv", "{}"))
+    except (SafetensorError, ValueError, RuntimeError, TypeError, AttributeError) as e:
+        raise ModelFileError(f"path {str(path)!r}: expected a valid safetensors file, received a corrupt one ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != MODULE_FORMAT or "sha256" not in meta:
+        raise ModelFileError(f"path {str(path)!r}: expected format {MODULE_FORMAT} with a sha256, received "
+                             f"{meta.get('format') if isinstance(meta, dict) else meta!r}")
+    if _digest(meta, tensors) != meta["sha256"]:
+        raise ModelFileError(f"path {str(path)!r}: expected sha256 {str(meta['sha256'])[:16]}... of the stored config and "
+                             "weights, received different bytes (corrupt file)")
+    return tensors, dict(meta["config"])

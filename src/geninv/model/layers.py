@@ -7,6 +7,7 @@ layers, folding each batch-norm (eval statistics) exactly into the preceding Lin
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +69,11 @@ class Layer:
     @property
     def n_out(self) -> int:
         return int(self.W.shape[0])
+
+    @functools.cached_property
+    def spectral_norm(self) -> float:
+        """``||W||_2`` (computed once per layer, in float64)."""
+        return float(torch.linalg.matrix_norm(self.W.detach().double(), ord=2))
 
     def pre(self, x: Tensor) -> Tensor:
         """Pre-activation ``W x + b`` for a batch ``x`` of shape (B, n_in)."""

@@ -97,7 +97,20 @@ def _module_activation(m: nn.Module) -> Activation | None:
     return None
 
 
+# Parameters of torch functions implemented in C (no Python signature): names and defaults.
+_BUILTIN_PARAMS: dict[Any, tuple[tuple[str, Any], ...]] = {
+    F.gelu: (("input", None), ("approximate", "none")),
+    F.softplus: (("input", None), ("beta", 1.0), ("threshold", 20.0)),
+}
+
+
 def _bind(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    if fn in _BUILTIN_PARAMS:
+        spec = _BUILTIN_PARAMS[fn]
+        out = {name: default for name, default in spec}
+        out.update(zip((name for name, _ in spec), args))
+        out.update(kwargs)
+        return out
     sig = inspect.signature(fn)
     bound = sig.bind(*args, **kwargs)
     bound.apply_defaults()
@@ -461,7 +474,9 @@ def chain_from_torch(module: nn.Module, example_input: Tensor | None = None) -> 
     module : nn.Module
         A chain-structured module (each operation applied to the previous one's output).
     example_input : Tensor of shape (B, *latent_shape), optional
-        A latent batch; without it the latent is ``(B, n_0)`` with ``n_0`` the first Linear's input.
+        A latent batch (only its per-sample shape is used: the trace runs on 3 seeded random
+        latents of that shape); without it the latent is ``(B, n_0)`` with ``n_0`` the first
+        Linear's input.
 
     Returns
     -------
@@ -502,7 +517,13 @@ def chain_from_torch(module: nn.Module, example_input: Tensor | None = None) -> 
             ) from None
     steps = []
     for kind, target, args, kwargs, name, in_shape, out_shape, sub in records:
-        st = _classify(kind, target, args, kwargs, name, in_shape, out_shape, sub)
+        try:
+            st = _classify(kind, target, args, kwargs, name, in_shape, out_shape, sub)
+        except UnsupportedLayerError:
+            raise
+        except Exception as e:  # arguments geninv cannot interpret
+            raise UnsupportedLayerError(f"node {name}: expected arguments geninv can read, received ones it cannot "
+                                        f"({type(e).__name__}: {str(e)[:200]})") from None
         if st is not None:
             steps.append(st)
     with torch.no_grad():

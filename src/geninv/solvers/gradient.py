@@ -240,8 +240,8 @@ def _lipschitz_bound(G: Generator | None, op_norm: float) -> float:
     if G is None:
         return 0.0
     prod = 1.0
-    for W in G.weights:
-        prod *= float(torch.linalg.matrix_norm(W.detach().double(), ord=2)) ** 2
+    for layer in G.layers:
+        prod *= layer.spectral_norm**2  # cached on the layer: one SVD per layer, not per call
     for a in G.hidden_activations:
         prod *= a.lipschitz**2
     return op_norm**2 * G.output_activation.lipschitz**2 * prod
