@@ -465,7 +465,33 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, sigma
         "stage": stage, "stages": STAGES, "noise_level": sigma, "noise_reference": ref, "residual": residual,
         "fits": fits, "objective": obj, "gamma": gam, "seconds": seconds,
     }
-    return finish("auto", G, z, layers, supports, converged, n_iter, {}, t0, info, dt)
+    with warnings.catch_warnings():
+        # finish()'s "raise max_iter" is the wrong advice where the fit is the issue; said below.
+        warnings.filterwarnings("ignore", message="auto: .* did not converge", category=ConvergenceWarning)
+        res = finish("auto", G, z, layers, supports, converged, n_iter, {}, t0, info, dt)
+    level = ("the rounding level of exact data" if exact_given else "the given noise level" if given is not None
+             else "the noise level estimated from the residual")
+    _warn(res.info["fits"], residual, res.converged, level)
+    return res
+
+
+def _warn(fits: Tensor, residual: Tensor, converged: Tensor, level: str) -> None:
+    """One warning per kind of doubt, with counts: samples no latent explains, samples that fit but
+    whose last iteration did not meet its stopping test."""
+    bad = ~fits
+    if bool(bad.any()):
+        r = residual[bad]
+        warnings.warn(
+            f"auto: {int(bad.sum())} of {fits.numel()} sample(s) are not explained by G (relative residual "
+            f"{float(r.min()):.3g} to {float(r.max()):.3g}, more than {level} allows): the result is the "
+            "best-fitting latent found, "
+            "not a preimage of y; y is likely outside the range of G (see result.info['fits'], ['residual'])",
+            ConvergenceWarning, stacklevel=3)
+    slow = fits & ~converged
+    if bool(slow.any()):
+        warnings.warn(
+            f"auto: {int(slow.sum())} of {fits.numel()} sample(s) fit y but their refinement stopped at its step cap "
+            "(raise refine_iter for a tighter fit; see result.converged)", ConvergenceWarning, stacklevel=3)
 
 
 def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tensor, gam: Tensor,
