@@ -331,8 +331,9 @@ def _cmd_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("generator", metavar="MODEL", help="generator file (.safetensors), or 'mnist' for the shipped one")
     p.add_argument("signals", metavar="SIGNALS", nargs="?", default=None,
                    help="signals y, (B, n) or (n,), in a .npy or .safetensors file")
-    p.add_argument("--method", default="latent_pursuit",
-                   help="oracle needs supports; one of layered_bp, latent_pursuit (default), gd, adam, lp_layerwise, hybrid")
+    p.add_argument("--method", default="auto",
+                   help="one of auto (default: exact path, refinement and fallback per signal), layered_bp, latent_pursuit, "
+                        "gd, adam, lp_layerwise, hybrid (oracle needs supports)")
     p.add_argument("--mask", default=None, metavar="PATH", help="observed-pixel mask (n,) or (B, n), 1 = observed")
     p.add_argument("--float32", action="store_true", help="solve in float32 (default: float64)")
     p.add_argument("--max-iter", type=int, default=None, help="iteration cap of the method")

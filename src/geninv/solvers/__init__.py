@@ -35,7 +35,6 @@ __all__ = ["SolveResult", "invert", "oracle", "layered_bp", "latent_pursuit", "M
 # name -> (module, function). The baselines are imported on first use, so this module works
 # before (or without) them.
 METHODS: dict[str, tuple[str, str]] = {
-    "auto": ("geninv.solvers.auto", "auto"),
     "oracle": ("geninv.solvers.oracle", "oracle"),
     "layered_bp": ("geninv.solvers.layered_bp", "layered_bp"),
     "latent_pursuit": ("geninv.solvers.latent_pursuit", "latent_pursuit"),
@@ -43,6 +42,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "adam": ("geninv.solvers.gradient", "adam"),
     "lp_layerwise": ("geninv.solvers.lp_layerwise", "lp_layerwise"),
     "hybrid": ("geninv.solvers.hybrid", "hybrid"),
+    "auto": ("geninv.solvers.auto", "auto"),
 }
 
 # Methods that take ``noise_level=`` through invert(): routed to geninv.solvers.noise.noisy_pursuit.
