@@ -192,15 +192,17 @@ def test_noise_reproduction_writes_records_figures_and_resumes(tmp_path) -> None
     assert out["ran"] == 3
     first = {r["key"]: r for r in load_records(tmp_path)}
     out = run_noise(cfg, tmp_path, generator=G, progress=False)
-    assert out["ran"] == 4 + 2 - 3  # 4 solve units (2 SNRs x 2 chunks) + 2 bound units, 3 done before
+    # 4 solve units (2 SNRs x 2 chunks) + 2 of 8-bit images + 2 bound units, 3 done before
+    assert out["ran"] == 4 + 2 + 2 - 3
     recs = load_records(tmp_path)
     assert len({r["key"] for r in recs}) == len(recs)  # one record per trial, nothing redone
     for k, r in first.items():
         assert {kk: v for kk, v in r.items() if kk != "seconds"} == {
             kk: v for kk, v in next(x for x in recs if x["key"] == k).items() if kk != "seconds"}
     kinds = {r["kind"] for r in recs}
-    assert kinds == {"solve", "theory", "bound"}
+    assert kinds == {"solve", "solve8", "theory", "bound"}
     assert len([r for r in recs if r["kind"] == "solve"]) == 2 * 4 * 3
+    assert len([r for r in recs if r["kind"] == "solve8"]) == 4 * 3
     for f in ("noise_snr.png", "noise_theorem2.png", "summary.md", "summary.json", "records.csv"):
         assert (tmp_path / f).exists(), f
     # The results page (geninv reproduce report) shows a noise directory with its own section.

@@ -197,12 +197,17 @@ def propagated_sigma(sigma_in: Tensor, W: Tensor, rows: Tensor, cols: Tensor) ->
     dt = torch.float64
     Wd = W.to(dt)
     r = rows.to(dt)
-    c = cols.to(dt)
+    # Only the columns in T enter: gather them first (k = max_b |T_b|), so the Gram matrices are
+    # k x k instead of n_in x n_in (the support is typically a third to a half of the layer).
+    k = max(1, int(cols.sum(dim=1).max()))
+    order = torch.argsort((~cols).to(torch.int8), dim=1, stable=True)[:, :k]  # T_b first
+    c = torch.gather(cols.to(dt), 1, order)  # (B, k): 1 on T_b, 0 on the padding
     if Wd.ndim == 2:
-        Gm = Wd.T[None] @ (r[:, :, None] * Wd[None])
+        Wg = Wd.T[order]  # (B, k, n_out)
     else:
-        Gm = Wd.transpose(1, 2) @ (r[:, :, None] * Wd)
-    Gm = Gm * (c[:, :, None] * c[:, None, :])
+        Wg = torch.gather(Wd.transpose(1, 2), 1, order[:, :, None].expand(-1, -1, Wd.shape[1]))
+    Wg = Wg * c[:, :, None]
+    Gm = Wg @ (r[:, :, None] * Wg.transpose(1, 2))  # (B, k, k)
     scale = (Gm.diagonal(dim1=1, dim2=2).sum(dim=1) / c.sum(dim=1).clamp_min(1)).clamp_min(1e-300)
     # Unit-size padding outside T keeps the matrix block diagonal; its eigenvalues are removed below.
     Gp = Gm + torch.diag_embed((1.0 - c) * scale[:, None])
