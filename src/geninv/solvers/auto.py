@@ -6,15 +6,15 @@ Why this composition (measured on the shipped MNIST generator, float32, one thre
 8-bit and Gaussian inputs at 20-53 dB input SNR; ``python -m geninv.bench.noise_grid`` runs the
 whole grid): the noiseless Latent-Pursuit capped at 50-300 iterations per stage, without its own
 debiasing, followed by Levenberg-Marquardt on the whole network (supports re-read at every step)
-reached the end-to-end Oracle's median z SNR within 0.1 dB from 30 dB up, while the noise-aware
-pursuit of :func:`geninv.solvers.noise.noisy_pursuit` with the same refinement reached the same
-median at 2-4x that cost: half of its time went to the propagated noise levels (one ``n_L x n_L``
-Gram matrix and eigen-decomposition per sample), most of the rest to its signal-domain
-image-layer FISTA, which ran to its iteration cap of 500. Its 10 % tail was not the pursuit's
-fault: the Oracle's own tail is as low (50.7 vs 50.4 dB on 8-bit data), and the few outright
-failures (1-2 in 128, z SNR near 0 dB) were wrong basins of the network fit, which both pursuits
-hit, rarely on the same signal. So the noise-aware pursuit is the second candidate, run exactly
-where the first fit is in doubt, and gradient descent only where neither fits.
+reaches the end-to-end Oracle's median z SNR within 0.1 dB from 30 dB up, while the noise-aware
+pursuit of :func:`geninv.solvers.noise.noisy_pursuit` with the same refinement reaches the same
+median at several times that cost: its signal-domain image-layer FISTA runs to its iteration cap
+(500), and its propagated noise levels take one eigen-decomposition per sample and layer. The
+10 % tail is not the pursuit's fault: the Oracle's own is as low (50.7 against 50.4 dB on 8-bit
+data); the few outright failures (1-2 in 128, z SNR near 0 dB) are wrong basins of the network
+fit, which both pursuits hit, rarely on the same signal. So the noise-aware pursuit is the second
+candidate, run exactly where the first fit is in doubt, and gradient descent only where neither
+fits.
 """
 
 from __future__ import annotations
@@ -361,7 +361,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, sigma
             z[ie] = res_e.z.to(f64)
             converged[ie] = res_e.converged
             n_iter[ie] = res_e.n_iter
-        _, fits = verdict(z, None)
+        residual0, fits = verdict(z, None)
         ok = exact & fits
         stage[ok] = 0
         seconds["exact"] = time.perf_counter() - ts
@@ -369,10 +369,9 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, sigma
             callback(0, {"stage": "exact", "x": z.to(dt)})
         if bool(ok.all()) and res_lp is not None:
             # Every sample exactly realizable: Latent-Pursuit's own result.
-            residual, fits = verdict(z, None)
             zeros = torch.zeros(B, dtype=f64, device=dev)
             info_lp = dict(res_lp.info, stage=stage, stages=STAGES, noise_level=zeros, noise_reference=zeros,
-                           residual=residual, fits=fits, seconds_auto=seconds)
+                           residual=residual0, fits=fits, seconds_auto=seconds)
             return dataclasses.replace(res_lp, method="auto", info=info_lp, seconds=time.perf_counter() - t0)
 
         # 2. the refinement for every other sample
