@@ -33,6 +33,19 @@ def test_estimate_noise_is_accurate_at_the_right_fit() -> None:
     assert torch.allclose(exact, (y - y0).norm(dim=1) / math.sqrt(300 - 8), rtol=1e-12)
 
 
+def test_estimate_noise_ignores_the_unobserved_pixels() -> None:
+    # With a mask the residual is over the observed entries only: m_b - n_0 degrees of freedom.
+    G = _gen([8, 40, 120, 300])
+    z, y0 = G.sample(16, seed=1)
+    y, sigma = geninv.add_noise(y0, 30, seed=2)
+    mask = geninv.random_mask(300, 0.3, seed=3, batch=16)
+    ratio = estimate_noise(G, y, mask=mask) / sigma
+    assert abs(float(ratio.median()) - 1) < 0.06  # relative standard deviation 1/sqrt(2 * 202) = 5 %
+    exact = estimate_noise(G, y, mask=mask, z=z)
+    e = (y - y0) * mask
+    assert torch.allclose(exact, e.norm(dim=1) / (mask.sum(dim=1).double() - 8).sqrt(), rtol=1e-12)
+
+
 def test_estimate_noise_rejects_a_wrong_z_shape() -> None:
     G = _gen([4, 10, 30])
     _, y = G.sample(2, seed=0)
