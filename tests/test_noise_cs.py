@@ -33,6 +33,19 @@ def test_estimate_noise_is_accurate_at_the_right_fit() -> None:
     assert torch.allclose(exact, (y - y0).norm(dim=1) / math.sqrt(300 - 8), rtol=1e-12)
 
 
+def test_estimate_noise_ignores_the_unobserved_pixels() -> None:
+    # With a mask the residual is over the observed entries only: m_b - n_0 degrees of freedom.
+    G = _gen([8, 40, 120, 300])
+    z, y0 = G.sample(16, seed=1)
+    y, sigma = geninv.add_noise(y0, 30, seed=2)
+    mask = geninv.random_mask(300, 0.3, seed=3, batch=16)
+    ratio = estimate_noise(G, y, mask=mask) / sigma
+    assert abs(float(ratio.median()) - 1) < 0.06  # relative standard deviation 1/sqrt(2 * 202) = 5 %
+    exact = estimate_noise(G, y, mask=mask, z=z)
+    e = (y - y0) * mask
+    assert torch.allclose(exact, e.norm(dim=1) / (mask.sum(dim=1).double() - 8).sqrt(), rtol=1e-12)
+
+
 def test_estimate_noise_rejects_a_wrong_z_shape() -> None:
     G = _gen([4, 10, 30])
     _, y = G.sample(2, seed=0)
@@ -192,15 +205,17 @@ def test_noise_reproduction_writes_records_figures_and_resumes(tmp_path) -> None
     assert out["ran"] == 3
     first = {r["key"]: r for r in load_records(tmp_path)}
     out = run_noise(cfg, tmp_path, generator=G, progress=False)
-    assert out["ran"] == 4 + 2 - 3  # 4 solve units (2 SNRs x 2 chunks) + 2 bound units, 3 done before
+    # 4 solve units (2 SNRs x 2 chunks) + 2 of 8-bit images + 2 bound units, 3 done before
+    assert out["ran"] == 4 + 2 + 2 - 3
     recs = load_records(tmp_path)
     assert len({r["key"] for r in recs}) == len(recs)  # one record per trial, nothing redone
     for k, r in first.items():
         assert {kk: v for kk, v in r.items() if kk != "seconds"} == {
             kk: v for kk, v in next(x for x in recs if x["key"] == k).items() if kk != "seconds"}
     kinds = {r["kind"] for r in recs}
-    assert kinds == {"solve", "theory", "bound"}
+    assert kinds == {"solve", "solve8", "theory", "bound"}
     assert len([r for r in recs if r["kind"] == "solve"]) == 2 * 4 * 3
+    assert len([r for r in recs if r["kind"] == "solve8"]) == 4 * 3
     for f in ("noise_snr.png", "noise_theorem2.png", "summary.md", "summary.json", "records.csv"):
         assert (tmp_path / f).exists(), f
     # The results page (geninv reproduce report) shows a noise directory with its own section.

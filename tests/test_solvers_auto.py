@@ -182,3 +182,15 @@ def test_theorem2_a_posteriori_bound_is_never_violated_where_it_applies() -> Non
         warnings.simplefilter("ignore")
         masked = auto(G, y0, mask=mask, bound=True)
     assert bool(torch.isnan(masked.info["z_error_bound"]).all())
+
+
+def test_a_signal_no_latent_explains_warns_with_the_residual_not_max_iter() -> None:
+    G = _gen([6, 40, 120])
+    z, y0 = G.sample(3, seed=13)
+    y = y0.clone()
+    y[:, :30] += 0.5
+    with pytest.warns(geninv.ConvergenceWarning, match="not explained by G") as rec:
+        auto(G, y, fallback_iter=200)
+    msgs = [str(w.message) for w in rec]
+    assert not any("raise max_iter" in m for m in msgs)
+    assert any("relative residual" in m and "outside the range of G" in m for m in msgs)

@@ -636,7 +636,7 @@ def _parse_noise_level(text: str | None) -> float | str | None:
     return v
 
 
-_INVERT_METHODS = ("latent_pursuit", "layered_bp", "hybrid", "gd", "adam", "lp_layerwise")
+_INVERT_METHODS = ("auto", "latent_pursuit", "layered_bp", "hybrid", "gd", "adam", "lp_layerwise")
 _NOISE_METHODS = ("latent_pursuit", "layered_bp", "hybrid")
 
 
@@ -650,9 +650,9 @@ def _cmd_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     _add_model(p, optional=False)
     p.add_argument("signals", metavar="SIGNALS", help="signals y, (B, n) or (n,), in a .npy or .safetensors file")
-    p.add_argument("--method", default="latent_pursuit", choices=_INVERT_METHODS,
-                   help="inversion method (default latent_pursuit; the oracle needs the true supports, so it is "
-                        "API-only)")
+    p.add_argument("--method", default="auto", choices=_INVERT_METHODS,
+                   help="inversion method (default auto: the exact path, refinement and a fallback per signal; the "
+                        "oracle needs the true supports, so it is API-only)")
     p.add_argument("--mask", default=None, metavar="PATH", help="observed-pixel mask (n,) or (B, n), 1 = observed")
     p.add_argument("--noise-level", default=None, metavar="SIGMA",
                    help="standard deviation of the noise on the signals, or 'auto' to estimate it "

@@ -1,4 +1,4 @@
-"""Noisy signals: SNR of ``z`` and of every layer against the input SNR, for every
+"""Noisy and quantized signals: SNR of ``z`` and of every layer against the input SNR, for every
 method, beside the Oracle's expected error (Theorem 3) and the Theorem 2 bound.
 
 Two parts, both in one reproduction directory:
@@ -6,7 +6,9 @@ Two parts, both in one reproduction directory:
 ``kind = "solve"`` / ``"theory"`` (the MNIST generator; a random stand-in of the same shape when
 the shipped weights are unavailable): ``y = G(z) + e`` with ``e`` white at input SNR
 ``snr_db`` (per image, ``geninv.add_noise``), every method inverts ``y``; SNRs are against the
-clean layers. ``theory`` records hold the Oracle's expected squared error per layer
+clean layers. ``kind = "solve8"`` (``NoiseConfig.quantized``): the same images 8-bit quantized,
+``(y + 1) / 2`` rounded to multiples of 1/255 (the MNIST generator's [-1, 1] range), placed at
+their measured input SNR in the figure. ``theory`` records hold the Oracle's expected squared error per layer
 (:func:`geninv.solvers.noise.oracle_expected_error`, layerwise and end to end).
 
 ``kind = "bound"`` (a small random generator, by default ``[4, 12, 200]`` with identity output,
@@ -18,6 +20,7 @@ that ``lam``).
 
 Methods of the ``solve`` part (record names):
 
+* ``auto``: the default of ``geninv.invert`` (:func:`geninv.solvers.auto.auto`);
 * ``oracle``: the paper's Oracle (Algorithm 1, layer-wise pseudo-inverses, true supports);
 * ``oracle_e2e``: least squares of ``z`` through the network with the true supports;
 * ``latent_pursuit``, ``layered_bp``: the paper's methods with their noiseless defaults;
@@ -63,19 +66,19 @@ from geninv.experiments.registry import Experiment, register
 __all__ = ["NoiseConfig", "NoiseJob", "noise_trial", "noise_units", "noise_generator", "run_noise", "NOISE_METHODS", "load_generator_for",
            "noise_summary", "STAND_IN_DIMS"]
 
-NOISE_METHODS = ("oracle", "oracle_e2e", "layered_bp", "latent_pursuit", "layered_bp_auto", "latent_pursuit_auto",
+NOISE_METHODS = ("auto", "oracle", "oracle_e2e", "layered_bp", "latent_pursuit", "layered_bp_auto", "latent_pursuit_auto",
                  "latent_pursuit_sigma", "hybrid_auto", "gd", "adam")
-QUICK_METHODS = ("oracle", "oracle_e2e", "latent_pursuit", "latent_pursuit_auto", "hybrid_auto", "gd")
+QUICK_METHODS = ("auto", "oracle", "oracle_e2e", "latent_pursuit", "latent_pursuit_auto", "gd")
 BOUND_METHODS = ("layered_bp_thm", "latent_pursuit_thm", "layered_bp_auto", "latent_pursuit_auto")
 #: The random stand-in for the MNIST generator (its architecture, Gaussian weights, biases, PLU output).
 STAND_IN_DIMS = (20, 128, 392, 784)
 
-LABELS = {"oracle": "Oracle (layer-wise, Alg. 1)", "oracle_e2e": "Oracle (end to end)", "layered_bp": "Layered BP",
+LABELS = {"auto": "Default (auto)", "oracle": "Oracle (layer-wise, Alg. 1)", "oracle_e2e": "Oracle (end to end)", "layered_bp": "Layered BP",
           "latent_pursuit": "Latent-Pursuit", "layered_bp_auto": "Layered BP, auto noise",
           "latent_pursuit_auto": "Latent-Pursuit, auto noise", "latent_pursuit_sigma": "Latent-Pursuit, known sigma",
           "hybrid_auto": "Hybrid, auto noise", "gd": "Gradient descent", "adam": "Adam (restarts)",
           "layered_bp_thm": "Layered BP, Thm 2 lam", "latent_pursuit_thm": "Latent-Pursuit, Thm 2 lam"}
-COLORS = {"oracle": "#555555", "oracle_e2e": "#000000", "layered_bp": "#1f77b4", "latent_pursuit": "#d62728",
+COLORS = {"auto": "#1a1a8c", "oracle": "#555555", "oracle_e2e": "#000000", "layered_bp": "#1f77b4", "latent_pursuit": "#d62728",
           "layered_bp_auto": "#17becf", "latent_pursuit_auto": "#e377c2", "latent_pursuit_sigma": "#8c564b",
           "hybrid_auto": "#ff7f0e", "gd": "#2ca02c", "adam": "#9467bd", "layered_bp_thm": "#1f77b4",
           "latent_pursuit_thm": "#d62728"}
@@ -101,11 +104,13 @@ class NoiseConfig:
     bound_output: str = "identity"
     bound_snr_db: Sequence[float] = (30, 35, 40, 45, 50, 60)
     bound_trials: int = 16
+    quantized: bool = True
     options: dict[str, dict[str, Any]] = field(default_factory=lambda: {"gd": {}, "adam": {}, "hybrid_auto": {}})
 
     @classmethod
     def quick(cls, **kw: Any) -> NoiseConfig:
-        """About a minute on 2 CPU cores: input SNR 20 and 30 dB, 16 images, 6 methods, a small bound part."""
+        """A minute or two on 2 CPU cores: input SNR 20 and 30 dB and 8-bit, 16 images, 6 methods, a small
+        bound part."""
         kw.setdefault("snr_db", (20, 30))
         kw.setdefault("images", 16)
         kw.setdefault("methods", QUICK_METHODS)
@@ -152,6 +157,11 @@ def load_generator_for(name: str, dtype: torch.dtype, seed: int = 0) -> tuple[ge
     return G, f"random {list(STAND_IN_DIMS)} plu, biases"
 
 
+def quantize_8bit(y: Tensor) -> Tensor:
+    """``(y + 1) / 2`` rounded to multiples of 1/255, mapped back: 8-bit images in [-1, 1]."""
+    return torch.round((y + 1) / 2 * 255) / 255 * 2 - 1
+
+
 def _noisy(y0: Tensor, snr_db: float, seed: int, idx: Sequence[int]) -> tuple[Tensor, Tensor]:
     """Each image its own noise draw (so a chunk's result does not depend on the chunking)."""
     ys, ss = [], []
@@ -167,6 +177,8 @@ def _solve(method: str, G: geninv.Generator, y: Tensor, sigma: Tensor, supports:
     from geninv.solvers.noise import noisy_pursuit
 
     opts = dict(options)
+    if method == "auto":
+        return geninv.invert(G, y, seed=seed, **opts)
     if method == "oracle":
         return geninv.invert(G, y, method="oracle", supports=supports)
     if method == "oracle_e2e":
@@ -197,6 +209,10 @@ def noise_units(config: NoiseConfig, methods: Sequence[str]) -> list[Unit]:
         for a, b in iter_chunks(config.images, config.batch):
             keys = tuple(f"snr={s:g}/image={i}/{m}" for i in range(a, b) for m in methods + ["theory"])
             units.append(Unit(f"snr={s:g} images {a}-{b - 1}", keys, ("solve", s, a, b)))
+    if config.quantized:
+        for a, b in iter_chunks(config.images, config.batch):
+            keys = tuple(f"8bit/image={i}/{m}" for i in range(a, b) for m in methods)
+            units.append(Unit(f"8-bit images {a}-{b - 1}", keys, ("solve", "8bit", a, b)))
     if config.bound:
         for s in map(float, config.bound_snr_db):
             for t in range(config.bound_trials):
@@ -234,10 +250,18 @@ def noise_trial(job: NoiseJob, unit: Unit, keys: list[str]) -> UnitResult:
     z = latents(config.seed, idx, G.latent_dim, dtype)
     tr = G.trace(z)
     y0 = tr.y
-    y, sigma = _noisy(y0, s, config.seed, idx)
+    if s == "8bit":
+        y = quantize_8bit(y0)
+        sigma = (y - y0).to(torch.float64).norm(dim=1) / math.sqrt(y0.shape[1])
+        in_snr = 20 * torch.log10(y0.to(torch.float64).norm(dim=1) / (y - y0).to(torch.float64).norm(dim=1))
+        prefix = "8bit"
+        base: dict[str, Any] = {"kind": "solve8", "dims": G.dims}
+    else:
+        y, sigma = _noisy(y0, s, config.seed, idx)
+        prefix = f"snr={s:g}"
+        base = {"kind": "solve", "snr_db": s, "dims": G.dims}
     todo = {k.rsplit("/", 1)[1] for k in keys}
     recs: list[dict[str, Any]] = []
-    base = {"kind": "solve", "snr_db": s, "dims": G.dims}
     if "theory" in todo:
         th = {mode: oracle_expected_error(G, z, sigma, mode=mode) for mode in ("layerwise", "end_to_end")}
         truth = {"z": z, **{f"x{i + 1}": x for i, x in enumerate(tr.hidden)}, "y": y0}
@@ -259,13 +283,18 @@ def noise_trial(job: NoiseJob, unit: Unit, keys: list[str]) -> UnitResult:
             continue
         secs = time.perf_counter() - t0
         snrs = layer_snrs(G, z, tr.hidden, y0, res)
-        sig_hat = res.info.get("sigma") if isinstance(res.info, dict) else None
+        sig_hat = res.info.get("sigma", res.info.get("noise_level")) if isinstance(res.info, dict) else None
         for j, i in enumerate(idx):
-            rec = {**base, "key": f"snr={s:g}/image={i}/{m}", "method": m, "image": i, "snr": snrs[j],
+            rec = {**base, "key": f"{prefix}/image={i}/{m}", "method": m, "image": i, "snr": snrs[j],
                    "sigma": float(sigma[j]), "seconds": secs / len(idx),
                    "converged": bool(res.converged[j])}
+            if s == "8bit":
+                rec["snr_db"] = float(in_snr[j])
             if isinstance(sig_hat, Tensor):
                 rec["sigma_hat"] = float(sig_hat[j])
+            if m == "auto":
+                rec["z_hat"] = [float(v) for v in res.z[j]]
+                rec["fits"] = bool(res.fits[j]) if res.fits is not None else bool(res.info["fits"][j])
             recs.append(rec)
     return UnitResult(recs, errors)
 
@@ -307,7 +336,7 @@ def run_noise(
     out: dict[str, Any] = {"out": Path(out_dir), "ran": ran, "skipped": [], "figures": [], "summary": None,
                            "generator": gdesc}
     if plots:
-        out["figures"] = plot_noise(out_dir) + plot_bound(out_dir)
+        out["figures"] = plot_noise(out_dir) + plot_bound(out_dir) + plot_worst(out_dir, G, config)
         out["summary"] = noise_summary(out_dir, generator=gdesc)
     return out
 
@@ -383,6 +412,14 @@ def _by_method(recs: list[dict[str, Any]]) -> dict[str, dict[float, list[dict[st
     return by
 
 
+def _by_method8(recs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in recs:
+        if r.get("kind") == "solve8":
+            by[r["method"]].append(r)
+    return by
+
+
 def _layer_title(layer: str) -> str:
     if layer == "z":
         return "$z$"
@@ -392,8 +429,9 @@ def _layer_title(layer: str) -> str:
 
 
 def plot_noise(out_dir: str | Path) -> list[Path]:
-    """SNR of ``z``, every hidden layer and the image against the input SNR (median, 25-75 % ribbon),
-    with the Oracle's expected SNR (Theorem 3, dashed: layer-wise; dotted: end to end)."""
+    """SNR of ``z``, every hidden layer and the image against the input SNR (median, 10-90 % ribbon),
+    with the Oracle's expected SNR (Theorem 3, dashed: layer-wise; dotted: end to end), and the
+    8-bit quantized images as squares at their median input SNR (bars: 10-90 %)."""
     from geninv._optional import pyplot
 
     plt = pyplot()
@@ -401,21 +439,28 @@ def plot_noise(out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     recs = load_records(out_dir)
     by = _by_method(recs)
+    by8 = _by_method8(recs)
     theory = [r for r in recs if r.get("kind") == "theory"]
     if not by:
         return []
     layers = _layer_order(next(iter(next(iter(by.values())).values()))[0])
     fig, axes = plt.subplots(1, len(layers), figsize=(4.3 * len(layers), 4.6), sharey=True)
     axes = np.atleast_1d(axes)
-    order = [m for m in NOISE_METHODS if m in by]
+    # The default method last, on top of the Oracle it is compared with.
+    order = [m for m in NOISE_METHODS if m in by and m != "auto"] + (["auto"] if "auto" in by else [])
     for ax, layer in zip(axes, layers):
         for m in order:
             xs = sorted(by[m])
-            q = np.array([np.percentile([snr_value(r["snr"][layer]) for r in by[m][x]], (25, 50, 75)) for x in xs])
+            q = np.array([np.percentile([snr_value(r["snr"][layer]) for r in by[m][x]], (10, 50, 90)) for x in xs])
             c = COLORS.get(m)
             ax.fill_between(xs, q[:, 0], q[:, 2], color=c, alpha=0.15, lw=0)
-            ax.plot(xs, q[:, 1], marker="o", ms=3, color=c, lw=1.5, label=LABELS.get(m, m),
-                    ls="--" if m.startswith("oracle") else "-")
+            ax.plot(xs, q[:, 1], marker="o", ms=3, color=c, lw=2.2 if m == "auto" else 1.5, label=LABELS.get(m, m),
+                    ls="--" if m.startswith("oracle") else "-", zorder=3 if m == "auto" else 2)
+            if by8.get(m):
+                v = np.percentile([snr_value(r["snr"][layer]) for r in by8[m]], (10, 50, 90))
+                x8 = float(np.median([r["snr_db"] for r in by8[m]]))
+                ax.errorbar([x8], [v[1]], yerr=[[v[1] - v[0]], [v[2] - v[1]]], color=c, marker="s", ms=4, lw=1,
+                            capsize=2)
         for mode, style in (("layerwise", (0, (5, 2))), ("end_to_end", (0, (1, 1)))):
             tb: dict[float, list[float]] = defaultdict(list)
             for r in theory:
@@ -429,17 +474,68 @@ def plot_noise(out_dir: str | Path) -> list[Path]:
         ax.set_title("SNR of " + _layer_title(layer))
         ax.set_xlabel("input SNR [dB]")
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("median SNR [dB] (ribbon 25-75 %)")
+    axes[0].set_ylabel("median SNR [dB] (ribbon 10-90 %; squares: 8-bit)")
     h, lab = axes[0].get_legend_handles_labels()
     fig.legend(h, lab, loc="lower center", ncol=5, fontsize=8, frameon=False)
     st = read_settings(out_dir)["settings"]
-    fig.suptitle(f"Noisy signals y = G(z) + e: generator {st.get('generator_description') or st['generator']}, "
+    fig.suptitle(f"Noisy signals y = G(z) + e and 8-bit images: generator {st.get('generator_description') or st['generator']}, "
                  f"{st['dtype']}")
     fig.tight_layout(rect=(0, 0.14, 1, 1))
     path = out_dir / "noise_snr.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [path]
+
+
+def plot_worst(out_dir: str | Path, G: geninv.Generator, config: NoiseConfig, *, method: str = "auto",
+               count: int = 8) -> list[Path]:
+    """The ``count`` images the default method recovers worst (lowest z SNR) at the lowest input SNR
+    and on 8-bit data: rows clean ``G(z)``, input ``y``, result ``G(z_hat)`` (28 x 28 outputs only)."""
+    from geninv._optional import pyplot
+
+    plt = pyplot()
+
+    out_dir = Path(out_dir)
+    if G.output_dim != 784:
+        return []
+    recs = [r for r in load_records(out_dir) if r.get("method") == method and "z_hat" in r]
+    solve = [r for r in recs if r["kind"] == "solve"]
+    groups: list[tuple[str, list[dict[str, Any]]]] = []
+    if solve:
+        lo = min(float(r["snr_db"]) for r in solve)
+        groups.append((f"input SNR {lo:g} dB", [r for r in solve if float(r["snr_db"]) == lo]))
+    q8 = [r for r in recs if r["kind"] == "solve8"]
+    if q8:
+        groups.append(("8-bit", q8))
+    paths = []
+    dtype = getattr(torch, config.dtype)
+    Gd = G.to(dtype=dtype)
+    for name, rs in groups:
+        rs = sorted(rs, key=lambda r: snr_value(r["snr"]["z"]))[:count]
+        idx = [int(r["image"]) for r in rs]
+        z = latents(config.seed, idx, G.latent_dim, dtype)
+        y0 = Gd.forward_unchecked(z)
+        y = quantize_8bit(y0) if name == "8-bit" else _noisy(y0, float(rs[0]["snr_db"]), config.seed, idx)[0]
+        zh = torch.tensor([r["z_hat"] for r in rs], dtype=dtype)
+        yh = Gd.forward_unchecked(zh)
+        fig, axes = plt.subplots(3, len(rs), figsize=(1.3 * len(rs), 4.4), squeeze=False)
+        for j, r in enumerate(rs):
+            for i, (img, lab) in enumerate(((y0, "G(z)"), (y, "input y"), (yh, "G(z_hat)"))):
+                ax = axes[i, j]
+                ax.imshow(img[j].detach().reshape(28, 28).cpu().numpy(), cmap="gray", vmin=-1, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j == 0:
+                    ax.set_ylabel(lab, fontsize=8)
+            axes[0, j].set_title(f"z {snr_value(r['snr']['z']):.1f} dB" + ("" if r.get("fits", True) else "\nno fit"),
+                                 fontsize=7)
+        fig.suptitle(f"{LABELS.get(method, method)}: the {len(rs)} worst recoveries, {name}", fontsize=9)
+        fig.tight_layout()
+        path = out_dir / f"noise_worst_{'8bit' if name == '8-bit' else 'lowest_snr'}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
 
 
 def plot_bound(out_dir: str | Path) -> list[Path]:
@@ -501,12 +597,14 @@ def section(out_dir: str | Path, command: str | None = None, generator: str | No
     theory = [r for r in recs if r.get("kind") == "theory"]
     bound = [r for r in recs if r.get("kind") == "bound"]
     st = read_settings(out_dir)["settings"]
-    sec = Section("Noisy signals y = G(z) + e", out_dir, command or "geninv reproduce noise")
+    sec = Section("Noisy signals y = G(z) + e and 8-bit images", out_dir, command or "geninv reproduce noise")
     sec.notes.append(f"Generator: {generator or st.get('generator_description') or st['generator']}; white Gaussian noise at the input SNR of each column "
                      "(per image); SNRs against the clean layers. Oracle (layer-wise) is the paper's Algorithm 1; "
                      "Oracle (end to end) fits z through the network with the true supports. Theorem 3 rows: the "
                      "expected SNR from the linearized error formulas (geninv.solvers.noise.oracle_expected_error).")
-    sec.figures = [f for f in (out_dir / "noise_snr.png", out_dir / "noise_theorem2.png") if f.exists()]
+    sec.figures = [f for f in (out_dir / "noise_snr.png", out_dir / "noise_theorem2.png",
+                               out_dir / "noise_worst_lowest_snr.png", out_dir / "noise_worst_8bit.png") if f.exists()]
+    by8 = _by_method8(recs)
     snrs = sorted({x for d in by.values() for x in d})
     layers = _layer_order(next(iter(next(iter(by.values())).values()))[0]) if by else []
     for layer in layers:
@@ -518,6 +616,31 @@ def section(out_dir: str | Path, command: str | None = None, generator: str | No
             vals = [_median([r["expected_snr"][mode][layer] for r in theory if float(r["snr_db"]) == x]) for x in snrs]
             rows.append([f"Theorem 3 expectation, Oracle {mode.replace('_', ' ')}"] + [f"{v:.2f}" for v in vals])
         sec.tables.append(Table(["method"] + [f"{x:g} dB" for x in snrs], rows, caption=f"Median SNR of {layer} [dB]"))
+    if by8:
+        rows = []
+        for m in [m for m in NOISE_METHODS if m in by8]:
+            v = [snr_value(r["snr"]["z"]) for r in by8[m]]
+            rows.append([LABELS.get(m, m), f"{np.median(v):.2f}", f"{np.percentile(v, 10):.2f}",
+                         f"{np.median([r['snr_db'] for r in by8[m]]):.2f}"])
+        sec.tables.append(Table(["method", "median z SNR", "10 % quantile", "input SNR (median)"], rows,
+                                caption="8-bit quantized images [dB]"))
+    if "auto" in by and "oracle_e2e" in by:
+        for x in sorted(set(by["auto"]) & set(by["oracle_e2e"])):
+            za = [snr_value(r["snr"]["z"]) for r in by["auto"][x]]
+            zo = [snr_value(r["snr"]["z"]) for r in by["oracle_e2e"][x]]
+            dm, dq = np.median(za) - np.median(zo), np.percentile(za, 10) - np.percentile(zo, 10)
+            sec.claims.append((f"Default within 0.5 dB of the end-to-end Oracle's median z SNR and 1.5 dB of its 10 % "
+                               f"quantile at {x:g} dB", "holds" if dm >= -0.5 and dq >= -1.5 else "fails",
+                               f"median {np.median(za):.2f} vs {np.median(zo):.2f}, 10 % {np.percentile(za, 10):.2f} vs "
+                               f"{np.percentile(zo, 10):.2f} dB ({len(za)} images)"))
+    if "auto" in by8 and "oracle_e2e" in by8:
+        za = [snr_value(r["snr"]["z"]) for r in by8["auto"]]
+        zo = [snr_value(r["snr"]["z"]) for r in by8["oracle_e2e"]]
+        dm, dq = np.median(za) - np.median(zo), np.percentile(za, 10) - np.percentile(zo, 10)
+        sec.claims.append(("Default within 0.5 dB / 1.5 dB of the end-to-end Oracle on 8-bit images",
+                           "holds" if dm >= -0.5 and dq >= -1.5 else "fails",
+                           f"median {np.median(za):.2f} vs {np.median(zo):.2f}, 10 % {np.percentile(za, 10):.2f} vs "
+                           f"{np.percentile(zo, 10):.2f} dB ({len(za)} images)"))
     for ref in ("oracle", "oracle_e2e"):
         for x in (20.0, 30.0):
             if ref in by and "latent_pursuit_auto" in by and x in by[ref] and x in by["latent_pursuit_auto"]:
@@ -526,7 +649,7 @@ def section(out_dir: str | Path, command: str | None = None, generator: str | No
                 sec.claims.append((f"Latent-Pursuit (auto noise) within 2 dB of {LABELS[ref]} at {x:g} dB",
                                    "holds" if a >= o - 2 else "fails", f"median SNR of z {a:.2f} vs {o:.2f} dB"))
     est = [r["sigma_hat"] / r["sigma"] for d in by.values() for v in d.values() for r in v if "sigma_hat" in r
-           and r["method"] in ("latent_pursuit_auto", "layered_bp_auto", "hybrid_auto")]
+           and r["method"] in ("auto", "latent_pursuit_auto", "layered_bp_auto", "hybrid_auto")]
     if est:
         e = np.array(est)
         sec.claims.append(("noise level estimated from the fit residual (noise_level='auto')", "measured",
@@ -546,10 +669,10 @@ def section(out_dir: str | Path, command: str | None = None, generator: str | No
 
 
 def noise_summary(out_dir: str | Path, command: str | None = None, generator: str | None = None) -> Path:
-    """``summary.md`` and ``summary.json``: median SNR per method, layer and input SNR; the claims on noisy signals."""
+    """``summary.md`` and ``summary.json``: median SNR per method, layer and input SNR; the claims on noisy and 8-bit signals."""
     from geninv.experiments.report import write_section_summary
 
-    return write_section_summary(section(out_dir, command, generator), "Noisy signals")
+    return write_section_summary(section(out_dir, command, generator), "Noisy signals and 8-bit images")
 
 
 register(Experiment("noise", "Noisy signals y = G(z) + e", "noise", NoiseConfig, noise_units, noise_trial, section,

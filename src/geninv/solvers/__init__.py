@@ -39,7 +39,6 @@ __all__ = ["SolveResult", "invert", "oracle", "layered_bp", "latent_pursuit", "M
 # name -> (module, function). The baselines are imported on first use, so this module works
 # before (or without) them.
 METHODS: dict[str, tuple[str, str]] = {
-    "auto": ("geninv.solvers.auto", "auto"),
     "oracle": ("geninv.solvers.oracle", "oracle"),
     "layered_bp": ("geninv.solvers.layered_bp", "layered_bp"),
     "latent_pursuit": ("geninv.solvers.latent_pursuit", "latent_pursuit"),
@@ -47,6 +46,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "adam": ("geninv.solvers.gradient", "adam"),
     "lp_layerwise": ("geninv.solvers.lp_layerwise", "lp_layerwise"),
     "hybrid": ("geninv.solvers.hybrid", "hybrid"),
+    "auto": ("geninv.solvers.auto", "auto"),
 }
 
 # Methods that invert any generator (any hidden activation) and any callable G(z) given with latent_dim=.

@@ -39,6 +39,7 @@ from geninv.solvers.common import (
     Measurement,
     StageLog,
     _apply_cols,
+    _forward_meas,
     check_generator,
     check_informative,
     check_option,
@@ -48,6 +49,7 @@ from geninv.solvers.common import (
     finish,
     fit_supports,
     hidden_layers,
+    image_warm_start,
     preactivation_target,
     resolve_measurement,
     support_affine,
@@ -115,7 +117,8 @@ def estimate_noise(
     yy, meas = resolve_measurement(measure, mask, G, y)
     G = G.like(yy)
     G64 = G.to(dtype=torch.float64)
-    y64 = yy.to(torch.float64)
+    # Unobserved entries carry no data (they would add 1/2 ||y_unobserved||^2 to every fit).
+    y64 = _forward_meas(meas, yy.to(torch.float64)) if meas.kind == "diag" else yy.to(torch.float64)
     with torch.no_grad():
         if z is None:
             from geninv.solvers.latent_pursuit import latent_pursuit
@@ -197,12 +200,17 @@ def propagated_sigma(sigma_in: Tensor, W: Tensor, rows: Tensor, cols: Tensor) ->
     dt = torch.float64
     Wd = W.to(dt)
     r = rows.to(dt)
-    c = cols.to(dt)
+    # Only the columns in T enter: gather them first (k = max_b |T_b|), so the Gram matrices are
+    # k x k instead of n_in x n_in (the support is typically a third to a half of the layer).
+    k = max(1, int(cols.sum(dim=1).max()))
+    order = torch.argsort((~cols).to(torch.int8), dim=1, stable=True)[:, :k]  # T_b first
+    c = torch.gather(cols.to(dt), 1, order)  # (B, k): 1 on T_b, 0 on the padding
     if Wd.ndim == 2:
-        Gm = Wd.T[None] @ (r[:, :, None] * Wd[None])
+        Wg = Wd.T[order]  # (B, k, n_out)
     else:
-        Gm = Wd.transpose(1, 2) @ (r[:, :, None] * Wd)
-    Gm = Gm * (c[:, :, None] * c[:, None, :])
+        Wg = torch.gather(Wd.transpose(1, 2), 1, order[:, :, None].expand(-1, -1, Wd.shape[1]))
+    Wg = Wg * c[:, :, None]
+    Gm = Wg @ (r[:, :, None] * Wg.transpose(1, 2))  # (B, k, k)
     scale = (Gm.diagonal(dim1=1, dim2=2).sum(dim=1) / c.sum(dim=1).clamp_min(1)).clamp_min(1e-300)
     # Unit-size padding outside T keeps the matrix block diagonal; its eigenvalues are removed below.
     Gp = Gm + torch.diag_embed((1.0 - c) * scale[:, None])
@@ -219,10 +227,10 @@ def propagated_sigma(sigma_in: Tensor, W: Tensor, rows: Tensor, cols: Tensor) ->
 
 
 def _fista(f: LinearLS | SignalLS, t: Tensor, w: Tensor | None, lip: Tensor, lam: Tensor, *, max_iter: int, tol: float,
-           check_every: int, callback: Callback | None, stage: str) -> Any:
+           check_every: int, callback: Callback | None, stage: str, x0: Tensor | None = None) -> Any:
     """``min_{x >= 0} f(x) + lam_b 1^T x`` with a per-sample ``lam`` (B, 1), by (backtracking) FISTA
-    from zero (:func:`geninv.solvers.subproblems.fista_layer`)."""
-    out, _ = fista_layer(f, t, w, lip=lip, lam=lam, lam_rel=0.0, x0=None, max_iter=max_iter, tol=tol,
+    from ``x0`` (default zero; :func:`geninv.solvers.subproblems.fista_layer`)."""
+    out, _ = fista_layer(f, t, w, lip=lip, lam=lam, lam_rel=0.0, x0=x0, max_iter=max_iter, tol=tol,
                          check_every=check_every, restart=True, callback=callback, stage=stage)
     return out
 
@@ -411,8 +419,14 @@ def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, method: str,
     ts = time.perf_counter()
     W, b = Ws[-1], bs[-1]
     m_obs = _m_obs(y, meas).to(torch.float64)
-    AW = _apply_cols(meas, W.to(torch.float64)[None].expand(B, -1, -1)) if meas.kind != "identity" else W.to(torch.float64)[None]
-    col = AW.norm(dim=1).amax(dim=1)  # (B,) or (1,)
+    W64 = W.to(torch.float64)
+    if meas.kind == "identity":
+        col = W64.norm(dim=0).amax()[None]  # (1,)
+    elif meas.kind == "diag":
+        # Column norms of the masked matrix, without forming B copies of it.
+        col = (meas.w.to(torch.float64) @ W64.square()).sqrt().amax(dim=1)  # type: ignore[union-attr]
+    else:
+        col = _apply_cols(meas, W64[None]).norm(dim=1).amax(dim=1)
     if domain == "signal":
         t = y
         f: LinearLS | SignalLS = SignalLS(W, b, phi, meas.op if meas.kind == "operator" else None)
@@ -428,7 +442,12 @@ def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, method: str,
         sig_in = sigma * torch.sqrt((dinv.square() * wobs).sum(dim=1) / m_obs.clamp_min(1))
     lam_L = lam_scale * universal_lam(sig_in, col.expand(B), W.shape[1])
     stage = f"x{L}"
-    out = _fista(f, t, meas.w, lip, lam_L.to(dt)[:, None], max_iter=max_iter, tol=tol, check_every=check_every,
+    # Start from the image layer's least squares where it exists (as Latent-Pursuit does): from zero
+    # the signal-domain FISTA runs to its iteration cap on noisy data.
+    x0 = None
+    if meas.diagonal and phi.invertible and choose_domain("auto", G, y, meas) == "pre":
+        x0 = image_warm_start(W, preactivation_target(G, y, meas) - b, meas.obs, dt)
+    out = _fista(f, t, meas.w, lip, lam_L.to(dt)[:, None], x0=x0, max_iter=max_iter, tol=tol, check_every=check_every,
                  callback=callback, stage=stage)
     record(stage, out, ts)
     x_next = out.state.x
