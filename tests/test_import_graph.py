@@ -26,33 +26,12 @@ ALLOWED_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset({
     # solvers: noise <-> hybrid, and solvers/__init__ -> noise -> hybrid -> solvers/__init__ (hybrid
     # takes the method registry's loader from the package)
     ("geninv.solvers.noise", "geninv.solvers.hybrid"),
-    # experiments: report <-> noise_exp, report <-> cs_exp, noise_exp <-> cs_exp, and
-    # report -> noise_exp -> mnist_exp -> report (the report imports the experiments' summaries)
-    ("geninv.experiments.report", "geninv.experiments.noise_exp"),
-    ("geninv.experiments.report", "geninv.experiments.cs_exp"),
-    ("geninv.experiments.noise_exp", "geninv.experiments.cs_exp"),
 })
-# Private names imported across modules:
-ALLOWED_PRIVATE: frozenset[tuple[str, str]] = frozenset({
-    # solvers: measurement helpers of common / hybrid used by hybrid and noise, the spectral cache key
-    ("geninv.solvers.common", "geninv.solvers.spectral:_key"),
-    ("geninv.solvers.hybrid", "geninv.solvers.common:_apply_cols"),
-    ("geninv.solvers.hybrid", "geninv.solvers.common:_forward_meas"),
-    ("geninv.solvers.hybrid", "geninv.solvers.common:_meas_index"),
-    ("geninv.solvers.hybrid", "geninv.solvers:_load"),
-    ("geninv.solvers.noise", "geninv.solvers.common:_apply_cols"),
-    ("geninv.solvers.noise", "geninv.solvers.hybrid:_m_obs"),
-    ("geninv.solvers.noise", "geninv.solvers.hybrid:_measure_for"),
-    # experiments: noise_exp's helpers used by cs_exp
-    ("geninv.experiments.cs_exp", "geninv.experiments.noise_exp:_fingerprint"),
-    ("geninv.experiments.cs_exp", "geninv.experiments.noise_exp:_latents"),
-    ("geninv.experiments.cs_exp", "geninv.experiments.noise_exp:_write_summary"),
-})
-# Files over MAX_LINES lines:
+ALLOWED_PRIVATE: frozenset[tuple[str, str]] = frozenset()
 ALLOWED_LONG: frozenset[str] = frozenset({
+    # still to be split by reason to change (the solver core, the CLI's subcommands, the torch tracer)
     "solvers/common.py", "solvers/gradient.py", "solvers/noise.py", "experiments/noise_exp.py",
-    # certificates/report.py is being extended (mask-aware certificates) at the same time
-    "certificates/report.py",
+    "certificates/report.py", "cli.py", "model/trace.py",
 })
 
 

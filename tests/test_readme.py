@@ -58,6 +58,7 @@ QUICK: dict[str, list[str] | None] = {
     "geninv check-mnist-generator mnist": ["--n", "50", "--hidden", "0", "--json", "check.json"],
     "geninv reproduce random --quick": ["--n1", "25", "--trials", "1", "--methods", "latent_pursuit", "--no-progress"],
     "geninv train mnist --epochs 500": ["--epochs", "1", "--no-progress", "--out", "runs/mnist"],
+    "geninv reproduce conv --quick": ["--trials", "1", "--methods", "oracle", "--no-progress", "--out", "conv"],
 }
 SLOW: dict[str, list[str]] = {
     "geninv demo": ["--batch", "2"],

@@ -145,7 +145,7 @@ def test_repr_is_short_and_layer_snr_has_one_entry_per_layer():
     res = geninv.invert(G, y)
     text = repr(res)
     assert "\n" not in text and len(text) < 200
-    assert "latent_pursuit" in text and "B=5" in text and "fits=5/5" in text and "converged=5/5" in text
+    assert "method='auto'" in text and "B=5" in text and "fits=5/5" in text and "converged=5/5" in text
     snrs = geninv.layer_snr(G, z, res)
     assert len(snrs) == G.n_hidden + 2 and all(s.shape == (5,) for s in snrs)
     assert all(bool((s > 150).all()) for s in snrs)  # exact recovery: every layer at float64 level

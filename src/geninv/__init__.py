@@ -21,8 +21,7 @@ from geninv.metrics import relative_error, snr
 from geninv.model import PLU, Activation, Generator, Layer, Trace, load_generator, random_generator
 from geninv.operators import GaussianMatrix, Identity, Mask, Matrix, add_noise, block_mask, random_mask
 from geninv.solvers.result import SolveResult
-
-__version__ = "0.1.0"
+from geninv.version import __version__
 
 __all__ = [
     "__version__",

@@ -637,7 +637,7 @@ def _parse_noise_level(text: str | None) -> float | str | None:
 
 
 _INVERT_METHODS = ("auto", "latent_pursuit", "layered_bp", "hybrid", "gd", "adam", "lp_layerwise")
-_NOISE_METHODS = ("latent_pursuit", "layered_bp", "hybrid")
+_NOISE_METHODS = ("auto", "latent_pursuit", "layered_bp", "hybrid")
 
 
 def _cmd_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -850,7 +850,7 @@ _COMMANDS += [_cmd_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from geninv import __version__
+    from geninv.version import __version__
 
     parser = argparse.ArgumentParser(prog="geninv", description="Invert deep generative models.")
     parser.add_argument("--version", action="version", version=f"geninv {__version__}")

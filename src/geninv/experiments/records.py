@@ -269,7 +269,7 @@ class RecordStore:
     """
 
     def __init__(self, out_dir: str | os.PathLike[str], experiment: str, settings: dict[str, Any]) -> None:
-        from geninv import __version__
+        from geninv.version import __version__
 
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)

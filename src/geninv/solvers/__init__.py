@@ -59,7 +59,7 @@ NOISY = ("latent_pursuit", "layered_bp")
 _NOT_OPTIONS = ("G", "y", "measure", "mask")
 
 
-def _load(method: str) -> Callable[..., SolveResult]:
+def load_method(method: str) -> Callable[..., SolveResult]:
     module, name = METHODS[method]
     try:
         mod = importlib.import_module(module)
@@ -77,7 +77,7 @@ def _load(method: str) -> Callable[..., SolveResult]:
 
 def accepted_options(method: str) -> tuple[str, ...] | None:
     """Option names ``invert(..., method=method, **options)`` accepts (None: any)."""
-    fn = _load(method)
+    fn = load_method(method)
     params = inspect.signature(fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return None
@@ -159,7 +159,7 @@ def invert(
     if method in _ANY_G and not isinstance(G, Generator) and callable(G):
         # Any differentiable callable G(z) with latent_dim=: gradient methods only, no certificate.
         _check_common_options(options)
-        return _load(method)(G, y, measure=Mask(mask) if mask is not None and not isinstance(mask, Mask) else
+        return load_method(method)(G, y, measure=Mask(mask) if mask is not None and not isinstance(mask, Mask) else
                              (mask if mask is not None else measure), **options)
     G = check_generator(G, relu_hidden=method not in _ANY_G)
     mask = G.flatten_output(mask)  # a mask in the output's shape (B, C, H, W)
@@ -172,7 +172,7 @@ def invert(
     yy, meas = resolve_measurement(measure, mask, G, y)
     if mask is not None:
         measure = mask if isinstance(mask, Mask) else Mask(mask)  # validated above
-    fn = _load(method)
+    fn = load_method(method)
     accepted = accepted_options(method)
     if "noise_level" in options and method in NOISY:
         # Noisy signals: the pursuit with every parameter set from sigma (geninv.solvers.noise).

@@ -34,22 +34,23 @@ from geninv.model.generator import Generator
 from geninv.solvers.common import (
     Callback,
     Measurement,
-    _forward_meas,
-    _meas_index,
     check_generator,
     check_informative,
     check_option,
     check_seed,
-    choose_domain,
+    choose_domains,
     data_dtype,
     exact_fit,
     finish,
+    forward_meas,
     hidden_layers,
     image_warm_start,
+    meas_index,
     preactivation_target,
     resolve_measurement,
+    unsaturated,
 )
-from geninv.solvers.hybrid import _m_obs, _measure_for, gauss_newton_refine, network_fit
+from geninv.solvers.hybrid import gauss_newton_refine, measure_for, network_fit, observed_count
 from geninv.solvers.result import SolveResult
 from geninv.solvers.verdict import fit_verdict, noise_tol
 
@@ -61,21 +62,34 @@ STAGES = ("exact", "refined", "noisy_pursuit", "gd", "adam")
 
 def exact_samples(G: Generator, y: Tensor, meas: Measurement) -> Tensor | None:
     """Which samples the image layer fits exactly (B,) bool, or None where the test is not
-    available (no pre-activation form: a non-invertible output, a general operator, an observed
-    value outside the output range; or a sample observing at most ``n_L`` pixels).
+    available (no pre-activation form: a non-invertible output, a general operator). Decided per
+    sample: a sample with an observed value outside the output range, or observing at most ``n_L``
+    unsaturated pixels, is not exact; saturated pixels are left out (:func:`geninv.solvers.common.unsaturated`).
 
     A sample is exact when the nonnegative least-squares start of the image layer solves it to the
     rounding level of the data's dtype (:func:`geninv.solvers.common.exact_fit` with
     :func:`geninv.solvers.common.data_dtype`, the rule Latent-Pursuit itself applies).
     """
-    if G.n_hidden == 0 or choose_domain("auto", G, y, meas) != "pre":
+    if G.n_hidden == 0 or not G.output_activation.invertible:
         return None
+    domain, pre = choose_domains("auto", G, y, meas)
+    if domain == "signal":
+        return None
+    idx = pre.nonzero().squeeze(1)
+    yp = y if domain == "pre" else y[idx]
+    mp = meas if domain == "pre" else meas_index(meas, idx)
+    m = unsaturated(G, yp, mp)  # saturated pixels carry no equation on the pre-activation
     W, b = G.weights[-1], G.biases[-1]
-    if meas.obs is not None and int(meas.obs.sum(dim=1).min()) <= W.shape[1]:
+    t = preactivation_target(G, yp, m)
+    x0 = image_warm_start(W, t - b, m.obs, y.dtype)
+    ex = exact_fit(W, b, t, m.w, x0, rounding=data_dtype(y))
+    if ex is None:
         return None
-    t = preactivation_target(G, y, meas)
-    x0 = image_warm_start(W, t - b, meas.obs, y.dtype)
-    return exact_fit(W, b, t, meas.w, x0, rounding=data_dtype(y))
+    if m.obs is not None:
+        ex = ex & (m.obs.sum(dim=1) > W.shape[1])  # too few equations: an exact fit proves nothing
+    out = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
+    out[idx] = ex
+    return out
 
 
 def residual_noise_level(G: Generator, y: Tensor, meas: Measurement, z: Tensor) -> Tensor:
@@ -90,7 +104,7 @@ def residual_noise_level(G: Generator, y: Tensor, meas: Measurement, z: Tensor) 
     root mean square is then far above this level, which :func:`geninv.solvers.verdict.fit_verdict`
     detects, although the fit's own least-squares estimate of ``sigma`` would explain it.
     """
-    r = (_forward_meas(meas, G.to(dtype=torch.float64).forward_unchecked(z.to(torch.float64)))
+    r = (forward_meas(meas, G.to(dtype=torch.float64).forward_unchecked(z.to(torch.float64)))
          - y.to(torch.float64)).abs()
     if meas.kind == "diag":
         assert meas.obs is not None
@@ -326,9 +340,9 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, sigma
     f64 = torch.float64
     data_dt = data_dtype(y)
     seconds: dict[str, float] = {}
-    m_obs = _m_obs(y, meas).to(f64)
+    m_obs = observed_count(y, meas).to(f64)
     # Unobserved entries carry no data: zero them, so the fit's residual is the observed one.
-    y64 = _forward_meas(meas, y.to(f64)) if meas.kind == "diag" else y.to(f64)
+    y64 = forward_meas(meas, y.to(f64)) if meas.kind == "diag" else y.to(f64)
     y_norm = y64.norm(dim=1)
     G64 = G.to(dtype=f64)
     exact_given = given is not None and bool((given == 0).all())
@@ -354,7 +368,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, sigma
         warnings.simplefilter("ignore", ConvergenceWarning)
         if bool(exact.any()):
             ie = exact.nonzero().squeeze(1)
-            res_e = latent_pursuit(G, y if bool(exact.all()) else y[ie], measure=_measure_for(meas, None if bool(exact.all())
+            res_e = latent_pursuit(G, y if bool(exact.all()) else y[ie], measure=measure_for(meas, None if bool(exact.all())
                                                                                               else ie))
             if bool(exact.all()):
                 res_lp = res_e
@@ -380,7 +394,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, sigma
         fresh = todo & ~exact  # no pursuit estimate yet
         if bool(fresh.any()):
             iff = fresh.nonzero().squeeze(1)
-            res_p = latent_pursuit(G, y[iff], measure=_measure_for(meas, iff), max_iter=pursuit_iter, debias=False)
+            res_p = latent_pursuit(G, y[iff], measure=measure_for(meas, iff), max_iter=pursuit_iter, debias=False)
             z[iff] = res_p.z.to(f64)
             n_iter[iff] = res_p.n_iter
         seconds["pursuit"] = time.perf_counter() - ts
@@ -392,7 +406,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, sigma
         """The level each fit is judged against (see Notes, 3.)."""
         r = given.clone() if given is not None else torch.zeros(B, dtype=f64, device=dev)
         if given is None and robust.numel():
-            r[robust] = residual_noise_level(G, y[robust], _meas_index(meas, robust), zc[robust])
+            r[robust] = residual_noise_level(G, y[robust], meas_index(meas, robust), zc[robust])
         # Samples the exact test took as exact (whose pursuit did not fit) are exact data.
         return torch.where(exact, torch.zeros_like(r), r)
 
@@ -405,7 +419,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, sigma
         # fit is consistent with noise (elsewhere its residual is not noise, and no level applies).
         im = robust[verdict(z, reference(z))[1][robust]]
         if im.numel():
-            est = torch.sqrt(2.0 * network_fit(G64, y64[im], z[im], _meas_index(meas, im))
+            est = torch.sqrt(2.0 * network_fit(G64, y64[im], z[im], meas_index(meas, im))
                              / (m_obs[im] - G.latent_dim).clamp_min(1.0))
             gam[im] = est.square() / sigma_z**2
             z, obj, conv_r, it_r = _refine(G64, y64, meas, z, im, gam, refine_iter, data_dt)
@@ -425,7 +439,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, sigma
         wrong basin's residual is Gaussian too)."""
         out = torch.zeros(B, dtype=torch.bool, device=dev)
         if robust.numel() >= 8:
-            lvl = torch.sqrt(2.0 * network_fit(G64, y64[robust], z[robust], _meas_index(meas, robust))
+            lvl = torch.sqrt(2.0 * network_fit(G64, y64[robust], z[robust], meas_index(meas, robust))
                              / (m_obs[robust] - G.latent_dim).clamp_min(1.0))
             out[robust[lvl > suspect_ratio * lvl.median()]] = True
         return out
@@ -438,11 +452,11 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, sigma
 
         ineed = need.nonzero().squeeze(1)
         sig_n = ref[ineed]
-        sig_n = torch.where(sig_n > 0, sig_n, torch.sqrt(2.0 * network_fit(G64, y64[ineed], z[ineed], _meas_index(meas, ineed))
+        sig_n = torch.where(sig_n > 0, sig_n, torch.sqrt(2.0 * network_fit(G64, y64[ineed], z[ineed], meas_index(meas, ineed))
                                                          / (m_obs[ineed] - G.latent_dim).clamp_min(1.0)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            res_n = noisy_pursuit(G, y[ineed], measure=_measure_for(meas, ineed), noise_level=sig_n, sigma_z=sigma_z,
+            res_n = noisy_pursuit(G, y[ineed], measure=measure_for(meas, ineed), noise_level=sig_n, sigma_z=sigma_z,
                                   max_iter=max(pursuit_iter, 100), refine_iter=refine_iter)
         _take(z, obj, stage, converged, n_iter, G64, y64, meas, gam, ineed, res_n.z.to(f64), res_n.converged,
               res_n.n_iter, 2)
@@ -450,7 +464,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, sigma
         if callback is not None:
             callback(2, {"stage": "noisy_pursuit", "x": z.to(dt)})
         need = need & (~judged() | suspect())
-    from geninv.solvers.hybrid import _fallback_solve
+    from geninv.solvers.hybrid import fallback_solve
 
     for name in fallback:
         if not bool(need.any()):
@@ -459,8 +473,8 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, sigma
         ineed = need.nonzero().squeeze(1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            res_g = _fallback_solve(name, G, y, meas, ineed, seed, fallback_iter)
-        zg, _, itg, cg = gauss_newton_refine(G64, y64[ineed], _meas_index(meas, ineed), res_g.z.to(f64), gamma=gam[ineed],
+            res_g = fallback_solve(name, G, y, meas, ineed, seed, fallback_iter)
+        zg, _, itg, cg = gauss_newton_refine(G64, y64[ineed], meas_index(meas, ineed), res_g.z.to(f64), gamma=gam[ineed],
                                              max_iter=refine_iter)
         _take(z, obj, stage, converged, n_iter, G64, y64, meas, gam, ineed, zg, res_g.converged | cg,
               res_g.n_iter + itg, STAGES.index(name))
@@ -522,7 +536,7 @@ def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tens
     # expected excess n_0 sigma^2 / 2, with sigma^2 ~ 2 F / (m - n_0): rel_decrease below. What is
     # left then changes ||K (z_hat - z)|| by about a tenth of its size (0.04 dB of z SNR).
     rel = 1e-2 * n0 / max(1, y64.shape[1] - n0)
-    zr, objr, it, conv = gauss_newton_refine(G64, y64[idx], _meas_index(meas, idx), z[idx], gamma=gam[idx],
+    zr, objr, it, conv = gauss_newton_refine(G64, y64[idx], meas_index(meas, idx), z[idx], gamma=gam[idx],
                                              max_iter=refine_iter, rel_decrease=rel, jac_dtype=jac_dtype)
     z = z.clone()
     z[idx] = zr
@@ -533,7 +547,7 @@ def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tens
 def _take(z: Tensor, obj: Tensor, stage: Tensor, converged: Tensor, n_iter: Tensor, G64: Generator, y64: Tensor,
           meas: Measurement, gam: Tensor, idx: Tensor, zc: Tensor, conv_c: Tensor, it_c: Tensor, k: int) -> None:
     """Keep the candidate ``zc`` for the samples ``idx`` where its objective is lower (in place)."""
-    oc = network_fit(G64, y64[idx], zc, _meas_index(meas, idx), gam[idx])
+    oc = network_fit(G64, y64[idx], zc, meas_index(meas, idx), gam[idx])
     better = torch.isfinite(oc) & (oc < obj[idx])
     gi = idx[better]
     z[gi] = zc[better]

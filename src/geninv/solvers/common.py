@@ -224,8 +224,8 @@ def check_informative(G: Generator, y: Tensor, meas: Measurement, *, name: str =
     if G.n_hidden == 0:
         return
     base = G.output_activation(G.biases[-1].to(y.device, y.dtype))[None].expand(y.shape[0], -1)
-    ref = _forward_meas(meas, base)
-    yy = _forward_meas(meas, y) if meas.kind == "diag" else y
+    ref = forward_meas(meas, base)
+    yy = forward_meas(meas, y) if meas.kind == "diag" else y
     diff = (yy - ref).abs().amax(dim=1)
     scale = 1.0 + ref.abs().amax(dim=1)
     dead = diff <= 64 * torch.finfo(y.dtype).eps * scale
@@ -870,7 +870,7 @@ def _hidden_affine(Ws: Sequence[Tensor], bs: Sequence[Tensor], supports: Sequenc
     return J, c
 
 
-def _apply_cols(meas: Measurement, M: Tensor) -> Tensor:
+def apply_cols(meas: Measurement, M: Tensor) -> Tensor:
     """``A M_b`` for a batch of matrices M (B, n, k): the measurement applied to every column,
     for a general operator in one call on all B k columns."""
     if meas.kind == "identity":
@@ -882,7 +882,7 @@ def _apply_cols(meas: Measurement, M: Tensor) -> Tensor:
     return out.reshape(B, k, -1).transpose(1, 2)  # type: ignore[no-any-return]
 
 
-def _forward_meas(meas: Measurement, p: Tensor) -> Tensor:
+def forward_meas(meas: Measurement, p: Tensor) -> Tensor:
     """``A p`` for signals p (B, n)."""
     if meas.kind == "identity":
         return p
@@ -895,7 +895,7 @@ def network_objective(G: Generator, y: Tensor, z: Tensor, meas: Measurement) -> 
     """``1/2 ||A (y - G(z))||^2`` per sample, in float64 (the true, non-frozen network)."""
     G64 = G.to(dtype=torch.float64)
     p = G64.forward_unchecked(z.to(torch.float64))
-    return 0.5 * (_forward_meas(meas, p) - y.to(torch.float64)).square().sum(dim=1)
+    return 0.5 * (forward_meas(meas, p) - y.to(torch.float64)).square().sum(dim=1)
 
 
 def debias_fit(
@@ -936,7 +936,7 @@ def debias_fit(
     G64 = G.to(dtype=torch.float64)
     # A sample whose fit is already at the rounding level of the data cannot improve.
     y64 = y.to(torch.float64)
-    ynorm = (_forward_meas(meas, y64) if meas.kind == "diag" else y64).norm(dim=1)
+    ynorm = (forward_meas(meas, y64) if meas.kind == "diag" else y64).norm(dim=1)
     floor = 0.5 * (100 * torch.finfo(y.dtype).eps * ynorm) ** 2
     for _ in range(rounds):
         new = [x > 0 for x in hidden_layers(G64, z)]
@@ -948,7 +948,7 @@ def debias_fit(
         ch = changed.nonzero().squeeze(1)
         if ch.numel() == 0:
             break
-        m_ch = _meas_index(meas, ch)
+        m_ch = meas_index(meas, ch)
         z2, conv2, _ = fit_supports(G, y[ch], [a[ch] for a in new], m_ch, z0=z[ch], max_iter=max_iter, tol=tol)
         obj2 = network_objective(G, y[ch], z2, m_ch)
         acc = (obj2 < obj[ch]) & torch.isfinite(obj2)
@@ -963,7 +963,7 @@ def debias_fit(
     return z, conv, obj, sup
 
 
-def _meas_index(meas: Measurement, idx: Tensor) -> Measurement:
+def meas_index(meas: Measurement, idx: Tensor) -> Measurement:
     return Measurement(meas.kind, meas.w[idx] if meas.w is not None else None,
                        meas.obs[idx] if meas.obs is not None else None, meas.op)
 
@@ -995,9 +995,9 @@ def _output_qr(W: Tensor, w0: Tensor | None) -> tuple[Tensor, Tensor]:
     """Thin QR of ``diag(w0) W`` in float64, cached per weight tensor (identity and version, as
     the spectral-norm cache) and row weights: 784 x 392 costs ~25 ms, a solve's debiasing calls
     it several times."""
-    from geninv.solvers.spectral import _key
+    from geninv.solvers.spectral import cache_key
 
-    key = _key(W)
+    key = cache_key(W)
     hit = _QR_CACHE.get(key)
     if hit is not None and hit[0]() is W and ((hit[1] is None and w0 is None) or
                                               (hit[1] is not None and w0 is not None and torch.equal(hit[1], w0))):
@@ -1104,7 +1104,7 @@ def fit_supports(
         J, c = J.to(torch.float64), c.to(torch.float64)
         if bool(lin.any()):
             li = lin.nonzero().squeeze(1)
-            t = preactivation_target(G, y64[li], _meas_index(m_lin, li))
+            t = preactivation_target(G, y64[li], meas_index(m_lin, li))
             Jw = J[li] if w_lin is None else J[li] * w_lin[li, :, None]
             tw = (t - c[li]) if w_lin is None else (t - c[li]) * w_lin[li]
             z_lin = batched_lstsq(Jw, tw)
@@ -1158,7 +1158,7 @@ def fit_supports(
     for _ in range(max_iter):
         rb, a = residual(Jb, cb, zb, yb, wb)
         if meas.kind == "operator":
-            Jac = _apply_cols(meas, phi.derivative(a)[:, :, None] * Jb)
+            Jac = apply_cols(meas, phi.derivative(a)[:, :, None] * Jb)
             rr = rb
         else:
             q = phi.derivative(a) if wb is None else phi.derivative(a) * wb

@@ -29,15 +29,15 @@ from geninv.operators import Mask
 from geninv.solvers.common import (
     Callback,
     Measurement,
-    _apply_cols,
-    _forward_meas,
-    _meas_index,
+    apply_cols,
     check_generator,
     check_informative,
     check_option,
     check_seed,
     finish,
+    forward_meas,
     hidden_layers,
+    meas_index,
     resolve_measurement,
     support_affine,
 )
@@ -56,7 +56,7 @@ HYBRID_OPTIONS = (
 
 def network_fit(G: Generator, y: Tensor, z: Tensor, meas: Measurement, gamma: Tensor | float = 0.0) -> Tensor:
     """``1/2 ||A (y - G(z))||^2 + gamma/2 ||z||^2`` per sample (B,), in ``z``'s dtype (no checks)."""
-    r = _forward_meas(meas, G.forward_unchecked(z)) - y
+    r = forward_meas(meas, G.forward_unchecked(z)) - y
     val = 0.5 * r.square().sum(dim=1)
     g = torch.as_tensor(gamma, dtype=z.dtype, device=z.device)
     if bool((g != 0).any()):
@@ -159,7 +159,7 @@ def gauss_newton_refine(
         if idx.numel() == 0:
             break
         zb, yb, gb = z[idx], y[idx], gam[idx]
-        mb = _meas_index(meas, idx)
+        mb = meas_index(meas, idx)
         sups = [x > 0 for x in hidden_layers(G64, zb)]
         # The affine map depends on the supports only: rebuild it just where they changed.
         stale = ~have[idx]
@@ -173,8 +173,8 @@ def gauss_newton_refine(
             have[st] = True
         J, c = J_all[idx].to(torch.float64), c_all[idx].to(torch.float64)
         a = torch.baddbmm(c.unsqueeze(-1), J, zb.unsqueeze(-1)).squeeze(-1)
-        r = _forward_meas(mb, phi(a)) - yb
-        K = _apply_cols(mb, phi.derivative(a)[:, :, None] * J)
+        r = forward_meas(mb, phi(a)) - yb
+        K = apply_cols(mb, phi.derivative(a)[:, :, None] * J)
         del J, c
         H = K.transpose(1, 2) @ K
         g = (K.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1) + gb[:, None] * zb
@@ -223,7 +223,7 @@ def fit_threshold(y: Tensor, meas: Measurement, sigma: Tensor | None, fit_tol: f
     return thr
 
 
-def _measure_for(meas: Measurement, idx: Tensor | None) -> Any:
+def measure_for(meas: Measurement, idx: Tensor | None) -> Any:
     """A public measure object for a sub-batch (what ``gd`` / ``latent_pursuit`` take)."""
     if meas.kind == "identity":
         return None
@@ -233,7 +233,7 @@ def _measure_for(meas: Measurement, idx: Tensor | None) -> Any:
     return meas.op
 
 
-def _m_obs(y: Tensor, meas: Measurement) -> Tensor:
+def observed_count(y: Tensor, meas: Measurement) -> Tensor:
     if meas.kind == "diag":
         return meas.w.sum(dim=1)  # type: ignore[union-attr]
     return torch.full((y.shape[0],), float(y.shape[1]), dtype=y.dtype, device=y.device)
@@ -250,12 +250,12 @@ def _gd_start(B: int, n0: int, seed: int, like: Tensor) -> Tensor | None:
     return initial_latent(B, n0, seed, like)
 
 
-def _fallback_solve(name: str, G: Generator, y: Tensor, meas: Measurement, idx: Tensor, seed: int,
+def fallback_solve(name: str, G: Generator, y: Tensor, meas: Measurement, idx: Tensor, seed: int,
                     max_iter: int) -> SolveResult:
     """One fallback method on the sub-batch ``idx``, from its seeded random start(s)."""
     from geninv.solvers.gradient import adam, gd
 
-    measure = _measure_for(meas, idx)
+    measure = measure_for(meas, idx)
     if name == "gd":
         z0_all = _gd_start(y.shape[0], G.latent_dim, seed, y)
         if z0_all is None:  # pragma: no cover - depends on the baselines module's version
@@ -418,7 +418,7 @@ def hybrid(
     B = yy.shape[0]
     dev = yy.device
     seconds: dict[str, float] = {}
-    public_measure = _measure_for(meas, None)
+    public_measure = measure_for(meas, None)
 
     # 1. the pursuit
     ts = time.perf_counter()
@@ -427,10 +427,10 @@ def hybrid(
         # Capped pursuits do not converge in the third regime by design; the refinement decides.
         warnings.simplefilter("ignore", ConvergenceWarning)
         if noise_level is None:
-            from geninv.solvers import _load
+            from geninv.solvers import load_method
 
             popts.setdefault("max_iter", pursuit_iter)
-            res_p = _load(pursuit)(G, yy, measure=public_measure, **popts)
+            res_p = load_method(pursuit)(G, yy, measure=public_measure, **popts)
         else:
             from geninv.solvers.noise import noisy_pursuit
 
@@ -448,7 +448,7 @@ def hybrid(
     with torch.no_grad():
         obj_p = network_fit(G64, y64, z_p, meas, gam)
     s_L = res_p.supports[-1].sum(dim=1) if res_p.supports else torch.zeros(B, dtype=torch.int64, device=dev)
-    trusted = s_L.to(torch.float64) < _m_obs(yy, meas).to(torch.float64) / 2
+    trusted = s_L.to(torch.float64) < observed_count(yy, meas).to(torch.float64) / 2
     if callback is not None:
         callback(0, {"stage": "pursuit", "x": z_p.to(yy.dtype), "objective": obj_p})
 
@@ -489,9 +489,9 @@ def hybrid(
         ran |= todo
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            res_g = _fallback_solve(name, G, yy, meas, idx, seed, fallback_iter)
+            res_g = fallback_solve(name, G, yy, meas, idx, seed, fallback_iter)
         with torch.no_grad():
-            z_g, obj_g, it_g, conv_g = gauss_newton_refine(G64, y64[idx], _meas_index(meas, idx), res_g.z.to(torch.float64),
+            z_g, obj_g, it_g, conv_g = gauss_newton_refine(G64, y64[idx], meas_index(meas, idx), res_g.z.to(torch.float64),
                                                            gamma=gam[idx], max_iter=refine_iter, tol=tol)
         obj_f[name][idx] = obj_g
         better = obj_g < obj_best[idx]

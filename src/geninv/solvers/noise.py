@@ -38,8 +38,7 @@ from geninv.solvers.common import (
     Callback,
     Measurement,
     StageLog,
-    _apply_cols,
-    _forward_meas,
+    apply_cols,
     check_generator,
     check_informative,
     check_option,
@@ -48,6 +47,7 @@ from geninv.solvers.common import (
     default_tol,
     finish,
     fit_supports,
+    forward_meas,
     hidden_layers,
     image_warm_start,
     preactivation_target,
@@ -55,8 +55,9 @@ from geninv.solvers.common import (
     support_affine,
     supported_lstsq,
     threshold_support,
+    unsaturated,
 )
-from geninv.solvers.hybrid import _m_obs, _measure_for, gauss_newton_refine, network_fit
+from geninv.solvers.hybrid import gauss_newton_refine, measure_for, network_fit, observed_count
 from geninv.solvers.result import SolveResult
 from geninv.solvers.spectral import masked_gram_norm
 from geninv.solvers.steps import LinearLS, SignalLS
@@ -118,7 +119,7 @@ def estimate_noise(
     G = G.like(yy)
     G64 = G.to(dtype=torch.float64)
     # Unobserved entries carry no data (they would add 1/2 ||y_unobserved||^2 to every fit).
-    y64 = _forward_meas(meas, yy.to(torch.float64)) if meas.kind == "diag" else yy.to(torch.float64)
+    y64 = forward_meas(meas, yy.to(torch.float64)) if meas.kind == "diag" else yy.to(torch.float64)
     with torch.no_grad():
         if z is None:
             from geninv.solvers.latent_pursuit import latent_pursuit
@@ -126,13 +127,13 @@ def estimate_noise(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 # Capped like the hybrid's pursuit: the refinement only needs the right basin.
-                z0 = latent_pursuit(G, yy, measure=_measure_for(meas, None), max_iter=300).z
+                z0 = latent_pursuit(G, yy, measure=measure_for(meas, None), max_iter=300).z
             z, _, _, _ = gauss_newton_refine(G64, y64, meas, z0.to(torch.float64), max_iter=refine_iter)
         else:
             if not isinstance(z, Tensor) or z.shape != (yy.shape[0], G.latent_dim):
                 raise ShapeError(f"z: expected a tensor of shape ({yy.shape[0]}, {G.latent_dim}), received {describe(z)}")
         F = network_fit(G64, y64, z.to(torch.float64), meas)
-    dof = (_m_obs(yy, meas).to(torch.float64) - G.latent_dim).clamp_min(1.0)
+    dof = (observed_count(yy, meas).to(torch.float64) - G.latent_dim).clamp_min(1.0)
     return torch.sqrt(2.0 * F / dof)
 
 
@@ -142,7 +143,7 @@ def resolve_noise_level(noise_level: object, G: Generator, y: Tensor, meas: Meas
     if isinstance(noise_level, str):
         if noise_level != "auto":
             raise InputError(f"noise_level: expected a number >= 0, a (B,) tensor or 'auto', received {noise_level!r}")
-        return estimate_noise(G, y, measure=_measure_for(meas, None))
+        return estimate_noise(G, y, measure=measure_for(meas, None))
     if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float, Tensor)):
         raise InputError(f"noise_level: expected a number >= 0, a (B,) tensor or 'auto', received {describe(noise_level)}")
     s = torch.as_tensor(noise_level, dtype=torch.float64).to(y.device).flatten()
@@ -418,7 +419,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, method: str,
     # 1. image layer
     ts = time.perf_counter()
     W, b = Ws[-1], bs[-1]
-    m_obs = _m_obs(y, meas).to(torch.float64)
+    m_obs = observed_count(y, meas).to(torch.float64)
     W64 = W.to(torch.float64)
     if meas.kind == "identity":
         col = W64.norm(dim=0).amax()[None]  # (1,)
@@ -426,7 +427,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, method: str,
         # Column norms of the masked matrix, without forming B copies of it.
         col = (meas.w.to(torch.float64) @ W64.square()).sqrt().amax(dim=1)  # type: ignore[union-attr]
     else:
-        col = _apply_cols(meas, W64[None]).norm(dim=1).amax(dim=1)
+        col = apply_cols(meas, W64[None]).norm(dim=1).amax(dim=1)
     if domain == "signal":
         t = y
         f: LinearLS | SignalLS = SignalLS(W, b, phi, meas.op if meas.kind == "operator" else None)
@@ -446,7 +447,8 @@ def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, method: str,
     # the signal-domain FISTA runs to its iteration cap on noisy data.
     x0 = None
     if meas.diagonal and phi.invertible and choose_domain("auto", G, y, meas) == "pre":
-        x0 = image_warm_start(W, preactivation_target(G, y, meas) - b, meas.obs, dt)
+        m_ws = unsaturated(G, y, meas)  # saturated pixels carry no equation on the pre-activation
+        x0 = image_warm_start(W, preactivation_target(G, y, m_ws) - b, m_ws.obs, dt)
     out = _fista(f, t, meas.w, lip, lam_L.to(dt)[:, None], x0=x0, max_iter=max_iter, tol=tol, check_every=check_every,
                  callback=callback, stage=stage)
     record(stage, out, ts)
@@ -456,7 +458,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, method: str,
     a_hat = torch.addmm(b, x_next, W.T).to(torch.float64)
     q = phi.derivative(a_hat) if domain == "signal" else torch.ones_like(a_hat)
     if meas.kind == "operator":
-        K = _apply_cols(meas, q[:, :, None] * W.to(torch.float64)[None])
+        K = apply_cols(meas, q[:, :, None] * W.to(torch.float64)[None])
         sig_next = propagated_sigma(sig_in, K, torch.ones(B, K.shape[1], dtype=torch.float64, device=dev), s_next)
     else:
         rows = q.square() * (meas.w.to(torch.float64) if meas.w is not None else 1.0)
@@ -608,7 +610,7 @@ def oracle_expected_error(
         J, c = support_affine(G64, sup, B, dtype=torch.float64)
         a = torch.baddbmm(c.unsqueeze(-1), J, z.unsqueeze(-1)).squeeze(-1)
         Q = phi.derivative(a)[:, :, None] * J
-        K = _apply_cols(meas, Q)
+        K = apply_cols(meas, Q)
         with _one_thread():
             C = torch.linalg.pinv(K.transpose(1, 2) @ K, hermitian=True) * sig[:, None, None] ** 2
         out["z"] = C.diagonal(dim1=1, dim2=2).sum(dim=1)

@@ -14,7 +14,6 @@ from geninv.model.generator import Generator
 from geninv.solvers.common import (
     Callback,
     Measurement,
-    _meas_index,
     check_generator,
     check_option,
     check_seed,
@@ -22,6 +21,7 @@ from geninv.solvers.common import (
     finish,
     fit_supports,
     hidden_layers,
+    meas_index,
     preactivation_target,
     resolve_measurement,
     supported_lstsq,
@@ -178,8 +178,8 @@ def oracle(
             layers = hidden_layers(G, z.to(yy.dtype))
         else:
             a, e = lw.nonzero().squeeze(1), (~lw).nonzero().squeeze(1)
-            za, la = _layerwise(G, yy[a], [s[a] for s in sup], _meas_index(meas, a))
-            ze, converged_e, _ = fit_supports(G, yy[e], [s[e] for s in sup], _meas_index(meas, e),
+            za, la = _layerwise(G, yy[a], [s[a] for s in sup], meas_index(meas, a))
+            ze, converged_e, _ = fit_supports(G, yy[e], [s[e] for s in sup], meas_index(meas, e),
                                               max_iter=max_iter, tol=tol)
             z = torch.empty(B, G.latent_dim, dtype=za.dtype, device=yy.device)
             z[a], z[e] = za, ze.to(za.dtype)

@@ -36,7 +36,7 @@ _CACHE: dict[tuple, tuple[weakref.ref, TopSingular]] = {}
 _CACHE_MAX = 256
 
 
-def _key(W: Tensor) -> tuple:
+def cache_key(W: Tensor) -> tuple:
     # The version counter changes on in-place writes, so a modified weight is recomputed.
     return (id(W), W._version, W.data_ptr(), tuple(W.shape), W.dtype, str(W.device))
 
@@ -52,7 +52,7 @@ def top_singular(W: Tensor) -> TopSingular:
     The cache is keyed on the tensor's identity and version and holds a weak reference, so an
     in-place update or a new tensor recomputes, and freed weights do not linger.
     """
-    key = _key(W)
+    key = cache_key(W)
     hit = _CACHE.get(key)
     if hit is not None and hit[0]() is W:
         return hit[1]

@@ -484,7 +484,7 @@ def _train(
 def _versions() -> dict[str, str]:
     import numpy as np
 
-    from geninv import __version__
+    from geninv.version import __version__
 
     return {"geninv": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
