@@ -440,9 +440,10 @@ def _layer_title(layer: str) -> str:
 
 
 def plot_noise(out_dir: str | Path) -> list[Path]:
-    """SNR of ``z``, every hidden layer and the image against the input SNR (median, 10-90 % ribbon),
-    with the Oracle's expected SNR (Theorem 3, dashed: layer-wise; dotted: end to end), and the
-    8-bit quantized images as squares at their median input SNR (bars: 10-90 %)."""
+    """SNR of ``z``, every hidden layer and the image against the input SNR (median; 10-90 % ribbon for
+    the methods of ``RIBBON_METHODS`` only, so the others' do not merge into one band; one marker per
+    method), with the Oracle's expected SNR (Theorem 3, dashed: layer-wise; dotted: end to end), and
+    the 8-bit quantized images side by side around their median input SNR (bars: 10-90 %)."""
     from geninv._optional import pyplot
 
     plt = pyplot()
