@@ -94,12 +94,29 @@ def _as_sigma(value: Any, B: int, device: torch.device) -> Tensor | None:
 
 
 def noise_level_of(option: Any, info: dict[str, Any], B: int, device: torch.device) -> Tensor | None:
-    """The noise level a verdict uses: the caller's ``noise_level=`` if it is a number or a tensor,
-    else the one the method estimated (``info["noise_level"]``, or ``info["sigma"]``), else None."""
+    """The noise level a verdict uses: the caller's ``noise_level=`` if it is a number or a tensor;
+    for ``noise_level="auto"`` the level the method estimated; None (exact data: the rounding
+    level) when the caller gave none.
+
+    An estimate is used only when asked for: a noise level estimated from a fit can explain a wrong
+    fit's residual as noise, so it never turns a residual into a fit silently. Of a method's
+    estimates, ``info["noise_reference"]`` (a level estimated independently of the fit's own
+    residual norm, such as the median absolute residual) comes first: a least-squares estimate
+    ``||r|| / sqrt(m - n_0)`` (``info["noise_level"]``, ``info["sigma"]``) explains any residual by
+    construction.
+    """
     sigma = _as_sigma(option, B, device)
     if sigma is not None:
         return sigma
-    for key in ("noise_level", "sigma"):
+    if not (isinstance(option, str) and option == "auto"):
+        return None
+    return estimated_noise_level(info, B, device)
+
+
+def estimated_noise_level(info: dict[str, Any], B: int, device: torch.device) -> Tensor | None:
+    """The noise level a method estimated (``info["noise_reference"]``, ``["noise_level"]`` or
+    ``["sigma"]``, in that order), or None."""
+    for key in ("noise_reference", "noise_level", "sigma"):
         sigma = _as_sigma(info.get(key), B, device)
         if sigma is not None:
             return sigma
@@ -166,9 +183,9 @@ def self_check(G: Any, y: Tensor, meas: Any, res: Any, *, data_dtype: torch.dtyp
     res : SolveResult
     data_dtype : torch.dtype, optional
         The dtype of the data as the user gave it (sets the rounding level); default ``y.dtype``.
-    noise_level : float, Tensor of shape (B,), or other, optional
-        A number or tensor is the noise level of the verdict; anything else (None, ``"auto"``)
-        defers to the level the method estimated (:func:`noise_level_of`).
+    noise_level : float, Tensor of shape (B,), "auto" or None, optional
+        A number or tensor is the noise level of the verdict; ``"auto"`` takes the level the
+        method estimated; None judges at the rounding level (:func:`noise_level_of`).
 
     Returns
     -------
@@ -227,9 +244,14 @@ def fit_message(res: Any, *, noise_known: bool | None = None) -> str:
     n_stop = int(stopped.sum())
     n_cap = nb - n_stop - n_nan
     if noise_known is None:
-        noise_known = noise_level_of(None, res.info, B, fits.device) is not None
+        noise_known = False
     if n_stop:
-        tail = "" if noise_known else "; for noisy data pass noise_level= so the fit is judged against the noise"
+        tail = ""
+        if not noise_known:
+            est = estimated_noise_level(res.info, B, fits.device)
+            level = (f" (the method estimated a noise level of median {float(est[bad].median()):.3g}; "
+                     "noise_level='auto' judges the fit against that estimate)") if est is not None else ""
+            tail = f"; for noisy data pass noise_level= so the fit is judged against the noise{level}"
         parts.append(
             f"{n_stop} of them stopped at a stationary point (converged=True): y may be outside the range of G "
             f"(noise, or a signal G did not generate), or the method found a wrong solution (method='hybrid' "
