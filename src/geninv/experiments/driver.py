@@ -150,10 +150,16 @@ def run_units(
         lost = 0
         try:
             while queue or pending:
+                submit_broken = False
                 while queue and len(pending) < window:
                     u = queue.popleft()
-                    pending[pool.executor.submit(run_task, work, u, store.missing(u.keys), pool.threads)] = u
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                    try:
+                        pending[pool.executor.submit(run_task, work, u, store.missing(u.keys), pool.threads)] = u
+                    except BrokenProcessPool:  # a worker died between two submissions
+                        queue.appendleft(u)
+                        submit_broken = True
+                        break
+                done = wait(list(pending), return_when=FIRST_COMPLETED)[0] if pending else set()
                 broken: list[Unit] = []
                 for fut in [f for f in pending if f in done]:
                     u = pending.pop(fut)
@@ -167,7 +173,7 @@ def run_units(
                     bar.update(1)
                     if callback is not None:
                         callback(u, n_run)
-                if broken:
+                if broken or submit_broken:
                     # A worker died (killed, out of memory): every unit in flight is lost. Keep
                     # what finished, rebuild the pool, and submit the lost units again first.
                     for fut, u in list(pending.items()):
