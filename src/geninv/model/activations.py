@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from geninv.exceptions import DomainError, InputError, describe
 
-__all__ = ["Activation", "PLU", "get_activation", "ACTIVATIONS"]
+__all__ = ["Activation", "PLU", "get_activation", "activation_of_module", "ACTIVATIONS"]
 
 
 @dataclass(frozen=True)
@@ -278,3 +278,26 @@ class PLU(nn.Module):
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, c={self.c}"
+
+
+def activation_of_module(m: nn.Module) -> Activation | None:
+    """The :class:`Activation` a torch activation module computes, or None for any other module."""
+    if isinstance(m, nn.ReLU):
+        return Activation("relu")
+    if isinstance(m, nn.LeakyReLU):
+        return Activation("leaky_relu", {"slope": float(m.negative_slope)})
+    if isinstance(m, nn.Tanh):
+        return Activation("tanh")
+    if isinstance(m, nn.Sigmoid):
+        return Activation("sigmoid")
+    if isinstance(m, PLU):
+        return Activation("plu", {"alpha": m.alpha, "c": m.c})
+    if isinstance(m, nn.Softplus):
+        return Activation("softplus", {"beta": float(m.beta), "threshold": float(m.threshold)})
+    if isinstance(m, nn.ELU):
+        return Activation("elu", {"alpha": float(m.alpha)})
+    if isinstance(m, nn.GELU):
+        return Activation("gelu", {"tanh": 1.0 if m.approximate == "tanh" else 0.0})
+    if isinstance(m, nn.SiLU):
+        return Activation("silu")
+    return None

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from geninv.exceptions import InputError, ShapeError, UnsupportedLayerError, describe
-from geninv.model.activations import PLU, Activation
+from geninv.model.activations import PLU, Activation, activation_of_module
 
 __all__ = ["Layer", "layers_from_torch"]
 
@@ -88,20 +88,6 @@ class Layer:
 
 
 _ACT_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity, PLU)
-
-
-def _activation_of(m: nn.Module) -> Activation:
-    if isinstance(m, nn.ReLU):
-        return Activation("relu")
-    if isinstance(m, nn.LeakyReLU):
-        return Activation("leaky_relu", {"slope": float(m.negative_slope)})
-    if isinstance(m, nn.Tanh):
-        return Activation("tanh")
-    if isinstance(m, nn.Sigmoid):
-        return Activation("sigmoid")
-    if isinstance(m, PLU):
-        return Activation("plu", {"alpha": m.alpha, "c": m.c})
-    return Activation("identity")
 
 
 def _flatten(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
@@ -186,7 +172,7 @@ def layers_from_torch(module: nn.Module) -> list[Layer]:
                     f"{where(pos, name, m)}: expected an activation after a Linear, received it after {last_kind} "
                     "(two activations in a row or an activation first)"
                 )
-            act = _activation_of(m)
+            act = activation_of_module(m) or Activation("identity")  # nn.Identity: the identity
             last_kind = "activation"
         elif isinstance(m, nn.Dropout):
             if m.training and m.p > 0:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geninv.exceptions import UnsupportedLayerError
-from geninv.model.activations import PLU, Activation
+from geninv.model.activations import PLU, Activation, activation_of_module
 from geninv.model.layers import Layer
 
 __all__ = ["Step", "chain_from_torch", "layers_from_chain", "DEFAULT_MEMORY_BUDGET"]
@@ -73,28 +73,6 @@ _NOOP_METHODS = ("contiguous", "clone", "detach")
 _SUPPORTED = ("Linear, Conv1d/2d, ConvTranspose1d/2d, BatchNorm1d/2d (eval), Upsample, Dropout (eval), Identity, "
               "Flatten/Unflatten/view/reshape, and the activations ReLU, LeakyReLU, Tanh, Sigmoid, Softplus, ELU, "
               "GELU, SiLU, geninv.PLU")
-
-
-def _module_activation(m: nn.Module) -> Activation | None:
-    if isinstance(m, nn.ReLU):
-        return Activation("relu")
-    if isinstance(m, nn.LeakyReLU):
-        return Activation("leaky_relu", {"slope": float(m.negative_slope)})
-    if isinstance(m, nn.Tanh):
-        return Activation("tanh")
-    if isinstance(m, nn.Sigmoid):
-        return Activation("sigmoid")
-    if isinstance(m, PLU):
-        return Activation("plu", {"alpha": m.alpha, "c": m.c})
-    if isinstance(m, nn.Softplus):
-        return Activation("softplus", {"beta": float(m.beta), "threshold": float(m.threshold)})
-    if isinstance(m, nn.ELU):
-        return Activation("elu", {"alpha": float(m.alpha)})
-    if isinstance(m, nn.GELU):
-        return Activation("gelu", {"tanh": 1.0 if m.approximate == "tanh" else 0.0})
-    if isinstance(m, nn.SiLU):
-        return Activation("silu")
-    return None
 
 
 # Parameters of torch functions implemented in C (no Python signature): names and defaults.
@@ -183,7 +161,7 @@ def _classify(kind: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, A
                     "(its output is random)"
                 )
             return None
-        act = _module_activation(module)
+        act = activation_of_module(module)
         if act is not None:
             return Step("activation", label, in_shape, out_shape, activation=act)
         if isinstance(module, _RESHAPE_MODULES):
@@ -452,7 +430,7 @@ def _recorded(module: nn.Module, example: Tensor) -> list[tuple[str, Any, tuple,
 def _latent_shape(module: nn.Module) -> tuple[int, ...]:
     """The latent's per-sample shape, read off the first Linear when no example input is given."""
     for m in module.modules():
-        if list(m.children()) or isinstance(m, _NOOP_MODULES + (nn.Flatten,)) or _module_activation(m) is not None:
+        if list(m.children()) or isinstance(m, _NOOP_MODULES + (nn.Flatten,)) or activation_of_module(m) is not None:
             continue
         if isinstance(m, nn.Linear):
             return (int(m.in_features),)

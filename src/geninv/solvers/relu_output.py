@@ -27,9 +27,8 @@ import torch
 from torch import Tensor
 
 from geninv.exceptions import InputError
-from geninv.solvers.common import Callback, LoopOutput, Measurement, run_loop, supported_lstsq
-from geninv.solvers.steps import LadmmData, LadmmState, ladmm_step
-from geninv.solvers.subproblems import auto_lam, ladmm_mu
+from geninv.solvers.common import Callback, LoopOutput, Measurement, supported_lstsq
+from geninv.solvers.subproblems import auto_lam, ladmm_layer
 
 __all__ = ["is_relu_output", "check_relu_measure", "output_support", "relu_image_start", "relu_image_admm"]
 
@@ -105,7 +104,7 @@ def relu_image_admm(
     """The image layer of a ReLU output as a middle layer of eq. (9), by linearized ADMM.
 
     ``min_{x >= 0} 1/2 ||y^P - b^P - W^P x||^2 + lam 1^T x  s.t.  W^Z x + b^Z <= 0``, with the
-    step, splitting and stopping rule of :func:`geninv.solvers.subproblems.ladmm_layer`; the
+    iteration of :func:`geninv.solvers.subproblems.ladmm_layer` (which it calls); the
     rows ``S^c`` of that problem are the observed zero pixels ``Z`` only (an unobserved pixel is
     neither an equation nor a constraint).
 
@@ -136,34 +135,7 @@ def relu_image_admm(
         lam_t = torch.full((B, 1), float(lam), dtype=dtype, device=y.device)
     if exact is not None:
         lam_t = lam_t.masked_fill(exact[:, None], 0.0)
-    mu_max = ladmm_mu(W, s, rho=rho, gamma=0.0, power_iters=power_iters)
-    if mu is None:
-        mu_t = mu_max
-    else:
-        if mu <= 0 or bool((mu > mu_max * (1 + 1e-12)).any()):
-            raise InputError(
-                f"mu: expected 0 < mu <= 1/||A^T A + rho C^T C||_2 = {float(mu_max.min()):.6g} (eq. (12), "
-                f"convergence of linearized ADMM), received {mu!r}"
-            )
-        mu_t = torch.full_like(mu_max, float(mu))
-    data = LadmmData(y, s, mu_t, lam_t, sc, s + rho * sc, s * y)
-    P0 = torch.addmm(b, x0, W.T)
-    state = LadmmState(x0, sc * P0.clamp_max(0), torch.zeros_like(P0), P0)
-
-    def step_fn(st: LadmmState, d: LadmmData) -> LadmmState:
-        return ladmm_step(st, d, W, b, rho=rho, gamma=0.0, nonneg=True)
-
-    def change(st: LadmmState, prev: Tensor, d: LadmmData) -> Tensor:
-        tiny = torch.finfo(st.x.dtype).tiny
-        dx = (st.x - prev).norm(dim=1) / torch.maximum(st.x.norm(dim=1), prev.norm(dim=1)).clamp_min(tiny)
-        prim = (d.sc * st.P - st.u).norm(dim=1)
-        den = torch.maximum(st.x.norm(dim=1), (d.sc * st.P).norm(dim=1)).clamp_min(tiny)
-        return torch.maximum(dx, prim / den)
-
-    def objective(st: LadmmState, d: LadmmData) -> Tensor:
-        r = d.s * (st.P - d.c)
-        return 0.5 * r.square().sum(dim=1) + d.lam.squeeze(1) * st.x.sum(dim=1)
-
-    out = run_loop(step_fn, state, data, primary="x", change=change, objective=objective, max_iter=max_iter,
-                   tol=tol, check_every=check_every, callback=callback, stage=stage)
+    out, mu_t = ladmm_layer(W, b, y, s, sc=sc, lam=lam_t, rho=rho, gamma=0.0, nonneg=True, mu=mu, x0=x0,
+                            max_iter=max_iter, tol=tol, check_every=check_every, power_iters=power_iters,
+                            callback=callback, stage=stage)
     return out, lam_t, mu_t
