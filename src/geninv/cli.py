@@ -506,12 +506,7 @@ def _cmd_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
             if a.n < 1:
                 raise InputError(f"--n: expected a positive integer, received {a.n}")
             z, _ = G.sample(a.n, seed=a.seed)
-        mask = _read_array(a.mask, "--mask", "mask", torch.float64) if a.mask else None
-        if mask is not None:
-            assert isinstance(mask, torch.Tensor)
-            if not bool(((mask == 0) | (mask == 1)).all()):
-                raise InputError("--mask: expected 0/1 entries, received other values")
-            mask = mask != 0
+        mask = _read_mask(a.mask) if a.mask else None
         certs = certify(G, z, mask=mask, noise=a.noise, s_forms=not a.no_s_forms)
         assert isinstance(certs, list)
         print(certs[0])
@@ -543,6 +538,17 @@ def _cmd_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 def _read_latents(path: str) -> object:
     """Latents ``z`` (B, n_0) or (n_0,) from a .npy file or a .safetensors file (tensor ``z`` or its only tensor)."""
     return _read_array(path, "--z", "z")
+
+
+def _read_mask(path: str) -> torch.Tensor:
+    """The boolean mask (1 = observed) in the file of ``--mask``; InputError unless its entries are 0/1."""
+    import torch
+
+    mask = _read_array(path, "--mask", "mask", torch.float64)
+    assert isinstance(mask, torch.Tensor)
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise InputError("--mask: expected 0/1 entries, received other values")
+    return mask != 0
 
 
 def _read_array(path: str, option: str, key: str, dtype: object = None) -> object:
@@ -701,14 +707,9 @@ def _cmd_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         y = _open_signals(a.signals)
         data_dtype = y.dtype if isinstance(y, torch.Tensor) else torch.from_numpy(np.zeros(0, y.dtype)).dtype
         dtype = torch.float64 if a.float64 or data_dtype == torch.float64 else torch.float32
-        mask = _read_array(a.mask, "--mask", "mask", torch.float64) if a.mask else None
-        if mask is not None:
-            assert isinstance(mask, torch.Tensor)
-            if not bool(((mask == 0) | (mask == 1)).all()):
-                raise InputError("--mask: expected 0/1 entries, received other values")
-            mask = mask != 0
-            if mask.shape[0] == 1:
-                mask = mask[0]
+        mask = _read_mask(a.mask) if a.mask else None
+        if mask is not None and mask.shape[0] == 1:
+            mask = mask[0]
         options: dict[str, object] = {}
         if a.max_iter is not None:
             options["max_iter"] = a.max_iter

@@ -34,7 +34,6 @@ def write_layers(layers: Sequence[Layer], path: str | os.PathLike[str], *, extra
 
     ``extra``: further JSON entries of the architecture record (read back by :func:`read_layers`).
     """
-    from safetensors.torch import save_file
 
     path = _as_path(path)
     tensors = {}
@@ -47,10 +46,18 @@ def write_layers(layers: Sequence[Layer], path: str | os.PathLike[str], *, extra
         if layer.name:
             spec["name"] = layer.name
         arch["layers"].append(spec)
-    arch["sha256"] = _digest(arch, tensors)
+    _write_signed(tensors, arch, path)
+
+
+def _write_signed(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> None:
+    """Write ``tensors`` to ``path`` atomically (a temporary file, then rename), with ``meta`` and its
+    sha256 over ``meta`` and every tensor as the ``geninv`` JSON metadata (``meta`` gains ``sha256``)."""
+    from safetensors.torch import save_file
+
+    meta["sha256"] = _digest(meta, tensors)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        save_file(tensors, str(tmp), metadata={"geninv": json.dumps(arch)})
+        save_file(tensors, str(tmp), metadata={"geninv": json.dumps(meta)})
         # safetensors creates owner-only files; a model file is ordinary data (umask applies).
         umask = os.umask(0)
         os.umask(umask)
@@ -192,23 +199,11 @@ def save_module_state(state: dict[str, torch.Tensor], config: dict[str, Any], pa
     Used for generators whose dense form is large (convolutional ones): the file holds the
     convolution kernels, and :meth:`Generator.from_torch` reads the rebuilt module.
     """
-    from safetensors.torch import save_file
 
     path = _as_path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     meta: dict[str, Any] = {"format": MODULE_FORMAT, "config": config}
-    meta["sha256"] = _digest(meta, tensors)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata={"geninv": json.dumps(meta)})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except Exception as e:  # safetensors raises its own error type for I/O failures
-        if tmp.parent.is_dir():
-            tmp.unlink(missing_ok=True)
-        raise ModelFileError(f"path {str(path)!r}: expected a writable file path, received one that cannot be written ({e})") from None
+    _write_signed(tensors, meta, path)
 
 
 def load_module_state(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
