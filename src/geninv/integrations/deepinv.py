@@ -40,7 +40,7 @@ from geninv.integrations.deepinv_physics import (
     physics_noise_level,
     shape_tuple,
 )
-from geninv.solvers import METHODS, NOISY, accepted_options, invert
+from geninv.solvers import METHODS, invert, takes_noise_level
 from geninv.solvers.common import check_generator
 
 __all__ = [
@@ -104,9 +104,7 @@ class GenInvReconstructor(dinv.models.Reconstructor):
                 f"on shape {op.signal_shape}"
             )
         yy = op.flat_measurement(y)
-        accepted = accepted_options(self.method)
-        options = noise_options(op, self.method, self.options,
-                                takes_noise=self.method in NOISY or accepted is None or "noise_level" in accepted)
+        options = noise_options(op, self.method, self.options, takes_noise=takes_noise_level(self.method))
         with torch.enable_grad():  # deepinv.test runs models under no_grad; the gradient methods need autograd
             res = invert(self.G, yy, self.method, measure=op, **options)
         self.result, self.z_hat = res, res.z

@@ -34,7 +34,7 @@ from geninv.solvers.oracle import oracle
 from geninv.solvers.result import SolveResult
 from geninv.solvers.verdict import fit_message, noise_level_of, self_check
 
-__all__ = ["SolveResult", "invert", "oracle", "layered_bp", "latent_pursuit", "METHODS", "debias_result"]
+__all__ = ["SolveResult", "invert", "takes_noise_level", "oracle", "layered_bp", "latent_pursuit", "METHODS", "debias_result"]
 
 # name -> (module, function). The baselines are imported on first use, so this module works
 # before (or without) them.
@@ -85,6 +85,13 @@ def accepted_options(method: str) -> tuple[str, ...] | None:
         k for k, p in params.items()
         if k not in _NOT_OPTIONS and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     )
+
+
+def takes_noise_level(method: str) -> bool:
+    """Whether ``invert(..., method=method)`` accepts ``noise_level=`` (its own option, or the noisy
+    form of a pursuit)."""
+    accepted = accepted_options(method)
+    return method in NOISY or accepted is None or "noise_level" in accepted
 
 
 def invert(
@@ -167,8 +174,7 @@ def invert(
         from geninv.integrations.deepinv_physics import noise_options, wrap_measurement
 
         measure, y = wrap_measurement(measure, G, y)
-        acc = accepted_options(method)
-        options = noise_options(measure, method, options, takes_noise=method in NOISY or acc is None or "noise_level" in acc)
+        options = noise_options(measure, method, options, takes_noise=takes_noise_level(method))
     yy, meas = resolve_measurement(measure, mask, G, y)
     if mask is not None:
         measure = mask if isinstance(mask, Mask) else Mask(mask)  # validated above
