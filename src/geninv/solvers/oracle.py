@@ -11,24 +11,15 @@ from torch import Tensor
 
 from geninv.exceptions import InputError, ShapeError, describe
 from geninv.model.generator import Generator
-from geninv.solvers.common import (
-    Callback,
-    Measurement,
-    check_generator,
-    check_option,
-    check_seed,
-    choose_domains,
-    finish,
-    fit_supports,
-    hidden_layers,
-    meas_index,
-    preactivation_target,
-    resolve_measurement,
-    supported_lstsq,
-    unsaturated,
-)
+from geninv.solvers.checks import check_generator, check_option, check_seed
+from geninv.solvers.debias import fit_supports
+from geninv.solvers.image_layer import choose_domains
+from geninv.solvers.linalg import supported_lstsq
+from geninv.solvers.loop import Callback
+from geninv.solvers.measurement import Measurement, preactivation_target, resolve_measurement, unsaturated
+from geninv.solvers.network import hidden_layers
 from geninv.solvers.relu_output import check_relu_measure, is_relu_output, output_support
-from geninv.solvers.result import SolveResult
+from geninv.solvers.result import SolveResult, finish
 
 __all__ = ["oracle", "check_supports"]
 
@@ -129,7 +120,7 @@ def oracle(
         x_{i-1}^{S_{i-1}} = pinv(W_i^{S_i, S_{i-1}}) (x_i^{S_i} - b_i^{S_i})      i = L..2
         z                 = pinv(W_1^{S_1}) (x_1^{S_1} - b_1^{S_1})
 
-    All samples are solved at once in float64 (:func:`geninv.solvers.common.supported_lstsq`:
+    All samples are solved at once in float64 (:func:`geninv.solvers.linalg.supported_lstsq`:
     per-sample supported matrices gathered into one zero-padded batch, batched Cholesky with
     iterative refinement, pseudo-inverse for rank-deficient samples).
 
@@ -154,7 +145,7 @@ def oracle(
     check_seed(seed)
     phi = G.output_activation
     check_relu_measure("oracle", G, meas)
-    layerwise_ok = meas.diagonal or (meas.kind == "operator" and phi.name == "identity")
+    layerwise_ok = meas.diagonal or phi.name == "identity"
     if mode == "layerwise" and not layerwise_ok:
         raise InputError(
             "mode: 'layerwise' needs phi^{-1} (an invertible output activation with a pixel mask or no measure, "
@@ -178,8 +169,8 @@ def oracle(
             layers = hidden_layers(G, z.to(yy.dtype))
         else:
             a, e = lw.nonzero().squeeze(1), (~lw).nonzero().squeeze(1)
-            za, la = _layerwise(G, yy[a], [s[a] for s in sup], meas_index(meas, a))
-            ze, converged_e, _ = fit_supports(G, yy[e], [s[e] for s in sup], meas_index(meas, e),
+            za, la = _layerwise(G, yy[a], [s[a] for s in sup], meas.subset(a))
+            ze, converged_e, _ = fit_supports(G, yy[e], [s[e] for s in sup], meas.subset(e),
                                               max_iter=max_iter, tol=tol)
             z = torch.empty(B, G.latent_dim, dtype=za.dtype, device=yy.device)
             z[a], z[e] = za, ze.to(za.dtype)
