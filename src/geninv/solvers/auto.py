@@ -493,7 +493,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, sigma
     with warnings.catch_warnings():
         # finish()'s "raise max_iter" is the wrong advice where the fit is the issue; said below.
         warnings.filterwarnings("ignore", message="auto: .* did not converge", category=ConvergenceWarning)
-        res = finish("auto", G, z, layers, supports, converged, n_iter, {}, t0, info, dt)
+        res = finish("auto", G, z, layers, supports, converged, n_iter, history={}, t0=t0, info=info, dtype=dt)
     level = ("the rounding level of exact data" if exact_given else "the given noise level" if given is not None
              else "the noise level estimated from the residual")
     _warn(res.info["fits"], residual, res.converged, level)

@@ -1,5 +1,6 @@
-"""Argument checks shared by the solvers: the generator, scalar options, seeds, the default
-tolerance per dtype, and the refusal of signals that leave ``z`` undetermined."""
+"""Argument checks shared by the solvers: the generator, the problem (generator, signals and
+measurement together), scalar options, seeds, the default tolerance per dtype, and the refusal of
+signals that leave ``z`` undetermined."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from torch import Tensor
 
 from geninv.exceptions import InputError, describe
 from geninv.model.generator import Generator
-from geninv.solvers.measurement import Measurement
+from geninv.solvers.measurement import Measurement, resolve_measurement
 
-__all__ = ["check_generator", "check_option", "check_seed", "default_tol", "check_informative"]
+__all__ = ["check_generator", "check_problem", "check_option", "check_seed", "default_tol", "check_informative"]
 
 
 def check_generator(G: object, *, relu_hidden: bool = True) -> Generator:
@@ -82,3 +83,11 @@ def default_tol(dtype: torch.dtype) -> float:
     """Relative-change tolerance: 1e-7 in float64, 1e-5 in float32 (a few float32 ulps times
     the problems' conditioning: float32 iterates stop changing at about 1e-6)."""
     return 1e-7 if dtype == torch.float64 else 1e-5
+
+
+def check_problem(G: object, y: object, measure: object, mask: object) -> tuple[Generator, Tensor, Measurement]:
+    """The checked generator (hidden layers ReLU), signals (B, m) and measurement, ``G`` on the
+    device and dtype of ``y``."""
+    Gc = check_generator(G)
+    yy, meas = resolve_measurement(measure, mask, Gc, y)
+    return Gc.like(yy), yy, meas

@@ -25,9 +25,9 @@ from torch import Tensor
 
 from geninv.exceptions import ConvergenceWarning, InputError, describe
 from geninv.model.generator import Generator
-from geninv.solvers.checks import check_generator, check_informative, check_option, check_seed
+from geninv.solvers.checks import check_informative, check_option, check_problem, check_seed
 from geninv.solvers.loop import Callback
-from geninv.solvers.measurement import Measurement, resolve_measurement
+from geninv.solvers.measurement import Measurement
 from geninv.solvers.network import hidden_layers
 from geninv.solvers.refine import fit_threshold, gauss_newton_refine, network_fit
 from geninv.solvers.result import SolveResult, finish
@@ -129,7 +129,10 @@ def hybrid(
     tol : float
         Relative step tolerance of the Gauss-Newton refinement.
     callback : callable, optional
-        ``callback(k, {"stage": ..., "x": z (B, n_0), ...})`` once per stage.
+        ``callback(k, state) -> bool | None`` once per stage (``"pursuit"``, ``"refine"``,
+        ``"fallback_<name>"``); ``state`` has ``"stage"``, ``"x"`` and ``"z"`` (the current
+        ``z``, (B, n_0)) and ``"objective"`` (B,). Returning True stops there: the later stages
+        are skipped, the current ``z`` is returned and ``info["stopped_by_callback"]`` is True.
     pursuit_options : dict, optional
         Extra options for the pursuit (e.g. ``{"support_tol": 1e-3}``).
 
@@ -191,9 +194,7 @@ def hybrid(
     True
     """
     t0 = time.perf_counter()
-    G = check_generator(G)
-    yy, meas = resolve_measurement(measure, mask, G, y)
-    G = G.like(yy)
+    G, yy, meas = check_problem(G, y, measure, mask)
     if pursuit not in ("latent_pursuit", "layered_bp"):
         raise InputError(f"pursuit: expected 'latent_pursuit' or 'layered_bp', received {describe(pursuit)}")
     pursuit_iter = check_option("pursuit_iter", pursuit_iter, kind="int", low=1)
@@ -250,21 +251,21 @@ def hybrid(
         obj_p = network_fit(G64, y64, z_p, meas, gam)
     s_L = res_p.supports[-1].sum(dim=1) if res_p.supports else torch.zeros(B, dtype=torch.int64, device=dev)
     trusted = s_L.to(torch.float64) < meas.n_observed(yy).to(torch.float64) / 2
-    if callback is not None:
-        callback(0, {"stage": "pursuit", "x": z_p.to(yy.dtype), "objective": obj_p})
+    stopped = callback is not None and bool(callback(0, {"stage": "pursuit", "x": z_p.to(yy.dtype), "z": z_p.to(yy.dtype),
+                                                          "objective": obj_p}))
 
     # 2. Gauss-Newton on the whole network
     ts = time.perf_counter()
     with torch.no_grad():
-        if refine_iter:
+        if refine_iter and not stopped:
             z_r, obj_r, it_r, conv_r = gauss_newton_refine(G64, y64, meas, z_p, gamma=gam, max_iter=refine_iter, tol=tol)
         else:
             z_r, obj_r = z_p, obj_p
             it_r = torch.zeros(B, dtype=torch.int64, device=dev)
             conv_r = res_p.converged.clone()
     seconds["refine"] = time.perf_counter() - ts
-    if callback is not None:
-        callback(1, {"stage": "refine", "x": z_r.to(yy.dtype), "objective": obj_r})
+    if callback is not None and not stopped:
+        stopped = bool(callback(1, {"stage": "refine", "x": z_r.to(yy.dtype), "z": z_r.to(yy.dtype), "objective": obj_r}))
     z_best, obj_best = z_r.clone(), obj_r.clone()
     candidate_converged = conv_r.clone()
     n_iter = res_p.n_iter + it_r
@@ -281,6 +282,8 @@ def hybrid(
     obj_f = {name: torch.full((B,), math.nan, dtype=torch.float64, device=dev) for name in fallback}
     hist = [obj_p, obj_best.clone()]
     for k, name in enumerate(fallback, start=1):
+        if stopped:
+            break
         todo = unexplained(obj_best, z_best)
         if not bool(todo.any()):
             hist.append(obj_best.clone())
@@ -305,7 +308,8 @@ def hybrid(
         seconds[f"fallback_{name}"] = time.perf_counter() - ts
         hist.append(obj_best.clone())
         if callback is not None:
-            callback(1 + k, {"stage": f"fallback_{name}", "x": z_best.to(yy.dtype), "objective": obj_best})
+            stopped = bool(callback(1 + k, {"stage": f"fallback_{name}", "x": z_best.to(yy.dtype), "z": z_best.to(yy.dtype),
+                                            "objective": obj_best}))
 
     with torch.no_grad():
         layers = hidden_layers(G64, z_best)
@@ -321,4 +325,7 @@ def hybrid(
         "s_L": s_L, "pursuit_trusted": trusted, "sigma": sigma, "gamma": gam, "seconds": seconds,
         "pursuit": pursuit, "pursuit_info": res_p.info,
     }
-    return finish("hybrid", G, z_best, layers, supports, converged, n_iter, history, t0, info, yy.dtype, y=yy, meas=meas)
+    if stopped:
+        info["stopped_by_callback"] = True
+    return finish("hybrid", G, z_best, layers, supports, converged, n_iter, history=history, t0=t0, info=info,
+                  dtype=yy.dtype, y=yy, meas=meas)

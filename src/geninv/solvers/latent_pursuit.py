@@ -9,21 +9,19 @@ import torch
 from torch import Tensor
 
 from geninv.model.generator import Generator
-from geninv.solvers.checks import check_generator, check_informative, check_seed, default_tol
 from geninv.solvers.debias import debias_stage
-from geninv.solvers.image_layer import choose_domains, image_problem
+from geninv.solvers.image_layer import image_problem
 from geninv.solvers.linalg import supported_lstsq
 from geninv.solvers.loop import Callback, StageLog, threshold_support
-from geninv.solvers.measurement import Measurement, resolve_measurement
+from geninv.solvers.measurement import Measurement
 from geninv.solvers.options import PursuitOptions
+from geninv.solvers.pursuits import solve_pursuit
 from geninv.solvers.relu_output import (
-    check_relu_measure,
-    is_relu_output,
     output_support,
     relu_image_admm,
     relu_image_start,
 )
-from geninv.solvers.result import SolveResult, finish, no_hidden_layer, split_by_domain
+from geninv.solvers.result import SolveResult, finish
 from geninv.solvers.spectral import masked_gram_norm
 from geninv.solvers.steps import LinearLS
 from geninv.solvers.subproblems import auto_lam, fista_layer, ladmm_layer
@@ -95,9 +93,11 @@ def latent_pursuit(
     seed : int, optional
         Unused: Latent-Pursuit is deterministic (accepted so every method takes the same options).
     callback : callable, optional
-        ``callback(iteration, state)`` at every convergence check; ``state`` has ``stage``
-        (``"x_L"``, ..., ``"z"``), ``x`` (the stage's full-batch estimate), ``active``,
-        ``change`` and ``objective``.
+        ``callback(iteration, state) -> bool | None`` at every convergence check; ``state``
+        has ``"stage"`` (``"x<L>"``, ..., ``"x1"``, ``"z"``), ``"x"`` (the stage's full-batch
+        estimate), ``"active"``, ``"change"`` and ``"objective"``, and in the last stage
+        ``"z"``. Returning True stops the pursuit: the later stages keep their warm starts
+        (no iterations), debiasing is skipped, and ``info["stopped_by_callback"]`` is True.
     image_domain : {"auto", "pre", "signal"}
         Form of the image-layer problem. ``"signal"``: eq. (8),
         ``min_{x>=0} 1/2 ||A (y - phi(W x + b))||^2 + lam 1^T x``. ``"pre"``: the convex
@@ -183,34 +183,14 @@ def latent_pursuit(
     --------
     >>> G = random_generator([20, 200, 600], "tanh", dtype=torch.float64)
     >>> z, y = G.sample(8, seed=1)
-    >>> res = latent_pursuit(G, y)
-    >>> bool((relative_error(z, res.z) < 1e-6).all())
-    True
+    >>> seen = torch.rand(600, generator=torch.Generator().manual_seed(0)) < 0.8  # 80 % of the pixels
+    >>> res = latent_pursuit(G, y, mask=seen)
+    >>> bool(res.fits.all()), bool((relative_error(z, res.z) < 1e-6).all())
+    (True, True)
     """
     options = {k: v for k, v in locals().items() if k not in ("G", "y", "measure", "mask", "image_domain")}
-    t0 = time.perf_counter()
-    G = check_generator(G)
-    yy, meas = resolve_measurement(measure, mask, G, y)
-    G = G.like(yy)
-    o = PursuitOptions(lam=lam, lam_rel=lam_rel, rho=rho, gamma=gamma, max_iter=max_iter,
-                       tol=default_tol(yy.dtype) if tol is None else tol, debias=debias, debias_rounds=debias_rounds,
-                       callback=callback, support_tol=support_tol, mu=mu, check_every=check_every, restart=restart,
-                       warm_start=warm_start, power_iters=power_iters)
-    check_seed(seed)
-    if is_relu_output(G) and image_domain == "auto":
-        # A ReLU output is one more sparse layer: its support is read off y (module relu_output).
-        check_relu_measure("latent_pursuit", G, meas)
-        domain, pre = "support", None
-    else:
-        domain, pre = choose_domains(image_domain, G, yy, meas)
-    check_informative(G, yy, meas)
-    if domain == "mixed":
-        return split_by_domain(latent_pursuit, G, yy, meas, pre, options)
-
-    with torch.no_grad():
-        if G.n_hidden == 0:
-            return no_hidden_layer("latent_pursuit", G, yy, meas, t0)
-        return _run(G, yy, meas, domain, o, t0)
+    return solve_pursuit("latent_pursuit", latent_pursuit, _run, G, y, measure=measure, mask=mask, image_domain=image_domain,
+                         options=options)
 
 
 def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOptions, t0: float) -> SolveResult:
@@ -218,7 +198,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOpti
     Ws, bs = G.weights, G.biases
     B = y.shape[0]
     dtype = y.dtype
-    info: dict[str, Any] = {"image_domain": domain, "lam": {}, "mu": {}, "n_iter": {}, "seconds": {}}
+    info: dict[str, Any] = {"image_domain": domain, "lam": {}, "mu": {}}  # StageLog adds "n_iter", "seconds"
     log = StageLog(B, y.device, info)
     loop = {"tol": o.tol, "check_every": o.check_every, "callback": o.callback}
 
@@ -305,4 +285,5 @@ def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOpti
     layers = est
     if o.debias and not log.stopped:
         z, layers = debias_stage(log, G, y, supports, meas, z, o.debias_rounds)
-    return finish("latent_pursuit", G, z, layers, supports, log.converged, log.n_iter, log.history, t0, info, dtype, y=y, meas=meas)
+    return finish("latent_pursuit", G, z, layers, supports, log.converged, log.n_iter, history=log.history, t0=t0, info=info,
+                  dtype=dtype, y=y, meas=meas)

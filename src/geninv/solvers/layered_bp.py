@@ -5,19 +5,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from geninv.model.generator import Generator
-from geninv.solvers.checks import check_generator, check_informative, check_seed, default_tol
 from geninv.solvers.debias import debias_stage
-from geninv.solvers.image_layer import ImageProblem, choose_domains, image_problem
+from geninv.solvers.image_layer import ImageProblem, image_problem
 from geninv.solvers.linalg import supported_lstsq
 from geninv.solvers.loop import Callback, StageLog, threshold_support
-from geninv.solvers.measurement import Measurement, resolve_measurement
+from geninv.solvers.measurement import Measurement
 from geninv.solvers.options import PursuitOptions
-from geninv.solvers.relu_output import check_relu_measure, is_relu_output, output_support, relu_image_start
-from geninv.solvers.result import SolveResult, finish, no_hidden_layer, split_by_domain
+from geninv.solvers.pursuits import solve_pursuit
+from geninv.solvers.relu_output import output_support, relu_image_start
+from geninv.solvers.result import SolveResult, finish
 from geninv.solvers.spectral import masked_gram_norm
 from geninv.solvers.steps import LinearLS
 from geninv.solvers.subproblems import fista_layer
@@ -72,7 +71,10 @@ def layered_bp(
     seed : int, optional
         Unused (deterministic).
     callback : callable, optional
-        ``callback(iteration, state)`` at every check, ``state["stage"]`` in ``"x_L"``..``"x_1"``.
+        ``callback(iteration, state) -> bool | None`` at every check, ``state["stage"]`` in
+        ``"x<L>"``, ..., ``"x1"`` and ``state["x"]`` the stage's full-batch estimate. Returning
+        True stops the pursuit: the later stages get no iterations, debiasing is skipped, and
+        ``info["stopped_by_callback"]`` is True.
     image_domain : {"auto", "pre", "signal"}
         Form of the first problem. ``"auto"`` (default): the pre-activation ``phi^{-1}(y)`` of
         docs/method.md sec. 5 for an invertible output, a pixel mask or no measure and observed ``y``
@@ -120,32 +122,12 @@ def layered_bp(
     >>> G = random_generator([20, 200, 600], "tanh", dtype=torch.float64)
     >>> z, y = G.sample(8, seed=1)
     >>> res = layered_bp(G, y)
-    >>> bool((relative_error(z, res.z) < 1e-6).all())
-    True
+    >>> res.info["image_domain"], bool((relative_error(z, res.z) < 1e-6).all())
+    ('pre', True)
     """
     options = {k: v for k, v in locals().items() if k not in ("G", "y", "measure", "mask", "image_domain")}
-    t0 = time.perf_counter()
-    G = check_generator(G)
-    yy, meas = resolve_measurement(measure, mask, G, y)
-    G = G.like(yy)
-    o = PursuitOptions(lam=lam, lam_rel=lam_rel, max_iter=max_iter, tol=default_tol(yy.dtype) if tol is None else tol,
-                       debias=debias, debias_rounds=debias_rounds, callback=callback, support_tol=support_tol,
-                       check_every=check_every, restart=restart, power_iters=power_iters, warm_start=warm_start)
-    check_seed(seed)
-    if is_relu_output(G) and image_domain == "auto":
-        # A ReLU output is one more sparse layer: its support is read off y (module relu_output).
-        check_relu_measure("layered_bp", G, meas)
-        domain, pre = "support", None
-    else:
-        domain, pre = choose_domains(image_domain, G, yy, meas)
-    check_informative(G, yy, meas)
-    if domain == "mixed":
-        return split_by_domain(layered_bp, G, yy, meas, pre, options)
-
-    with torch.no_grad():
-        if G.n_hidden == 0:
-            return no_hidden_layer("layered_bp", G, yy, meas, t0)
-        return _run(G, yy, meas, domain, o, t0)
+    return solve_pursuit("layered_bp", layered_bp, _run, G, y, measure=measure, mask=mask, image_domain=image_domain,
+                         options=options)
 
 
 def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOptions, t0: float) -> SolveResult:
@@ -153,7 +135,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOpti
     Ws, bs = G.weights, G.biases
     B = y.shape[0]
     dtype = y.dtype
-    info: dict[str, Any] = {"image_domain": domain, "lam": {}, "n_iter": {}, "seconds": {}}
+    info: dict[str, Any] = {"image_domain": domain, "lam": {}}  # StageLog adds "n_iter", "seconds"
     log = StageLog(B, y.device, info)
     loop = {"lam": o.lam, "lam_rel": o.lam_rel, "tol": o.tol, "check_every": o.check_every, "restart": o.restart,
             "callback": o.callback}
@@ -193,4 +175,5 @@ def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOpti
     layers = est
     if o.debias and not log.stopped:
         z, layers = debias_stage(log, G, y, supports, meas, z, o.debias_rounds)
-    return finish("layered_bp", G, z, layers, supports, log.converged, log.n_iter, log.history, t0, info, dtype, y=y, meas=meas)
+    return finish("layered_bp", G, z, layers, supports, log.converged, log.n_iter, history=log.history, t0=t0, info=info,
+                  dtype=dtype, y=y, meas=meas)

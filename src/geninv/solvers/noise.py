@@ -32,14 +32,14 @@ from torch import Tensor
 
 from geninv.exceptions import ConvergenceWarning, InputError, ShapeError, describe
 from geninv.model.generator import Generator
-from geninv.solvers.checks import check_generator, check_informative, default_tol
+from geninv.solvers.checks import check_informative, check_problem, default_tol
 from geninv.solvers.debias import debias_fit, fit_supports
 from geninv.solvers.expected_error import oracle_expected_error
 from geninv.solvers.image_layer import choose_domain, image_warm_start
 from geninv.solvers.latent_pursuit import latent_pursuit
 from geninv.solvers.linalg import one_thread, supported_lstsq
 from geninv.solvers.loop import Callback, StageLog, threshold_support
-from geninv.solvers.measurement import Measurement, preactivation_target, resolve_measurement, unsaturated
+from geninv.solvers.measurement import Measurement, preactivation_target, unsaturated
 from geninv.solvers.network import hidden_layers
 from geninv.solvers.options import NoiseOptions
 from geninv.solvers.refine import gauss_newton_refine, network_fit
@@ -99,9 +99,7 @@ def estimate_noise(
     biases (32 signals, input SNR 10-40 dB): ``sigma_hat / sigma`` median 0.99-1.03 after the
     Gauss-Newton refinement (see :mod:`geninv.experiments.noise_exp` for the records).
     """
-    G = check_generator(G)
-    yy, meas = resolve_measurement(measure, mask, G, y)
-    G = G.like(yy)
+    G, yy, meas = check_problem(G, y, measure, mask)
     G64 = G.to(dtype=torch.float64)
     # Unobserved entries carry no data (they would add 1/2 ||y_unobserved||^2 to every fit).
     y64 = meas.observed(yy.to(torch.float64))
@@ -259,7 +257,10 @@ def noisy_pursuit(
     gamma_end : float, optional
         Default ``sigma^2 / sigma_z^2`` (the MAP weight of white image noise).
     callback : callable, optional
-        Passed to every stage's iteration (``state["stage"]`` names it).
+        ``callback(iteration, state) -> bool | None``, passed to every stage's iteration
+        (``state["stage"]`` names it; as in :func:`geninv.latent_pursuit`). Returning True stops:
+        the later stages get no iterations, the refinement is skipped, and
+        ``info["stopped_by_callback"]`` is True.
     seed : int, optional
         Unused (deterministic).
 
@@ -316,9 +317,7 @@ def noisy_pursuit(
     torch.Size([4])
     """
     t0 = time.perf_counter()
-    G = check_generator(G)
-    yy, meas = resolve_measurement(measure, mask, G, y)
-    G = G.like(yy)
+    G, yy, meas = check_problem(G, y, measure, mask)
     o = NoiseOptions(method=method, refine=refine, lam_scale=lam_scale, sigma_z=sigma_z, margin=margin, max_iter=max_iter,
                      tol=default_tol(yy.dtype) if tol is None else tol, support_tol=support_tol, rho=rho,
                      refine_iter=refine_iter, gamma_end=gamma_end, check_every=check_every, power_iters=power_iters,
@@ -348,8 +347,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, domain: str,
     B = y.shape[0]
     dt, dev = y.dtype, y.device
     phi = G.output_activation
-    info: dict[str, Any] = {"sigma": sigma, "image_domain": domain, "lam": {}, "layer_sigma": {}, "eps": {},
-                            "n_iter": {}, "seconds": {}}
+    info: dict[str, Any] = {"sigma": sigma, "image_domain": domain, "lam": {}, "layer_sigma": {}, "eps": {}}
     log = StageLog(B, dev, info)
     record = log.record
     loop = {"tol": o.tol, "check_every": o.check_every, "callback": o.callback}
@@ -468,4 +466,5 @@ def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, domain: str,
         info["seconds"]["refine"] = time.perf_counter() - ts
         z = z64.to(dt)
         layers = hidden_layers(G, z)
-    return finish(f"noisy_{o.method}", G, z, layers, supports, log.converged, log.n_iter, log.history, t0, info, dt)
+    return finish(f"noisy_{o.method}", G, z, layers, supports, log.converged, log.n_iter, history=log.history, t0=t0,
+                  info=info, dtype=dt)

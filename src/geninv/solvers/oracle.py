@@ -9,14 +9,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from geninv._validate import as_bool_rows
 from geninv.exceptions import InputError, ShapeError, describe
 from geninv.model.generator import Generator
-from geninv.solvers.checks import check_generator, check_option, check_seed
+from geninv.solvers.checks import check_option, check_problem, check_seed
 from geninv.solvers.debias import fit_supports
 from geninv.solvers.image_layer import choose_domains
 from geninv.solvers.linalg import supported_lstsq
 from geninv.solvers.loop import Callback
-from geninv.solvers.measurement import Measurement, preactivation_target, resolve_measurement, unsaturated
+from geninv.solvers.measurement import Measurement, preactivation_target, unsaturated
 from geninv.solvers.network import hidden_layers
 from geninv.solvers.relu_output import check_relu_measure, is_relu_output, output_support
 from geninv.solvers.result import SolveResult, finish
@@ -36,20 +37,7 @@ def check_supports(supports: object, G: Generator, B: int, device: torch.device)
         raise ShapeError(f"supports: expected {L} tensors (one per hidden layer), received {len(supports)}")
     out = []
     for i, (s, n_i) in enumerate(zip(supports, dims)):
-        if not isinstance(s, Tensor):
-            raise InputError(f"supports[{i}]: expected a boolean tensor of shape ({B}, {n_i}), received {describe(s)}")
-        if s.dtype != torch.bool:
-            if s.is_floating_point() or s.dtype in (torch.int64, torch.int32, torch.uint8, torch.int8):
-                if not bool(((s == 0) | (s == 1)).all()):
-                    raise InputError(f"supports[{i}]: expected boolean or 0/1 entries, received other values")
-                s = s != 0
-            else:
-                raise InputError(f"supports[{i}]: expected a boolean tensor, received dtype {s.dtype}")
-        if s.ndim == 1:
-            s = s[None]
-        if s.ndim != 2 or s.shape[1] != n_i or s.shape[0] not in (1, B):
-            raise ShapeError(f"supports[{i}]: expected shape ({B}, {n_i}) or ({n_i},), received {tuple(s.shape)}")
-        s = s.to(device).expand(B, n_i)
+        s = as_bool_rows(s, B, n_i, device, f"supports[{i}]")
         empty = ~s.any(dim=1)
         if bool(empty.any()):
             which = empty.nonzero().flatten().tolist()[:5]
@@ -104,7 +92,9 @@ def oracle(
     seed : int, optional
         Unused (the Oracle is deterministic).
     callback : callable, optional
-        Called once, ``callback(0, {"stage": "oracle", "x": z, ...})``.
+        ``callback(k, state) -> bool | None``, called once with the answer,
+        ``callback(0, {"stage": "oracle", "x": z, "z": z, ...})`` (nothing is left to stop, so
+        its return value changes nothing).
 
     Returns
     -------
@@ -133,9 +123,7 @@ def oracle(
     True
     """
     t0 = time.perf_counter()
-    G = check_generator(G)
-    yy, meas = resolve_measurement(measure, mask, G, y)
-    G = G.like(yy)
+    G, yy, meas = check_problem(G, y, measure, mask)
     sup = check_supports(supports, G, yy.shape[0], yy.device)
     if mode not in ("auto", "layerwise", "end_to_end"):
         raise InputError(f"mode: expected 'auto', 'layerwise' or 'end_to_end', received {mode!r}")
@@ -180,11 +168,13 @@ def oracle(
             for x, xa in zip(layers, la):
                 x[a] = xa.to(x.dtype)
     if callback is not None:
-        callback(0, {"stage": "oracle", "x": z.to(yy.dtype), "active": 0, "change": None, "objective": None})
+        callback(0, {"stage": "oracle", "x": z.to(yy.dtype), "z": z.to(yy.dtype), "active": 0, "change": None,
+                     "objective": None})
     n_iter = torch.zeros(yy.shape[0], dtype=torch.int64, device=yy.device)
     info: dict[str, Any] = {"mode": "layerwise" if use_layerwise else "end_to_end" if not bool(lw.any())
                             else ["layerwise" if v else "end_to_end" for v in lw.tolist()]}
-    return finish("oracle", G, z, layers, [s.clone() for s in sup], converged, n_iter, {}, t0, info, yy.dtype, y=yy, meas=meas)
+    return finish("oracle", G, z, layers, [s.clone() for s in sup], converged, n_iter, history={}, t0=t0, info=info,
+                  dtype=yy.dtype, y=yy, meas=meas)
 
 
 def _layerwise(G: Generator, y: Tensor, sup: list[Tensor], meas: Measurement) -> tuple[Tensor, list[Tensor]]:

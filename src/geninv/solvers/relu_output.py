@@ -30,7 +30,7 @@ from torch import Tensor
 from geninv.exceptions import InputError
 from geninv.model.generator import Generator
 from geninv.solvers.linalg import batched_lstsq, supported_lstsq
-from geninv.solvers.loop import Callback, LoopOutput
+from geninv.solvers.loop import LoopOutput
 from geninv.solvers.measurement import Measurement
 from geninv.solvers.network import support_affine
 from geninv.solvers.subproblems import auto_lam, ladmm_layer
@@ -100,12 +100,7 @@ def relu_image_admm(
     mu: float | None,
     x0: Tensor,
     exact: Tensor | None,
-    max_iter: int,
-    tol: float,
-    check_every: int,
-    power_iters: int,
-    callback: Callback | None,
-    stage: str,
+    **iteration: Any,
 ) -> tuple[LoopOutput, Tensor, Tensor]:
     """The image layer of a ReLU output as a middle layer of eq. (9), by linearized ADMM.
 
@@ -126,6 +121,9 @@ def relu_image_admm(
         Absolute l1 weight; None: ``lam_rel * lam_max`` per sample.
     exact : bool Tensor (B,) or None
         Samples whose start solves the layer exactly (:func:`relu_image_start`): ``lam = 0``.
+    **iteration :
+        ``max_iter``, ``tol``, ``check_every``, ``power_iters``, ``callback`` and ``stage`` of
+        :func:`geninv.solvers.subproblems.ladmm_layer`.
 
     Returns
     -------
@@ -141,9 +139,7 @@ def relu_image_admm(
         lam_t = torch.full((B, 1), float(lam), dtype=dtype, device=y.device)
     if exact is not None:
         lam_t = lam_t.masked_fill(exact[:, None], 0.0)
-    out, mu_t = ladmm_layer(W, b, y, s, sc=sc, lam=lam_t, rho=rho, gamma=0.0, nonneg=True, mu=mu, x0=x0,
-                            max_iter=max_iter, tol=tol, check_every=check_every, power_iters=power_iters,
-                            callback=callback, stage=stage)
+    out, mu_t = ladmm_layer(W, b, y, s, sc=sc, lam=lam_t, rho=rho, gamma=0.0, nonneg=True, mu=mu, x0=x0, **iteration)
     return out, lam_t, mu_t
 
 

@@ -108,11 +108,11 @@ def finish(
     supports: list[Tensor],
     converged: Tensor,
     n_iter: Tensor,
+    *,
     history: dict[str, Tensor],
     t0: float,
     info: dict[str, Any],
     dtype: torch.dtype,
-    *,
     y: Tensor | None = None,
     meas: Measurement | None = None,
 ) -> SolveResult:
@@ -241,4 +241,5 @@ def no_hidden_layer(method: str, G: Generator, y: Tensor, meas: Measurement, t0:
     """A generator without hidden layers, ``y = A phi(W z + b)``: the end-to-end fit is the answer."""
     z, conv, obj = fit_supports(G, y, [], meas)
     n_iter = torch.zeros(y.shape[0], dtype=torch.int64, device=y.device)
-    return finish(method, G, z, [], [], conv, n_iter, {}, t0, {"debias_objective": obj}, y.dtype, y=y, meas=meas)
+    return finish(method, G, z, [], [], conv, n_iter, history={}, t0=t0, info={"debias_objective": obj}, dtype=y.dtype,
+                  y=y, meas=meas)
