@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 import geninv
 from geninv import Activation, Generator, Layer, block_mask, random_mask, relative_error
-from geninv.solvers.common import saturated
+from geninv.solvers.measurement import saturated
 
 F32, F64 = torch.float32, torch.float64
 METHODS = ("latent_pursuit", "layered_bp", "oracle", "lp_layerwise")

@@ -15,7 +15,7 @@ import torch
 import geninv
 from geninv import Activation, GaussianMatrix, Generator, Layer, Mask, certify, random_generator, relative_error
 from geninv.exceptions import InputError, ShapeError
-from geninv.solvers.common import saturated
+from geninv.solvers.measurement import saturated
 
 F32, F64 = torch.float32, torch.float64
 

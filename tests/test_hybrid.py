@@ -12,9 +12,10 @@ import geninv
 from geninv.exceptions import InputError
 from geninv.experiments.records import derive_seed
 from geninv.metrics import snr
-from geninv.solvers.common import resolve_measurement
 from geninv.solvers.gradient import gd
-from geninv.solvers.hybrid import fit_threshold, gauss_newton_refine, hybrid, network_fit
+from geninv.solvers.hybrid import hybrid
+from geninv.solvers.measurement import resolve_measurement
+from geninv.solvers.refine import fit_threshold, gauss_newton_refine, network_fit
 
 # SNRs above this are all "exact in float64": a relative error of 1e-15 is a few ulps of z, and
 # which method lands on which ulp is rounding luck (measured: gd, Latent-Pursuit and the hybrid

@@ -28,7 +28,8 @@ from geninv import (
     random_mask,
     relative_error,
 )
-from geninv.solvers.common import choose_domains, saturated
+from geninv.solvers.image_layer import choose_domains
+from geninv.solvers.measurement import saturated
 
 F32, F64 = torch.float32, torch.float64
 
@@ -77,7 +78,7 @@ def test_the_image_domain_is_chosen_per_sample():
     y = G(latents(4, F32))
     y[1, :] = 0.0  # every pixel saturated: no equation on the pre-activation
     y[2, 5] = 1.5  # out of the range (noise)
-    meas = geninv.solvers.common.resolve_measurement(None, None, G, y)[1]
+    meas = geninv.solvers.measurement.resolve_measurement(None, None, G, y)[1]
     domain, pre = choose_domains("auto", G, y, meas)
     assert domain == "mixed" and pre.tolist() == [True, False, False, True]
     _, pre_bp = choose_domains("auto", G, y, meas, out_of_range="pre")

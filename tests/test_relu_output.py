@@ -10,7 +10,7 @@ import torch
 
 import geninv
 from geninv import ConvergenceWarning, GaussianMatrix, InputError, random_generator, relative_error
-from geninv.solvers.common import resolve_measurement
+from geninv.solvers.measurement import resolve_measurement
 from geninv.solvers.relu_output import output_support, relu_image_start
 
 F64 = torch.float64

@@ -13,7 +13,8 @@ import geninv
 from geninv.exceptions import InputError
 from geninv.metrics import snr
 from geninv.solvers.auto import STAGES, auto, residual_noise_level
-from geninv.solvers.common import data_dtype, resolve_measurement
+from geninv.solvers.image_layer import data_dtype
+from geninv.solvers.measurement import resolve_measurement
 
 F64 = torch.float64
 
@@ -80,7 +81,7 @@ def test_noisy_recovery_is_at_the_end_to_end_oracles_level(snr_db: float) -> Non
     # It fits y as well as the Oracle on every sample (the same least squares, supports free), up
     # to the statistical stop of the refinement (a step gaining < 1e-3 n_0 / (m - n_0) of the fit).
     _, meas = resolve_measurement(None, None, G, y)
-    from geninv.solvers.hybrid import network_fit
+    from geninv.solvers.refine import network_fit
 
     assert bool((network_fit(G, y, res.z, meas) <= network_fit(G, y, orc.z, meas) * (1 + 1e-3)).all())
 
@@ -135,7 +136,7 @@ def test_signal_off_the_range_is_the_best_fit_and_says_it_does_not_fit() -> None
     assert bool((res.info["residual"] > 1e-2).all())
     # Its fit is at least as good as the pursuit's and gradient descent's own answers.
     _, meas = resolve_measurement(None, None, G, y)
-    from geninv.solvers.hybrid import network_fit
+    from geninv.solvers.refine import network_fit
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -10,13 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geninv import random_generator
-from geninv.solvers.common import (
-    batched_lstsq,
-    run_loop,
-    support_affine,
-    supported_lstsq,
-    threshold_support,
-)
+from geninv.solvers.linalg import batched_lstsq, supported_lstsq
+from geninv.solvers.loop import run_loop, threshold_support
+from geninv.solvers.network import support_affine
 from geninv.solvers.spectral import clear_cache, masked_gram_norm, spectral_norm, top_singular
 from geninv.solvers.steps import FistaState, fista_init, prox_nonneg_l1
 
@@ -148,7 +144,9 @@ def test_reduced_debias_least_squares_equals_the_full_jacobian_one():
     # J_b = W_{L+1} M_b) has the same minimizer as the least squares on the full J_b, with no
     # mask and with one mask shared by the batch, on data that the model does not fit exactly.
     from geninv.operators import Mask
-    from geninv.solvers.common import _reduced_linear_fit, batched_lstsq, preactivation_target, resolve_measurement
+    from geninv.solvers.debias import _reduced_linear_fit
+    from geninv.solvers.linalg import batched_lstsq
+    from geninv.solvers.measurement import preactivation_target, resolve_measurement
 
     G = random_generator([5, 30, 60, 150], "plu", seed=4, bias=True, dtype=F64)
     z, y0 = G.sample(6, seed=1)

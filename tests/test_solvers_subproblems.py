@@ -10,7 +10,7 @@ from scipy.optimize import minimize
 
 from geninv import random_generator, random_mask
 from geninv.exceptions import InputError
-from geninv.solvers.common import Measurement
+from geninv.solvers.measurement import Measurement
 from geninv.solvers.steps import LinearLS, SignalLS
 from geninv.solvers.subproblems import fista_layer, image_lipschitz, ladmm_layer, ladmm_mu
 

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from geninv.exceptions import InputError, ShapeError, describe
 
-__all__ = ["as_batch", "check_finite", "as_mask", "as_int", "as_float", "as_dtype", "as_device"]
+__all__ = ["as_batch", "check_finite", "as_mask", "as_bool_rows", "as_int", "as_float", "as_dtype", "as_device"]
 
 _NUMPY_KINDS = "fiu"  # float, signed and unsigned int: the numpy arrays torch converts to a real tensor
 
@@ -57,6 +57,14 @@ def check_finite(x: Tensor, name: str) -> None:
 
 def as_mask(mask: object, batch: int, width: int, device: torch.device, name: str = "mask") -> Tensor:
     """Return a boolean mask of shape (B, width) (``True`` = observed pixel)."""
+    mask = as_bool_rows(mask, batch, width, device, name)
+    if not bool(mask.any(dim=1).all()):
+        raise InputError(f"{name}: expected at least one observed entry per signal, received a mask hiding everything")
+    return mask
+
+
+def as_bool_rows(mask: object, batch: int, width: int, device: torch.device, name: str) -> Tensor:
+    """A boolean tensor (or 0/1 numbers) of shape (width,), (1, width) or (batch, width) as bool (batch, width)."""
     if not isinstance(mask, Tensor):
         raise InputError(f"{name}: expected a boolean torch.Tensor of shape ({width},) or (B, {width}), received {describe(mask)}")
     if mask.is_complex():
@@ -73,8 +81,6 @@ def as_mask(mask: object, batch: int, width: int, device: torch.device, name: st
         mask = mask[None]
     if mask.ndim != 2 or mask.shape[1] != width or mask.shape[0] not in (1, batch):
         raise ShapeError(f"{name}: expected shape ({width},), (1, {width}) or ({batch}, {width}), received {tuple(mask.shape)}")
-    if not bool(mask.any(dim=1).all()):
-        raise InputError(f"{name}: expected at least one observed entry per signal, received a mask hiding everything")
     return mask.to(device).expand(batch, width)
 
 

@@ -98,7 +98,7 @@ def fista_stage_flops(
 
 def supported_lstsq_flops(n_in: int, n_out: int, B: int, rows: Tensor | None, *, refine: int = 2,
                           budget: int = 2**25) -> int:
-    """Products of :func:`geninv.solvers.common.supported_lstsq` with all columns free.
+    """Products of :func:`geninv.solvers.linalg.supported_lstsq` with all columns free.
 
     When every sample has the same rows (always for ``B = 1``): one ``W^T diag(s) W``
     (``2 n_in^2 n_out``) and ``1 + 2 refine`` full-width products per sample. When the rows
@@ -233,7 +233,7 @@ def loop_flops(method: str, dims: Sequence[int], res: Any, options: dict[str, An
     if not signal and bool(opts.get("warm_start", True)):
         # Least-squares warm start of the image layer (rows shared: no mask): one Gram matrix,
         # one product per sample and two refinement steps; then the exact-fit check (one
-        # product per sample, ``common.exact_fit``).
+        # product per sample, ``exact_fit``).
         Bz = int(res.z.shape[0])
         ws = supported_lstsq_flops(dims[L], dims[L + 1], Bz, None, refine=2) + Bz * matmul_flops(1, dims[L], dims[L + 1])
         stages[top] = {**stages[top], "setup": stages[top]["setup"] + ws, "total": stages[top]["total"] + ws}

@@ -523,7 +523,7 @@ def certify(
     The rows that carry the output equations, per signal: the measured entries of the image
     (``mask``, ``measure``) that are not saturated in the generator's precision (a tanh /
     sigmoid value rounded to its bound gives no equation on the pre-activation: the solvers
-    leave it out, :func:`geninv.solvers.common.saturated`), and for a ReLU output those in
+    leave it out, :func:`geninv.solvers.measurement.saturated`), and for a ReLU output those in
     ``supp(y)``. Theorem 1 (i) and Corollary 1 count them (``Certificate.output_rows``). A
     batch with per-signal masks is one call: the work shared by its signals (the s-forms, the
     spark of a row set common to several signals) is done once.
@@ -622,7 +622,7 @@ def _measured_rows(G: Generator, ctx: _Ctx, mask: Any, measure: Any, y_data: Ten
     the measurements and not saturated in ``y_data``'s precision), each (B, n) bool or None,
     and a description of the rows."""
     from geninv.operators import Identity, Mask
-    from geninv.solvers.common import saturated
+    from geninv.solvers.measurement import saturated
 
     n = G.output_dim
     if mask is not None and measure is not None:
@@ -834,7 +834,7 @@ def certify_architecture(
     with np.errstate(divide="ignore"):
         ratios = s_ext[:, 1:] / s_ext[:, :-1]
     # the output rows that carry equations: the unsaturated ones, and supp(y) for a ReLU output
-    from geninv.solvers.common import saturated
+    from geninv.solvers.measurement import saturated
 
     rows = ~saturated(G.output_activation, tr.y)
     if not G.output_activation.invertible:

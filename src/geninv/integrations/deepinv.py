@@ -41,7 +41,7 @@ from geninv.integrations.deepinv_physics import (
     shape_tuple,
 )
 from geninv.solvers import METHODS, invert, takes_noise_level
-from geninv.solvers.common import check_generator
+from geninv.solvers.checks import check_generator
 
 __all__ = [
     "as_operator", "physics_noise_level", "GenInvReconstructor", "PhysicsOperator", "PhysicsMask", "PhysicsIdentity",

@@ -18,18 +18,12 @@ from geninv.exceptions import ConvergenceWarning, InputError, describe
 from geninv.integrations import is_deepinv_physics
 from geninv.model.generator import Generator
 from geninv.operators import Mask
-from geninv.solvers.common import (
-    check_generator,
-    check_informative,
-    check_option,
-    check_seed,
-    debias_fit,
-    hidden_layers,
-    network_objective,
-    resolve_measurement,
-)
+from geninv.solvers.checks import check_generator, check_informative, check_option, check_seed
+from geninv.solvers.debias import debias_fit
 from geninv.solvers.latent_pursuit import latent_pursuit
 from geninv.solvers.layered_bp import layered_bp
+from geninv.solvers.measurement import resolve_measurement
+from geninv.solvers.network import hidden_layers, network_objective
 from geninv.solvers.oracle import oracle
 from geninv.solvers.result import SolveResult
 from geninv.solvers.verdict import fit_message, noise_level_of, self_check
@@ -253,7 +247,7 @@ def _check_common_options(options: dict[str, Any]) -> None:
 
 def debias_result(G: Any, y: Any, meas: Any, res: SolveResult) -> SolveResult:
     """Debias any method's result (docs/method.md sec. 6.4): freeze the supports of ``G(res.z)`` and fit ``z``
-    end to end (:func:`geninv.solvers.common.debias_fit`); the fit is kept per sample only where
+    end to end (:func:`geninv.solvers.debias.debias_fit`); the fit is kept per sample only where
     it lowers ``1/2 ||A (y - G(z))||^2``."""
     t0 = time.perf_counter()
     with torch.no_grad():

@@ -31,27 +31,22 @@ from torch import Tensor
 
 from geninv.exceptions import ConvergenceWarning, InputError, describe
 from geninv.model.generator import Generator
-from geninv.solvers.common import (
-    Callback,
+from geninv.solvers.checks import check_generator, check_informative, check_option, check_seed
+from geninv.solvers.image_layer import choose_domains, data_dtype, exact_fit, image_warm_start
+from geninv.solvers.loop import Callback
+from geninv.solvers.measurement import (
     Measurement,
-    check_generator,
-    check_informative,
-    check_option,
-    check_seed,
-    choose_domains,
-    data_dtype,
-    exact_fit,
-    finish,
     forward_meas,
-    hidden_layers,
-    image_warm_start,
     meas_index,
+    measure_for,
+    observed_count,
     preactivation_target,
     resolve_measurement,
     unsaturated,
 )
-from geninv.solvers.hybrid import gauss_newton_refine, measure_for, network_fit, observed_count
-from geninv.solvers.result import SolveResult
+from geninv.solvers.network import hidden_layers
+from geninv.solvers.refine import gauss_newton_refine, network_fit
+from geninv.solvers.result import SolveResult, finish
 from geninv.solvers.verdict import fit_verdict, noise_tol
 
 __all__ = ["auto", "STAGES", "exact_samples", "residual_noise_level", "z_error_bound"]
@@ -64,11 +59,11 @@ def exact_samples(G: Generator, y: Tensor, meas: Measurement) -> Tensor | None:
     """Which samples the image layer fits exactly (B,) bool, or None where the test is not
     available (no pre-activation form: a non-invertible output, a general operator). Decided per
     sample: a sample with an observed value outside the output range, or observing at most ``n_L``
-    unsaturated pixels, is not exact; saturated pixels are left out (:func:`geninv.solvers.common.unsaturated`).
+    unsaturated pixels, is not exact; saturated pixels are left out (:func:`geninv.solvers.measurement.unsaturated`).
 
     A sample is exact when the nonnegative least-squares start of the image layer solves it to the
-    rounding level of the data's dtype (:func:`geninv.solvers.common.exact_fit` with
-    :func:`geninv.solvers.common.data_dtype`, the rule Latent-Pursuit itself applies).
+    rounding level of the data's dtype (:func:`geninv.solvers.image_layer.exact_fit` with
+    :func:`geninv.solvers.image_layer.data_dtype`, the rule Latent-Pursuit itself applies).
     """
     if G.n_hidden == 0 or not G.output_activation.invertible:
         return None
@@ -217,7 +212,7 @@ def auto(
        where its residual is at rounding level.
     2. **Refinement.** Every other sample: Latent-Pursuit (capped at ``pursuit_iter``, no
        debiasing), then Levenberg-Marquardt on the whole network
-       (:func:`geninv.solvers.hybrid.gauss_newton_refine`) minimizing
+       (:func:`geninv.solvers.refine.gauss_newton_refine`) minimizing
        ``F = 1/2 ||A (y - G(z))||^2 + gamma/2 ||z||^2`` with ``gamma = sigma^2 / sigma_z^2`` (given
        ``sigma``), or 0 and then (``map_fit``) once more with the estimated ``sigma``. It stops on a statistical criterion: once a step lowers ``F`` by less than
        ``1e-2 n_0 / (m - n_0)`` of ``F``. For noisy data ``F ~ sigma^2 (m - n_0) / 2``, so that is
@@ -498,7 +493,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, sigma
     with warnings.catch_warnings():
         # finish()'s "raise max_iter" is the wrong advice where the fit is the issue; said below.
         warnings.filterwarnings("ignore", message="auto: .* did not converge", category=ConvergenceWarning)
-        res = finish("auto", G, z, layers, supports, converged, n_iter, {}, t0, info, dt)
+        res = finish("auto", G, z, layers, supports, converged, n_iter, history={}, t0=t0, info=info, dtype=dt)
     level = ("the rounding level of exact data" if exact_given else "the given noise level" if given is not None
              else "the noise level estimated from the residual")
     _warn(res.info["fits"], residual, res.converged, level)

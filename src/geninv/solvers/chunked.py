@@ -164,7 +164,7 @@ def invert_chunked(
     (3, torch.Size([10, 20]))
     """
     from geninv.solvers import invert
-    from geninv.solvers.common import check_generator
+    from geninv.solvers.checks import check_generator
 
     G = check_generator(G)
     if not isinstance(y, (Tensor, np.ndarray)) or y.ndim != 2:

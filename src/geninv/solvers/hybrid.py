@@ -25,218 +25,19 @@ from torch import Tensor
 
 from geninv.exceptions import ConvergenceWarning, InputError, describe
 from geninv.model.generator import Generator
-from geninv.operators import Mask
-from geninv.solvers.common import (
-    Callback,
-    Measurement,
-    apply_cols,
-    check_generator,
-    check_informative,
-    check_option,
-    check_seed,
-    finish,
-    forward_meas,
-    hidden_layers,
-    meas_index,
-    resolve_measurement,
-    support_affine,
-)
-from geninv.solvers.result import SolveResult
+from geninv.solvers.checks import check_informative, check_option, check_problem, check_seed
+from geninv.solvers.loop import Callback
+from geninv.solvers.measurement import Measurement
+from geninv.solvers.network import hidden_layers
+from geninv.solvers.refine import fit_threshold, gauss_newton_refine, network_fit
+from geninv.solvers.result import SolveResult, finish
 
-__all__ = ["hybrid", "gauss_newton_refine", "network_fit", "fit_threshold", "HYBRID_OPTIONS"]
+__all__ = ["hybrid", "HYBRID_OPTIONS"]
 
 HYBRID_OPTIONS = (
     "noise_level", "gamma", "pursuit", "pursuit_iter", "refine_iter", "fallback", "fallback_iter", "fit_tol",
     "seed", "tol", "callback", "pursuit_options",
 )
-
-
-# -- the full-network objective and its Gauss-Newton refinement ---------------------------------
-
-
-def network_fit(G: Generator, y: Tensor, z: Tensor, meas: Measurement, gamma: Tensor | float = 0.0) -> Tensor:
-    """``1/2 ||A (y - G(z))||^2 + gamma/2 ||z||^2`` per sample (B,), in ``z``'s dtype (no checks)."""
-    r = forward_meas(meas, G.forward_unchecked(z)) - y
-    val = 0.5 * r.square().sum(dim=1)
-    g = torch.as_tensor(gamma, dtype=z.dtype, device=z.device)
-    if bool((g != 0).any()):
-        val = val + 0.5 * g * z.square().sum(dim=1)
-    return val
-
-
-def gauss_newton_refine(
-    G: Generator,
-    y: Tensor,
-    meas: Measurement,
-    z0: Tensor,
-    *,
-    gamma: Tensor | float = 0.0,
-    max_iter: int = 50,
-    tol: float = 1e-12,
-    rel_decrease: float = 0.0,
-    jac_dtype: torch.dtype = torch.float64,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Levenberg-Marquardt on the whole network from ``z0``, supports re-read at every step.
-
-    Minimizes ``F(z) = 1/2 ||A (y - G(z))||^2 + gamma/2 ||z||^2`` per sample, in float64.
-
-    Parameters
-    ----------
-    G : Generator
-    y : Tensor of shape (B, m)
-    meas : Measurement
-        From :func:`geninv.solvers.common.resolve_measurement`.
-    z0 : Tensor of shape (B, n_0)
-    gamma : float or Tensor of shape (B,)
-        Gaussian-prior weight (``sigma^2 / sigma_z^2`` for the MAP estimate; 0 for least squares).
-    max_iter : int
-        Gauss-Newton steps per sample (each accepted or rejected step counts).
-    tol : float
-        A sample stops after an accepted step with ``||dz|| <= tol ||z||``.
-    rel_decrease : float
-        A sample also stops after an accepted step that lowers ``F`` by at most
-        ``rel_decrease F`` (default 0: off). Noisy data: Gauss-Newton converges linearly to a
-        nonzero residual ``F ~ sigma^2 (m - n_0) / 2`` and such a step changes the fit far less
-        than its statistical error; exact data converge quadratically (the decrease is about
-        ``F`` itself) and never trigger it.
-    jac_dtype : torch.dtype
-        Precision of the supported Jacobian products (default float64; float32 for float32 data
-        halves the cost of a step and only perturbs its direction, the acceptance test stays in
-        float64).
-
-    Returns
-    -------
-    z : Tensor (B, n_0), float64
-    objective : Tensor (B,), float64, ``F(z)``
-    n_iter : Tensor (B,), int64
-    converged : Tensor (B,), bool
-
-    Notes
-    -----
-    At ``z_k`` the ReLU supports ``D_i = diag(W_i x_{i-1} + b_i > 0)`` are read off the network
-    and the output pre-activation is the affine map ``a = J z + c`` of
-    :func:`geninv.solvers.common.support_affine` (exact on the linear piece containing ``z_k``).
-    With ``q = phi'(a)`` and the Jacobian ``K = A diag(q) J``::
-
-        dz = -(K^T K + gamma I + d_k s_k I)^{-1} (K^T r_k + gamma z_k),   r_k = A phi(a) - y
-        z_{k+1} = z_k + dz   if F(z_k + dz) <= F(z_k)  (F on the true network: the step may
-                                                        cross into another linear piece)
-        d_{k+1} = 0.3 d_k on acceptance, 10 d_k on rejection   (d_0 = 1e-6, s_k = mean diag K^T K)
-
-    so ``F`` never increases. Near a solution where no unit sits on its kink the supports are
-    constant and this is Gauss-Newton on a smooth least-squares problem: quadratic convergence
-    for zero-residual (noiseless) data. A step costs ``B`` solves of size ``n_0`` and, for the
-    samples whose supports changed since their last step, one supported-Jacobian product
-    ``sum_i n_i n_{i-1} n_0`` each (the map is kept per sample; near the solution the supports
-    stop changing); no per-sample Python loop; finished samples leave the working batch.
-    """
-    G64 = G.to(dtype=torch.float64) if G.dtype != torch.float64 else G
-    phi = G64.output_activation
-    y = y.to(torch.float64)
-    z = z0.to(torch.float64).clone()
-    B, n0 = z.shape
-    dev = z.device
-    gam = torch.as_tensor(gamma, dtype=torch.float64, device=dev).flatten()
-    gam = gam.expand(B).clone() if gam.numel() == 1 else gam.clone()
-    obj = network_fit(G64, y, z, meas, gam)
-    n_iter = torch.zeros(B, dtype=torch.int64, device=dev)
-    converged = torch.zeros(B, dtype=torch.bool, device=dev)
-    damp = torch.full((B,), 1e-6, dtype=torch.float64, device=dev)
-    eye = torch.eye(n0, dtype=torch.float64, device=dev)
-    idx = torch.arange(B, device=dev)
-    # Nothing to gain below the rounding level of the data fit.
-    y_obs = y * meas.w.to(torch.float64) if meas.kind == "diag" else y  # type: ignore[union-attr]
-    floor = 0.5 * (64 * torch.finfo(torch.float64).eps * y_obs.norm(dim=1)) ** 2
-    done0 = (obj <= floor) & (gam == 0)
-    converged |= done0
-    idx = idx[~done0]
-    n_out = G64.weights[-1].shape[0]
-    J_all = torch.empty(B, n_out, n0, dtype=jac_dtype, device=dev)
-    c_all = torch.empty(B, n_out, dtype=jac_dtype, device=dev)
-    sup_all = [torch.zeros(B, W.shape[0], dtype=torch.bool, device=dev) for W in G64.weights[:-1]]
-    have = torch.zeros(B, dtype=torch.bool, device=dev)
-    for _ in range(max_iter):
-        if idx.numel() == 0:
-            break
-        zb, yb, gb = z[idx], y[idx], gam[idx]
-        mb = meas_index(meas, idx)
-        sups = [x > 0 for x in hidden_layers(G64, zb)]
-        # The affine map depends on the supports only: rebuild it just where they changed.
-        stale = ~have[idx]
-        for s_new, s_old in zip(sups, sup_all):
-            stale |= (s_new != s_old[idx]).any(dim=1)
-        if bool(stale.any()):
-            st = idx[stale]
-            J_all[st], c_all[st] = support_affine(G64, [x[stale] for x in sups], st.numel(), dtype=jac_dtype)
-            for s_new, s_old in zip(sups, sup_all):
-                s_old[st] = s_new[stale]
-            have[st] = True
-        J, c = J_all[idx].to(torch.float64), c_all[idx].to(torch.float64)
-        a = torch.baddbmm(c.unsqueeze(-1), J, zb.unsqueeze(-1)).squeeze(-1)
-        r = forward_meas(mb, phi(a)) - yb
-        K = apply_cols(mb, phi.derivative(a)[:, :, None] * J)
-        del J, c
-        H = K.transpose(1, 2) @ K
-        g = (K.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1) + gb[:, None] * zb
-        del K
-        H = H + gb[:, None, None] * eye
-        sc = H.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(torch.finfo(torch.float64).tiny)
-        dz = -torch.linalg.solve(H + (damp[idx] * sc)[:, None, None] * eye, g.unsqueeze(-1)).squeeze(-1)
-        z_new = zb + dz
-        o_new = network_fit(G64, yb, z_new, mb, gb)
-        acc = (o_new <= obj[idx]) & torch.isfinite(o_new)
-        obj_old = obj[idx]
-        z[idx] = torch.where(acc[:, None], z_new, zb)
-        obj[idx] = torch.where(acc, o_new, obj[idx])
-        damp[idx] = torch.where(acc, damp[idx] * 0.3, damp[idx] * 10.0).clamp(1e-12, 1e12)
-        n_iter[idx] += 1
-        small = dz.norm(dim=1) <= tol * zb.norm(dim=1).clamp_min(1e-30)
-        at_floor = (obj[idx] <= floor[idx]) & (gb == 0)
-        if rel_decrease:
-            small = small | (obj_old - obj[idx] <= rel_decrease * obj[idx])
-        ok = (acc & small) | at_floor
-        stuck = damp[idx] >= 1e12  # no descent direction left at rounding level: a (local) minimum
-        converged[idx] = ok | stuck
-        idx = idx[~(ok | stuck)]
-    return z, obj, n_iter, converged
-
-
-def fit_threshold(y: Tensor, meas: Measurement, sigma: Tensor | None, fit_tol: float) -> Tensor:
-    """The largest data-fit value ``1/2 ||A (y - G(z))||^2`` that counts as explaining ``y`` (B,).
-
-    Noiseless (``sigma`` None or 0): ``1/2 (fit_tol ||y_obs||)^2``. With white noise of standard
-    deviation ``sigma`` on ``m`` observed entries: ``1/2 sigma^2 (m + 4 sqrt(2 m))``, four standard
-    deviations above the mean of ``||e||^2 / sigma^2 ~ chi^2_m`` (the true ``z`` fits at about
-    ``sigma^2 m``; a local minimum of the wrong basin much worse). Both terms are added.
-    """
-    y64 = y.to(torch.float64)
-    if meas.kind == "diag":
-        yo = y64 * meas.w.to(torch.float64)  # type: ignore[union-attr]
-        m = meas.w.to(torch.float64).sum(dim=1)  # type: ignore[union-attr]
-    else:
-        yo = y64
-        m = torch.full((y.shape[0],), float(y.shape[1]), dtype=torch.float64, device=y.device)
-    thr = 0.5 * (fit_tol * yo.norm(dim=1)) ** 2
-    if sigma is not None:
-        s = sigma.to(torch.float64)
-        thr = thr + 0.5 * s**2 * (m + 4.0 * torch.sqrt(2.0 * m))
-    return thr
-
-
-def measure_for(meas: Measurement, idx: Tensor | None) -> Any:
-    """A public measure object for a sub-batch (what ``gd`` / ``latent_pursuit`` take)."""
-    if meas.kind == "identity":
-        return None
-    if meas.kind == "diag":
-        assert meas.obs is not None
-        return Mask(meas.obs if idx is None else meas.obs[idx])
-    return meas.op
-
-
-def observed_count(y: Tensor, meas: Measurement) -> Tensor:
-    if meas.kind == "diag":
-        return meas.w.sum(dim=1)  # type: ignore[union-attr]
-    return torch.full((y.shape[0],), float(y.shape[1]), dtype=y.dtype, device=y.device)
 
 
 def _gd_start(B: int, n0: int, seed: int, like: Tensor) -> Tensor | None:
@@ -255,7 +56,7 @@ def fallback_solve(name: str, G: Generator, y: Tensor, meas: Measurement, idx: T
     """One fallback method on the sub-batch ``idx``, from its seeded random start(s)."""
     from geninv.solvers.gradient import adam, gd
 
-    measure = measure_for(meas, idx)
+    measure = meas.as_measure(idx)
     if name == "gd":
         z0_all = _gd_start(y.shape[0], G.latent_dim, seed, y)
         if z0_all is None:  # pragma: no cover - depends on the baselines module's version
@@ -328,7 +129,10 @@ def hybrid(
     tol : float
         Relative step tolerance of the Gauss-Newton refinement.
     callback : callable, optional
-        ``callback(k, {"stage": ..., "x": z (B, n_0), ...})`` once per stage.
+        ``callback(k, state) -> bool | None`` once per stage (``"pursuit"``, ``"refine"``,
+        ``"fallback_<name>"``); ``state`` has ``"stage"``, ``"x"`` and ``"z"`` (the current
+        ``z``, (B, n_0)) and ``"objective"`` (B,). Returning True stops there: the later stages
+        are skipped, the current ``z`` is returned and ``info["stopped_by_callback"]`` is True.
     pursuit_options : dict, optional
         Extra options for the pursuit (e.g. ``{"support_tol": 1e-3}``).
 
@@ -390,9 +194,7 @@ def hybrid(
     True
     """
     t0 = time.perf_counter()
-    G = check_generator(G)
-    yy, meas = resolve_measurement(measure, mask, G, y)
-    G = G.like(yy)
+    G, yy, meas = check_problem(G, y, measure, mask)
     if pursuit not in ("latent_pursuit", "layered_bp"):
         raise InputError(f"pursuit: expected 'latent_pursuit' or 'layered_bp', received {describe(pursuit)}")
     pursuit_iter = check_option("pursuit_iter", pursuit_iter, kind="int", low=1)
@@ -418,7 +220,7 @@ def hybrid(
     B = yy.shape[0]
     dev = yy.device
     seconds: dict[str, float] = {}
-    public_measure = measure_for(meas, None)
+    public_measure = meas.as_measure()
 
     # 1. the pursuit
     ts = time.perf_counter()
@@ -448,22 +250,22 @@ def hybrid(
     with torch.no_grad():
         obj_p = network_fit(G64, y64, z_p, meas, gam)
     s_L = res_p.supports[-1].sum(dim=1) if res_p.supports else torch.zeros(B, dtype=torch.int64, device=dev)
-    trusted = s_L.to(torch.float64) < observed_count(yy, meas).to(torch.float64) / 2
-    if callback is not None:
-        callback(0, {"stage": "pursuit", "x": z_p.to(yy.dtype), "objective": obj_p})
+    trusted = s_L.to(torch.float64) < meas.n_observed(yy).to(torch.float64) / 2
+    stopped = callback is not None and bool(callback(0, {"stage": "pursuit", "x": z_p.to(yy.dtype), "z": z_p.to(yy.dtype),
+                                                          "objective": obj_p}))
 
     # 2. Gauss-Newton on the whole network
     ts = time.perf_counter()
     with torch.no_grad():
-        if refine_iter:
+        if refine_iter and not stopped:
             z_r, obj_r, it_r, conv_r = gauss_newton_refine(G64, y64, meas, z_p, gamma=gam, max_iter=refine_iter, tol=tol)
         else:
             z_r, obj_r = z_p, obj_p
             it_r = torch.zeros(B, dtype=torch.int64, device=dev)
             conv_r = res_p.converged.clone()
     seconds["refine"] = time.perf_counter() - ts
-    if callback is not None:
-        callback(1, {"stage": "refine", "x": z_r.to(yy.dtype), "objective": obj_r})
+    if callback is not None and not stopped:
+        stopped = bool(callback(1, {"stage": "refine", "x": z_r.to(yy.dtype), "z": z_r.to(yy.dtype), "objective": obj_r}))
     z_best, obj_best = z_r.clone(), obj_r.clone()
     candidate_converged = conv_r.clone()
     n_iter = res_p.n_iter + it_r
@@ -480,6 +282,8 @@ def hybrid(
     obj_f = {name: torch.full((B,), math.nan, dtype=torch.float64, device=dev) for name in fallback}
     hist = [obj_p, obj_best.clone()]
     for k, name in enumerate(fallback, start=1):
+        if stopped:
+            break
         todo = unexplained(obj_best, z_best)
         if not bool(todo.any()):
             hist.append(obj_best.clone())
@@ -491,7 +295,7 @@ def hybrid(
             warnings.simplefilter("ignore", ConvergenceWarning)
             res_g = fallback_solve(name, G, yy, meas, idx, seed, fallback_iter)
         with torch.no_grad():
-            z_g, obj_g, it_g, conv_g = gauss_newton_refine(G64, y64[idx], meas_index(meas, idx), res_g.z.to(torch.float64),
+            z_g, obj_g, it_g, conv_g = gauss_newton_refine(G64, y64[idx], meas.subset(idx), res_g.z.to(torch.float64),
                                                            gamma=gam[idx], max_iter=refine_iter, tol=tol)
         obj_f[name][idx] = obj_g
         better = obj_g < obj_best[idx]
@@ -504,7 +308,8 @@ def hybrid(
         seconds[f"fallback_{name}"] = time.perf_counter() - ts
         hist.append(obj_best.clone())
         if callback is not None:
-            callback(1 + k, {"stage": f"fallback_{name}", "x": z_best.to(yy.dtype), "objective": obj_best})
+            stopped = bool(callback(1 + k, {"stage": f"fallback_{name}", "x": z_best.to(yy.dtype), "z": z_best.to(yy.dtype),
+                                            "objective": obj_best}))
 
     with torch.no_grad():
         layers = hidden_layers(G64, z_best)
@@ -520,4 +325,7 @@ def hybrid(
         "s_L": s_L, "pursuit_trusted": trusted, "sigma": sigma, "gamma": gam, "seconds": seconds,
         "pursuit": pursuit, "pursuit_info": res_p.info,
     }
-    return finish("hybrid", G, z_best, layers, supports, converged, n_iter, history, t0, info, yy.dtype, y=yy, meas=meas)
+    if stopped:
+        info["stopped_by_callback"] = True
+    return finish("hybrid", G, z_best, layers, supports, converged, n_iter, history=history, t0=t0, info=info,
+                  dtype=yy.dtype, y=yy, meas=meas)

@@ -8,42 +8,23 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from geninv.exceptions import InputError
 from geninv.model.generator import Generator
-from geninv.solvers.common import (
-    Callback,
-    StageLog,
-    check_generator,
-    check_informative,
-    check_option,
-    check_seed,
-    choose_domains,
-    data_dtype,
-    debias_fit,
-    default_tol,
-    exact_fit,
-    finish,
-    hidden_layers,
-    image_warm_start,
-    no_hidden_layer,
-    preactivation_target,
-    resolve_measurement,
-    split_by_domain,
-    supported_lstsq,
-    threshold_support,
-    unsaturated,
-)
+from geninv.solvers.debias import debias_stage
+from geninv.solvers.image_layer import image_problem
+from geninv.solvers.linalg import supported_lstsq
+from geninv.solvers.loop import Callback, StageLog, threshold_support
+from geninv.solvers.measurement import Measurement
+from geninv.solvers.options import PursuitOptions
+from geninv.solvers.pursuits import solve_pursuit
 from geninv.solvers.relu_output import (
-    check_relu_measure,
-    is_relu_output,
     output_support,
     relu_image_admm,
     relu_image_start,
 )
-from geninv.solvers.result import SolveResult
+from geninv.solvers.result import SolveResult, finish
 from geninv.solvers.spectral import masked_gram_norm
-from geninv.solvers.steps import LinearLS, SignalLS
-from geninv.solvers.subproblems import auto_lam, fista_layer, image_lipschitz, ladmm_layer
+from geninv.solvers.steps import LinearLS
+from geninv.solvers.subproblems import auto_lam, fista_layer, ladmm_layer
 
 __all__ = ["latent_pursuit"]
 
@@ -108,13 +89,15 @@ def latent_pursuit(
         Support-refinement rounds of the debiasing (default 3; 0 = the paper's single fit with
         the estimated supports). Each round re-reads the supports of ``G`` at the current fit and
         refits, keeping the refit per sample only where it lowers ``1/2 ||A (y - G(z))||^2``
-        (:func:`geninv.solvers.common.debias_fit`; measured effect in the module report).
+        (:func:`geninv.solvers.debias.debias_fit`; measured effect in the module report).
     seed : int, optional
         Unused: Latent-Pursuit is deterministic (accepted so every method takes the same options).
     callback : callable, optional
-        ``callback(iteration, state)`` at every convergence check; ``state`` has ``stage``
-        (``"x_L"``, ..., ``"z"``), ``x`` (the stage's full-batch estimate), ``active``,
-        ``change`` and ``objective``.
+        ``callback(iteration, state) -> bool | None`` at every convergence check; ``state``
+        has ``"stage"`` (``"x<L>"``, ..., ``"x1"``, ``"z"``), ``"x"`` (the stage's full-batch
+        estimate), ``"active"``, ``"change"`` and ``"objective"``, and in the last stage
+        ``"z"``. Returning True stops the pursuit: the later stages keep their warm starts
+        (no iterations), debiasing is skipped, and ``info["stopped_by_callback"]`` is True.
     image_domain : {"auto", "pre", "signal"}
         Form of the image-layer problem. ``"signal"``: eq. (8),
         ``min_{x>=0} 1/2 ||A (y - phi(W x + b))||^2 + lam 1^T x``. ``"pre"``: the convex
@@ -122,7 +105,7 @@ def latent_pursuit(
         available for an invertible ``phi`` and a pixel mask or no measure; pixels saturated at
         a bound of ``phi``'s range in the data's precision (float32 ``sigmoid(a) == 0`` for
         ``a < -104``) give no equation there and are left out of it, per sample
-        (:func:`geninv.solvers.common.saturated`). ``"auto"`` (default) decides per sample:
+        (:func:`geninv.solvers.measurement.saturated`). ``"auto"`` (default) decides per sample:
         ``"pre"`` whenever it is available and every observed entry of the sample lies in the
         range of ``phi`` (at most at its bounds), ``"signal"`` otherwise (noisy tanh data beyond
         +-1, ReLU outputs, general operators); chosen from measurements (see Notes). A batch
@@ -143,9 +126,9 @@ def latent_pursuit(
     warm_start : bool
         Start each ADMM layer from the least-squares fit on the next layer's support, and the
         pre-activation image layer from the least-squares fit ``max(pinv(M W) M (t - b), 0)``
-        (default True; see Notes and :func:`geninv.solvers.common.image_warm_start`). A sample
+        (default True; see Notes and :func:`geninv.solvers.image_layer.image_warm_start`). A sample
         whose image-layer start fits to rounding (noiseless data) keeps it: its image-layer
-        ``lam`` is 0 (:func:`geninv.solvers.common.exact_fit`; ``info["lam"]`` shows it).
+        ``lam`` is 0 (:func:`geninv.solvers.image_layer.exact_fit`; ``info["lam"]`` shows it).
     power_iters : int
         Power iterations for per-sample spectral norms (default 30).
 
@@ -179,7 +162,7 @@ def latent_pursuit(
        ``gamma z`` in the gradient (``mu = 1/(||A^T A + rho C^T C|| + gamma)``), warm-started
        from ``pinv(W_1^{S_1}) (x_1^{S_1} - b_1^{S_1})``.
     4. Debiasing: ``min_z 1/2 ||A (y - phi(W_{L+1} D_L (... D_1 (W_1 z + b_1) ...) + b_{L+1}))||^2``
-       with the estimated supports ``D_i`` frozen (:func:`geninv.solvers.common.debias_fit`).
+       with the estimated supports ``D_i`` frozen (:func:`geninv.solvers.debias.debias_fit`).
 
     Supports are ``x_j > support_tol * max_j x_j``. Every stage runs for the whole batch with
     matrix-matrix products; per-sample supports are 0/1 masks on full matrices; convergence is
@@ -200,72 +183,33 @@ def latent_pursuit(
     --------
     >>> G = random_generator([20, 200, 600], "tanh", dtype=torch.float64)
     >>> z, y = G.sample(8, seed=1)
-    >>> res = latent_pursuit(G, y)
-    >>> bool((relative_error(z, res.z) < 1e-6).all())
-    True
+    >>> seen = torch.rand(600, generator=torch.Generator().manual_seed(0)) < 0.8  # 80 % of the pixels
+    >>> res = latent_pursuit(G, y, mask=seen)
+    >>> bool(res.fits.all()), bool((relative_error(z, res.z) < 1e-6).all())
+    (True, True)
     """
     options = {k: v for k, v in locals().items() if k not in ("G", "y", "measure", "mask", "image_domain")}
-    t0 = time.perf_counter()
-    G = check_generator(G)
-    yy, meas = resolve_measurement(measure, mask, G, y)
-    G = G.like(yy)
-    lam = check_option("lam", lam, kind="float", low=0.0, allow_none=True)
-    lam_rel = check_option("lam_rel", lam_rel, kind="float", low=0.0)
-    rho = check_option("rho", rho, kind="float", low=0.0)
-    if rho == 0.0:
-        raise InputError("rho: expected a value > 0, received 0.0")
-    gamma = check_option("gamma", gamma, kind="float", low=0.0)
-    max_iter = check_option("max_iter", max_iter, kind="int", low=1)
-    tol = default_tol(yy.dtype) if tol is None else check_option("tol", tol, kind="float", low=0.0)
-    debias = check_option("debias", debias, kind="bool")
-    debias_rounds = check_option("debias_rounds", debias_rounds, kind="int", low=0)
-    callback = check_option("callback", callback, kind="callable", allow_none=True)
-    support_tol = check_option("support_tol", support_tol, kind="float", low=0.0)
-    mu = check_option("mu", mu, kind="float", low=0.0, allow_none=True)
-    check_every = check_option("check_every", check_every, kind="int", low=1)
-    restart = check_option("restart", restart, kind="bool")
-    warm_start = check_option("warm_start", warm_start, kind="bool")
-    power_iters = check_option("power_iters", power_iters, kind="int", low=0)
-    check_seed(seed)
-    if is_relu_output(G) and image_domain == "auto":
-        # A ReLU output is one more sparse layer: its support is read off y (module relu_output).
-        check_relu_measure("latent_pursuit", G, meas)
-        domain, pre = "support", None
-    else:
-        domain, pre = choose_domains(image_domain, G, yy, meas)
-    check_informative(G, yy, meas)
-    if domain == "mixed":
-        return split_by_domain(latent_pursuit, G, yy, meas, pre, options)
-
-    with torch.no_grad():
-        if G.n_hidden == 0:
-            return no_hidden_layer("latent_pursuit", G, yy, meas, t0)
-        return _run(G, yy, meas, domain, lam, lam_rel, rho, gamma, max_iter, tol, debias, debias_rounds, callback, support_tol,
-                    mu, check_every, restart, warm_start, power_iters, t0)
+    return solve_pursuit("latent_pursuit", latent_pursuit, _run, G, y, measure=measure, mask=mask, image_domain=image_domain,
+                         options=options)
 
 
-def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam_rel: float, rho: float,
-         gamma: float, max_iter: int, tol: float, debias: bool, debias_rounds: int, callback: Callback | None,
-         support_tol: float,
-         mu: float | None, check_every: int, restart: bool, warm_start: bool, power_iters: int,
-         t0: float) -> SolveResult:
+def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOptions, t0: float) -> SolveResult:
     L = G.n_hidden
     Ws, bs = G.weights, G.biases
     B = y.shape[0]
     dtype = y.dtype
-    info: dict[str, Any] = {"image_domain": domain, "lam": {}, "mu": {}, "n_iter": {}, "seconds": {}}
+    info: dict[str, Any] = {"image_domain": domain, "lam": {}, "mu": {}}  # StageLog adds "n_iter", "seconds"
     log = StageLog(B, y.device, info)
-    record = log.record
+    loop = {"tol": o.tol, "check_every": o.check_every, "callback": o.callback}
 
     # 1. image layer
     ts = time.perf_counter()
     W, b = Ws[-1], bs[-1]
     stage = f"x{L}"
-    x0_img = None
-    exact = None
     if domain == "support":
         pos, zero = output_support(y, meas)
-        if warm_start:
+        x0_img, exact = None, None
+        if o.warm_start:
             x0_img, exact = relu_image_start(W, b, y, pos, zero, dtype)
             if not bool(exact.all()):
                 # Fewer positive pixels than hidden units (or noise): start the ADMM from the
@@ -275,39 +219,26 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
                 # this start (FISTA: 250-480 iterations) it recovers them all.
                 ts0 = time.perf_counter()
                 wp = pos.to(dtype)
-                start, _ = fista_layer(LinearLS(W, b), y, wp, lip=masked_gram_norm(W, wp, iters=power_iters), lam=lam,
-                                       lam_rel=lam_rel, x0=x0_img, max_iter=max_iter, tol=tol, check_every=check_every,
-                                       restart=restart, callback=callback, stage=f"{stage}_start", exact=exact)
-                record(f"{stage}_start", start, ts0)
+                start, _ = fista_layer(LinearLS(W, b), y, wp, lip=masked_gram_norm(W, wp, iters=o.power_iters), lam=o.lam,
+                                       lam_rel=o.lam_rel, x0=x0_img, max_iter=o.max_iter, restart=o.restart,
+                                       stage=f"{stage}_start", exact=exact, **loop)
+                log.record(f"{stage}_start", start, ts0)
                 x0_img = start.state.x
         else:
             x0_img = torch.zeros(B, W.shape[1], dtype=dtype, device=y.device)
-        out, lam_t, mu_t = relu_image_admm(W, b, y, pos, zero, lam=lam, lam_rel=lam_rel, rho=rho, mu=mu, x0=x0_img,
-                                           exact=exact, max_iter=max_iter, tol=tol, check_every=check_every,
-                                           power_iters=power_iters, callback=callback, stage=stage)
+        out, lam_t, mu_t = relu_image_admm(W, b, y, pos, zero, lam=o.lam, lam_rel=o.lam_rel, rho=o.rho, mu=o.mu,
+                                           x0=x0_img, exact=exact, max_iter=log.iterations(o.max_iter),
+                                           power_iters=o.power_iters, stage=stage, **loop)
         info["mu"][stage] = mu_t.squeeze(1)
-    elif domain == "pre":
-        m_img = unsaturated(G, y, meas)  # saturated pixels give no equation on the pre-activation
-        t = preactivation_target(G, y, m_img)
-        f: LinearLS | SignalLS = LinearLS(W, b)
-        lip = image_lipschitz(W, m_img, None, power_iters=power_iters)
-        w = m_img.w
-        if warm_start:
-            x0_img = image_warm_start(W, t - b, m_img.obs, dtype)
-            exact = exact_fit(W, b, t, w, x0_img, rounding=data_dtype(y))
     else:
-        t = y
-        f = SignalLS(W, b, G.output_activation, meas.op if meas.kind == "operator" else None)
-        lip = image_lipschitz(W, meas, G.output_activation, power_iters=power_iters)
-        w = meas.w
-    if domain != "support":
-        out, lam_t = fista_layer(f, t, w, lip=lip, lam=lam, lam_rel=lam_rel, x0=x0_img, max_iter=max_iter, tol=tol,
-                                 check_every=check_every, restart=restart, callback=callback, stage=stage, exact=exact)
-    record(stage, out, ts)
+        p = image_problem(G, y, meas, domain, warm_start=o.warm_start, power_iters=o.power_iters)
+        out, lam_t = fista_layer(p.f, p.t, p.w, lip=p.lip, lam=o.lam, lam_rel=o.lam_rel, x0=p.x0, max_iter=o.max_iter,
+                                 restart=o.restart, stage=stage, exact=p.exact, **loop)
+    log.record(stage, out, ts)
     info["lam"][stage] = lam_t.squeeze(1)
     x_next = out.state.x
     est = [x_next]
-    s_next = threshold_support(x_next, support_tol)
+    s_next = threshold_support(x_next, o.support_tol)
     supports = [s_next]
 
     # 2. middle layers, then 3. the first layer (z)
@@ -320,7 +251,7 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
         s = s_next.to(dtype)
         target = x_next
         n_in = W.shape[1]
-        if warm_start:
+        if o.warm_start:
             # The warm start only needs the data's precision.
             x0 = supported_lstsq(W, target - b, s_next, None, refine=0,
                                  dtype=torch.float64 if dtype == torch.float64 else torch.float32).to(dtype)
@@ -330,15 +261,15 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
             x0 = torch.zeros(B, n_in, dtype=dtype, device=y.device)
         if first:
             lam_i = torch.zeros(B, 1, dtype=dtype, device=y.device)
-        elif lam is None:
+        elif o.lam is None:
             g0 = -((s * (target - b)) @ W)
-            lam_i = auto_lam(g0, lam_rel)
+            lam_i = auto_lam(g0, o.lam_rel)
         else:
-            lam_i = torch.full((B, 1), float(lam), dtype=dtype, device=y.device)
-        out_l, mu_t = ladmm_layer(W, b, target, s, lam=lam_i, rho=rho, gamma=gamma if first else 0.0,
-                                  nonneg=not first, mu=mu, x0=x0, max_iter=max_iter, tol=tol,
-                                  check_every=check_every, power_iters=power_iters, callback=callback, stage=stage)
-        record(stage, out_l, ts)
+            lam_i = torch.full((B, 1), float(o.lam), dtype=dtype, device=y.device)
+        out_l, mu_t = ladmm_layer(W, b, target, s, lam=lam_i, rho=o.rho, gamma=o.gamma if first else 0.0,
+                                  nonneg=not first, mu=o.mu, x0=x0, max_iter=log.iterations(o.max_iter),
+                                  power_iters=o.power_iters, stage=stage, **loop)
+        log.record(stage, out_l, ts)
         info["lam"][stage] = lam_i.squeeze(1)
         info["mu"][stage] = mu_t.squeeze(1)
         if first:
@@ -347,19 +278,12 @@ def _run(G: Generator, y: Tensor, meas: Any, domain: str, lam: float | None, lam
         else:
             x_next = out_l.state.x
             est.insert(0, x_next)
-            s_next = threshold_support(x_next, support_tol)
+            s_next = threshold_support(x_next, o.support_tol)
             supports.insert(0, s_next)
             info[f"ladmm_state_{stage}"] = out_l.state
 
     layers = est
-    if debias:
-        ts = time.perf_counter()
-        z64, ok, obj, fit_sup = debias_fit(G, y, supports, meas, z0=z, rounds=debias_rounds)
-        z = z64.to(dtype)
-        log.converged = log.converged & ok
-        info["debias_objective"] = obj
-        info["debias_supports"] = fit_sup
-        info["seconds"]["debias"] = time.perf_counter() - ts
-        layers = hidden_layers(G, z)
-    return finish("latent_pursuit", G, z, layers, supports, log.converged, log.n_iter, log.history, t0, info, dtype, y=y, meas=meas)
-
+    if o.debias and not log.stopped:
+        z, layers = debias_stage(log, G, y, supports, meas, z, o.debias_rounds)
+    return finish("latent_pursuit", G, z, layers, supports, log.converged, log.n_iter, history=log.history, t0=t0, info=info,
+                  dtype=dtype, y=y, meas=meas)

@@ -5,38 +5,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from geninv.model.generator import Generator
-from geninv.solvers.common import (
-    Callback,
-    StageLog,
-    check_generator,
-    check_informative,
-    check_option,
-    check_seed,
-    choose_domains,
-    data_dtype,
-    debias_fit,
-    default_tol,
-    exact_fit,
-    finish,
-    hidden_layers,
-    image_warm_start,
-    no_hidden_layer,
-    preactivation_target,
-    resolve_measurement,
-    split_by_domain,
-    supported_lstsq,
-    threshold_support,
-    unsaturated,
-)
-from geninv.solvers.relu_output import check_relu_measure, is_relu_output, output_support, relu_image_start
-from geninv.solvers.result import SolveResult
+from geninv.solvers.debias import debias_stage
+from geninv.solvers.image_layer import ImageProblem, image_problem
+from geninv.solvers.linalg import supported_lstsq
+from geninv.solvers.loop import Callback, StageLog, threshold_support
+from geninv.solvers.measurement import Measurement
+from geninv.solvers.options import PursuitOptions
+from geninv.solvers.pursuits import solve_pursuit
+from geninv.solvers.relu_output import output_support, relu_image_start
+from geninv.solvers.result import SolveResult, finish
 from geninv.solvers.spectral import masked_gram_norm
-from geninv.solvers.steps import LinearLS, SignalLS
-from geninv.solvers.subproblems import fista_layer, image_lipschitz
+from geninv.solvers.steps import LinearLS
+from geninv.solvers.subproblems import fista_layer
 
 __all__ = ["layered_bp"]
 
@@ -82,13 +65,16 @@ def layered_bp(
         Per-sample relative-change tolerance; default 1e-7 (float64), 1e-5 (float32).
     debias : bool
         Fit ``z`` end to end with the estimated supports frozen, with support refinement
-        (:func:`geninv.solvers.common.debias_fit`; default True).
+        (:func:`geninv.solvers.debias.debias_fit`; default True).
     debias_rounds : int
         Support-refinement rounds of the debiasing (default 3; 0 = a single frozen-support fit).
     seed : int, optional
         Unused (deterministic).
     callback : callable, optional
-        ``callback(iteration, state)`` at every check, ``state["stage"]`` in ``"x_L"``..``"x_1"``.
+        ``callback(iteration, state) -> bool | None`` at every check, ``state["stage"]`` in
+        ``"x<L>"``, ..., ``"x1"`` and ``state["x"]`` the stage's full-batch estimate. Returning
+        True stops the pursuit: the later stages get no iterations, debiasing is skipped, and
+        ``info["stopped_by_callback"]`` is True.
     image_domain : {"auto", "pre", "signal"}
         Form of the first problem. ``"auto"`` (default): the pre-activation ``phi^{-1}(y)`` of
         docs/method.md sec. 5 for an invertible output, a pixel mask or no measure and observed ``y``
@@ -106,8 +92,8 @@ def layered_bp(
     warm_start : bool
         Start the pre-activation image layer from the least-squares fit
         ``max(pinv(M W_{L+1}) M (phi^{-1}(y) - b_{L+1}), 0)`` (default True; as in
-        :func:`geninv.latent_pursuit`; :func:`geninv.solvers.common.image_warm_start`); a start
-        that fits to rounding gets ``lam = 0`` (:func:`geninv.solvers.common.exact_fit`).
+        :func:`geninv.latent_pursuit`; :func:`geninv.solvers.image_layer.image_warm_start`); a start
+        that fits to rounding gets ``lam = 0`` (:func:`geninv.solvers.image_layer.exact_fit`).
 
     Returns
     -------
@@ -136,109 +122,58 @@ def layered_bp(
     >>> G = random_generator([20, 200, 600], "tanh", dtype=torch.float64)
     >>> z, y = G.sample(8, seed=1)
     >>> res = layered_bp(G, y)
-    >>> bool((relative_error(z, res.z) < 1e-6).all())
-    True
+    >>> res.info["image_domain"], bool((relative_error(z, res.z) < 1e-6).all())
+    ('pre', True)
     """
     options = {k: v for k, v in locals().items() if k not in ("G", "y", "measure", "mask", "image_domain")}
-    t0 = time.perf_counter()
-    G = check_generator(G)
-    yy, meas = resolve_measurement(measure, mask, G, y)
-    G = G.like(yy)
-    lam = check_option("lam", lam, kind="float", low=0.0, allow_none=True)
-    lam_rel = check_option("lam_rel", lam_rel, kind="float", low=0.0)
-    max_iter = check_option("max_iter", max_iter, kind="int", low=1)
-    tol = default_tol(yy.dtype) if tol is None else check_option("tol", tol, kind="float", low=0.0)
-    debias = check_option("debias", debias, kind="bool")
-    debias_rounds = check_option("debias_rounds", debias_rounds, kind="int", low=0)
-    callback = check_option("callback", callback, kind="callable", allow_none=True)
-    support_tol = check_option("support_tol", support_tol, kind="float", low=0.0)
-    check_every = check_option("check_every", check_every, kind="int", low=1)
-    restart = check_option("restart", restart, kind="bool")
-    power_iters = check_option("power_iters", power_iters, kind="int", low=0)
-    warm_start = check_option("warm_start", warm_start, kind="bool")
-    check_seed(seed)
-    if is_relu_output(G) and image_domain == "auto":
-        # A ReLU output is one more sparse layer: its support is read off y (module relu_output).
-        check_relu_measure("layered_bp", G, meas)
-        domain, pre = "support", None
+    return solve_pursuit("layered_bp", layered_bp, _run, G, y, measure=measure, mask=mask, image_domain=image_domain,
+                         options=options)
+
+
+def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOptions, t0: float) -> SolveResult:
+    L = G.n_hidden
+    Ws, bs = G.weights, G.biases
+    B = y.shape[0]
+    dtype = y.dtype
+    info: dict[str, Any] = {"image_domain": domain, "lam": {}}  # StageLog adds "n_iter", "seconds"
+    log = StageLog(B, y.device, info)
+    loop = {"lam": o.lam, "lam_rel": o.lam_rel, "tol": o.tol, "check_every": o.check_every, "restart": o.restart,
+            "callback": o.callback}
+
+    ts = time.perf_counter()
+    W, b = Ws[-1], bs[-1]
+    if domain == "support":
+        # As a middle layer of Layered Basis-Pursuit: the equations on the positive pixels.
+        pos, zero = output_support(y, meas)
+        w_img = pos.to(dtype)
+        x0_img, exact = relu_image_start(W, b, y, pos, zero, dtype) if o.warm_start else (None, None)
+        p = ImageProblem(LinearLS(W, b), y, w_img, masked_gram_norm(W, w_img, iters=o.power_iters), x0_img, exact)
     else:
-        domain, pre = choose_domains(image_domain, G, yy, meas)
-    check_informative(G, yy, meas)
-    if domain == "mixed":
-        return split_by_domain(layered_bp, G, yy, meas, pre, options)
+        p = image_problem(G, y, meas, domain, warm_start=o.warm_start, power_iters=o.power_iters)
+    stage = f"x{L}"
+    out, lam_t = fista_layer(p.f, p.t, p.w, lip=p.lip, x0=p.x0, max_iter=o.max_iter, stage=stage, exact=p.exact, **loop)
+    est = [out.state.x]
+    supports = [threshold_support(out.state.x, o.support_tol)]
+    log.record(stage, out, ts)
+    info["lam"][stage] = lam_t.squeeze(1)
 
-    phi = G.output_activation
-    with torch.no_grad():
-        if G.n_hidden == 0:
-            return no_hidden_layer("layered_bp", G, yy, meas, t0)
-        L = G.n_hidden
-        Ws, bs = G.weights, G.biases
-        B = yy.shape[0]
-        dtype = yy.dtype
-        info: dict[str, Any] = {"image_domain": domain, "lam": {}, "n_iter": {}, "seconds": {}}
-        log = StageLog(B, yy.device, info)
-
+    for i in range(L - 1, 0, -1):
+        # x_{i+1} = relu(W_{i+1} x_i + b_{i+1}) with W_{i+1} = Ws[i] (0-based)
         ts = time.perf_counter()
-        W, b = Ws[-1], bs[-1]
-        x0_img = None
-        exact = None
-        w_img: Tensor | None = meas.w
-        if domain == "support":
-            # As a middle layer of Layered Basis-Pursuit: the equations on the positive pixels.
-            pos, zero = output_support(yy, meas)
-            t = yy
-            w_img = pos.to(dtype)
-            f: LinearLS | SignalLS = LinearLS(W, b)
-            lip = masked_gram_norm(W, w_img, iters=power_iters)
-            if warm_start:
-                x0_img, exact = relu_image_start(W, b, yy, pos, zero, dtype)
-        elif domain == "pre":
-            m_img = unsaturated(G, yy, meas)  # saturated pixels give no equation on the pre-activation
-            t = preactivation_target(G, yy, m_img)
-            w_img = m_img.w
-            f = LinearLS(W, b)
-            lip = image_lipschitz(W, m_img, None, power_iters=power_iters)
-            if warm_start:
-                x0_img = image_warm_start(W, t - b, m_img.obs, dtype)
-                exact = exact_fit(W, b, t, w_img, x0_img, rounding=data_dtype(yy))
-        else:
-            t = yy
-            w_img = meas.w
-            f = SignalLS(W, b, phi, meas.op if meas.kind == "operator" else None)
-            lip = image_lipschitz(W, meas, phi, power_iters=power_iters)
-        stage = f"x{L}"
-        out, lam_t = fista_layer(f, t, w_img, lip=lip, lam=lam, lam_rel=lam_rel, x0=x0_img, max_iter=max_iter,
-                                 tol=tol, check_every=check_every, restart=restart, callback=callback, stage=stage,
-                                 exact=exact)
-        est = [out.state.x]
-        supports = [threshold_support(out.state.x, support_tol)]
+        W, b = Ws[i], bs[i]
+        s = supports[0].to(dtype)
+        lip = masked_gram_norm(W, s, iters=o.power_iters)
+        stage = f"x{i}"
+        out, lam_t = fista_layer(LinearLS(W, b), est[0], s, lip=lip, x0=None, max_iter=log.iterations(o.max_iter),
+                                 stage=stage, **loop)
+        est.insert(0, out.state.x)
+        supports.insert(0, threshold_support(out.state.x, o.support_tol))
         log.record(stage, out, ts)
         info["lam"][stage] = lam_t.squeeze(1)
 
-        for i in range(L - 1, 0, -1):
-            # x_{i+1} = relu(W_{i+1} x_i + b_{i+1}) with W_{i+1} = Ws[i] (0-based)
-            ts = time.perf_counter()
-            W, b = Ws[i], bs[i]
-            s = supports[0].to(dtype)
-            lip = masked_gram_norm(W, s, iters=power_iters)
-            stage = f"x{i}"
-            out, lam_t = fista_layer(LinearLS(W, b), est[0], s, lip=lip, lam=lam, lam_rel=lam_rel, x0=None,
-                                     max_iter=max_iter, tol=tol, check_every=check_every, restart=restart,
-                                     callback=callback, stage=stage)
-            est.insert(0, out.state.x)
-            supports.insert(0, threshold_support(out.state.x, support_tol))
-            log.record(stage, out, ts)
-            info["lam"][stage] = lam_t.squeeze(1)
-
-        z = supported_lstsq(Ws[0], est[0] - bs[0], supports[0], None).to(dtype)
-        layers = est
-        if debias:
-            ts = time.perf_counter()
-            z64, ok, obj, fit_sup = debias_fit(G, yy, supports, meas, z0=z, rounds=debias_rounds)
-            z = z64.to(dtype)
-            log.converged = log.converged & ok
-            info["debias_objective"] = obj
-            info["debias_supports"] = fit_sup
-            info["seconds"]["debias"] = time.perf_counter() - ts
-            layers = hidden_layers(G, z)
-    return finish("layered_bp", G, z, layers, supports, log.converged, log.n_iter, log.history, t0, info, dtype, y=yy, meas=meas)
+    z = supported_lstsq(Ws[0], est[0] - bs[0], supports[0], None).to(dtype)
+    layers = est
+    if o.debias and not log.stopped:
+        z, layers = debias_stage(log, G, y, supports, meas, z, o.debias_rounds)
+    return finish("layered_bp", G, z, layers, supports, log.converged, log.n_iter, history=log.history, t0=t0, info=info,
+                  dtype=dtype, y=y, meas=meas)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from geninv.exceptions import ConvergenceWarning, InputError, UnsupportedLayerError, describe
 from geninv.model.generator import Generator
-from geninv.solvers.common import resolve_measurement
+from geninv.solvers.measurement import resolve_measurement
 from geninv.solvers.result import SolveResult
 from geninv.solvers.verdict import rounding_tol
 
@@ -126,7 +126,7 @@ def layerwise_inverse(G: Generator, y: Tensor, *, measure: object = None, mask: 
     B, dt = yy.shape[0], yy.dtype
     phi = Gl.output_activation
     W, b = Gl.weights[-1], Gl.biases[-1]
-    if meas.kind == "operator":
+    if not meas.diagonal:
         if phi.name != "identity":
             raise InputError(f"measure: layerwise_inverse takes a general operator only with an identity output, received "
                              f"output {phi.name} (phi^-1 needs the pixels themselves: use a Mask)")
@@ -165,11 +165,7 @@ def layerwise_inverse(G: Generator, y: Tensor, *, measure: object = None, mask: 
     full = torch.stack([r == k for r, k in zip(ranks, n_cols)]).all(dim=0)
     with torch.no_grad():
         yhat = Gl.forward_unchecked(z)
-        if meas.kind == "operator":
-            res, ref = meas.op.forward(yhat) - yy, yy
-        else:
-            w = meas.obs.to(dt) if meas.obs is not None else torch.ones_like(yy)
-            res, ref = (yhat - yy) * w, yy * w
+        res, ref = meas.residual(yhat, yy), meas.observed(yy)
         rel = res.norm(dim=1) / ref.norm(dim=1).clamp_min(torch.finfo(dt).tiny)
     converged = full & (rel <= rounding_tol(dt)) & torch.isfinite(z).all(dim=1)
     n_bad = int((~converged).sum())

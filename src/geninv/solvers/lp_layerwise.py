@@ -23,7 +23,7 @@ from geninv._validate import as_batch, as_mask
 from geninv.exceptions import ConvergenceWarning, InputError, ShapeError, describe
 from geninv.model.generator import Generator
 from geninv.operators import Identity
-from geninv.solvers.common import saturated
+from geninv.solvers.measurement import saturated
 from geninv.solvers.result import SolveResult
 
 __all__ = ["lp_layerwise"]
@@ -189,7 +189,7 @@ def lp_layerwise(
         Signals; for a pixel mask only the observed entries are used, and of those only the
         unsaturated ones for a tanh / sigmoid output (a value at a bound of the range in the
         data's precision gives no equation on the pre-activation; decided per sample,
-        :func:`geninv.solvers.common.saturated`). With another operator
+        :func:`geninv.solvers.measurement.saturated`). With another operator
         ``A`` (m, n), the measurements ``A G(z)`` (the convention of :func:`geninv.invert`).
     measure : operator, optional
         None (everything observed), a :class:`~geninv.operators.Mask` (per-sample masks allowed),

@@ -25,8 +25,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -34,31 +32,18 @@ from torch import Tensor
 
 from geninv.exceptions import ConvergenceWarning, InputError, ShapeError, describe
 from geninv.model.generator import Generator
-from geninv.solvers.common import (
-    Callback,
-    Measurement,
-    StageLog,
-    apply_cols,
-    check_generator,
-    check_informative,
-    check_option,
-    choose_domain,
-    debias_fit,
-    default_tol,
-    finish,
-    fit_supports,
-    forward_meas,
-    hidden_layers,
-    image_warm_start,
-    preactivation_target,
-    resolve_measurement,
-    support_affine,
-    supported_lstsq,
-    threshold_support,
-    unsaturated,
-)
-from geninv.solvers.hybrid import gauss_newton_refine, measure_for, network_fit, observed_count
-from geninv.solvers.result import SolveResult
+from geninv.solvers.checks import check_informative, check_problem, default_tol
+from geninv.solvers.debias import debias_fit, fit_supports
+from geninv.solvers.expected_error import oracle_expected_error
+from geninv.solvers.image_layer import choose_domain, image_warm_start
+from geninv.solvers.latent_pursuit import latent_pursuit
+from geninv.solvers.linalg import one_thread, supported_lstsq
+from geninv.solvers.loop import Callback, StageLog, threshold_support
+from geninv.solvers.measurement import Measurement, preactivation_target, unsaturated
+from geninv.solvers.network import hidden_layers
+from geninv.solvers.options import NoiseOptions
+from geninv.solvers.refine import gauss_newton_refine, network_fit
+from geninv.solvers.result import SolveResult, finish
 from geninv.solvers.spectral import masked_gram_norm
 from geninv.solvers.steps import LinearLS, SignalLS
 from geninv.solvers.subproblems import fista_layer, image_lipschitz, ladmm_layer
@@ -96,7 +81,7 @@ def estimate_noise(
         As in :func:`geninv.invert`.
     z : Tensor of shape (B, n_0), optional
         A fit to use; default: Latent-Pursuit (noiseless defaults) followed by Gauss-Newton on
-        the whole network (:func:`geninv.solvers.hybrid.gauss_newton_refine`), i.e. the least
+        the whole network (:func:`geninv.solvers.refine.gauss_newton_refine`), i.e. the least
         squares fit of ``y`` by the generator near the pursuit's estimate.
 
     Returns
@@ -114,26 +99,22 @@ def estimate_noise(
     biases (32 signals, input SNR 10-40 dB): ``sigma_hat / sigma`` median 0.99-1.03 after the
     Gauss-Newton refinement (see :mod:`geninv.experiments.noise_exp` for the records).
     """
-    G = check_generator(G)
-    yy, meas = resolve_measurement(measure, mask, G, y)
-    G = G.like(yy)
+    G, yy, meas = check_problem(G, y, measure, mask)
     G64 = G.to(dtype=torch.float64)
     # Unobserved entries carry no data (they would add 1/2 ||y_unobserved||^2 to every fit).
-    y64 = forward_meas(meas, yy.to(torch.float64)) if meas.kind == "diag" else yy.to(torch.float64)
+    y64 = meas.observed(yy.to(torch.float64))
     with torch.no_grad():
         if z is None:
-            from geninv.solvers.latent_pursuit import latent_pursuit
-
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 # Capped like the hybrid's pursuit: the refinement only needs the right basin.
-                z0 = latent_pursuit(G, yy, measure=measure_for(meas, None), max_iter=300).z
+                z0 = latent_pursuit(G, yy, measure=meas.as_measure(), max_iter=300).z
             z, _, _, _ = gauss_newton_refine(G64, y64, meas, z0.to(torch.float64), max_iter=refine_iter)
         else:
             if not isinstance(z, Tensor) or z.shape != (yy.shape[0], G.latent_dim):
                 raise ShapeError(f"z: expected a tensor of shape ({yy.shape[0]}, {G.latent_dim}), received {describe(z)}")
         F = network_fit(G64, y64, z.to(torch.float64), meas)
-    dof = (observed_count(yy, meas).to(torch.float64) - G.latent_dim).clamp_min(1.0)
+    dof = (meas.n_observed(yy).to(torch.float64) - G.latent_dim).clamp_min(1.0)
     return torch.sqrt(2.0 * F / dof)
 
 
@@ -143,7 +124,7 @@ def resolve_noise_level(noise_level: object, G: Generator, y: Tensor, meas: Meas
     if isinstance(noise_level, str):
         if noise_level != "auto":
             raise InputError(f"noise_level: expected a number >= 0, a (B,) tensor or 'auto', received {noise_level!r}")
-        return estimate_noise(G, y, measure=measure_for(meas, None))
+        return estimate_noise(G, y, measure=meas.as_measure())
     if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float, Tensor)):
         raise InputError(f"noise_level: expected a number >= 0, a (B,) tensor or 'auto', received {describe(noise_level)}")
     s = torch.as_tensor(noise_level, dtype=torch.float64).to(y.device).flatten()
@@ -155,23 +136,6 @@ def resolve_noise_level(noise_level: object, G: Generator, y: Tensor, meas: Meas
 
 
 # -- the parameter rules --------------------------------------------------------------------------
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run batched eigen/singular-value decompositions on one thread.
-
-    Measured with this torch build on a loaded 2-core machine (2 threads, OpenMP's default
-    busy-waiting): ``eigvalsh`` of 8 matrices 392 x 392 took 32 s on two threads and 0.05 s on
-    one, ``pinv`` of 8 matrices 784 x 392 28 s and 0.3 s. Small decompositions gain nothing from
-    a second thread anyway.
-    """
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def universal_lam(sigma_in: Tensor, col_norm: Tensor, p: int) -> Tensor:
@@ -215,7 +179,7 @@ def propagated_sigma(sigma_in: Tensor, W: Tensor, rows: Tensor, cols: Tensor) ->
     scale = (Gm.diagonal(dim1=1, dim2=2).sum(dim=1) / c.sum(dim=1).clamp_min(1)).clamp_min(1e-300)
     # Unit-size padding outside T keeps the matrix block diagonal; its eigenvalues are removed below.
     Gp = Gm + torch.diag_embed((1.0 - c) * scale[:, None])
-    with _one_thread():
+    with one_thread():
         ev = torch.linalg.eigvalsh(Gp)
     cut = 1e-10 * ev[:, -1:]
     inv = torch.where(ev > cut, 1.0 / ev.clamp_min(1e-300), torch.zeros_like(ev)).sum(dim=1)
@@ -225,15 +189,6 @@ def propagated_sigma(sigma_in: Tensor, W: Tensor, rows: Tensor, cols: Tensor) ->
 
 
 # -- noise-aware pursuit ---------------------------------------------------------------------------
-
-
-def _fista(f: LinearLS | SignalLS, t: Tensor, w: Tensor | None, lip: Tensor, lam: Tensor, *, max_iter: int, tol: float,
-           check_every: int, callback: Callback | None, stage: str, x0: Tensor | None = None) -> Any:
-    """``min_{x >= 0} f(x) + lam_b 1^T x`` with a per-sample ``lam`` (B, 1), by (backtracking) FISTA
-    from ``x0`` (default zero; :func:`geninv.solvers.subproblems.fista_layer`)."""
-    out, _ = fista_layer(f, t, w, lip=lip, lam=lam, lam_rel=0.0, x0=x0, max_iter=max_iter, tol=tol,
-                         check_every=check_every, restart=True, callback=callback, stage=stage)
-    return out
 
 
 def noisy_pursuit(
@@ -296,13 +251,16 @@ def noisy_pursuit(
     refine : {"network", "supports", "none"}
         Final fit of ``z``. ``"network"`` (default): the debiasing of docs/method.md sec. 6.4 (supports frozen,
         with support refinement) followed by Gauss-Newton on the whole network
-        (:func:`geninv.solvers.hybrid.gauss_newton_refine`) on the MAP objective
+        (:func:`geninv.solvers.refine.gauss_newton_refine`) on the MAP objective
         ``1/2 ||A (y - G(z))||^2 + gamma_end/2 ||z||^2``; ``"supports"``: the debiasing only;
         ``"none"``: the pursuit's own ``z``.
     gamma_end : float, optional
         Default ``sigma^2 / sigma_z^2`` (the MAP weight of white image noise).
     callback : callable, optional
-        Passed to every stage's iteration (``state["stage"]`` names it).
+        ``callback(iteration, state) -> bool | None``, passed to every stage's iteration
+        (``state["stage"]`` names it; as in :func:`geninv.latent_pursuit`). Returning True stops:
+        the later stages get no iterations, the refinement is skipped, and
+        ``info["stopped_by_callback"]`` is True.
     seed : int, optional
         Unused (deterministic).
 
@@ -359,29 +317,11 @@ def noisy_pursuit(
     torch.Size([4])
     """
     t0 = time.perf_counter()
-    G = check_generator(G)
-    yy, meas = resolve_measurement(measure, mask, G, y)
-    G = G.like(yy)
-    if method not in ("latent_pursuit", "layered_bp"):
-        raise InputError(f"method: expected 'latent_pursuit' or 'layered_bp', received {describe(method)}")
-    if refine not in ("network", "supports", "none"):
-        raise InputError(f"refine: expected 'network', 'supports' or 'none', received {describe(refine)}")
-    lam_scale = check_option("lam_scale", lam_scale, kind="float", low=0.0)
-    sigma_z = check_option("sigma_z", sigma_z, kind="float", low=0.0)
-    margin = check_option("margin", margin, kind="float", low=0.0)
-    if sigma_z == 0:
-        raise InputError("sigma_z: expected a value > 0, received 0.0")
-    max_iter = check_option("max_iter", max_iter, kind="int", low=1)
-    tol = default_tol(yy.dtype) if tol is None else check_option("tol", tol, kind="float", low=0.0)
-    support_tol = check_option("support_tol", support_tol, kind="float", low=0.0)
-    rho = check_option("rho", rho, kind="float", low=0.0)
-    if rho == 0:
-        raise InputError("rho: expected a value > 0, received 0.0")
-    refine_iter = check_option("refine_iter", refine_iter, kind="int", low=0)
-    gamma_end = check_option("gamma_end", gamma_end, kind="float", low=0.0, allow_none=True)
-    check_every = check_option("check_every", check_every, kind="int", low=1)
-    power_iters = check_option("power_iters", power_iters, kind="int", low=0)
-    callback = check_option("callback", callback, kind="callable", allow_none=True)
+    G, yy, meas = check_problem(G, y, measure, mask)
+    o = NoiseOptions(method=method, refine=refine, lam_scale=lam_scale, sigma_z=sigma_z, margin=margin, max_iter=max_iter,
+                     tol=default_tol(yy.dtype) if tol is None else tol, support_tol=support_tol, rho=rho,
+                     refine_iter=refine_iter, gamma_end=gamma_end, check_every=check_every, power_iters=power_iters,
+                     callback=callback)
     if image_domain == "signal":
         domain = "signal"
     else:
@@ -391,8 +331,7 @@ def noisy_pursuit(
         raise InputError("G: expected at least one hidden layer for a pursuit, received a generator without one")
     sigma = resolve_noise_level(noise_level, G, yy, meas)
     with torch.no_grad():
-        return _run(G, yy, meas, sigma, method, lam_scale, sigma_z, margin, domain, max_iter, tol, support_tol, rho, refine,
-                    refine_iter, gamma_end, check_every, power_iters, callback, t0)
+        return _run(G, yy, meas, sigma, domain, o, t0)
 
 
 def _partition(x: Tensor, s: Tensor, sigma_x: Tensor, margin: float) -> tuple[Tensor, Tensor]:
@@ -402,46 +341,36 @@ def _partition(x: Tensor, s: Tensor, sigma_x: Tensor, margin: float) -> tuple[Te
     return strong, ~s
 
 
-def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, method: str, lam_scale: float, sigma_z: float,
-         margin: float, domain: str, max_iter: int, tol: float, support_tol: float, rho: float, refine: str, refine_iter: int,
-         gamma_end: float | None, check_every: int, power_iters: int, callback: Callback | None,
-         t0: float) -> SolveResult:
+def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, domain: str, o: NoiseOptions, t0: float) -> SolveResult:
     L = G.n_hidden
     Ws, bs = G.weights, G.biases
     B = y.shape[0]
     dt, dev = y.dtype, y.device
     phi = G.output_activation
-    info: dict[str, Any] = {"sigma": sigma, "image_domain": domain, "lam": {}, "layer_sigma": {}, "eps": {},
-                            "n_iter": {}, "seconds": {}}
+    info: dict[str, Any] = {"sigma": sigma, "image_domain": domain, "lam": {}, "layer_sigma": {}, "eps": {}}
     log = StageLog(B, dev, info)
     record = log.record
+    loop = {"tol": o.tol, "check_every": o.check_every, "callback": o.callback}
 
     # 1. image layer
     ts = time.perf_counter()
     W, b = Ws[-1], bs[-1]
-    m_obs = observed_count(y, meas).to(torch.float64)
-    W64 = W.to(torch.float64)
-    if meas.kind == "identity":
-        col = W64.norm(dim=0).amax()[None]  # (1,)
-    elif meas.kind == "diag":
-        # Column norms of the masked matrix, without forming B copies of it.
-        col = (meas.w.to(torch.float64) @ W64.square()).sqrt().amax(dim=1)  # type: ignore[union-attr]
-    else:
-        col = apply_cols(meas, W64[None]).norm(dim=1).amax(dim=1)
+    m_obs = meas.n_observed(y).to(torch.float64)
+    col = meas.max_column_norm(W.to(torch.float64))
     if domain == "signal":
         t = y
-        f: LinearLS | SignalLS = SignalLS(W, b, phi, meas.op if meas.kind == "operator" else None)
-        lip = image_lipschitz(W, meas, phi, power_iters=power_iters)
+        f: LinearLS | SignalLS = SignalLS(W, b, phi, meas.op)
+        lip = image_lipschitz(W, meas, phi, power_iters=o.power_iters)
         sig_in = sigma
         col = col * phi.lipschitz
     else:
         t = preactivation_target(G, y, meas)
         f = LinearLS(W, b)
-        lip = image_lipschitz(W, meas, None, power_iters=power_iters)
+        lip = image_lipschitz(W, meas, None, power_iters=o.power_iters)
         dinv = 1.0 / phi.derivative(t.to(torch.float64)).clamp_min(1e-12)  # (phi^{-1})'(y) = 1 / phi'(phi^{-1}(y))
         wobs = meas.w.to(torch.float64) if meas.w is not None else torch.ones_like(dinv)
         sig_in = sigma * torch.sqrt((dinv.square() * wobs).sum(dim=1) / m_obs.clamp_min(1))
-    lam_L = lam_scale * universal_lam(sig_in, col.expand(B), W.shape[1])
+    lam_L = o.lam_scale * universal_lam(sig_in, col.expand(B), W.shape[1])
     stage = f"x{L}"
     # Start from the image layer's least squares where it exists (as Latent-Pursuit does): from zero
     # the signal-domain FISTA runs to its iteration cap on noisy data.
@@ -449,16 +378,16 @@ def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, method: str,
     if meas.diagonal and phi.invertible and choose_domain("auto", G, y, meas) == "pre":
         m_ws = unsaturated(G, y, meas)  # saturated pixels carry no equation on the pre-activation
         x0 = image_warm_start(W, preactivation_target(G, y, m_ws) - b, m_ws.obs, dt)
-    out = _fista(f, t, meas.w, lip, lam_L.to(dt)[:, None], x0=x0, max_iter=max_iter, tol=tol, check_every=check_every,
-                 callback=callback, stage=stage)
+    out, _ = fista_layer(f, t, meas.w, lip=lip, lam=lam_L.to(dt)[:, None], lam_rel=0.0, x0=x0, max_iter=o.max_iter,
+                         restart=True, stage=stage, **loop)
     record(stage, out, ts)
     x_next = out.state.x
-    s_next = threshold_support(x_next, support_tol)
+    s_next = threshold_support(x_next, o.support_tol)
     # Propagated noise of x_L: supported LS through the linearized output activation.
     a_hat = torch.addmm(b, x_next, W.T).to(torch.float64)
     q = phi.derivative(a_hat) if domain == "signal" else torch.ones_like(a_hat)
-    if meas.kind == "operator":
-        K = apply_cols(meas, q[:, :, None] * W.to(torch.float64)[None])
+    if not meas.diagonal:
+        K = meas.apply_cols(q[:, :, None] * W.to(torch.float64)[None])
         sig_next = propagated_sigma(sig_in, K, torch.ones(B, K.shape[1], dtype=torch.float64, device=dev), s_next)
     else:
         rows = q.square() * (meas.w.to(torch.float64) if meas.w is not None else 1.0)
@@ -466,7 +395,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, method: str,
     info["lam"][stage] = lam_L
     info["eps"][stage] = sig_in * torch.sqrt(m_obs)
     info["layer_sigma"][stage] = sig_next
-    s_next, z_next = _partition(x_next, s_next, sig_next, margin)
+    s_next, z_next = _partition(x_next, s_next, sig_next, o.margin)
     est = [x_next]
     supports = [s_next]
 
@@ -483,167 +412,59 @@ def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, method: str,
         Ms = W.to(torch.float64)[None] * s.to(torch.float64)[:, :, None]
         info["eps"][stage] = sig_next * torch.sqrt(s.to(torch.float64).sum(dim=1))
         if first:
-            gamma = sig_next.square() / sigma_z**2
+            gamma = sig_next.square() / o.sigma_z**2
             info["gamma"] = gamma
-            if method == "layered_bp":
+            if o.method == "layered_bp":
                 z = supported_lstsq(W, x_next - b, s_next, None).to(dt)
                 break
             x0 = supported_lstsq(W, x_next - b, s_next, None, dtype=dt)
-            out_l, _ = ladmm_layer(W, b, x_next, s, lam=torch.zeros(B, 1, dtype=dt, device=dev), rho=rho,
-                                   gamma=gamma.to(dt)[:, None], nonneg=False, mu=None, x0=x0, max_iter=max_iter, tol=tol,
-                                   check_every=check_every, power_iters=power_iters, callback=callback, stage=stage, sc=sc)
+            out_l, _ = ladmm_layer(W, b, x_next, s, lam=torch.zeros(B, 1, dtype=dt, device=dev), rho=o.rho,
+                                   gamma=gamma.to(dt)[:, None], nonneg=False, mu=None, x0=x0,
+                                   max_iter=log.iterations(o.max_iter), power_iters=o.power_iters, stage=stage, sc=sc, **loop)
             record(stage, out_l, ts)
             z = out_l.state.x
             break
         col_i = Ms.norm(dim=1).amax(dim=1)
-        lam_i = lam_scale * universal_lam(sig_next, col_i, W.shape[1])
-        if method == "layered_bp":
-            lip_i = masked_gram_norm(W, s, iters=power_iters)
-            out_l = _fista(LinearLS(W, b), x_next, s, lip_i, lam_i.to(dt)[:, None], max_iter=max_iter, tol=tol,
-                           check_every=check_every, callback=callback, stage=stage)
+        lam_i = o.lam_scale * universal_lam(sig_next, col_i, W.shape[1])
+        if o.method == "layered_bp":
+            lip_i = masked_gram_norm(W, s, iters=o.power_iters)
+            out_l, _ = fista_layer(LinearLS(W, b), x_next, s, lip=lip_i, lam=lam_i.to(dt)[:, None], lam_rel=0.0, x0=None,
+                                   max_iter=log.iterations(o.max_iter), restart=True, stage=stage, **loop)
         else:
             x0 = supported_lstsq(W, x_next - b, s_next, None, dtype=dt).clamp_min(0)
-            out_l, _ = ladmm_layer(W, b, x_next, s, lam=lam_i.to(dt)[:, None], rho=rho, gamma=0.0, nonneg=True, mu=None,
-                                   x0=x0, max_iter=max_iter, tol=tol, check_every=check_every, power_iters=power_iters,
-                                   callback=callback, stage=stage, sc=sc)
+            out_l, _ = ladmm_layer(W, b, x_next, s, lam=lam_i.to(dt)[:, None], rho=o.rho, gamma=0.0, nonneg=True, mu=None,
+                                   x0=x0, max_iter=log.iterations(o.max_iter), power_iters=o.power_iters, stage=stage,
+                                   sc=sc, **loop)
         record(stage, out_l, ts)
         x_i = out_l.state.x
-        s_i = threshold_support(x_i, support_tol)
+        s_i = threshold_support(x_i, o.support_tol)
         info["lam"][stage] = lam_i
         sig_next = propagated_sigma(sig_next, W, s.to(torch.float64), s_i)
         info["layer_sigma"][stage] = sig_next
-        s_i, z_i = _partition(x_i, s_i, sig_next, margin)
+        s_i, z_i = _partition(x_i, s_i, sig_next, o.margin)
         est.insert(0, x_i)
         supports.insert(0, s_i)
         x_next, s_next, z_next = x_i, s_i, z_i
     assert z is not None
     info["pursuit_layers"] = est
-    g_end = sigma.square() / sigma_z**2 if gamma_end is None else torch.full_like(sigma, float(gamma_end))
+    g_end = sigma.square() / o.sigma_z**2 if o.gamma_end is None else torch.full_like(sigma, float(o.gamma_end))
     info["gamma_end"] = g_end
     layers = est
-    if refine != "none":
+    if o.refine != "none" and not log.stopped:
         ts = time.perf_counter()
-        if refine == "network":
+        if o.refine == "network":
             # The frozen-support fit only has to land in the right basin: a few Levenberg-Marquardt
             # steps, then Gauss-Newton on the whole network re-reads the supports as it goes.
             z64, ok, obj = fit_supports(G, y, supports, meas, z0=z, max_iter=5)
         else:
             z64, ok, obj, _ = debias_fit(G, y, supports, meas, z0=z)
             log.converged = log.converged & ok
-        if refine == "network" and refine_iter:
-            z64, obj, it, ok2 = gauss_newton_refine(G, y, meas, z64, gamma=g_end, max_iter=refine_iter)
+        if o.refine == "network" and o.refine_iter:
+            z64, obj, it, _ = gauss_newton_refine(G, y, meas, z64, gamma=g_end, max_iter=o.refine_iter)
             log.n_iter = log.n_iter + it
         info["objective"] = obj
         info["seconds"]["refine"] = time.perf_counter() - ts
         z = z64.to(dt)
         layers = hidden_layers(G, z)
-    return finish(f"noisy_{method}", G, z, layers, supports, log.converged, log.n_iter, log.history, t0, info, dt)
-
-
-def oracle_expected_error(
-    G: Generator,
-    z: Tensor,
-    sigma: float | Tensor,
-    *,
-    measure: Any = None,
-    mask: Tensor | None = None,
-    mode: str = "end_to_end",
-    supports: Sequence[Tensor] | None = None,
-) -> dict[str, Tensor]:
-    """Theorem 3 made concrete: the Oracle's expected squared error per layer under white noise.
-
-    Parameters
-    ----------
-    G : Generator
-    z : Tensor of shape (B, n_0)
-        The true latents.
-    sigma : float or Tensor of shape (B,)
-        Noise standard deviation on each observed entry.
-    measure, mask :
-        As in :func:`geninv.invert`.
-    mode : {"end_to_end", "layerwise"}
-        ``"end_to_end"``: least squares of ``z`` through the whole network with the true
-        supports (``geninv.oracle(..., mode="end_to_end")``, the best unbiased estimate that
-        knows the supports). ``"layerwise"``: the paper's Algorithm 1 (one pseudo-inverse per
-        layer, on ``phi^{-1}(y)``; pixel mask or none).
-    supports : list of bool Tensors (B, n_i), optional
-        Default: those of ``G(z)``.
-
-    Returns
-    -------
-    dict
-        ``{"z": (B,), "x1": (B,), ..., "xL": (B,), "y": (B,)}``: expected ``||est - true||_2^2``
-        (for ``"y"`` the re-synthesis ``G(z_hat)`` on all ``n`` entries), to first order in ``sigma``.
-
-    Notes
-    -----
-    With the supports frozen the network is affine in ``z`` up to the output activation:
-    ``a = J z + c`` (:func:`geninv.solvers.common.support_affine`), and ``x_i = J_i z + c_i``.
-
-    * End to end: linearizing ``phi`` at the truth, ``y = phi(a) + e`` gives the linear model with
-      ``K = A diag(phi'(a)) J``; least squares has covariance ``C = sigma^2 (K^T K)^{-1}``, so
-      ``E||z_hat - z||^2 = sigma^2 tr((K^T K)^{-1})`` (exact when ``phi`` is the identity: then
-      ``K = A P`` with ``P = W_{L+1} D_L W_L ... D_1 W_1`` the composed supported map), and
-      ``E||x_i_hat - x_i||^2 = tr(J_i C J_i^T)``, ``E||G(z_hat) - G(z)||^2 = tr(Q C Q^T)`` with
-      ``Q = diag(phi'(a)) J``.
-    * Layerwise: ``x_L_hat = pinv(M W_{L+1}[:, S_L]) M (phi^{-1}(y) - b)`` has error ``P_L D e``,
-      ``D = diag((phi^{-1})'(y))``, and every later pseudo-inverse is applied to the previous
-      error: ``E_i = pinv(W_{i+1}[S_{i+1}, S_i]) E_{i+1}[S_{i+1}]``; ``E||.||^2 = sigma^2 ||E_i D||_F^2``.
-      The error of layer ``i`` lives on ``s_i`` coordinates and the image-layer pseudo-inverse
-      keeps ``s_L`` of the ``n`` noise dimensions: the ``s_i`` scaling and the ``s_L / n``
-      attenuation of Theorem 3 (for Gaussian ``W``, ``E||x_L_hat - x_L||^2 ~ sigma^2 s_L n_L / (n - s_L)``).
-    """
-    G = check_generator(G)
-    z = z.to(torch.float64)
-    B = z.shape[0]
-    G64 = G.to(dtype=torch.float64)
-    y0 = G64.forward_unchecked(z)
-    yy, meas = resolve_measurement(measure, mask, G64, y0 if measure is None or hasattr(measure, "mask") else
-                                   measure.forward(y0))
-    sig = torch.as_tensor(sigma, dtype=torch.float64).flatten().expand(B)
-    tr = G64.trace(z)
-    sup = list(tr.supports) if supports is None else [s.to(torch.bool) for s in supports]
-    phi = G64.output_activation
-    names = [f"x{i + 1}" for i in range(G.n_hidden)]
-    out: dict[str, Tensor] = {}
-    if mode == "end_to_end":
-        J, c = support_affine(G64, sup, B, dtype=torch.float64)
-        a = torch.baddbmm(c.unsqueeze(-1), J, z.unsqueeze(-1)).squeeze(-1)
-        Q = phi.derivative(a)[:, :, None] * J
-        K = apply_cols(meas, Q)
-        with _one_thread():
-            C = torch.linalg.pinv(K.transpose(1, 2) @ K, hermitian=True) * sig[:, None, None] ** 2
-        out["z"] = C.diagonal(dim1=1, dim2=2).sum(dim=1)
-        Ji = None
-        for i, name in enumerate(names):
-            si = sup[i].to(torch.float64)
-            Ji = si[:, :, None] * (G64.weights[0][None] if Ji is None else G64.weights[i] @ Ji)
-            out[name] = ((Ji @ C) * Ji).sum(dim=(1, 2))
-        out["y"] = ((Q @ C) * Q).sum(dim=(1, 2))
-        return out
-    if mode != "layerwise":
-        raise InputError(f"mode: expected 'end_to_end' or 'layerwise', received {mode!r}")
-    if not (meas.diagonal and phi.invertible):
-        raise InputError("mode: 'layerwise' needs an invertible output activation and a pixel mask or no measure")
-    W = G64.weights[-1]
-    wob = meas.w if meas.w is not None else torch.ones(B, W.shape[0], dtype=torch.float64)
-    a = tr.pre[-1]
-    d = 1.0 / phi.derivative(a)  # (phi^{-1})'(y) at the clean image
-    L = G.n_hidden
-    M = wob[:, :, None] * W[None] * sup[-1].to(torch.float64)[:, None, :]  # (B, n, n_L)
-    with _one_thread():
-        E = torch.linalg.pinv(M) * (wob * d)[:, None, :]  # (B, n_L, n): error of x_L = E e
-        errs = {names[-1]: E}
-        for i in range(L - 1, 0, -1):
-            Mi = sup[i].to(torch.float64)[:, :, None] * G64.weights[i][None] * sup[i - 1].to(torch.float64)[:, None, :]
-            E = torch.linalg.pinv(Mi) @ E
-            errs[names[i - 1]] = E
-        M1 = sup[0].to(torch.float64)[:, :, None] * G64.weights[0][None]
-        Ez = torch.linalg.pinv(M1) @ E
-    out["z"] = sig**2 * Ez.square().sum(dim=(1, 2))
-    for name in names:
-        out[name] = sig**2 * errs[name].square().sum(dim=(1, 2))
-    Jz, c = support_affine(G64, sup, B, dtype=torch.float64)
-    Qy = phi.derivative(tr.pre[-1])[:, :, None] * Jz @ Ez
-    out["y"] = sig**2 * Qy.square().sum(dim=(1, 2))
-    return out
+    return finish(f"noisy_{o.method}", G, z, layers, supports, log.converged, log.n_iter, history=log.history, t0=t0,
+                  info=info, dtype=dt)

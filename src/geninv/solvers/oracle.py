@@ -9,26 +9,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from geninv._validate import as_bool_rows
 from geninv.exceptions import InputError, ShapeError, describe
 from geninv.model.generator import Generator
-from geninv.solvers.common import (
-    Callback,
-    Measurement,
-    check_generator,
-    check_option,
-    check_seed,
-    choose_domains,
-    finish,
-    fit_supports,
-    hidden_layers,
-    meas_index,
-    preactivation_target,
-    resolve_measurement,
-    supported_lstsq,
-    unsaturated,
-)
+from geninv.solvers.checks import check_option, check_problem, check_seed
+from geninv.solvers.debias import fit_supports
+from geninv.solvers.image_layer import choose_domains
+from geninv.solvers.linalg import supported_lstsq
+from geninv.solvers.loop import Callback
+from geninv.solvers.measurement import Measurement, preactivation_target, unsaturated
+from geninv.solvers.network import hidden_layers
 from geninv.solvers.relu_output import check_relu_measure, is_relu_output, output_support
-from geninv.solvers.result import SolveResult
+from geninv.solvers.result import SolveResult, finish
 
 __all__ = ["oracle", "check_supports"]
 
@@ -45,20 +37,7 @@ def check_supports(supports: object, G: Generator, B: int, device: torch.device)
         raise ShapeError(f"supports: expected {L} tensors (one per hidden layer), received {len(supports)}")
     out = []
     for i, (s, n_i) in enumerate(zip(supports, dims)):
-        if not isinstance(s, Tensor):
-            raise InputError(f"supports[{i}]: expected a boolean tensor of shape ({B}, {n_i}), received {describe(s)}")
-        if s.dtype != torch.bool:
-            if s.is_floating_point() or s.dtype in (torch.int64, torch.int32, torch.uint8, torch.int8):
-                if not bool(((s == 0) | (s == 1)).all()):
-                    raise InputError(f"supports[{i}]: expected boolean or 0/1 entries, received other values")
-                s = s != 0
-            else:
-                raise InputError(f"supports[{i}]: expected a boolean tensor, received dtype {s.dtype}")
-        if s.ndim == 1:
-            s = s[None]
-        if s.ndim != 2 or s.shape[1] != n_i or s.shape[0] not in (1, B):
-            raise ShapeError(f"supports[{i}]: expected shape ({B}, {n_i}) or ({n_i},), received {tuple(s.shape)}")
-        s = s.to(device).expand(B, n_i)
+        s = as_bool_rows(s, B, n_i, device, f"supports[{i}]")
         empty = ~s.any(dim=1)
         if bool(empty.any()):
             which = empty.nonzero().flatten().tolist()[:5]
@@ -113,7 +92,9 @@ def oracle(
     seed : int, optional
         Unused (the Oracle is deterministic).
     callback : callable, optional
-        Called once, ``callback(0, {"stage": "oracle", "x": z, ...})``.
+        ``callback(k, state) -> bool | None``, called once with the answer,
+        ``callback(0, {"stage": "oracle", "x": z, "z": z, ...})`` (nothing is left to stop, so
+        its return value changes nothing).
 
     Returns
     -------
@@ -129,7 +110,7 @@ def oracle(
         x_{i-1}^{S_{i-1}} = pinv(W_i^{S_i, S_{i-1}}) (x_i^{S_i} - b_i^{S_i})      i = L..2
         z                 = pinv(W_1^{S_1}) (x_1^{S_1} - b_1^{S_1})
 
-    All samples are solved at once in float64 (:func:`geninv.solvers.common.supported_lstsq`:
+    All samples are solved at once in float64 (:func:`geninv.solvers.linalg.supported_lstsq`:
     per-sample supported matrices gathered into one zero-padded batch, batched Cholesky with
     iterative refinement, pseudo-inverse for rank-deficient samples).
 
@@ -142,9 +123,7 @@ def oracle(
     True
     """
     t0 = time.perf_counter()
-    G = check_generator(G)
-    yy, meas = resolve_measurement(measure, mask, G, y)
-    G = G.like(yy)
+    G, yy, meas = check_problem(G, y, measure, mask)
     sup = check_supports(supports, G, yy.shape[0], yy.device)
     if mode not in ("auto", "layerwise", "end_to_end"):
         raise InputError(f"mode: expected 'auto', 'layerwise' or 'end_to_end', received {mode!r}")
@@ -154,7 +133,7 @@ def oracle(
     check_seed(seed)
     phi = G.output_activation
     check_relu_measure("oracle", G, meas)
-    layerwise_ok = meas.diagonal or (meas.kind == "operator" and phi.name == "identity")
+    layerwise_ok = meas.diagonal or phi.name == "identity"
     if mode == "layerwise" and not layerwise_ok:
         raise InputError(
             "mode: 'layerwise' needs phi^{-1} (an invertible output activation with a pixel mask or no measure, "
@@ -178,8 +157,8 @@ def oracle(
             layers = hidden_layers(G, z.to(yy.dtype))
         else:
             a, e = lw.nonzero().squeeze(1), (~lw).nonzero().squeeze(1)
-            za, la = _layerwise(G, yy[a], [s[a] for s in sup], meas_index(meas, a))
-            ze, converged_e, _ = fit_supports(G, yy[e], [s[e] for s in sup], meas_index(meas, e),
+            za, la = _layerwise(G, yy[a], [s[a] for s in sup], meas.subset(a))
+            ze, converged_e, _ = fit_supports(G, yy[e], [s[e] for s in sup], meas.subset(e),
                                               max_iter=max_iter, tol=tol)
             z = torch.empty(B, G.latent_dim, dtype=za.dtype, device=yy.device)
             z[a], z[e] = za, ze.to(za.dtype)
@@ -189,11 +168,13 @@ def oracle(
             for x, xa in zip(layers, la):
                 x[a] = xa.to(x.dtype)
     if callback is not None:
-        callback(0, {"stage": "oracle", "x": z.to(yy.dtype), "active": 0, "change": None, "objective": None})
+        callback(0, {"stage": "oracle", "x": z.to(yy.dtype), "z": z.to(yy.dtype), "active": 0, "change": None,
+                     "objective": None})
     n_iter = torch.zeros(yy.shape[0], dtype=torch.int64, device=yy.device)
     info: dict[str, Any] = {"mode": "layerwise" if use_layerwise else "end_to_end" if not bool(lw.any())
                             else ["layerwise" if v else "end_to_end" for v in lw.tolist()]}
-    return finish("oracle", G, z, layers, [s.clone() for s in sup], converged, n_iter, {}, t0, info, yy.dtype, y=yy, meas=meas)
+    return finish("oracle", G, z, layers, [s.clone() for s in sup], converged, n_iter, history={}, t0=t0, info=info,
+                  dtype=yy.dtype, y=yy, meas=meas)
 
 
 def _layerwise(G: Generator, y: Tensor, sup: list[Tensor], meas: Measurement) -> tuple[Tensor, list[Tensor]]:

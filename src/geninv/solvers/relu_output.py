@@ -21,16 +21,22 @@ activation (gradient descent, ``method="gd"``, fits it in the signal domain).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from geninv.exceptions import InputError
-from geninv.solvers.common import Callback, LoopOutput, Measurement, supported_lstsq
+from geninv.model.generator import Generator
+from geninv.solvers.linalg import batched_lstsq, supported_lstsq
+from geninv.solvers.loop import LoopOutput
+from geninv.solvers.measurement import Measurement
+from geninv.solvers.network import support_affine
 from geninv.solvers.subproblems import auto_lam, ladmm_layer
 
-__all__ = ["is_relu_output", "check_relu_measure", "output_support", "relu_image_start", "relu_image_admm"]
+__all__ = ["is_relu_output", "check_relu_measure", "output_support", "relu_image_start", "relu_image_admm",
+           "relu_output_fit"]
 
 
 def is_relu_output(G: Any) -> bool:
@@ -40,7 +46,7 @@ def is_relu_output(G: Any) -> bool:
 
 def check_relu_measure(method: str, G: Any, meas: Measurement) -> None:
     """InputError for a ReLU output seen through a general operator (see the module notes)."""
-    if is_relu_output(G) and meas.kind == "operator":
+    if is_relu_output(G) and not meas.diagonal:
         raise InputError(
             f"measure: expected a pixel mask or no measure for {method} on a generator with a relu output (the "
             f"output's zero pixels are its inequality constraints, which a general operator does not observe "
@@ -94,12 +100,7 @@ def relu_image_admm(
     mu: float | None,
     x0: Tensor,
     exact: Tensor | None,
-    max_iter: int,
-    tol: float,
-    check_every: int,
-    power_iters: int,
-    callback: Callback | None,
-    stage: str,
+    **iteration: Any,
 ) -> tuple[LoopOutput, Tensor, Tensor]:
     """The image layer of a ReLU output as a middle layer of eq. (9), by linearized ADMM.
 
@@ -120,6 +121,9 @@ def relu_image_admm(
         Absolute l1 weight; None: ``lam_rel * lam_max`` per sample.
     exact : bool Tensor (B,) or None
         Samples whose start solves the layer exactly (:func:`relu_image_start`): ``lam = 0``.
+    **iteration :
+        ``max_iter``, ``tol``, ``check_every``, ``power_iters``, ``callback`` and ``stage`` of
+        :func:`geninv.solvers.subproblems.ladmm_layer`.
 
     Returns
     -------
@@ -135,7 +139,26 @@ def relu_image_admm(
         lam_t = torch.full((B, 1), float(lam), dtype=dtype, device=y.device)
     if exact is not None:
         lam_t = lam_t.masked_fill(exact[:, None], 0.0)
-    out, mu_t = ladmm_layer(W, b, y, s, sc=sc, lam=lam_t, rho=rho, gamma=0.0, nonneg=True, mu=mu, x0=x0,
-                            max_iter=max_iter, tol=tol, check_every=check_every, power_iters=power_iters,
-                            callback=callback, stage=stage)
+    out, mu_t = ladmm_layer(W, b, y, s, sc=sc, lam=lam_t, rho=rho, gamma=0.0, nonneg=True, mu=mu, x0=x0, **iteration)
     return out, lam_t, mu_t
+
+
+def relu_output_fit(G: Generator, y64: Tensor, supports: Sequence[Tensor], meas: Measurement,
+                     work: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`geninv.solvers.debias.fit_supports` for a ReLU output seen through a pixel mask (or none): least squares
+    on the observed positive pixels with every support frozen; the objective is the true
+    ``1/2 ||M (relu(J z + c) - y)||^2``."""
+    B = y64.shape[0]
+    pos = y64 > 0
+    if meas.obs is not None:
+        pos = pos & meas.obs
+    J, c = support_affine(G, supports, B, dtype=work)
+    J, c = J.to(torch.float64), c.to(torch.float64)
+    wp = pos.to(torch.float64)
+    z = batched_lstsq(J * wp[:, :, None], (y64 - c) * wp)
+    a = torch.baddbmm(c.unsqueeze(-1), J, z.unsqueeze(-1)).squeeze(-1)
+    r = torch.relu(a) - y64
+    if meas.w is not None:
+        r = r * meas.w.to(torch.float64)
+    converged = torch.isfinite(z).all(dim=1)
+    return z, converged, 0.5 * r.square().sum(dim=1)

@@ -119,6 +119,19 @@ def fista_init(x0: Tensor) -> FistaState:
     return FistaState(x0, x0, torch.ones(x0.shape[0], 1, dtype=x0.dtype, device=x0.device))
 
 
+def _momentum(state: FistaState | FistaBTState, x_new: Tensor, restart: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """FISTA's momentum after the step to ``x_new`` (B, n): ``t_{k+1}`` (B, 1), the weight
+    ``beta = (t_k - 1) / t_{k+1}`` (B, 1) (0 where the gradient restart fires) and ``x_{k+1} - x_k``."""
+    t_new = 0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * state.t * state.t))
+    beta = (state.t - 1.0) / t_new
+    dx = x_new - state.x
+    if restart:
+        bad = ((state.y - x_new) * dx).sum(dim=1, keepdim=True) > 0
+        t_new = torch.where(bad, torch.ones_like(t_new), t_new)
+        beta = torch.where(bad, torch.zeros_like(beta), beta)
+    return t_new, beta, dx
+
+
 def fista_step(
     state: FistaState,
     grad: Callable[[Tensor], Tensor],
@@ -151,13 +164,7 @@ def fista_step(
     # max(y - step (g + lam), 0), fused into few memory passes (the step is memory-bound).
     g = grad(state.y).add_(lam)
     x_new = torch.addcmul(state.y, step, g, value=-1.0).clamp_min_(0)
-    t_new = 0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * state.t * state.t))
-    beta = (state.t - 1.0) / t_new
-    dx = x_new - state.x
-    if restart:
-        bad = ((state.y - x_new) * dx).sum(dim=1, keepdim=True) > 0
-        t_new = torch.where(bad, torch.ones_like(t_new), t_new)
-        beta = torch.where(bad, torch.zeros_like(beta), beta)
+    t_new, beta, dx = _momentum(state, x_new, restart)
     return FistaState(x_new, torch.addcmul(x_new, beta, dx), t_new)
 
 
@@ -208,13 +215,7 @@ def fista_bt_step(
     bound = fy + (g * d).sum(dim=1) + (0.5 / state.step.squeeze(1)) * d.square().sum(dim=1) + 100 * eps * fy.abs()
     ok = (fx <= bound) & torch.isfinite(fx)
     okc = ok[:, None]
-    t_new = 0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * state.t * state.t))
-    beta = (state.t - 1.0) / t_new
-    dx = x_new - state.x
-    if restart:
-        bad = ((state.y - x_new) * dx).sum(dim=1, keepdim=True) > 0
-        t_new = torch.where(bad, torch.ones_like(t_new), t_new)
-        beta = torch.where(bad, torch.zeros_like(beta), beta)
+    t_new, beta, dx = _momentum(state, x_new, restart)
     den = torch.maximum(x_new.norm(dim=1), state.x.norm(dim=1)).clamp_min(torch.finfo(x_new.dtype).tiny)
     change = dx.norm(dim=1) / den
     return FistaBTState(

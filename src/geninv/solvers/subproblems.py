@@ -16,7 +16,8 @@ from torch import Tensor
 
 from geninv.exceptions import InputError
 from geninv.model.activations import Activation
-from geninv.solvers.common import Callback, LoopOutput, Measurement, run_loop
+from geninv.solvers.loop import Callback, LoopOutput, run_loop
+from geninv.solvers.measurement import Measurement
 from geninv.solvers.spectral import masked_gram_norm, spectral_norm
 from geninv.solvers.steps import (
     FistaBTState,
@@ -89,7 +90,7 @@ def fista_layer(
         (:func:`auto_lam`).
     exact : Tensor of shape (B,), bool, optional
         Samples whose start ``x0`` already fits exactly (noiseless,
-        :func:`geninv.solvers.common.exact_fit`): their ``lam`` is 0.
+        :func:`geninv.solvers.image_layer.exact_fit`): their ``lam`` is 0.
 
     Returns
     -------
@@ -146,7 +147,7 @@ def image_lipschitz(W: Tensor, meas: Measurement, phi: Activation | None, *, pow
     ``phi`` and so is only the *initial* step of the backtracking FISTA used there
     (:func:`geninv.solvers.steps.fista_bt_step`).
     """
-    if meas.kind == "operator":
+    if not meas.diagonal:
         base = torch.full((1,), float(meas.op.norm()) ** 2 * spectral_norm(W) ** 2, dtype=W.dtype, device=W.device)
     else:
         base = masked_gram_norm(W, meas.w.to(W.dtype) if meas.w is not None else None, iters=power_iters)

@@ -127,8 +127,7 @@ def _scale(y: Tensor, meas: Any) -> Tensor:
     """Per-sample ``max |y_obs|`` (1 where ``y_obs = 0``), float64 (B,): norms are taken of
     ``y / scale`` so that they do not overflow (a signal of 1e160 still gets its verdict)."""
     y64 = y.detach().to(torch.float64).abs()
-    if meas.kind == "diag":
-        y64 = y64 * meas.w.to(torch.float64)
+    y64 = meas.observed(y64)
     s = y64.amax(dim=1) if y64.shape[1] else torch.ones(y64.shape[0], dtype=torch.float64, device=y.device)
     return torch.where((s > 0) & torch.isfinite(s), s, torch.ones_like(s))
 
@@ -138,17 +137,14 @@ def observed_norms(y: Tensor, meas: Any, scale: Tensor | None = None) -> tuple[T
     y64 = y.detach().to(torch.float64)
     if scale is not None:
         y64 = y64 / scale[:, None]
-    if meas.kind == "diag":
-        w = meas.w.to(torch.float64)
-        return (y64 * w).norm(dim=1), w.sum(dim=1)
-    return y64.norm(dim=1), torch.full((y.shape[0],), float(y.shape[1]), dtype=torch.float64, device=y.device)
+    return meas.observed(y64).norm(dim=1), meas.n_observed(y64).to(torch.float64)
 
 
 def measured_residual(G: Any, y: Tensor, meas: Any, z: Tensor, scale: Tensor | None = None) -> Tensor:
     """``||A G(z) - y|| / scale`` per sample (B,), in float64: one forward pass of ``G`` (in float64).
 
     ``y`` (B, m) as the method received it, ``meas`` its
-    :class:`geninv.solvers.common.Measurement`, ``z`` (B, n_0), ``scale`` (B,) or None (1).
+    :class:`geninv.solvers.measurement.Measurement`, ``z`` (B, n_0), ``scale`` (B,) or None (1).
     Non-finite ``z`` gives ``inf``.
     """
     G64 = G.to(dtype=torch.float64)
@@ -157,12 +153,7 @@ def measured_residual(G: Any, y: Tensor, meas: Any, z: Tensor, scale: Tensor | N
     with torch.no_grad():
         p = G64.forward_unchecked(torch.where(finite[:, None], z64, torch.zeros_like(z64)))
         y64 = y.detach().to(torch.float64)
-        if meas.kind == "identity":
-            r = p - y64
-        elif meas.kind == "diag":
-            r = (p - y64) * meas.w.to(torch.float64)
-        else:
-            r = meas.op.forward(p) - y64
+        r = meas.residual(p, y64)
         if scale is not None:
             r = r / scale[:, None]
         rn = r.norm(dim=1)
@@ -179,7 +170,7 @@ def self_check(G: Any, y: Tensor, meas: Any, res: Any, *, data_dtype: torch.dtyp
     y : Tensor of shape (B, m)
         The data as the method received it.
     meas : Measurement
-        How ``y`` was measured (:func:`geninv.solvers.common.resolve_measurement`).
+        How ``y`` was measured (:func:`geninv.solvers.measurement.resolve_measurement`).
     res : SolveResult
     data_dtype : torch.dtype, optional
         The dtype of the data as the user gave it (sets the rounding level); default ``y.dtype``.

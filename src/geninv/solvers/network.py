@@ -1,0 +1,82 @@
+"""The network with frozen ReLU supports as an affine map of ``z``, the hidden layers at ``z``,
+and the true objective ``1/2 ||A (y - G(z))||^2``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from geninv.model.generator import Generator
+from geninv.solvers.measurement import Measurement
+
+__all__ = ["support_affine", "hidden_affine", "hidden_layers", "network_objective", "output_preactivation"]
+
+
+def support_affine(G: Generator, supports: Sequence[Tensor], supports_batch: int = 1,
+                   dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """The network with frozen ReLU supports as an affine map of ``z``.
+
+    Returns ``J`` (B, n, n_0) and ``c`` (B, n), in ``dtype``, such that the output
+    pre-activation is ``a = J z + c`` when every hidden layer ``i`` is ``D_i (W_i x_{i-1} + b_i)``
+    with ``D_i = diag(supports[i])``. Cost ``B sum_i n_i n_{i-1} n_0`` (products from the
+    latent side, where ``n_0`` is small).
+    """
+    Ws = [W.to(dtype) for W in G.weights]
+    bs = [b.to(dtype) for b in G.biases]
+    if G.n_hidden == 0:
+        B = supports_batch
+        return Ws[0][None].expand(B, -1, -1), bs[0][None].expand(B, -1)
+    J, c = hidden_affine(Ws, bs, supports, dtype)
+    B, n0 = c.shape[0], Ws[0].shape[1]
+    J = (Ws[-1] @ J.reshape(J.shape[0], B * n0)).reshape(-1, B, n0).transpose(0, 1)
+    c = torch.addmm(bs[-1], c, Ws[-1].T)
+    return J, c
+
+
+def hidden_affine(Ws: Sequence[Tensor], bs: Sequence[Tensor], supports: Sequence[Tensor],
+                   dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The last hidden layer as an affine map of ``z`` with frozen supports: ``x_L = M z + c``.
+
+    Returns ``M`` laid out as (n_L, B, n_0) (each layer is one plain matrix product ``W_i @ M``,
+    a single GEMM with ``B n_0`` columns, ~2x faster on CPU than a broadcast batched product)
+    and ``c`` (B, n_L).
+    """
+    B = supports[0].shape[0]
+    n0 = Ws[0].shape[1]
+    s0 = supports[0].to(dtype)
+    J = s0.T[:, :, None] * Ws[0][:, None, :]
+    c = s0 * bs[0][None]
+    for i in range(1, len(supports)):
+        si = supports[i].to(dtype)
+        J = si.T[:, :, None] * (Ws[i] @ J.reshape(J.shape[0], B * n0)).reshape(-1, B, n0)
+        c = si * torch.addmm(bs[i], c, Ws[i].T)
+    return J, c
+
+
+def network_objective(G: Generator, y: Tensor, z: Tensor, meas: Measurement) -> Tensor:
+    """``1/2 ||A (y - G(z))||^2`` per sample, in float64 (the true, non-frozen network)."""
+    G64 = G.to(dtype=torch.float64)
+    p = G64.forward_unchecked(z.to(torch.float64))
+    return 0.5 * (meas.apply(p) - y.to(torch.float64)).square().sum(dim=1)
+
+
+def hidden_layers(G: Generator, z: Tensor) -> list[Tensor]:
+    """``[x_1, ..., x_L]`` of the network at ``z`` (no argument checks; NaN passes through)."""
+    xs = []
+    x = z
+    for layer in G.layers[:-1]:
+        x = layer(x)
+        xs.append(x)
+    return xs
+
+
+def output_preactivation(G: Generator, supports: Sequence[Tensor], z: Tensor) -> Tensor:
+    """``a = W_{L+1} x_L + b_{L+1}`` in float64 with every hidden support frozen (D_i (W_i x + b_i))."""
+    x = z.to(torch.float64)
+    for i, (W, b) in enumerate(zip(G.weights, G.biases)):
+        x = torch.addmm(b.to(torch.float64), x, W.to(torch.float64).T)
+        if i < G.n_hidden:
+            x = x * supports[i].to(torch.float64)
+    return x
