@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from geninv.cli.common import add_runtime
+from geninv.cli.common import add_runtime, check_bound
 
 
 def register_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -37,11 +37,13 @@ def register_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None, help="torch.profiler breakdown")
     p.add_argument("--wait-load", type=float, default=None, metavar="LOAD",
                    help="first wait until the 1-minute load average is below LOAD (at most --max-wait seconds)")
-    p.add_argument("--max-wait", type=float, default=3600.0, help="seconds --wait-load waits at most (default 3600)")
+    p.add_argument("--max-wait", type=float, default=None,
+                   help="with --wait-load: seconds it waits at most (default 3600)")
     p.add_argument("--no-isolate", action="store_true", help="run every configuration in this process (no peak memory)")
     add_runtime(p)
 
     def run(a: argparse.Namespace) -> int:
+        import math
         import shlex
 
         from geninv.bench import BenchConfig, quick_config, run_bench
@@ -60,9 +62,20 @@ def register_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         from geninv._threads import default_threads
         from geninv.bench.runner import fresh_out
 
+        if a.max_wait is not None and a.wait_load is None:
+            raise InputError(f"--max-wait: not used without --wait-load, received --max-wait {a.max_wait:g}")
+        if a.overwrite and a.out is None:
+            raise InputError("--overwrite: not used without --out (the default output directory is always fresh)")
+        check_bound(a.budget, "--budget", 0.0, strict=True)
+        check_bound(a.curve_batch, "--curve-batch", 1)
+        check_bound(a.cold_batch, "--cold-batch", 0)
+        check_bound(a.wait_load, "--wait-load", 0.0, strict=True)
+        check_bound(a.max_wait, "--max-wait", 0.0)
+        if not math.isfinite(a.target_db):
+            raise InputError(f"--target-db: expected a finite SNR in dB, received {a.target_db}")
         kw: dict[str, object] = {"out": a.out or fresh_out(), "overwrite": a.overwrite, "device": a.device,
                                  "dtype": a.dtype, "threads": a.threads or default_threads(),
-                                 "target_db": a.target_db, "wait_load": a.wait_load, "max_wait": a.max_wait,
+                                 "target_db": a.target_db, "wait_load": a.wait_load,
                                  "isolate": not a.no_isolate, "command": shlex.join([sys.argv[0].rsplit("/", 1)[-1], *sys.argv[1:]])}
         if a.batches:
             kw["batches"] = ints(a.batches, "--batches")
@@ -72,7 +85,7 @@ def register_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
             if unknown or not methods:
                 raise InputError(f"--methods: expected names from {', '.join(METHODS)}, received {a.methods!r}")
             kw["methods"] = methods
-        for name in ("budget", "curve_batch", "cold_batch", "profile"):
+        for name in ("budget", "curve_batch", "cold_batch", "profile", "max_wait"):
             if getattr(a, name) is not None:
                 kw[name] = getattr(a, name)
         if a.threads is not None and a.threads < 1:

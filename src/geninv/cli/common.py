@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,13 +73,25 @@ def one_line_warning(message: Warning | str, category: type[Warning], *args: obj
 
 
 def cli_names(message: str, names: dict[str, str]) -> str:
-    """A library message with its leading parameter name (``y: ...``, ``max_iter: ...``) given as the CLI flag."""
-    head, sep, rest = message.partition(":")
-    base = head.split("[", 1)[0].strip()
-    if sep and base in names:
-        return names[base] + head[len(base):] + sep + rest
+    """A library message with its leading parameter name given as the CLI flag that sets it.
+
+    The name is the first word before the message's first colon, as in ``y: ...``,
+    ``y[3]: ...`` or ``path '/data': ...``; other messages are returned unchanged.
+    """
+    head, sep, _ = message.partition(":")
+    match = re.match(r"[A-Za-z_][A-Za-z0-9_]*", head)
+    if sep and match and match.group() in names and (len(head) == match.end() or head[match.end()] in " [("):
+        return names[match.group()] + message[match.end():]
     return message
 
+
+
+def check_bound(value: float | None, flag: str, low: float, *, strict: bool = False) -> None:
+    """Refuse ``value < low`` (``value <= low`` when ``strict``) and NaN for ``flag``; None (flag absent) passes."""
+    from geninv.exceptions import InputError
+
+    if value is not None and not (value > low if strict else value >= low):
+        raise InputError(f"{flag}: expected a number {'>' if strict else '>='} {low:g}, received {value}")
 
 
 def write_json(path: str | Path, record: object) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from geninv.cli.common import add_model, add_runtime, write_json
+from geninv.cli.common import add_model, add_runtime, check_bound, write_json
 from geninv.cli.model_file import load_model
 
 
@@ -43,9 +43,14 @@ def register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         import shlex
 
         from geninv.data.mnist import mnist
+        from geninv.exceptions import InputError
         from geninv.train.gan import GANConfig, resolve_device, train_gan
 
         resolve_device(a.device, "--device")  # refuse a bad device before loading data
+        check_bound(a.lr_g, "--lr-g", 0.0, strict=True)
+        check_bound(a.lr_d, "--lr-d", 0.0, strict=True)
+        if not all(0.0 <= b < 1.0 for b in a.betas):
+            raise InputError(f"--betas: expected two numbers in [0, 1), received {a.betas[0]} {a.betas[1]}")
         cfg = GANConfig(seed=a.seed, batch_size=a.batch_size, loss=a.loss, lr_g=a.lr_g, lr_d=a.lr_d,
                         beta1=a.betas[0], beta2=a.betas[1], conv=tuple(a.conv or ()))
         x, _ = mnist("all", path=a.data)
@@ -71,7 +76,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     m.set_defaults(func=run, interrupted="the checkpoint of the last finished epoch is kept in --out; rerun to resume",
                    flag_names={"epochs": "--epochs", "seed": "--seed", "batch_size": "--batch-size", "lr_g": "--lr-g",
                                "lr_d": "--lr-d", "device": "--device", "threads": "--threads", "out": "--out",
-                               "path": "--data"})
+                               "path": "--data", "conv": "--conv"})
 
 
 def register_sample(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -93,6 +98,7 @@ def register_sample(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
         if a.n < 1:
             raise InputError(f"--n: expected a positive number of samples, received {a.n}")
+        check_bound(a.nrow, "--nrow", 1)
         out = Path(a.out)
         if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
             raise InputError(f"--out: expected a .png, .jpg or .jpeg file, received {a.out!r}")
@@ -142,6 +148,8 @@ def register_check_mnist_generator(sub: argparse._SubParsersAction) -> None:  # 
     def run(a: argparse.Namespace) -> int:
         from geninv.train.classifier import check_mnist_generator
 
+        check_bound(a.hidden, "--hidden", 0)
+        check_bound(a.theorem1, "--theorem1", 0)
         G = load_model(a, "mnist")
         r = check_mnist_generator(G, n=a.n, seed=a.seed, data_path=a.data, hidden=a.hidden, theorem1=a.theorem1)
         r["generator"] = str(a.generator or "mnist")

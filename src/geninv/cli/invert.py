@@ -15,8 +15,9 @@ def register_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     src = p.add_mutually_exclusive_group(required=True)
     add_model(p, optional=True, group=src, random_output=True)
     src.add_argument("--random", default=None, metavar="DIMS", help="a random generator instead, e.g. 20,200,600")
-    p.add_argument("--seed", type=int, default=0, help="seed of --random's weights and of the latents")
-    p.add_argument("--n", type=int, default=1, help="number of latents z ~ N(0, I) to certify")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of --random's weights, of the latents and of --architecture's latents (default 0)")
+    p.add_argument("--n", type=int, default=None, help="number of latents z ~ N(0, I) to certify (default 1; not with --z)")
     p.add_argument("--z", default=None, metavar="PATH", help="latents from a .npy or .safetensors file instead")
     p.add_argument("--noise", type=float, default=0.0, help="||e||_2 bound on the image noise (Theorem 2)")
     p.add_argument("--mask", default=None, metavar="PATH",
@@ -34,6 +35,12 @@ def register_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         from geninv.exceptions import InputError
         from geninv.model import random_generator
 
+        if a.z is not None and a.n is not None:
+            raise InputError(f"--n: not used with --z (the file gives the latents), received --n {a.n}")
+        if a.seed is not None and a.z is not None and a.random is None and not a.architecture:
+            raise InputError(f"--seed: not used with --z and a MODEL (it seeds --random's weights, the latents "
+                             f"drawn without --z and --architecture's latents), received --seed {a.seed}")
+        seed = 0 if a.seed is None else a.seed
         if a.random is not None:
             if a.arch is not None or a.batchnorm:
                 raise InputError("--arch: describes a state-dict MODEL, not --random")
@@ -41,15 +48,16 @@ def register_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                 dims = [int(v) for v in a.random.split(",")]
             except ValueError:
                 raise InputError(f"--random: expected comma-separated integers like 20,200,600, received {a.random!r}") from None
-            G = random_generator(dims, output=a.output or "tanh", seed=a.seed, dtype=torch.float64)
+            G = random_generator(dims, output=a.output or "tanh", seed=seed, dtype=torch.float64)
         else:
             G = load_model(a)
         if a.z is not None:
             z = read_latents(a.z)
         else:
-            if a.n < 1:
-                raise InputError(f"--n: expected a positive integer, received {a.n}")
-            z, _ = G.sample(a.n, seed=a.seed)
+            n = 1 if a.n is None else a.n
+            if n < 1:
+                raise InputError(f"--n: expected a positive integer, received {n}")
+            z, _ = G.sample(n, seed=seed)
         mask = read_mask(a.mask) if a.mask else None
         certs = certify(G, z, mask=mask, noise=a.noise, s_forms=not a.no_s_forms)
         assert isinstance(certs, list)
@@ -60,10 +68,10 @@ def register_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                 print(f"  [{k}] {c.summary()}")
             u = [c.unique for c in certs]
             print(f"unique: {u.count(True)} certified, {u.count(False)} not unique, {u.count(None)} undecided")
-        out: dict[str, object] = {"generator": a.generator or f"random {a.random} seed {a.seed}",
+        out: dict[str, object] = {"generator": a.generator or f"random {a.random} seed {seed}",
                                   "certificates": [c.to_dict() for c in certs]}
         if a.architecture:
-            rep = certify_architecture(G, trials=a.architecture, seed=a.seed)
+            rep = certify_architecture(G, trials=a.architecture, seed=seed)
             print()
             print(rep)
             out["architecture"] = rep.to_dict()
@@ -74,7 +82,6 @@ def register_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.set_defaults(func=run, interrupted="nothing was written",
                    flag_names={"z": "--z", "noise": "--noise", "n": "--n", "trials": "--architecture",
                                "dims": "--random", "G": "MODEL"})
-
 
 
 def _parse_noise_level(text: str | None) -> float | str | None:
@@ -95,6 +102,8 @@ def _parse_noise_level(text: str | None) -> float | str | None:
 
 _INVERT_METHODS = ("auto", "latent_pursuit", "layered_bp", "hybrid", "gd", "adam", "lp_layerwise")
 _NOISE_METHODS = ("auto", "latent_pursuit", "layered_bp", "hybrid")
+_MAX_ITER_METHODS = ("latent_pursuit", "layered_bp", "gd", "adam")
+_MEMORY_BUDGET_MB = 1000.0
 
 
 def register_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -116,11 +125,12 @@ def register_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         f"(methods {', '.join(_NOISE_METHODS)}; default: noiseless)")
     p.add_argument("--float64", action="store_true", help="solve in float64 (default: the signals' precision)")
     p.add_argument("--max-iter", type=int, default=None,
-                   help="iteration cap of the method (not hybrid, which runs several stages)")
+                   help=f"iteration cap of --method {', '.join(_MAX_ITER_METHODS)} (auto and hybrid run several "
+                        "stages with their own caps; lp_layerwise solves linear programs)")
     p.add_argument("--chunk-size", type=int, default=None, metavar="N",
                    help="signals per chunk (default: the most that fit --memory-budget)")
-    p.add_argument("--memory-budget", type=float, default=1000.0, metavar="MB",
-                   help="memory one chunk's inversion may take, in MB (default 1000)")
+    p.add_argument("--memory-budget", type=float, default=None, metavar="MB",
+                   help=f"memory one chunk's inversion may take, in MB (default {_MEMORY_BUDGET_MB:g}; not with --chunk-size)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="inverted.safetensors", metavar="PATH",
                    help="output file (.safetensors with z, y_hat, converged, residual, fits; or .npy with z only)")
@@ -146,12 +156,16 @@ def register_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         if noise is not None and a.method not in _NOISE_METHODS:
             raise InputError(f"--noise-level: expected --method {', '.join(_NOISE_METHODS)} (the noise-aware forms), "
                              f"received --method {a.method}")
-        if a.max_iter is not None and a.method == "hybrid":
-            raise InputError("--max-iter: not used by --method hybrid (pursuit, refinement and fallback have their own "
-                             "caps); leave it out")
+        if a.max_iter is not None and a.method not in _MAX_ITER_METHODS:
+            raise InputError(f"--max-iter: not used by --method {a.method} (only by {', '.join(_MAX_ITER_METHODS)}); "
+                             "leave it out")
+        if a.memory_budget is not None and a.chunk_size is not None:
+            raise InputError("--memory-budget: not used with --chunk-size (the budget only chooses the chunk size); "
+                             "give one of them")
+        budget_mb = _MEMORY_BUDGET_MB if a.memory_budget is None else a.memory_budget
         if a.chunk_size is not None and a.chunk_size < 1:
             raise InputError(f"--chunk-size: expected a positive integer, received {a.chunk_size}")
-        if not a.memory_budget > 0:
+        if not budget_mb > 0:
             raise InputError(f"--memory-budget: expected a positive number of MB, received {a.memory_budget}")
         device = resolve_device(a.device, "--device")
         G = load_model(a)
@@ -170,7 +184,7 @@ def register_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         a.interrupted = (f"finished chunks are kept in {parts}; rerun the same command to resume without "
                          "recomputing them")
         res = invert_chunked(G, y, a.method, mask=mask, chunk_size=a.chunk_size,
-                             memory_budget=a.memory_budget * 1e6, dtype=dtype, device=device, checkpoint=parts,
+                             memory_budget=budget_mb * 1e6, dtype=dtype, device=device, checkpoint=parts,
                              progress=not a.no_progress, **options)
         G = G.to(device=device, dtype=dtype)
         B = res.batch_size

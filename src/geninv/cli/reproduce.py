@@ -42,8 +42,10 @@ _REPRODUCE_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
 _DESCRIPTION = ("Run (or resume) one reproduction: random (the paper's Fig. 4, random generators), mnist "
                 "(Fig. 5-7, the trained MNIST generator), inpaint (Fig. 8-13, missing pixels, --mask random or "
                 "block), noise (noisy signals: Theorem 2's bound and noise-aware inversion, beyond the paper's "
-                "figures), cs (compressed sensing y = A G(z), beyond the paper's figures); 'report' rebuilds "
-                "index.html from the directories under --out.")
+                "figures), cs (compressed sensing y = A G(z), beyond the paper's figures), phase (phase diagrams "
+                "of recovery over a grid of widths and measurements, --phase), conv (the shipped convolutional "
+                "generators: Corollary 1 per layer, clean and inpainting); 'report' rebuilds index.html from the "
+                "directories under --out.")
 
 
 def register_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -81,6 +83,10 @@ def register_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore
                                  f"received {flag} {value if value is not True else ''}".rstrip())
         if a.missing is not None and a.mask == "block":
             raise InputError("--missing: not used with --mask block (the block mask hides the upper rows)")
+        if a.trials is not None and a.trials < 1:
+            raise InputError(f"--trials: expected a positive integer, received {a.trials}")
+        if a.grid is not None:
+            _check_grid(a.grid, a.experiment)
         seed = 0 if a.seed is None else a.seed
         methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
         ex = str(parse_executor(a.executor or "serial"))
@@ -106,5 +112,24 @@ def register_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore
 
     p.set_defaults(func=run, interrupted="finished trials are kept in the records under --out; rerun to resume",
                    flag_names={"trials": "--trials", "seed": "--seed", "methods": "--methods", "n1": "--n1",
-                               "grid": "--grid", "missing": "--missing", "out": "--out", "out_dir": "--out"})
+                               "n1_values": "--n1", "activation": "--output", "grid": "--grid", "m_values": "--grid",
+                               "snr_db": "--grid", "missing": "--missing", "out": "--out", "out_dir": "--out"})
+
+
+def _check_grid(text: str, experiment: str) -> None:
+    """``--grid`` before any work: finite input SNRs in dB (noise) or positive numbers of measurements (cs)."""
+    import math
+
+    from geninv.exceptions import InputError
+
+    what = "finite input SNRs in dB" if experiment == "noise" else "positive integers (numbers of measurements m)"
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    ok = bool(values) and all(math.isfinite(v) for v in values)
+    if experiment == "cs":
+        ok = ok and all(v >= 1 and v == int(v) for v in values)
+    if not ok:
+        raise InputError(f"--grid: expected comma-separated {what}, received {text!r}")
 
