@@ -56,6 +56,7 @@ def no_work(monkeypatch):
     (["bench", "--target-db", "nan"], "--target-db"),
     (["bench", "--wait-load", "-1"], "--wait-load"),
     (["bench", "--wait-load", "1", "--max-wait", "-1"], "--max-wait"),
+    (["bench", "--device", "tpu"], "--device"),
     (["reproduce", "conv", "--trials", "0"], "--trials"),
     (["reproduce", "noise", "--grid", "nan"], "--grid"),
     (["reproduce", "noise", "--grid", "10,inf"], "--grid"),

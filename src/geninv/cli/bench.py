@@ -61,6 +61,7 @@ def register_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
 
         from geninv._threads import default_threads
         from geninv.bench.runner import fresh_out
+        from geninv.train.gan import resolve_device
 
         if a.max_wait is not None and a.wait_load is None:
             raise InputError(f"--max-wait: not used without --wait-load, received --max-wait {a.max_wait:g}")
@@ -73,7 +74,8 @@ def register_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         check_bound(a.max_wait, "--max-wait", 0.0)
         if not math.isfinite(a.target_db):
             raise InputError(f"--target-db: expected a finite SNR in dB, received {a.target_db}")
-        kw: dict[str, object] = {"out": a.out or fresh_out(), "overwrite": a.overwrite, "device": a.device,
+        device = str(resolve_device(a.device, "--device"))  # "auto" resolved once, for every worker
+        kw: dict[str, object] = {"out": a.out or fresh_out(), "overwrite": a.overwrite, "device": device,
                                  "dtype": a.dtype, "threads": a.threads or default_threads(),
                                  "target_db": a.target_db, "wait_load": a.wait_load,
                                  "isolate": not a.no_isolate, "command": shlex.join([sys.argv[0].rsplit("/", 1)[-1], *sys.argv[1:]])}
