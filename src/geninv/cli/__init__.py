@@ -25,6 +25,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignor
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``geninv`` parser with the commands of ``_COMMANDS``, in that order."""
     from geninv.version import __version__
 
     parser = argparse.ArgumentParser(prog="geninv", description="Invert deep generative models.")

@@ -9,6 +9,7 @@ from geninv.cli.common import add_runtime, check_bound
 
 
 def register_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``geninv bench`` (its flags and its handler) to ``sub``."""
     p = sub.add_parser(
         "bench", help="benchmark every method side by side; writes bench.json, solvers.json and README.md to a fresh "
                       "directory",

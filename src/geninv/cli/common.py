@@ -48,6 +48,7 @@ def add_model(p: argparse.ArgumentParser, *, optional: bool, group: argparse._Mu
 
 
 def one_line(text: object) -> str:
+    """``text`` on one line: every run of whitespace, newlines included, as one space."""
     return " ".join(str(text).split())
 
 

@@ -10,6 +10,7 @@ from geninv.cli.model_file import load_model
 
 
 def register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``geninv train mnist`` (its flags and its handler) to ``sub``."""
     p = sub.add_parser("train", help="train a generator (the paper's MNIST GAN)")
     what = p.add_subparsers(dest="what", metavar="WHAT", required=True)
     m = what.add_parser(
@@ -80,6 +81,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
 
 
 def register_sample(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``geninv sample`` (its flags and its handler) to ``sub``."""
     p = sub.add_parser("sample", help="draw samples from a generator into a PNG or JPEG grid")
     add_model(p, optional=True)
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
@@ -129,6 +131,7 @@ def register_sample(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def register_check_mnist_generator(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``geninv check-mnist-generator`` (its flags and its handler) to ``sub``."""
     p = sub.add_parser(
         "check-mnist-generator", help="label MNIST generator samples with a small classifier; report hidden sparsity",
         description="Train a small classifier on the MNIST data, label N generated samples, and print mean "

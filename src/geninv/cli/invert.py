@@ -11,6 +11,7 @@ from geninv.cli.model_file import load_model
 
 
 def register_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``geninv certify`` (its flags and its handler) to ``sub``."""
     p = sub.add_parser("certify", help="uniqueness certificate (Theorem 1, Corollary 1, Theorem 2) of a generator's signals")
     src = p.add_mutually_exclusive_group(required=True)
     add_model(p, optional=True, group=src, random_output=True)
@@ -107,6 +108,7 @@ _MEMORY_BUDGET_MB = 1000.0
 
 
 def register_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``geninv invert`` (its flags and its handler) to ``sub``."""
     p = sub.add_parser(
         "invert", help="invert signals from a file: z and the fit per signal, written to a file",
         description="Invert the signals of SIGNALS with MODEL in chunks that fit --memory-budget, with a progress "

@@ -8,6 +8,7 @@ from geninv.cli.common import add_runtime
 
 
 def register_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``geninv demo`` (its flags and its handler) to ``sub``."""
     p = sub.add_parser("demo", help="quick versions of all reproductions and a one-page results/index.html")
     p.add_argument("--seed", type=int, default=0, help="base seed of every trial (default 0)")
     p.add_argument("--batch", type=int, default=16, help="images per MNIST experiment (default 16)")
@@ -49,6 +50,7 @@ _DESCRIPTION = ("Run (or resume) one reproduction: random (the paper's Fig. 4, r
 
 
 def register_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``geninv reproduce`` (its flags and its handler) to ``sub``."""
     p = sub.add_parser("reproduce", description=_DESCRIPTION,
                        help="reproduce the paper's experiments: records, figures and summary (resumable)")
     p.add_argument("experiment", choices=["random", "mnist", "inpaint", "noise", "cs", "phase", "conv", "report"],
