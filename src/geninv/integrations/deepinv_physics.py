@@ -201,18 +201,21 @@ class PhysicsOperator(_FromPhysics):
         return self._copies[key]
 
     def forward(self, x: Tensor) -> Tensor:
-        m, n = self.shape
-        check_width(x, n, "x", "PhysicsOperator.forward")
-        xb = x.reshape(-1, *self.signal_shape)
-        out = self._physics_for(x).A(xb).reshape(xb.shape[0], m)
-        return out[0] if x.ndim == 1 else out
+        return self._apply(x, "x", "forward")
 
     def adjoint(self, r: Tensor) -> Tensor:
+        return self._apply(r, "r", "adjoint")
+
+    def _apply(self, t: Tensor, name: str, which: str) -> Tensor:
+        """``A t`` (``which="forward"``) or ``A^T t`` (``"adjoint"``) on a flat (B, width) or (width,) ``t``."""
         m, n = self.shape
-        check_width(r, m, "r", "PhysicsOperator.adjoint")
-        rb = r.reshape(-1, *self.measurement_shape)
-        out = self._physics_for(r).A_adjoint(rb).reshape(rb.shape[0], n)
-        return out[0] if r.ndim == 1 else out
+        forward = which == "forward"
+        width, out_width = (n, m) if forward else (m, n)
+        check_width(t, width, name, f"PhysicsOperator.{which}")
+        tb = t.reshape(-1, *(self.signal_shape if forward else self.measurement_shape))
+        physics = self._physics_for(t)
+        out = (physics.A if forward else physics.A_adjoint)(tb).reshape(tb.shape[0], out_width)
+        return out[0] if t.ndim == 1 else out
 
     def norm(self) -> float:
         """``||A||_2`` from deepinv's ``compute_sqnorm`` (power iteration in float64), times ``1 + NORM_MARGIN``."""

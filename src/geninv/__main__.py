@@ -1,0 +1,8 @@
+"""``python -m geninv``: the ``geninv`` command line."""
+
+import sys
+
+from geninv.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
