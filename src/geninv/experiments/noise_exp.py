@@ -29,6 +29,9 @@ Methods of the ``solve`` part (record names):
 * ``latent_pursuit_sigma``: the same with the true ``sigma``;
 * ``hybrid_auto``: :func:`geninv.solvers.hybrid.hybrid` with ``noise_level="auto"``;
 * ``gd``, ``adam``: the gradient baselines.
+
+The figures, the claims and the report section of these records are in
+:mod:`geninv.experiments.noise_report`.
 """
 
 from __future__ import annotations
@@ -312,4 +315,4 @@ def _bound_work(config: NoiseConfig, unit: Unit, keys: list[str], errors: list[t
 
 
 register(Experiment("noise", "Noisy signals y = G(z) + e", "noise", NoiseConfig, noise_units, noise_trial, section,
-                    LABELS, COLORS, MARKERS, rank=4))
+                    LABELS, COLORS, MARKERS, claims_of="ours", rank=4))

@@ -545,4 +545,4 @@ def reproduce_phase(spec: str | None = None, *, quick: bool = False, out: str | 
 
 
 register(Experiment("phase", "Phase diagrams of random generators", "phase", PhaseConfig, phase_units, phase_trial,
-                    section, LABELS, COLORS, rank=6))
+                    section, LABELS, COLORS, claims_of="ours", rank=6))

@@ -54,6 +54,10 @@ class Experiment:
     labels, colors, markers : mapping
         Display name, colour and matplotlib marker of each method; the order of ``labels`` is the
         order of the methods in tables and legends.
+    claims_of : "paper" or "ours"
+        Whose claims its section checks: the paper's (a reproduced figure), or ours (an
+        experiment beyond the paper's figures); a claim that says where we differ from the paper
+        is marked as such either way.
     rank : int
         Position on the results page (smaller first).
     default : bool
@@ -71,6 +75,7 @@ class Experiment:
     labels: Mapping[str, str] = field(default_factory=dict)
     colors: Mapping[str, str] = field(default_factory=dict)
     markers: Mapping[str, str] = field(default_factory=dict)
+    claims_of: str = "paper"
     rank: int = 50
     default: bool = False
 

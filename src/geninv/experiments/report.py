@@ -18,17 +18,19 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from geninv.experiments.records import ERRORS, atomic_write_text, load_records, read_settings, snr_value
-from geninv.experiments.registry import lookup
+from geninv.experiments.registry import for_directory, lookup
 
 __all__ = ["Table", "Section", "section", "write_summary", "write_section_summary", "write_index", "readable", "fmt_db",
            "median_snr", "quantile_snr", "runtime_table", "DIFFERS"]
 
 #: Marks a claim of ours where we differ from the paper (shown as such on the results page).
 DIFFERS = "we differ from the paper"
+CLAIMS_CAPTION = "Claims checked on these records: the paper's, and ours where we go beyond it or differ from it"
 
 
 _RAW = ((re.compile(r"\b(m\*|m_min|m\b[^=]{0,12}) = None\b"), r"\1 = not reached"),
@@ -103,6 +105,23 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     claims: list[tuple[str, str, str]] = field(default_factory=list)  # (claim, verdict, evidence)
     figures: list[Path] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # more fields of summary.json
+
+    def whose(self, claim: str) -> str:
+        """Whose claim ``claim`` is: ``"the paper's"``, ``"ours"`` (an experiment beyond the paper's) or
+        ``"ours, differs from the paper"`` (the text says where, after :data:`DIFFERS`)."""
+        if DIFFERS in claim:
+            return "ours, differs from the paper"
+        return "the paper's" if for_directory(self.directory).claims_of == "paper" else "ours"
+
+    def claim_rows(self) -> list[dict[str, str]]:
+        """The claims as ``{"claim", "whose", "verdict", "evidence"}`` (the rows of the claims tables)."""
+        return [{"claim": c, "whose": self.whose(c), "verdict": v, "evidence": e} for c, v, e in self.claims]
+
+    def claims_table(self) -> Table:
+        return Table(["claim", "whose", "in our records", "evidence"],
+                     [[r["claim"], r["whose"], r["verdict"], r["evidence"]] for r in self.claim_rows()],
+                     caption=CLAIMS_CAPTION)
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -141,36 +160,24 @@ def _section_md(sec: Section, rel: Path | None = None) -> str:
     for t in sec.tables:
         out.append(t.to_md())
     if sec.claims:
-        out.append(Table(["claim", "in our records", "evidence"], [list(c) for c in sec.claims],
-                         caption="Qualitative claims, checked on these records").to_md())
+        out.append(sec.claims_table().to_md())
     return "\n".join(out)
 
 
-def write_summary(out_dir: str | os.PathLike[str], command: str | None = None) -> Path:
-    """Write ``summary.md`` (and ``summary.json`` with the claim verdicts) into ``out_dir``."""
-    d = Path(out_dir)
-    sec = section(d, command)
-    atomic_write_text(d / "summary.md", f"# {sec.title}\n\n" + _section_md(sec, rel=d).split("\n", 1)[1].lstrip())
-    atomic_write_text(d / "summary.json", json.dumps({"title": sec.title, "command": sec.command, "claims": [
-        {"claim": c, "verdict": v, "evidence": e} for c, v, e in sec.claims]}, indent=2) + "\n")
-    return d / "summary.md"
-
-
-
-def write_section_summary(sec: Section, title: str) -> Path:
-    """``summary.md`` and ``summary.json`` of one :class:`Section` (its ``extra`` dict, if any, goes into the JSON)."""
+def write_section_summary(sec: Section, title: str | None = None) -> Path:
+    """``summary.md`` and ``summary.json`` (title, command, ``sec.extra``, the claims with their verdicts)
+    of one :class:`Section`, in its directory."""
     d = Path(sec.directory)
-    lines = [f"# {sec.title}", "", f"Command: `{sec.command}`", ""] + [n + "\n" for n in sec.notes]
-    lines += [f"![{f.stem}]({f.name})\n" for f in sec.figures]
-    lines += [t.to_md() for t in sec.tables]
-    if sec.claims:
-        lines.append(Table(["claim", "in our records", "evidence"], [list(c) for c in sec.claims],
-                           caption="Claims checked on these records").to_md())
-    atomic_write_text(d / "summary.md", "\n".join(lines) + "\n")
-    extra = getattr(sec, "extra", {})
-    atomic_write_text(d / "summary.json", json.dumps({"title": title, "command": sec.command, **extra, "claims": [
-        {"claim": c, "verdict": v, "evidence": e} for c, v, e in sec.claims]}, indent=2) + "\n")
+    atomic_write_text(d / "summary.md", f"# {sec.title}\n\n" + _section_md(sec, rel=d).split("\n", 1)[1].lstrip())
+    atomic_write_text(d / "summary.json", json.dumps({"title": title or sec.title, "command": sec.command, **sec.extra,
+                                                      "claims": sec.claim_rows()}, indent=2) + "\n")
     return d / "summary.md"
+
+
+def write_summary(out_dir: str | os.PathLike[str], command: str | None = None) -> Path:
+    """Write ``summary.md`` (and ``summary.json`` with the claim verdicts) of the reproduction in ``out_dir``."""
+    return write_section_summary(section(out_dir, command))
+
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
@@ -220,14 +227,16 @@ def write_index(results_dir: str | os.PathLike[str], dirs: list[str | os.PathLik
         body += [t.to_html() for t in s.tables]
         if s.claims:
             rows = []
-            for c, v, e in s.claims:
-                cls = {"holds": "holds", "does not hold": "fails"}.get(v, "nm")
-                mark = " <span class='differs'>differs from the paper</span>" if DIFFERS in c else ""
-                rows.append(f"<tr><td>{html.escape(readable(c))}{mark}</td><td class='{cls}'>{html.escape(v)}</td>"
-                            f"<td>{html.escape(readable(e))}</td></tr>")
-            body.append("<table><caption>Qualitative claims (the paper's, and ours where marked), checked on these "
-                        "records</caption>"
-                        "<thead><tr><th>claim</th><th>in our records</th><th>evidence</th></tr></thead><tbody>"
+            for r in s.claim_rows():
+                cls = {"holds": "holds", "does not hold": "fails"}.get(r["verdict"], "nm")
+                whose = html.escape(r["whose"])
+                if "differs" in r["whose"]:
+                    whose = f"<span class='differs'>{whose}</span>"
+                rows.append(f"<tr><td>{html.escape(readable(r['claim']))}</td><td>{whose}</td>"
+                            f"<td class='{cls}'>{html.escape(r['verdict'])}</td>"
+                            f"<td>{html.escape(readable(r['evidence']))}</td></tr>")
+            body.append(f"<table><caption>{html.escape(CLAIMS_CAPTION)}</caption><thead><tr><th>claim</th>"
+                        "<th>whose</th><th>in our records</th><th>evidence</th></tr></thead><tbody>"
                         + "".join(rows) + "</tbody></table>")
         md.append(_section_md(s, rel=root))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
