@@ -1,9 +1,12 @@
-"""What the reproductions share: which inversion methods exist, and running one of them.
+"""What the reproductions share: which inversion methods exist and running one of them, the one run
+path of every experiment (:func:`execute`: record store, executor, CSV), the generators and signals
+of the experiments on generated images (the MNIST generator or its random stand-in, 8-bit and noisy
+images), and the paper's method labels and colours.
 
 The reproductions call the public API only (``geninv.invert``, ``geninv.certify``,
 ``geninv.load_mnist_generator``). A method that the installed library does not provide is
 *unavailable*: it is reported with the reason and no record is written for it, so a later
-run (after it lands) fills it in. Nothing is ever made up in its place.
+run in which it works fills it in. Nothing is ever made up in its place.
 """
 
 from __future__ import annotations

@@ -119,8 +119,8 @@ class Section:
         return [{"claim": c, "whose": self.whose(c), "verdict": v, "evidence": e} for c, v, e in self.claims]
 
     def claims_table(self) -> Table:
-        return Table(["claim", "whose", "in our records", "evidence"],
-                     [[r["claim"], r["whose"], r["verdict"], r["evidence"]] for r in self.claim_rows()],
+        return Table(["claim", "in our records", "whose", "evidence"],
+                     [[r["claim"], r["verdict"], r["whose"], r["evidence"]] for r in self.claim_rows()],
                      caption=CLAIMS_CAPTION)
 
 
@@ -232,11 +232,11 @@ def write_index(results_dir: str | os.PathLike[str], dirs: list[str | os.PathLik
                 whose = html.escape(r["whose"])
                 if "differs" in r["whose"]:
                     whose = f"<span class='differs'>{whose}</span>"
-                rows.append(f"<tr><td>{html.escape(readable(r['claim']))}</td><td>{whose}</td>"
-                            f"<td class='{cls}'>{html.escape(r['verdict'])}</td>"
+                rows.append(f"<tr><td>{html.escape(readable(r['claim']))}</td>"
+                            f"<td class='{cls}'>{html.escape(r['verdict'])}</td><td>{whose}</td>"
                             f"<td>{html.escape(readable(r['evidence']))}</td></tr>")
             body.append(f"<table><caption>{html.escape(CLAIMS_CAPTION)}</caption><thead><tr><th>claim</th>"
-                        "<th>whose</th><th>in our records</th><th>evidence</th></tr></thead><tbody>"
+                        "<th>in our records</th><th>whose</th><th>evidence</th></tr></thead><tbody>"
                         + "".join(rows) + "</tbody></table>")
         md.append(_section_md(s, rel=root))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
