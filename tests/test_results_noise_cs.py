@@ -12,6 +12,7 @@ import pytest
 
 from geninv.experiments import cs_exp as C
 from geninv.experiments import noise_exp as N
+from geninv.experiments.common import generator_phrase
 from geninv.experiments.records import RecordStore
 
 GEN = "the shipped MNIST generator [20, 128, 392, 784] (plu output)"
@@ -160,8 +161,8 @@ def test_noise_figures_from_planted_records(tmp_path):
 
 
 def test_generator_phrase_reads_as_english():
-    assert N.generator_phrase(GEN) == GEN
-    assert N.generator_phrase("random [20, 128] plu") == "generator random [20, 128] plu"
+    assert generator_phrase(GEN) == GEN
+    assert generator_phrase("random [20, 128] plu") == "generator random [20, 128] plu"
 
 
 # -- compressed sensing ----------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ import pytest
 
 from geninv.experiments import plots
 from geninv.experiments import report as R
+from geninv.experiments.mnist_exp import image_claims
+from geninv.experiments.random_sweep import random_claims
 from geninv.experiments.records import RecordStore
 
 N0, N = 10, 300
@@ -49,7 +51,7 @@ def as_paper_says() -> dict[tuple[str, int], float]:
 
 
 def verdicts(d: Path) -> dict[str, str]:
-    return {c: v for c, v, _ in R.random_claims(d)}
+    return {c: v for c, v, _ in random_claims(d)}
 
 
 def _find(vs: dict[str, str], *words: str) -> str:
@@ -101,7 +103,7 @@ def planted_images(d: Path, snr_y: dict[str, list[float]]) -> Path:
     ({"latent_pursuit": [300.0] * 4, "oracle": [300.0] * 4, "gd": [100.0] * 4}, "tail of failures", "does not hold"),
 ])
 def test_image_claims_can_fail(tmp_path, snr_y, words, verdict):
-    vs = {c: v for c, v, _ in R.image_claims(planted_images(tmp_path / "img", snr_y))}
+    vs = {c: v for c, v, _ in image_claims(planted_images(tmp_path / "img", snr_y))}
     if words is None:
         assert set(vs.values()) == {"holds"}, vs
     else:

@@ -255,7 +255,7 @@ def test_threads_setting_is_restored(tiny_data: torch.Tensor) -> None:
 
 
 def test_sparsity_report_agrees_with_certify_architecture() -> None:
-    from geninv.certificates.report import certify_architecture
+    from geninv.certificates.architecture import certify_architecture
 
     G = random_generator([20, 60, 130, 300], output="tanh", seed=1, bias=True)
     mine = sparsity_report(G, n=300, seed=2)

@@ -8,6 +8,7 @@
 - :func:`certify_architecture`: distribution of cardinalities and Corollary 1 over sampled latents
 """
 
+from geninv.certificates.architecture import ArchitectureReport, certify_architecture
 from geninv.certificates.bounds import (
     LassoConstants,
     LayerBound,
@@ -16,8 +17,9 @@ from geninv.certificates.bounds import (
     lasso_constants,
     theorem2_bound,
 )
+from geninv.certificates.certificate import Certificate, Condition
 from geninv.certificates.coherence import babel, coherence_of_rows, mutual_coherence, welch_bound
-from geninv.certificates.report import ArchitectureReport, Certificate, Condition, certify, certify_architecture
+from geninv.certificates.report import certify
 from geninv.certificates.spark import Bound, numerical_rank, spark
 from geninv.certificates.subsets import s_coherence, s_rank, s_spark
 

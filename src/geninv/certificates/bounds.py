@@ -433,6 +433,9 @@ def theorem2_bound(
 ) -> Theorem2Bound | list[Theorem2Bound]:
     """Certified error of Layered Basis-Pursuit (Lagrangian form) for latents ``z``.
 
+    Theorem 2 applied layer by layer from the image back to ``z``: each layer's LASSO error bound
+    becomes the next layer's noise level, as long as the coherence and support conditions hold.
+
     Parameters
     ----------
     G : Generator

@@ -1,7 +1,8 @@
-"""Per-signal uniqueness certificates (Theorem 1, Corollary 1, Theorem 2) and architecture reports.
+"""Per-signal uniqueness certificates (Theorem 1, Corollary 1, Theorem 2).
 
-:func:`certify` answers "is *this* signal's inverse unique, and how stable is it?";
-:func:`certify_architecture` answers "how invertible is this network in practice?".
+:func:`certify` answers "is *this* signal's inverse unique, and how stable is it?"
+(:func:`geninv.certificates.architecture.certify_architecture` answers "how invertible is this
+network in practice?").
 
 Meaning of ``unique`` (docs/method.md sec. 3): Theorem 1 shows that ``z`` is the only latent whose hidden
 layers are at most as dense as this signal's (``||x_i'||_0 <= s_i``) and that produces the same
@@ -22,180 +23,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from geninv.certificates.bounds import Theorem2Bound, coherence_condition, json_number, theorem2_bound_one
+from geninv.certificates.bounds import coherence_condition, theorem2_bound_one
+from geninv.certificates.certificate import HOLDS, Certificate, Condition, verdict_of
 from geninv.certificates.coherence import mutual_coherence, single_thread_blas
 from geninv.certificates.spark import Bound, matrix_rank, spark_of_array
 from geninv.certificates.subsets import s_coherence, s_rank, s_spark
 from geninv.exceptions import InputError, ShapeError, describe
 from geninv.model.generator import Generator
 
-__all__ = ["Condition", "Certificate", "certify", "ArchitectureReport", "certify_architecture"]
-
-HOLDS, FAILS, UNDECIDED = "holds", "fails", "undecided"
+__all__ = ["certify", "check_generator"]
 
 
-def _verdict(b: bool | None) -> str:
-    return HOLDS if b is True else FAILS if b is False else UNDECIDED
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One checked condition.
-
-    Attributes
-    ----------
-    key : str
-        Column of the table it belongs to: ``"thm1"``, ``"thm1_s"``, ``"cor1"``, ``"thm2_coh"``, ``"thm2_err"``.
-    theorem : str
-        "Theorem 1 (i)", "Corollary 1", ...
-    layer : int
-        Table row: 0 for ``z``, ``i`` for ``x_i``.
-    statement : str
-        The inequality, e.g. ``"spark(W_2) > 2 s_1"``.
-    values : str
-        The numbers it was decided with.
-    verdict : str
-        ``"holds"``, ``"fails"`` or ``"undecided"``.
-    """
-
-    key: str
-    theorem: str
-    layer: int
-    statement: str
-    values: str
-    verdict: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class Certificate:
-    """The uniqueness / stability report of one signal; ``print`` it for a table.
-
-    Attributes
-    ----------
-    dims : list of int
-        ``[n_0, n_1, ..., n_L, n]``.
-    cardinalities : list of int
-        ``[s_1, ..., s_L]``.
-    output_rows : int
-        Rows of ``W_{L+1}`` that carry equations: the measured, unsaturated entries of the
-        image (``n`` for an invertible output activation without mask or saturation), and of
-        those the support of ``y`` for a ReLU output (rows of ``A W_{L+1}`` for an identity
-        output measured by an operator ``A``).
-    conditions : list of Condition
-    theorem2 : Theorem2Bound or None
-        Layered Basis-Pursuit's certified error at the given noise level.
-    unique : bool or None
-        See the module docstring.
-    reason : str
-    witness : dict or None
-        For ``unique=False``: ``z_alt`` (list), ``distance`` ``||z' - z||``, ``image_gap`` ``||G(z') - G(z)||``.
-    noise : float
-    activation : str
-    """
-
-    dims: list[int]
-    cardinalities: list[int]
-    output_rows: int
-    conditions: list[Condition]
-    theorem2: Theorem2Bound | None
-    unique: bool | None
-    reason: str
-    witness: dict[str, Any] | None = None
-    noise: float = 0.0
-    activation: str = ""
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def expansion(self) -> list[float]:
-        """``[s_1 / n_0, s_2 / s_1, ..., s_L / s_{L-1}, n / s_L]`` (inf where dividing by 0)."""
-        s = [self.dims[0], *self.cardinalities, self.output_rows]
-        return [s[i + 1] / s[i] if s[i] else math.inf for i in range(len(s) - 1)]
-
-    def condition(self, theorem: str) -> Condition:
-        """The condition whose ``theorem`` label starts with ``theorem`` (e.g. ``"Theorem 1 (i)"``)."""
-        for c in self.conditions:
-            if c.theorem.startswith(theorem):
-                return c
-        raise KeyError(theorem)
-
-    @property
-    def corollary1(self) -> bool:
-        """Whether every inequality of Corollary 1 (the expansion by 2 per layer) holds."""
-        return all(c.verdict == HOLDS for c in self.conditions if c.key == "cor1")
-
-    def summary(self) -> str:
-        s = ", ".join(str(v) for v in self.cardinalities)
-        err = ""
-        if self.theorem2 is not None and self.theorem2.verdict == HOLDS:
-            err = f", ||z_hat - z|| <= {self.theorem2.z_error:.3g}"
-        return f"unique={self.unique}  s=[{s}]  Corollary 1 {'holds' if self.corollary1 else 'fails'}{err}"
-
-    def table(self) -> str:
-        L = len(self.cardinalities)
-        names = ["z"] + [f"x_{i}" for i in range(1, L + 1)] + ["y"]
-        svals = [self.dims[0], *self.cardinalities, self.output_rows]
-        ratio = ["-"] + [f"{r:.2f}" if math.isfinite(r) else "inf" for r in self.expansion]
-        cols = [("thm1", "Thm1 signal"), ("thm1_s", "Thm1 s-form"), ("cor1", "Cor1"),
-                ("thm2_coh", "Thm2 coherence"), ("thm2_err", "Thm2 err <=")]
-        cell: dict[tuple[int, str], str] = {}
-        for c in self.conditions:
-            cell[(c.layer, c.key)] = c.verdict
-        if self.theorem2 is not None:
-            errs = self.theorem2.layer_errors
-            for i, e in enumerate(errs):
-                cell[(i, "thm2_err")] = f"{e:.3g}" if math.isfinite(e) else "inf"
-        header = ["layer", "n", "s", "s/s_prev"] + [h for _, h in cols]
-        rows = []
-        for i, nm in enumerate(names):
-            rows.append([nm, str(self.dims[i]), str(svals[i]), ratio[i]] + [cell.get((i, k), "") for k, _ in cols])
-        widths = [max(len(r[j]) for r in [header, *rows]) for j in range(len(header))]
-        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-        return "\n".join([fmt.format(*header), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in rows])
-
-    def __str__(self) -> str:
-        arch = " -> ".join(str(d) for d in self.dims)
-        lines = [f"geninv certificate: generator {arch} ({self.activation} output), noise ||e|| <= {self.noise:g}",
-                 "", self.table(), "", f"unique: {self.unique}  ({self.reason})"]
-        if self.witness is not None:
-            lines.append(f"  witness: z' with ||z' - z|| = {self.witness['distance']:.3g}, "
-                         f"||G(z') - G(z)|| = {self.witness['image_gap']:.3g}, same supports")
-        if self.theorem2 is not None:
-            t2 = self.theorem2
-            lam = ", ".join(f"{v:.3g}" for v in t2.lam)
-            lines.append(f"Theorem 2 (Layered Basis-Pursuit, lam = [{lam}] for x_1..x_L): {t2.verdict}"
-                         + (f", ||z_hat - z|| <= {t2.z_error:.3g}" if t2.verdict == HOLDS else f" ({t2.reason})"))
-        lines.append("")
-        lines.append("conditions:")
-        w1 = max((len(c.theorem) for c in self.conditions), default=0)
-        w2 = max((len(c.statement) for c in self.conditions), default=0)
-        for c in self.conditions:
-            lines.append(f"  {c.verdict:<9}  {c.theorem:<{w1}}  {c.statement:<{w2}}  {c.values}")
-        lines.extend(f"note: {n}" for n in self.notes)
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (infinities as the strings ``"inf"``)."""
-        return {
-            "dims": list(self.dims), "cardinalities": list(self.cardinalities), "output_rows": self.output_rows,
-            "expansion": [json_number(v) for v in self.expansion], "unique": self.unique, "reason": self.reason,
-            "corollary1": self.corollary1, "noise": self.noise, "activation": self.activation,
-            "conditions": [c.to_dict() for c in self.conditions],
-            "theorem2": None if self.theorem2 is None else self.theorem2.to_dict(),
-            "witness": self.witness, "notes": list(self.notes),
-        }
-
-
-# -- computation --------------------------------------------------------------------------
 class _Ctx:
     """Per-generator float64 weights and caches shared by the samples of one call."""
 
@@ -377,20 +221,20 @@ def _certify_one(
     b = ctx.spark_rows(L, out_rows, 2 * s[-1], cache=True)
     t1 = {L: b.exceeds(2 * s[-1])}
     conds.append(Condition("thm1", "Theorem 1 (i)", L, f"spark({wname}) > 2 s_{L}",
-                           f"spark = {b}, 2 s_{L} = {2 * s[-1]}", _verdict(t1[L])))
+                           f"spark = {b}, 2 s_{L} = {2 * s[-1]}", verdict_of(t1[L])))
     # Theorem 1 (ii): spark(W_i^{S_i}) > 2 s_{i-1}, i = 2..L (and the s-spark form).
     for i in range(L, 1, -1):
         gt = 2 * s[i - 2]
         b = ctx.spark_rows(i - 1, S[i - 1], gt, cache=False)
         v = b.exceeds(gt)
         conds.append(Condition("thm1", f"Theorem 1 (ii), i={i}", i - 1, f"spark(W_{i}^S_{i}) > 2 s_{i - 1}",
-                               f"spark = {b}, 2 s_{i - 1} = {gt}", _verdict(v)))
+                               f"spark = {b}, 2 s_{i - 1} = {gt}", verdict_of(v)))
         if s_forms:
             bs_ = ctx.s_quantity("spark", i - 1, s[i - 1])
             vs = bs_.exceeds(gt)
             conds.append(Condition("thm1_s", f"Theorem 1 (ii) s-form, i={i}", i - 1,
                                    f"spark_s{i}(W_{i}) > 2 s_{i - 1}", f"spark_s = {bs_}, 2 s_{i - 1} = {gt}",
-                                   _verdict(vs)))
+                                   verdict_of(vs)))
             if v is None and vs is True:
                 v = True
         t1[i - 1] = v
@@ -398,20 +242,20 @@ def _certify_one(
     r1 = matrix_rank(Ws[0][S[0]], None) if s[0] else 0
     v3: bool | None = r1 == n0
     conds.append(Condition("thm1", "Theorem 1 (iii)", 0, "rank(W_1^S_1) = n_0", f"rank = {r1}, n_0 = {n0}",
-                           _verdict(v3)))
+                           verdict_of(v3)))
     if s_forms:
         br = ctx.s_quantity("rank", 0, s[0])
         vs3 = True if br.lower >= n0 else False if br.upper < n0 else None
         conds.append(Condition("thm1_s", "Theorem 1 (iii) s-form", 0, "rank_s1(W_1) = n_0 <= s_1",
-                               f"rank_s = {br}, n_0 = {n0}", _verdict(vs3)))
+                               f"rank_s = {br}, n_0 = {n0}", verdict_of(vs3)))
     t1[0] = v3
     # Corollary 1 (random weights): s_L < n/2, s_{i-1} < s_i/2, n_0 <= s_1.
     conds.append(Condition("cor1", "Corollary 1", L, f"s_{L} < {mname}/2", f"s_{L} = {s[-1]}, {mname}/2 = {m / 2:g}",
-                           _verdict(s[-1] < m / 2)))
+                           verdict_of(s[-1] < m / 2)))
     for i in range(L, 1, -1):
         conds.append(Condition("cor1", "Corollary 1", i - 1, f"s_{i - 1} < s_{i}/2",
-                               f"s_{i - 1} = {s[i - 2]}, s_{i}/2 = {s[i - 1] / 2:g}", _verdict(s[i - 2] < s[i - 1] / 2)))
-    conds.append(Condition("cor1", "Corollary 1", 0, "n_0 <= s_1", f"n_0 = {n0}, s_1 = {s[0]}", _verdict(n0 <= s[0])))
+                               f"s_{i - 1} = {s[i - 2]}, s_{i}/2 = {s[i - 1] / 2:g}", verdict_of(s[i - 2] < s[i - 1] / 2)))
+    conds.append(Condition("cor1", "Corollary 1", 0, "n_0 <= s_1", f"n_0 = {n0}, s_1 = {s[0]}", verdict_of(n0 <= s[0])))
     # Theorem 2 coherence condition: s_i < (1 + 1/mu(W_{i+1}^{S_{i+1}})) / 2, i = 1..L.
     for i in range(L, 0, -1):
         rows = out_rows if i == L else S[i]
@@ -420,14 +264,14 @@ def _certify_one(
         sup = wname if i == L else f"W_{i + 1}^S_{i + 1}"
         conds.append(Condition("thm2_coh", f"Theorem 2 coherence, x_{i}", i, f"s_{i} < (1 + 1/mu({sup}))/2",
                                f"s_{i} = {s[i - 1]}, mu = {mu:.3g}, bound = {thr:.3g}",
-                               _verdict(coherence_condition(s[i - 1], mu))))
+                               verdict_of(coherence_condition(s[i - 1], mu))))
         if s_forms and i < L:
             bm = ctx.s_quantity("mu", i, s[i])
             # Holds if it holds at the largest possible mu_s, fails if it fails at the smallest.
             vm = True if coherence_condition(s[i - 1], bm.upper) else False if not coherence_condition(
                 s[i - 1], bm.lower) else None
             conds.append(Condition("thm2_coh", f"Theorem 2 coherence s-form, x_{i}", i,
-                                   f"s_{i} < (1 + 1/mu_s{i + 1}(W_{i + 1}))/2", f"mu_s = {bm}", _verdict(vm)))
+                                   f"s_{i} < (1 + 1/mu_s{i + 1}(W_{i + 1}))/2", f"mu_s = {bm}", verdict_of(vm)))
     t2 = None
     if theorem2 and m:
         t2 = theorem2_bound_one([*Ws[:L], ctx.Wout], ctx.act, xs, y, noise, lam=lam, lam_factor=lam_factor,
@@ -478,6 +322,10 @@ def certify(
     seed: int = 0,
 ) -> Certificate | list[Certificate]:
     """Certify uniqueness (Theorem 1, Corollary 1) and stability (Theorem 2) of signals of ``G``.
+
+    Each signal gets a :class:`Certificate`: the verdict ``unique`` (True, False or None; see the
+    module docstring), every condition with the numbers it was decided with, and Layered
+    Basis-Pursuit's certified error at the given noise level.
 
     Parameters
     ----------
@@ -540,7 +388,7 @@ def certify(
     from geninv.certificates.spark import check_options
     from geninv.solvers.result import SolveResult
 
-    _check_generator(G)
+    check_generator(G)
     # Every scalar option is checked before any work (a bad budget or tolerance must not surface
     # as a NumPy / torch error from deep inside the spark computations).
     o = check_options(max_work=max_work, samples=samples, lp_tries=lp_tries, seed=seed)
@@ -676,7 +524,7 @@ def _measured_rows(G: Generator, ctx: _Ctx, mask: Any, measure: Any, y_data: Ten
     return seen, rows_ok, ", ".join(how)
 
 
-def _check_generator(G: Any) -> None:
+def check_generator(G: Any) -> None:
     """InputError naming ``G`` unless it is a :class:`Generator` with at least one hidden layer."""
     if not isinstance(G, Generator):
         raise InputError(f"G: expected a geninv Generator (convert a torch module with Generator.from_torch), "
@@ -719,141 +567,3 @@ def _latent_from_layers(ctx: _Ctx, xs: list[np.ndarray]) -> np.ndarray | None:
             return None
         out.append(zk)
     return np.stack(out)
-
-
-# -- architecture report -----------------------------------------------------------------
-@dataclass(frozen=True)
-class ArchitectureReport:
-    """How invertible a generator is in practice: cardinalities of sampled signals.
-
-    Attributes
-    ----------
-    dims : list of int
-    trials : int
-    quantile_levels : list of float
-    cardinality : list of dict
-        Per hidden layer: ``min``, ``max``, ``mean``, ``median`` and ``q`` (quantiles at ``quantile_levels``).
-    expansion : list of dict
-        The same statistics for ``s_1/n_0, s_2/s_1, ..., n/s_L``.
-    corollary1 : dict
-        Fraction of samples meeting each inequality of Corollary 1 and ``"all"``. The output
-        inequality is ``s_L < n/2``, or ``s_L < m/2`` with ``m`` the output rows that carry
-        equations (the support of ``y`` for a ReLU output, the unsaturated entries for a
-        saturated tanh / sigmoid one) when some sample has fewer than ``n``.
-    theorem1 : dict or None
-        Fractions of per-signal verdicts ``"true"``, ``"false"``, ``"none"`` (Theorem 1 certificates).
-    """
-
-    dims: list[int]
-    trials: int
-    quantile_levels: list[float]
-    cardinality: list[dict[str, Any]]
-    expansion: list[dict[str, Any]]
-    corollary1: dict[str, float]
-    theorem1: dict[str, float] | None
-
-    def __str__(self) -> str:
-        arch = " -> ".join(str(d) for d in self.dims)
-        qs = [f"q{int(round(100 * q))}" for q in self.quantile_levels]
-        header = ["layer", "n", "min", *qs, "max", "mean", "ratio median"]
-        rows = []
-        for i, (c, e) in enumerate(zip(self.cardinality, self.expansion)):
-            rows.append([f"x_{i + 1}", str(self.dims[i + 1]), str(c["min"]), *[f"{v:g}" for v in c["q"]],
-                         str(c["max"]), f"{c['mean']:.1f}", f"{float(e['median']):.2f}"])
-        widths = [max(len(r[j]) for r in [header, *rows]) for j in range(len(header))]
-        fmt = "  ".join(f"{{:>{w}}}" for w in widths)
-        lines = [f"geninv architecture report: {arch}, {self.trials} latents z ~ N(0, I)", "",
-                 "cardinalities s_i = ||x_i||_0:", fmt.format(*header)] + [fmt.format(*r) for r in rows]
-        lines.append("")
-        lines.append("Corollary 1 (expansion by 2 per layer), fraction of samples meeting it:")
-        for k, v in self.corollary1.items():
-            lines.append(f"  {k:<16} {v:.3f}")
-        if self.theorem1 is not None:
-            t = self.theorem1
-            lines.append(f"Theorem 1 per signal: unique {t['true']:.3f}, not unique {t['false']:.3f}, "
-                         f"undecided {t['none']:.3f}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"dims": self.dims, "trials": self.trials, "quantile_levels": self.quantile_levels,
-                "cardinality": self.cardinality, "expansion": self.expansion, "corollary1": self.corollary1,
-                "theorem1": self.theorem1}
-
-
-def _stats(v: np.ndarray, qs: Sequence[float]) -> dict[str, Any]:
-    v = np.asarray(v, dtype=np.float64)
-    return {"min": _num(v.min()), "max": _num(v.max()), "mean": float(v.mean()), "median": _num(np.median(v)),
-            "q": [_num(x) for x in np.quantile(v, qs)]}
-
-
-def _num(x: float) -> float | int:
-    x = float(x)
-    return int(x) if x.is_integer() else (x if math.isfinite(x) else json_number(x))
-
-
-@single_thread_blas
-def certify_architecture(
-    G: Generator,
-    trials: int = 200,
-    *,
-    seed: int = 0,
-    quantiles: Sequence[float] = (0.1, 0.25, 0.5, 0.75, 0.9),
-    theorem1: bool = True,
-) -> ArchitectureReport:
-    """Sample ``trials`` latents ``z ~ N(0, I)`` and report the cardinalities per layer.
-
-    Parameters
-    ----------
-    G : Generator
-    trials : int
-    seed : int
-    quantiles : sequence of float
-    theorem1 : bool
-        Also certify each sample (Theorem 1 per-signal form, no s-forms, no Theorem 2).
-
-    Returns
-    -------
-    ArchitectureReport
-        Distribution (min / quantiles / max / mean) of ``s_i`` and of the expansion ratios,
-        the fraction of samples meeting each inequality of Corollary 1 (and all of them), and
-        the fractions certified unique / not unique / undecided.
-    """
-    _check_generator(G)
-    if not (isinstance(trials, int) and trials > 0):
-        raise InputError(f"trials: expected a positive integer, received {trials!r}")
-    qs = [float(q) for q in quantiles]
-    if any(not 0 <= q <= 1 for q in qs):
-        raise InputError(f"quantiles: expected values in [0, 1], received {qs}")
-    z, _ = G.sample(trials, seed=seed)
-    tr = G.trace(z)
-    card = torch.stack(tr.cardinalities, dim=1).cpu().numpy()  # (T, L)
-    dims = G.dims
-    L = G.n_hidden
-    n0, n = dims[0], dims[-1]
-    s_ext = np.concatenate([np.full((trials, 1), n0), card, np.full((trials, 1), n)], axis=1).astype(np.float64)
-    with np.errstate(divide="ignore"):
-        ratios = s_ext[:, 1:] / s_ext[:, :-1]
-    # the output rows that carry equations: the unsaturated ones, and supp(y) for a ReLU output
-    from geninv.solvers.measurement import saturated
-
-    rows = ~saturated(G.output_activation, tr.y)
-    if not G.output_activation.invertible:
-        rows &= tr.y > 0
-    m = rows.sum(dim=1).cpu().numpy()
-    cor: dict[str, np.ndarray] = {f"s_{L} < n/2" if bool((m == n).all()) else f"s_{L} < m/2": card[:, -1] < m / 2}
-    for i in range(L, 1, -1):
-        cor[f"s_{i - 1} < s_{i}/2"] = card[:, i - 2] < card[:, i - 1] / 2
-    cor["n_0 <= s_1"] = n0 <= card[:, 0]
-    allc = np.logical_and.reduce(list(cor.values()))
-    corollary = {k: float(v.mean()) for k, v in cor.items()}
-    corollary["all"] = float(allc.mean())
-    t1 = None
-    if theorem1:
-        certs = certify(G, z, s_forms=False, theorem2=False)
-        assert isinstance(certs, list)
-        u = [c.unique for c in certs]
-        t1 = {"true": sum(v is True for v in u) / trials, "false": sum(v is False for v in u) / trials,
-              "none": sum(v is None for v in u) / trials}
-    return ArchitectureReport(
-        list(dims), trials, qs, [_stats(card[:, i], qs) for i in range(L)],
-        [_stats(ratios[:, i], qs) for i in range(L + 1)], corollary, t1)

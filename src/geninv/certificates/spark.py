@@ -242,6 +242,9 @@ def spark(
 ) -> Bound:
     """The spark of ``A``: exact when affordable, else a certified interval.
 
+    The spark is the smallest number of linearly dependent columns (``n + 1`` when there are
+    none); Theorem 1 asks ``spark > 2 s`` of the supported matrices.
+
     Parameters
     ----------
     A : Tensor or ndarray of shape (m, n)

@@ -38,22 +38,25 @@ def _check_s(s: Any, n_rows: int) -> int:
     return int(s)
 
 
+def _row_subsets(W: Any, s: Any, **options: Any) -> tuple[np.ndarray, int, dict[str, Any]]:
+    """The arguments of an s-quantity, validated: ``W`` as a float64 array (n_out, n_in), ``s`` as an
+    int in ``[0, n_out]``, and the budgets of ``options`` (see :func:`geninv.certificates.spark.check_options`)."""
+    M = as_matrix(W, "W")
+    return M, _check_s(s, M.shape[0]), check_options(**options)
+
+
 def _sample_subsets(n_rows: int, s: int, samples: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.sort(np.stack([rng.choice(n_rows, size=s, replace=False) for _ in range(samples)]), axis=1)
 
 
 @single_thread_blas
-def s_rank(
-    W: Any,
-    s: int,
-    *,
-    max_work: int = 20_000,
-    samples: int = 200,
-    rtol: float | None = None,
-    seed: int = 0,
-) -> Bound:
+def s_rank(W: Any, s: int, *, max_work: int = 20_000, samples: int = 200, rtol: float | None = None,
+           seed: int = 0) -> Bound:
     """``rank_s(W) = min over row subsets |S| = s of rank(W^S)``.
+
+    Theorem 1 (iii) in its s-form: ``rank_{s_1}(W_1) = n_0`` makes ``z`` unique whatever the
+    support of ``x_1`` of size ``s_1``.
 
     Parameters
     ----------
@@ -73,10 +76,8 @@ def s_rank(
         independent by the cumulative coherence of the rows (removing a row lowers the rank
         by at most one; a set of ``s`` rows contains ``min(s, k)`` independent ones).
     """
-    M = as_matrix(W, "W")
+    M, s, o = _row_subsets(W, s, rtol=rtol, max_work=max_work, samples=samples, seed=seed)
     n_out, n_in = M.shape
-    s = _check_s(s, n_out)
-    o = check_options(rtol=rtol, max_work=max_work, samples=samples, seed=seed)
     max_work, samples, rtol, seed = o["max_work"], o["samples"], o["rtol"], o["seed"]
     if s == 0:
         return Bound(0, 0, True, "exact: no rows")
@@ -140,24 +141,15 @@ def _mu_s_upper(M: np.ndarray, s: int) -> float:
 
 
 @single_thread_blas
-def s_coherence(
-    W: Any,
-    s: int,
-    *,
-    max_work: int = 20_000,
-    samples: int = 200,
-    seed: int = 0,
-) -> Bound:
+def s_coherence(W: Any, s: int, *, max_work: int = 20_000, samples: int = 200, seed: int = 0) -> Bound:
     """``mu_s(W) = max over row subsets |S| = s of mu(W^S)`` (the coherence in Theorem 2).
 
     Exact by enumeration when ``C(n_out, s) <= max_work``; otherwise lower = max over
     ``samples`` random subsets, upper = the subset-free bound
     ``max_{j<k} (top-s sum of |w_rj w_rk|) / sqrt(bottom-s sum of w_rj^2 * bottom-s sum of w_rk^2)``.
     """
-    M = as_matrix(W, "W")
+    M, s, o = _row_subsets(W, s, max_work=max_work, samples=samples, seed=seed)
     n_out, n_in = M.shape
-    s = _check_s(s, n_out)
-    o = check_options(max_work=max_work, samples=samples, seed=seed)
     max_work, samples, seed = o["max_work"], o["samples"], o["seed"]
     if n_in < 2:
         return Bound(0.0, 0.0, True, "exact: a single column")
@@ -174,16 +166,12 @@ def s_coherence(
 
 
 @single_thread_blas
-def s_spark(
-    W: Any,
-    s: int,
-    *,
-    max_work: int = 20_000,
-    samples: int = 50,
-    rtol: float | None = None,
-    seed: int = 0,
-) -> Bound:
-    """``spark_s(W) = min over row subsets |S| = s of spark(W^S)`` (Theorem 1 (ii)).
+def s_spark(W: Any, s: int, *, max_work: int = 20_000, samples: int = 50, rtol: float | None = None,
+            seed: int = 0) -> Bound:
+    """``spark_s(W) = min over row subsets |S| = s of spark(W^S)``.
+
+    Theorem 1 (ii) in its s-form: ``spark_{s_i}(W_i) > 2 s_{i-1}`` holds for every support of
+    ``x_i`` of size ``s_i``.
 
     Parameters
     ----------
@@ -205,8 +193,7 @@ def s_spark(
         with the full-rank convention). ``full_rank=True`` when every subset has full column rank;
         ``open_above`` when the upper end ``n_in + 1`` only says "possibly infinite".
     """
-    M = as_matrix(W, "W")
-    o = check_options(rtol=rtol, max_work=max_work, samples=samples, seed=seed)
+    M, s, o = _row_subsets(W, s, rtol=rtol, max_work=max_work, samples=samples, seed=seed)
     b = _s_spark(M, s, max_work=o["max_work"], samples=o["samples"], rtol=o["rtol"], seed=o["seed"])
     return replace(b, n_cols=int(M.shape[1]))
 

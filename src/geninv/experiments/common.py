@@ -1,9 +1,12 @@
-"""What the reproductions share: which inversion methods exist, and running one of them.
+"""What the reproductions share: which inversion methods exist and running one of them, the one run
+path of every experiment (:func:`execute`: record store, executor, CSV), the generators and signals
+of the experiments on generated images (the MNIST generator or its random stand-in, 8-bit and noisy
+images), and the paper's method labels and colours.
 
 The reproductions call the public API only (``geninv.invert``, ``geninv.certify``,
 ``geninv.load_mnist_generator``). A method that the installed library does not provide is
 *unavailable*: it is reported with the reason and no record is written for it, so a later
-run (after it lands) fills it in. Nothing is ever made up in its place.
+run in which it works fills it in. Nothing is ever made up in its place.
 """
 
 from __future__ import annotations
@@ -13,17 +16,23 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 import geninv
+from geninv.exceptions import GenInvError, InputError
+from geninv.experiments.records import RecordStore, Unit, derive_seed, run_units
 from geninv.metrics import snr
 
 __all__ = [
     "MethodStatus", "method_status", "certify_status", "mnist_status", "solve", "layer_snrs", "say",
-    "PAPER_METHODS", "PAPER_LABELS", "PAPER_COLORS", "solver_of", "generator_fingerprint", "latents", "worker_cached", "GeneratorSource",
+    "PAPER_METHODS", "PAPER_LABELS", "PAPER_COLORS", "PAPER_MARKERS", "solver_of", "generator_fingerprint", "latents",
+    "worker_cached", "GeneratorSource", "Job", "available_methods", "check_dtype", "execute", "save_figure",
+    "STAND_IN_DIMS", "load_generator_for", "noise_generator", "generator_phrase", "quantize_8bit", "noisy_images",
+    "signal_identity", "check_signal_config", "resolve_generator", "attempt",
 ]
 
 #: Methods of the paper's Fig. 4, in plotting order. A name ``"solver:variant"`` runs ``solver``
@@ -39,6 +48,10 @@ PAPER_LABELS = {"oracle": "Oracle", "layered_bp": "Layered BP", "latent_pursuit"
 PAPER_COLORS = {"oracle": "#555555", "layered_bp": "#1f77b4", "latent_pursuit": "#d62728", "gd": "#2ca02c",
                 "adam": "#9467bd", "lp_layerwise": "#ff7f0e", "layered_bp:nodebias": "#17becf",
                 "latent_pursuit:nodebias": "#e377c2", "hybrid": "#8c564b"}
+PAPER_MARKERS = {"oracle": "x", "layered_bp": "s", "latent_pursuit": "o", "gd": "^", "adam": "D", "lp_layerwise": "v",
+                 "layered_bp:nodebias": "s", "latent_pursuit:nodebias": "o", "hybrid": "P"}
+#: The random stand-in for the MNIST generator (its architecture, Gaussian weights, biases, PLU output).
+STAND_IN_DIMS = (20, 128, 392, 784)
 
 
 def solver_of(name: str) -> str:
@@ -195,8 +208,6 @@ def latents(seed: int, idx: Sequence[int], n0: int, dtype: torch.dtype) -> Tenso
         Drawn in float64 then cast, so a signal's latent does not depend on ``dtype``'s
         generator path nor on which other signals share its chunk.
     """
-    from geninv.experiments.records import derive_seed
-
     return torch.cat([torch.randn(1, n0, generator=torch.Generator().manual_seed(derive_seed(seed, "z", i)),
                                   dtype=torch.float64) for i in idx]).to(dtype)
 
@@ -236,3 +247,194 @@ class GeneratorSource:
             raise ValueError("GeneratorSource: expected a generator or a loader")
         load = self.load
         return worker_cached((load.__module__, load.__qualname__, self.args), lambda: load(*self.args))
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs to run a unit of an experiment on a generator: the settings, the methods,
+    where the generator comes from (a small, picklable object sent with every unit)."""
+
+    config: Any
+    methods: tuple[str, ...]
+    source: GeneratorSource
+
+
+def check_dtype(dtype: str) -> None:
+    """InputError unless ``dtype`` is ``"float32"`` or ``"float64"`` (an experiment's ``dtype`` setting)."""
+    if dtype not in ("float32", "float64"):
+        raise InputError(f"dtype: expected 'float32' or 'float64', received {dtype!r}")
+
+
+def available_methods(methods: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The methods of ``methods`` that work, and a line per skipped one (``"name: reason"``).
+
+    Raises
+    ------
+    GenInvError
+        When none of them works.
+    """
+    ok, missing = check_methods(methods)
+    if not ok:
+        raise GenInvError("methods: expected at least one available method, received none that works: "
+                          + "; ".join(f"{m.name}: {m.reason}" for m in missing))
+    return ok, [f"{m.name}: {m.reason}" for m in missing]
+
+
+def execute(
+    out_dir: str | Path,
+    experiment: str,
+    identity: dict[str, Any],
+    units: Sequence[Unit],
+    work: Callable[..., Any],
+    *,
+    desc: str,
+    options: dict[str, dict[str, Any]] | None = None,
+    executor: Any = None,
+    threads: int | None = None,
+    progress: bool = True,
+    max_units: int | None = None,
+    callback: Callable[[Unit, int], None] | None = None,
+) -> int:
+    """Run every unit of an experiment that still has missing records, then write ``records.csv``.
+
+    Parameters
+    ----------
+    out_dir, experiment, identity
+        The record store: its directory, the experiment's name and the settings that decide each
+        trial's result (see :class:`geninv.experiments.records.RecordStore`).
+    units, work
+        The units and the module-level trial function (``functools.partial`` of one) that the
+        executor runs (see :func:`geninv.experiments.records.run_units`).
+    desc : str
+        Label of the progress bar.
+    options : dict, optional
+        Each method's options: a resumed run refuses records made with other ones.
+    executor : str, concurrent.futures.Executor or None
+        Where the units run (``"serial"``, ``"processes:N"``, ``"dask:local:N"``,
+        ``"dask:ADDRESS"``, or an executor); see :mod:`geninv.experiments.executors`.
+    threads : int, optional
+        Torch threads per worker, stamped on each record.
+    progress, max_units, callback
+        See :func:`geninv.experiments.records.run_units` (``max_units`` and ``callback`` are
+        used by the resume tests).
+
+    Returns
+    -------
+    int
+        How many units ran.
+    """
+    with RecordStore(out_dir, experiment, identity) as store:
+        if options is not None:
+            store.check_method_options(options)
+        if store.dropped_torn_line:
+            say(f"{store.dir}: dropped a half-written last record left by an interrupted run")
+        if store.other_code:
+            say(f"{store.dir}: resuming records made by other geninv sources ({', '.join(store.other_code)}); "
+                "each record carries its 'code' fingerprint")
+        ran = run_units(store, units, work, executor=executor, threads=threads, progress=progress, desc=desc,
+                        max_units=max_units, callback=callback)
+        store.write_csv()
+    return ran
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write the laid-out ``fig`` to ``path`` (PNG, 110 dpi) and close it; returns ``path``."""
+    from geninv._optional import pyplot
+
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
+def load_generator_for(name: str, dtype: torch.dtype, seed: int = 0) -> tuple[geninv.Generator, str]:
+    """The MNIST generator, or the random stand-in when ``name == "random"`` or the weights are missing.
+
+    Returns ``(G, description)``; the description says which one it is.
+    """
+    if name == "mnist":
+        st = mnist_status()
+        if st.available:
+            G = geninv.load_mnist_generator().to(dtype=dtype)  # type: ignore[attr-defined]
+            return G, f"the shipped MNIST generator {G.dims} ({G.output_activation.name} output)"
+        say(f"the MNIST generator is unavailable ({st.reason}); using the random stand-in "
+            f"{list(STAND_IN_DIMS)} (PLU output, biases) instead")
+    G = geninv.random_generator(list(STAND_IN_DIMS), "plu", seed=derive_seed(seed, "stand-in"), bias=True, dtype=dtype)
+    return G, f"random {list(STAND_IN_DIMS)} plu, biases"
+
+
+def noise_generator(name: str, dtype: str, seed: int) -> geninv.Generator:
+    """The generator of :func:`load_generator_for` alone (what a worker loads, once per process)."""
+    return load_generator_for(name, getattr(torch, dtype), seed)[0]
+
+
+def generator_phrase(description: str) -> str:
+    """``"the shipped MNIST generator [...]"`` as it is, anything else as ``"generator <description>"``
+    (for titles: "... on <phrase>")."""
+    return description if description.startswith(("the ", "a ", "an ")) else f"generator {description}"
+
+
+def quantize_8bit(y: Tensor) -> Tensor:
+    """``(y + 1) / 2`` rounded to multiples of 1/255, mapped back: 8-bit images in [-1, 1]."""
+    return torch.round((y + 1) / 2 * 255) / 255 * 2 - 1
+
+
+def noisy_images(y0: Tensor, snr_db: float, seed: int, idx: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """``y0`` (B, n) plus white noise at input SNR ``snr_db``, and the noise std per image (B,).
+
+    Each image ``idx[j]`` has its own draw, seeded from ``(seed, "noise", snr_db, idx[j])``, so a
+    chunk's result does not depend on the chunking.
+    """
+    ys, ss = [], []
+    for j, i in enumerate(idx):
+        yj, sj = geninv.add_noise(y0[j:j + 1], float(snr_db), seed=derive_seed(seed, "noise", str(snr_db), i))
+        ys.append(yj)
+        ss.append(sj)
+    return torch.cat(ys), torch.cat(ss)
+
+
+def signal_identity(config: Any, generator_id: str, description: str) -> dict[str, Any]:
+    """The settings that decide the trials of an experiment on generated signals (noise, compressed
+    sensing): seed, dtype, chunk size, the generator (fingerprint and description) and each method's
+    options; the experiment adds its own."""
+    return {"seed": config.seed, "dtype": config.dtype, "batch": config.batch, "generator": generator_id,
+            "generator_description": description,
+            "options": {m: dict(v) for m, v in sorted(config.options.items())}}
+
+
+def check_signal_config(config: Any, known: Sequence[str]) -> None:
+    """InputError naming the setting unless ``config`` (images, batch, methods among ``known``,
+    dtype, generator "mnist" or "random") is valid."""
+    if config.images < 1 or config.batch < 1:
+        raise InputError(f"images, batch: expected positive integers, received {config.images}, {config.batch}")
+    unknown = [m for m in config.methods if m not in known]
+    if unknown:
+        raise InputError(f"methods: expected names among {list(known)}, received {unknown}")
+    check_dtype(config.dtype)
+    if config.generator not in ("mnist", "random"):
+        raise InputError(f"generator: expected 'mnist' or 'random', received {config.generator!r}")
+
+
+def resolve_generator(generator: geninv.Generator | None, config: Any) -> tuple[geninv.Generator, str, GeneratorSource]:
+    """The generator of a run on generated signals: ``generator`` when given (``"given"``), else
+    :func:`load_generator_for` ``config.generator``; returns ``(G, description, source)`` with
+    ``source`` what the workers get it from (the given one, or the loader, once per process)."""
+    if generator is not None:
+        G = generator.to(dtype=getattr(torch, config.dtype))
+        return G, "given", GeneratorSource(G)
+    G, desc = load_generator_for(config.generator, getattr(torch, config.dtype), config.seed)
+    return G, desc, GeneratorSource(load=noise_generator, args=(config.generator, config.dtype, config.seed))
+
+
+def attempt(key: str, errors: list[tuple[str, str]], call: Callable[[], Any]) -> tuple[Any, float] | None:
+    """``(call(), seconds)`` with warnings silenced (non-convergence is recorded per trial), or None
+    after logging a :class:`geninv.GenInvError` (the method refused the signal) under ``key``."""
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = call()
+    except GenInvError as e:
+        errors.append((key, f"{type(e).__name__}: {e}"))
+        return None
+    return res, time.perf_counter() - t0
+

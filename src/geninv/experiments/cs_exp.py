@@ -7,13 +7,12 @@ image ``i`` has its own latent ``z_i ~ N(0, I)`` (seed derived from ``(seed, i)`
 every ``m`` and method, so the curves differ only by ``m`` and the method. The SNR of the image is
 that of the re-synthesis ``G(z_hat)`` against the clean ``G(z)`` on all ``n`` pixels.
 
-What to expect (measured, MNIST generator, 32 images, noiseless): the layer-wise pursuit alone
-needs the image layer to be invertible through ``A``, ``m > 2 s_L`` (Corollary 1 for
-``A W_{L+1}``, here ``s_L ~ 210``), and never reaches 60 dB up to ``m = 480``; fits of the whole
-network (20 unknowns) need ``m`` of the order of ``2 n_0 = 40``: the hybrid (pursuit +
-Gauss-Newton, with the gd / Adam + Gauss-Newton fallback) succeeds from ``m = 34`` (median image
-SNR 294 dB), Adam with restarts from ``m = 40`` (61 dB; 59 dB at ``m = 37``), gradient descent
-from ``m = 120``.
+What to expect: the layer-wise pursuit alone needs the image layer to be invertible through
+``A``, ``m > 2 s_L`` (Corollary 1 for ``A W_{L+1}``; ``s_L`` is about half of the last hidden
+width, about 200 for the MNIST generator), while fits of the whole network (``n_0`` = 20 unknowns)
+can succeed from ``m`` of the order of ``2 n_0``: the hybrid (pursuit + Gauss-Newton, with the
+gd / Adam + Gauss-Newton fallback) and Adam with restarts, gradient descent later. The measured
+``m*`` of each method are in the README's results and in each run's ``summary.md``.
 
 "Succeeds" at ``m``: the median image SNR is at least ``success_db`` (default 60 dB, the
 exact-recovery level of the random sweep) at ``m`` and at every larger ``m`` of the grid; ``m*`` is the
@@ -22,10 +21,8 @@ smallest such ``m``.
 
 from __future__ import annotations
 
-import time
-import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -35,23 +32,34 @@ import numpy as np
 import torch
 
 import geninv
-from geninv.exceptions import GenInvError, InputError
-from geninv.experiments.common import GeneratorSource, generator_fingerprint, latents, layer_snrs, say
-from geninv.experiments.noise_exp import generator_phrase, load_generator_for, noise_generator
+from geninv.exceptions import InputError
+from geninv.experiments.common import (
+    Job,
+    attempt,
+    check_signal_config,
+    execute,
+    generator_fingerprint,
+    generator_phrase,
+    latents,
+    layer_snrs,
+    resolve_generator,
+    save_figure,
+    say,
+    signal_identity,
+)
 from geninv.experiments.records import (
-    RecordStore,
     Unit,
     UnitResult,
     derive_seed,
     iter_chunks,
     load_records,
     read_settings,
-    run_units,
     snr_value,
 )
 from geninv.experiments.registry import Experiment, register
+from geninv.experiments.report import Section, Table, write_section_summary
 
-__all__ = ["CSConfig", "CSJob", "cs_trial", "cs_units", "run_cs", "CS_METHODS", "success_m", "cs_summary", "cs_claims"]
+__all__ = ["CSConfig", "cs_trial", "cs_units", "run_cs", "CS_METHODS", "success_m", "cs_summary", "cs_claims", "plot_cs"]
 
 CS_METHODS = ("latent_pursuit", "hybrid", "gd", "adam")
 FULL_M = (10, 20, 30, 34, 37, 40, 60, 80, 120, 160, 240, 320, 480)
@@ -70,14 +78,14 @@ class CSConfig:
     choose the trials; the rest is stored in ``settings.json``)."""
 
     m_values: Sequence[int] = FULL_M
+    snr_db: float | None = None
+    success_db: float = 60.0
     images: int = 32
     batch: int = 16
     methods: Sequence[str] = CS_METHODS
+    generator: str = "mnist"
     seed: int = 0
     dtype: str = "float64"
-    generator: str = "mnist"
-    snr_db: float | None = None
-    success_db: float = 60.0
     options: dict[str, dict[str, Any]] = field(default_factory=lambda: {m: {} for m in CS_METHODS})
 
     @classmethod
@@ -94,21 +102,12 @@ class CSConfig:
         return cfg
 
     def identity(self, generator_id: str, description: str = "") -> dict[str, Any]:
-        return {"seed": self.seed, "dtype": self.dtype, "batch": self.batch, "generator": generator_id,
-                "generator_description": description,
-                "snr_db": self.snr_db, "options": {m: dict(v) for m, v in sorted(self.options.items())}}
+        return {**signal_identity(self, generator_id, description), "snr_db": self.snr_db}
 
     def validate(self) -> None:
-        if self.images < 1 or self.batch < 1:
-            raise InputError(f"images, batch: expected positive integers, received {self.images}, {self.batch}")
+        check_signal_config(self, sorted({*CS_METHODS, "layered_bp"}))
         if not self.m_values or any(int(m) < 1 for m in self.m_values):
             raise InputError(f"m_values: expected positive numbers of measurements, received {list(self.m_values)}")
-        known = set(CS_METHODS) | {"layered_bp"}
-        unknown = [m for m in self.methods if m not in known]
-        if unknown:
-            raise InputError(f"methods: expected names among {sorted(known)}, received {unknown}")
-        if self.dtype not in ("float32", "float64"):
-            raise InputError(f"dtype: expected 'float32' or 'float64', received {self.dtype!r}")
 
 
 def cs_units(config: CSConfig, methods: Sequence[str], ms: Sequence[int] | None = None) -> list[Unit]:
@@ -118,21 +117,12 @@ def cs_units(config: CSConfig, methods: Sequence[str], ms: Sequence[int] | None 
                  (m, a, b)) for m in ms for a, b in iter_chunks(config.images, config.batch)]
 
 
-@dataclass(frozen=True)
-class CSJob:
-    """What a worker needs to run a compressed-sensing unit."""
-
-    config: CSConfig
-    methods: tuple[str, ...]
-    n: int
-    source: GeneratorSource
-
-
-def cs_trial(job: CSJob, unit: Unit, keys: list[str]) -> UnitResult:
+def cs_trial(job: Job, unit: Unit, keys: list[str]) -> UnitResult:
     """One unit of the compressed-sensing reproduction: a chunk of images measured with one ``A`` of ``m`` rows."""
-    config, methods, n = job.config, list(job.methods), job.n
+    config, methods = job.config, list(job.methods)
     dtype = getattr(torch, config.dtype)
     G = job.source.get().to(dtype=dtype)
+    n = G.output_dim
     errors: list[tuple[str, str]] = []
     m, a, b = unit.payload
     idx = list(range(a, b))
@@ -151,15 +141,10 @@ def cs_trial(job: CSJob, unit: Unit, keys: list[str]) -> UnitResult:
             opts.setdefault("seed", derive_seed(config.seed, meth, m, a))
         if meth == "hybrid" and sigma is not None:
             opts.setdefault("noise_level", "auto")
-        t0 = time.perf_counter()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                res = geninv.invert(G, y, method=meth, measure=A, **opts)
-        except GenInvError as e:
-            errors.append((f"{unit.name}/{meth}", f"{type(e).__name__}: {e}"))
+        got = attempt(f"{unit.name}/{meth}", errors, partial(geninv.invert, G, y, method=meth, measure=A, **opts))
+        if got is None:
             continue
-        secs = time.perf_counter() - t0
+        res, secs = got
         snrs = layer_snrs(G, z, tr.hidden, tr.y, res)
         for j, i in enumerate(idx):
             rec = {"kind": "solve", "key": f"m={m}/image={i}/{meth}", "method": meth, "m": m, "n": n,
@@ -172,43 +157,21 @@ def cs_trial(job: CSJob, unit: Unit, keys: list[str]) -> UnitResult:
     return UnitResult(recs, errors)
 
 
-def run_cs(
-    config: CSConfig,
-    out_dir: str | Path,
-    *,
-    generator: geninv.Generator | None = None,
-    executor: Any = None,
-    threads: int | None = None,
-    progress: bool = True,
-    max_units: int | None = None,
-    callback: Callable[[Unit, int], None] | None = None,
-    plots: bool = True,
-) -> dict[str, Any]:
+def run_cs(config: CSConfig, out_dir: str | Path, *, generator: geninv.Generator | None = None, plots: bool = True,
+           **run: Any) -> dict[str, Any]:
     """Run (or resume) the compressed-sensing reproduction, then write CSV, figure and summary.
 
-    ``executor`` and ``threads``: where the units run (see
-    :func:`geninv.experiments.random_sweep.run_random_sweep`).
+    ``generator`` replaces the configured one (tests pass a small random one); ``**run``: where
+    and how the units run (see :func:`geninv.experiments.common.execute`).
     """
     config.validate()
-    dtype = getattr(torch, config.dtype)
-    if generator is not None:
-        G, gdesc = generator.to(dtype=dtype), "given"
-    else:
-        G, gdesc = load_generator_for(config.generator, dtype, config.seed)
-    n = G.output_dim
-    ms = [int(m) for m in config.m_values if int(m) <= n]
+    G, gdesc, source = resolve_generator(generator, config)
+    ms = [int(m) for m in config.m_values if int(m) <= G.output_dim]
     if len(ms) < len(config.m_values):
-        say(f"m_values above n = {n} dropped")
-    methods = list(config.methods)
-    units = cs_units(config, methods, ms)
-
-    with RecordStore(out_dir, "cs", config.identity(generator_fingerprint(G), gdesc)) as store:
-        source = GeneratorSource(G) if generator is not None else GeneratorSource(
-            load=noise_generator, args=(config.generator, config.dtype, config.seed))
-        ran = run_units(store, units, partial(cs_trial, CSJob(config, tuple(methods), n, source)), executor=executor,
-                        threads=threads, progress=progress, desc="compressed sensing", max_units=max_units,
-                        callback=callback)
-        store.write_csv()
+        say(f"m_values above n = {G.output_dim} dropped")
+    methods = tuple(config.methods)
+    ran = execute(out_dir, "cs", config.identity(generator_fingerprint(G), gdesc), cs_units(config, methods, ms),
+                  partial(cs_trial, Job(config, methods, source)), desc="compressed sensing", **run)
     out: dict[str, Any] = {"out": Path(out_dir), "ran": ran, "skipped": [], "figures": [], "summary": None,
                            "generator": gdesc}
     if plots:
@@ -274,10 +237,7 @@ def plot_cs(out_dir: str | Path, success_db: float = 60.0) -> list[Path]:
     fig.suptitle(f"Compressed sensing y = A G(z), A Gaussian m x {n}; "
                  f"{generator_phrase(st.get('generator_description') or st['generator'])}, {noise}")
     fig.tight_layout()
-    path = out_dir / "cs_snr.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, out_dir / "cs_snr.png")]
 
 
 def _m_star(v: int | None) -> str:
@@ -303,8 +263,6 @@ def cs_claims(stars: dict[str, int | None], success_db: float = 60.0) -> list[tu
 def section(out_dir: str | Path, command: str | None = None, *, success_db: float = 60.0,
             generator: str | None = None) -> Any:
     """Tables, ``m*`` and the claim of a compressed-sensing directory as a report ``Section``."""
-    from geninv.experiments.report import Section, Table
-
     out_dir = Path(out_dir)
     if command is None and (out_dir / "command.txt").exists():
         command = (out_dir / "command.txt").read_text().strip()
@@ -338,18 +296,16 @@ def section(out_dir: str | Path, command: str | None = None, *, success_db: floa
                          f"{sum(r['fallback'] for r in fb)} of {len(fb)} signals and kept a fallback's answer on "
                          f"{sum(r.get('choice', 0) > 0 for r in fb)}.")
     sec.claims.extend(cs_claims(stars, success_db))
-    sec.extra = {"m_star": stars}  # type: ignore[attr-defined]
+    sec.extra["m_star"] = stars
     return sec
 
 
 def cs_summary(out_dir: str | Path, command: str | None = None, *, success_db: float = 60.0,
                generator: str | None = None) -> Path:
     """``summary.md`` / ``summary.json``: median image SNR per ``m``, ``m*`` per method, and the claim on compressed sensing."""
-    from geninv.experiments.report import write_section_summary
-
     return write_section_summary(section(out_dir, command, success_db=success_db, generator=generator),
                           "Compressed sensing")
 
 
 register(Experiment("cs", "Compressed sensing y = A G(z)", "cs", CSConfig, cs_units, cs_trial, section, LABELS, COLORS,
-                    rank=5))
+                    MARKERS, claims_of="ours", rank=5))

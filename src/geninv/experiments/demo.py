@@ -1,10 +1,12 @@
 """``geninv reproduce ...`` and ``geninv demo``: run the reproductions and write the report.
 
-``geninv demo`` runs the quick versions of all three reproductions (random sweep, MNIST,
-inpainting with the random and the block mask) into ``results/quick/`` and writes the
-one-page ``results/index.html`` (and ``results/results.md``) with every figure and table.
-A part whose ingredients are missing (e.g. the shipped MNIST generator) is skipped with
-the reason printed and shown on the page.
+``geninv demo`` runs the quick versions of the paper's three reproductions (random sweep, MNIST,
+inpainting with the random and the block mask), then of the noise and compressed-sensing
+experiments, into ``results/quick/`` and writes the one-page ``results/index.html`` (and
+``results/results.md``) with every figure and table. Each section ends with its claims, each
+marked as the paper's or ours (where we go beyond the paper, or differ from it) and checked on
+the records. A part whose ingredients are missing (e.g. the shipped MNIST generator) is skipped
+with the reason printed and shown on the page.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ def reproduce(
     if res.get("summary") is not None:
         from geninv.experiments.report import write_summary
 
-        res["summary"] = write_summary(out_dir, cmd)  # again, now with the command recorded
+        res["summary"] = write_summary(out_dir, cmd)  # a second time, with the command recorded
     res["seconds"] = time.perf_counter() - t0
     res["command"] = cmd
     return res
@@ -222,11 +224,16 @@ def reproduce_noisy(
     for f in res["figures"]:
         print(f"  figure: {f}")
     print(f"  summary: {res['summary']}")
-    sj = out_dir / "summary.json"
+    _print_claims(out_dir)
+    return 0
+
+
+def _print_claims(out_dir: str | Path) -> None:
+    """The checked claims of a summary: ``[verdict] (whose claim) claim: evidence``."""
+    sj = Path(out_dir) / "summary.json"
     if sj.exists():
         for c in json.loads(sj.read_text())["claims"]:
-            print(f"  [{c['verdict']}] {c['claim']}: {c['evidence']}")
-    return 0
+            print(f"  [{c['verdict']}] ({c.get('whose', 'unmarked')}) {c['claim']}: {c['evidence']}")
 
 
 def _print_result(res: dict[str, Any]) -> None:
@@ -237,10 +244,7 @@ def _print_result(res: dict[str, Any]) -> None:
         print(f"  figure: {f}")
     if res.get("summary"):
         print(f"  summary: {res['summary']}")
-        sj = Path(res["out"]) / "summary.json"
-        if sj.exists():
-            for c in json.loads(sj.read_text())["claims"]:
-                print(f"  [{c['verdict']}] {c['claim']}: {c['evidence']}")
+        _print_claims(res["out"])
 
 
 def reproduce_cli(experiment: str, **kw: Any) -> int:

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from geninv.exceptions import InputError
-from geninv.experiments import report as R
-from geninv.experiments.common import PAPER_COLORS, PAPER_LABELS
-from geninv.experiments.mnist_exp import ImageConfig, image_trial, image_units, run_image_experiment
+from geninv.experiments.common import PAPER_COLORS, PAPER_LABELS, PAPER_MARKERS
+from geninv.experiments.mnist_exp import ImageConfig, image_section, image_trial, image_units, run_image_experiment
 from geninv.experiments.registry import Experiment, register
 
 __all__ = ["run_inpaint", "inpaint_config"]
@@ -45,6 +44,7 @@ def run_inpaint(config: ImageConfig, out_dir: str | Path, **kw: Any) -> dict[str
     return run_image_experiment(config, out_dir, experiment=f"inpaint_{config.mask}", **kw)
 
 
-for _mask, _rank, _what in (("random", 2, "random pixels missing (Fig. 8-10)"), ("block", 3, "upper rows missing (Fig. 11-13)")):
+for _mask, _rank, _what in (("random", 2, "{missing:.0%} random pixels missing (Fig. 8-10)"),
+                            ("block", 3, "upper {rows} rows missing (Fig. 11-13)")):
     register(Experiment(f"inpaint_{_mask}", f"MNIST inpainting, {_what}", f"inpaint --mask {_mask}", ImageConfig,
-                        image_units, image_trial, R.image_section, PAPER_LABELS, PAPER_COLORS, rank=_rank))
+                        image_units, image_trial, image_section, PAPER_LABELS, PAPER_COLORS, PAPER_MARKERS, rank=_rank))

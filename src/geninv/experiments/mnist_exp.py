@@ -13,22 +13,28 @@ always the same set of images, so a resumed run gives the same numbers as an uni
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import geninv
 from geninv.exceptions import GenInvError, InputError
-from geninv.experiments import report as R
 from geninv.experiments.common import (
     PAPER_COLORS,
     PAPER_LABELS,
+    PAPER_MARKERS,
     GeneratorSource,
-    check_methods,
+    Job,
+    available_methods,
+    check_dtype,
+    execute,
     generator_fingerprint,
     latents,
     layer_snrs,
@@ -37,11 +43,21 @@ from geninv.experiments.common import (
     solve,
     solver_of,
 )
-from geninv.experiments.records import RecordStore, Unit, UnitResult, derive_seed, encode_array, iter_chunks, run_units
-from geninv.experiments.registry import Experiment, register
+from geninv.experiments.records import (
+    Unit,
+    UnitResult,
+    derive_seed,
+    encode_array,
+    iter_chunks,
+    load_records,
+    read_settings,
+    snr_value,
+)
+from geninv.experiments.registry import Experiment, lookup, register
+from geninv.experiments.report import Section, Table, fmt_db, median_snr, quantile_snr, runtime_table, write_summary
 
-__all__ = ["ImageConfig", "ImageJob", "image_trial", "image_units", "run_mnist", "run_image_experiment", "generator_fingerprint",
-           "MNIST_METHODS", "load_shipped_generator"]
+__all__ = ["ImageConfig", "image_trial", "image_units", "run_mnist", "run_image_experiment", "generator_fingerprint",
+           "MNIST_METHODS", "load_shipped_generator", "image_claims", "image_section"]
 
 MNIST_METHODS = ("oracle", "latent_pursuit", "gd")
 _SEEDED = {"gd", "adam"}
@@ -107,8 +123,7 @@ class ImageConfig:
             raise InputError(f"mask: expected None, 'random' or 'block', received {self.mask!r}")
         if not 0.0 <= self.missing < 1.0:
             raise InputError(f"missing: expected a fraction of hidden pixels in [0, 1), received {self.missing}")
-        if self.dtype not in ("float32", "float64"):
-            raise InputError(f"dtype: expected 'float32' or 'float64', received {self.dtype!r}")
+        check_dtype(self.dtype)
         unknown = [m for m in self.methods if m not in self.options]
         if unknown:
             raise InputError(f"methods: expected names among {sorted(self.options)}, received {unknown}")
@@ -140,16 +155,7 @@ def image_units(config: ImageConfig, methods: Sequence[str]) -> list[Unit]:
             for a, b in iter_chunks(config.images, config.batch)]
 
 
-@dataclass(frozen=True)
-class ImageJob:
-    """What a worker needs to run an image unit: the settings, the methods, where the generator comes from."""
-
-    config: ImageConfig
-    methods: tuple[str, ...]
-    source: GeneratorSource
-
-
-def image_trial(job: ImageJob, unit: Unit, keys: list[str]) -> UnitResult:
+def image_trial(job: Job, unit: Unit, keys: list[str]) -> UnitResult:
     """One chunk of images: every method in ``keys`` inverts the chunk in one batched call."""
     config, methods = job.config, job.methods
     dtype = getattr(torch, config.dtype)
@@ -198,29 +204,23 @@ def image_trial(job: ImageJob, unit: Unit, keys: list[str]) -> UnitResult:
     return UnitResult(recs, errors)
 
 
-def run_image_experiment(
-    config: ImageConfig,
-    out_dir: str | Path,
-    *,
-    experiment: str,
-    generator: geninv.Generator | None = None,
-    executor: Any = None,
-    threads: int | None = None,
-    progress: bool = True,
-    max_units: int | None = None,
-    callback: Callable[[Unit, int], None] | None = None,
-    plots: bool = True,
-    title: str = "",
-) -> dict[str, Any]:
+def run_image_experiment(config: ImageConfig, out_dir: str | Path, *, experiment: str,
+                         generator: geninv.Generator | None = None, plots: bool = True, title: str = "",
+                         **run: Any) -> dict[str, Any]:
     """Run (or resume) an image experiment, then write CSV, figures and ``summary.md``.
 
     Parameters
     ----------
+    experiment : str
+        The name stored in ``settings.json`` (``"mnist"``, ``"inpaint_random"`` ...).
     generator : Generator, optional
         Defaults to the shipped MNIST generator (tests pass a small random one, which is then sent
         with every unit; the shipped one is loaded once per worker).
-    executor, threads
-        Where the units run; see :func:`geninv.experiments.random_sweep.run_random_sweep`.
+    plots : bool
+        Also draw the figures (titles start with ``title``) and write the summary.
+    **run
+        Where and how the units run: ``executor``, ``threads``, ``progress``, ``max_units``,
+        ``callback`` (see :func:`geninv.experiments.common.execute`).
     """
     config.validate()
     dtype = getattr(torch, config.dtype)
@@ -231,32 +231,18 @@ def run_image_experiment(
         if (1 - config.missing) * n <= s_last / 2:
             say(f"warning: {config.missing:.0%} missing leaves {(1 - config.missing) * n:.0f} known pixels, "
                 f"few next to the last hidden layer's width {s_last}")
-    methods, missing = check_methods(config.methods)
-    skipped = [f"{m.name}: {m.reason}" for m in missing]
-    if not methods:
-        raise GenInvError("methods: expected at least one available method, received none that works: "
-                          + "; ".join(f"{m.name}: {m.reason}" for m in missing))
-    units = image_units(config, methods)
-
-    with RecordStore(out_dir, experiment, config.identity(generator_fingerprint(G))) as store:
-        store.check_method_options({m: config.options.get(m, {}) for m in methods})
-        if store.dropped_torn_line:
-            say(f"{store.dir}: dropped a half-written last record left by an interrupted run")
-        if store.other_code:
-            say(f"{store.dir}: resuming records made by other geninv sources ({', '.join(store.other_code)}); "
-                "each record carries its 'code' fingerprint")
-
-        job = ImageJob(config, tuple(methods), GeneratorSource(generator) if generator is not None
-                       else GeneratorSource(load=load_shipped_generator, args=(config.dtype,)))
-        ran = run_units(store, units, partial(image_trial, job), executor=executor, threads=threads,
-                        progress=progress, desc=experiment, max_units=max_units, callback=callback)
-        store.write_csv()
+    methods, skipped = available_methods(config.methods)
+    job = Job(config, tuple(methods), GeneratorSource(generator) if generator is not None
+              else GeneratorSource(load=load_shipped_generator, args=(config.dtype,)))
+    ran = execute(out_dir, experiment, config.identity(generator_fingerprint(G)), image_units(config, methods),
+                  partial(image_trial, job), desc=experiment, options={m: config.options.get(m, {}) for m in methods},
+                  **run)
     out: dict[str, Any] = {"out": Path(out_dir), "ran": ran, "skipped": skipped, "figures": [], "summary": None}
     if plots:
         from geninv.experiments import plots as P
 
         out["figures"] = P.plot_snr_distributions(out_dir, title=title) + P.plot_image_grids(out_dir, title=title)
-        out["summary"] = R.write_summary(out_dir)
+        out["summary"] = write_summary(out_dir)
     return out
 
 
@@ -268,5 +254,70 @@ def run_mnist(config: ImageConfig, out_dir: str | Path, **kw: Any) -> dict[str, 
     return run_image_experiment(config, out_dir, experiment="mnist", **kw)
 
 
+# -- reading the records -------------------------------------------------------------------
+
+def image_claims(out_dir: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
+    """The paper's MNIST claims: LP within a few (3) dB of the Oracle and far (>= 10 dB) above gd; gd has a tail."""
+    recs = [r for r in load_records(out_dir) if r["kind"] == "solve"]
+    ys: dict[str, list[float]] = defaultdict(list)
+    for r in recs:
+        ys[r["method"]].append(r["snr"]["y"])
+    claims: list[tuple[str, str, str]] = []
+    med = {m: median_snr(v) for m, v in ys.items()}
+    if "latent_pursuit" in med and "oracle" in med:
+        a, o = med["latent_pursuit"], med["oracle"]
+        ok = a >= o - 3.0 or (a > 250 and o > 250)
+        claims.append(("Latent-Pursuit's median image SNR within 3 dB of the Oracle's", "holds" if ok else "does not hold",
+                       f"{fmt_db(a)} vs {fmt_db(o)} dB"))
+    if "latent_pursuit" in med and "gd" in med:
+        a, g = med["latent_pursuit"], med["gd"]
+        ok = a >= g + 10.0
+        claims.append(("Latent-Pursuit's median image SNR far (>= 10 dB) above gradient descent's",
+                       "holds" if ok else "does not hold", f"{fmt_db(a)} vs {fmt_db(g)} dB"))
+    if "gd" in ys:
+        v = np.array([snr_value(x) for x in ys["gd"]])
+        frac = float(np.mean(v < 20.0))
+        claims.append(("gradient descent has a visible tail of failures (image SNR < 20 dB)",
+                       "holds" if frac > 0 else "does not hold",
+                       f"{frac:.0%} of {v.size} images below 20 dB; 10 % quantile {fmt_db(quantile_snr(ys['gd'], 10))} dB"))
+    return claims
+
+
+def image_section(d: Path, command: str) -> Section:
+    """The section of an image-experiment directory (MNIST clean or inpainting)."""
+    recs = [r for r in load_records(d) if r["kind"] == "solve"]
+    info = read_settings(d)
+    st, exp = info["settings"], info["experiment"]
+    entry = lookup(exp)
+    sec = Section(entry.heading(st) if entry.name == exp else exp, d, command)
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in recs:
+        by[r["method"]].append(r)
+    methods = entry.order(by)
+    names = list(recs[0]["snr"].keys()) if recs else []
+    hidden = sorted((k for k in names if k.startswith("x")), key=lambda k: int(k[1:]))
+    layers = [k for k in ["z", *hidden, "y"] if k in names]
+    if recs:
+        dims = recs[0].get("dims")
+        sec.notes.append(f"Generator {' -> '.join(map(str, dims)) if dims else ''} ({st['dtype']}, seed {st['seed']}); "
+                         f"images G(z), z ~ N(0, I); SNR of the full image includes hidden pixels.")
+        s = np.array([r["s"] for r in by[methods[0]]])
+        obs = [int(r["observed"]) for r in by[methods[0]] if r.get("observed") is not None]
+        sec.notes.append("Median cardinalities s_i: " + ", ".join(f"s_{i + 1} = {np.median(s[:, i]):.0f}" for i in range(s.shape[1]))
+                         + (f"; known pixels per image: median {np.median(obs):.0f}" if obs else ""))
+    rows = []
+    for m in methods:
+        v = by[m]
+        rows.append([entry.label(m), str(len(v))] + [fmt_db(median_snr([r["snr"][k] for r in v])) for k in layers]
+                    + [fmt_db(quantile_snr([r["snr"]["y"] for r in v], 10)),
+                       f"{np.mean([r['converged'] for r in v]):.2f}"])
+    sec.tables.append(Table(["method", "images"] + [f"median SNR {k}" for k in layers] + ["10 % quantile SNR y", "converged"],
+                            rows, caption="Per-layer SNR [dB]"))
+    sec.tables.append(runtime_table({m: [float(r["seconds"]) for r in by[m]] for m in methods}, "image", entry.label))
+    sec.claims = image_claims(d)
+    sec.figures = [p for p in (d / "snr_boxplot.png", d / "grid_typical.png", d / "grid_gd_failures.png") if p.exists()]
+    return sec
+
+
 register(Experiment("mnist", "MNIST generator, clean inversion (Fig. 5-7)", "mnist", ImageConfig, image_units,
-                    image_trial, R.image_section, PAPER_LABELS, PAPER_COLORS, rank=1, default=True))
+                    image_trial, image_section, PAPER_LABELS, PAPER_COLORS, PAPER_MARKERS, rank=1, default=True))

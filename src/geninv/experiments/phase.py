@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,19 +32,18 @@ import torch
 
 import geninv
 from geninv.exceptions import GenInvError, InputError
-from geninv.experiments.common import check_methods, layer_snrs, solve, solver_of
+from geninv.experiments.common import available_methods, check_dtype, execute, layer_snrs, save_figure, solve, solver_of
 from geninv.experiments.records import (
-    RecordStore,
     Unit,
     UnitResult,
     atomic_write_text,
     derive_seed,
     load_records,
     read_settings,
-    run_units,
     snr_value,
 )
 from geninv.experiments.registry import Experiment, register
+from geninv.experiments.report import Section, Table, write_section_summary
 from geninv.model.activations import get_activation
 
 __all__ = ["PhaseConfig", "run_phase", "phase_trial", "phase_units", "parse_phase", "reproduce_phase", "phase_generator",
@@ -167,8 +166,7 @@ class PhaseConfig:
             raise InputError(f"weights: expected one of {list(SCALINGS)}, received {self.weights!r}")
         if self.bias < 0 or not math.isfinite(self.bias):
             raise InputError(f"bias: expected a standard deviation >= 0, received {self.bias}")
-        if self.dtype not in ("float32", "float64"):
-            raise InputError(f"dtype: expected 'float32' or 'float64', received {self.dtype!r}")
+        check_dtype(self.dtype)
         if sum(v is not None for v in (self.m, self.missing)) > 1 or "m" in (self.x, self.y) and (
                 self.missing is not None or "missing" in (self.x, self.y)):
             raise InputError("m, missing: expected at most one of compressed sensing (m) and a mask (missing)")
@@ -305,35 +303,19 @@ def phase_trial(config: PhaseConfig, unit: Unit, keys: list[str]) -> UnitResult:
     return UnitResult(recs, errors)
 
 
-def run_phase(
-    config: PhaseConfig,
-    out_dir: str | Path,
-    *,
-    executor: Any = None,
-    threads: int | None = None,
-    progress: bool = True,
-    max_units: int | None = None,
-    callback: Callable[[Unit, int], None] | None = None,
-    plots: bool = True,
-) -> dict[str, Any]:
+def run_phase(config: PhaseConfig, out_dir: str | Path, *, plots: bool = True, **run: Any) -> dict[str, Any]:
     """Run (or resume) a phase diagram on an executor, then write CSV, heat maps and ``summary.md``.
 
+    ``**run``: where and how the units run (see :func:`geninv.experiments.common.execute`).
     Returns ``{"out", "ran", "skipped", "figures", "summary", "seconds"}``.
     """
     config.validate()
-    methods, missing = check_methods(config.methods)
-    if not methods:
-        raise GenInvError("methods: expected at least one available method, received none that works: "
-                          + "; ".join(f"{m.name}: {m.reason}" for m in missing))
-    units = phase_units(config, methods)
+    methods, skipped = available_methods(config.methods)
     t0 = time.perf_counter()
-    with RecordStore(out_dir, "phase", config.identity()) as store:
-        store.check_method_options({m: config.options.get(m, {}) for m in methods})
-        ran = run_units(store, units, partial(phase_trial, config), executor=executor, threads=threads,
-                        progress=progress, desc="phase diagram", max_units=max_units, callback=callback)
-        store.write_csv()
-    out: dict[str, Any] = {"out": Path(out_dir), "ran": ran, "skipped": [f"{m.name}: {m.reason}" for m in missing],
-                           "figures": [], "summary": None, "seconds": time.perf_counter() - t0}
+    ran = execute(out_dir, "phase", config.identity(), phase_units(config, methods), partial(phase_trial, config),
+                  desc="phase diagram", options={m: config.options.get(m, {}) for m in methods}, **run)
+    out: dict[str, Any] = {"out": Path(out_dir), "ran": ran, "skipped": skipped, "figures": [], "summary": None,
+                           "seconds": time.perf_counter() - t0}
     if plots:
         out["figures"] = plot_phase(out_dir)
         out["summary"] = write_phase_summary(out_dir)
@@ -418,10 +400,9 @@ def _edges(v: Sequence[float]) -> np.ndarray:
 
 def plot_phase(out_dir: str | Path) -> list[Path]:
     """One heat map of the success rate per method (``phase_diagram.png``), Corollary 1's boundary on each."""
-    import matplotlib
+    from geninv._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out_dir = Path(out_dir)
     recs = load_records(out_dir)
@@ -477,16 +458,11 @@ def plot_phase(out_dir: str | Path) -> list[Path]:
     fig.suptitle(f"Phase diagram: {st['output']} output, weights N(0, {st['weights']}), "
                  f"{'bias std ' + format(st['bias'], 'g') if st['bias'] else 'no bias'}; "
                  + ", ".join(f"{k} = {v}" for k, v in fixed.items()), fontsize=10)
-    path = out_dir / "phase_diagram.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, out_dir / "phase_diagram.png")]
 
 
 def section(out_dir: str | Path, command: str | None = None) -> Any:
     """Success-rate tables, Corollary 1 agreement and the heat maps of a phase directory, as a report ``Section``."""
-    from geninv.experiments.report import Section, Table
-
     out_dir = Path(out_dir)
     if command is None:
         f = out_dir / "command.txt"
@@ -531,8 +507,6 @@ def section(out_dir: str | Path, command: str | None = None) -> Any:
 
 def write_phase_summary(out_dir: str | Path, command: str | None = None) -> Path:
     """``summary.md`` / ``summary.json`` of a phase directory."""
-    from geninv.experiments.report import write_section_summary
-
     return write_section_summary(section(out_dir, command), "Phase diagram")
 
 
@@ -571,4 +545,4 @@ def reproduce_phase(spec: str | None = None, *, quick: bool = False, out: str | 
 
 
 register(Experiment("phase", "Phase diagrams of random generators", "phase", PhaseConfig, phase_units, phase_trial,
-                    section, LABELS, COLORS, rank=6))
+                    section, LABELS, COLORS, claims_of="ours", rank=6))

@@ -27,33 +27,16 @@ try:
 except ImportError:  # without geninv[plots] the record readers work and drawing raises, saying how to install it
     plt = MissingPyplot()  # type: ignore[assignment]
 
+from geninv.experiments.common import save_figure  # noqa: E402
 from geninv.experiments.records import decode_array, load_records, read_settings, snr_value  # noqa: E402
+from geninv.experiments.registry import for_directory  # noqa: E402
 
-__all__ = [
-    "plot_random_sweep", "plot_snr_distributions", "plot_image_grids", "uniqueness_boundaries",
-    "method_order", "SNR_CAP", "SNR_FLOOR", "QUANTILES",
-]
+__all__ = ["plot_random_sweep", "plot_snr_distributions", "plot_image_grids", "uniqueness_boundaries", "SNR_CAP",
+           "SNR_FLOOR", "QUANTILES"]
 
 SNR_CAP = 330.0
 SNR_FLOOR = -30.0
 QUANTILES = (10, 25, 50, 75, 90)
-LABELS = {"oracle": "Oracle", "layered_bp": "Layered BP", "latent_pursuit": "Latent-Pursuit",
-          "gd": "Gradient descent", "adam": "Adam (restarts)", "lp_layerwise": "Layer-wise LP (Lei et al.)"}
-COLORS = {"oracle": "#555555", "layered_bp": "#1f77b4", "latent_pursuit": "#d62728", "gd": "#2ca02c",
-          "adam": "#9467bd", "lp_layerwise": "#ff7f0e", "layered_bp:nodebias": "#17becf",
-          "latent_pursuit:nodebias": "#e377c2"}
-LABELS.update({"layered_bp:nodebias": "Layered BP, no debiasing", "latent_pursuit:nodebias": "Latent-Pursuit, no debiasing",
-               "hybrid": "Hybrid"})
-COLORS["hybrid"] = "#8c564b"
-MARKERS = {"oracle": "x", "layered_bp": "s", "latent_pursuit": "o", "gd": "^", "lp_layerwise": "v",
-           "layered_bp:nodebias": "s", "latent_pursuit:nodebias": "o", "adam": "D", "hybrid": "P"}
-_ORDER = ("oracle", "layered_bp", "latent_pursuit", "gd", "adam", "lp_layerwise", "layered_bp:nodebias",
-          "latent_pursuit:nodebias", "hybrid")
-
-
-def method_order(methods: Any) -> list[str]:
-    ms = set(methods)
-    return [m for m in _ORDER if m in ms] + sorted(ms - set(_ORDER))
 
 
 def _clip(v: Any) -> np.ndarray:
@@ -134,7 +117,8 @@ def plot_random_sweep(out_dir: str | os.PathLike[str]) -> list[Path]:
     by: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in recs:
         by[r["method"]][int(r["n1"])].append(r)
-    methods = method_order(by)
+    exp = for_directory(out_dir)
+    methods = exp.order(by)
     handles: list[Any] = []
     dodge = {m: 1.0 + 0.12 * (k / max(1, len(methods) - 1) - 0.5) for k, m in enumerate(methods)}
     for ax, layer in zip(axes, layers):
@@ -143,11 +127,11 @@ def plot_random_sweep(out_dir: str | os.PathLike[str]) -> list[Path]:
             q = np.array([np.percentile(_clip([r["snr"][layer] for r in by[m][x]]), QUANTILES) for x in xs])
             if not len(xs):
                 continue
-            c = COLORS.get(m, None)
+            c = exp.colors.get(m, None)
             xd = [x * dodge[m] for x in xs]
             ax.fill_between(xd, q[:, 1], q[:, 3], color=c, alpha=0.15, linewidth=0)
-            ax.plot(xd, q[:, 2], marker=MARKERS.get(m, "o"), color=c, ms=9 - 4 * k / max(1, len(methods) - 1),
-                    mfc=c if k < 3 else "none", mew=1.5, lw=1.6, label=LABELS.get(m, m),
+            ax.plot(xd, q[:, 2], marker=exp.markers.get(m, "o"), color=c, ms=9 - 4 * k / max(1, len(methods) - 1),
+                    mfc=c if k < 3 else "none", mew=1.5, lw=1.6, label=exp.label(m),
                     ls="--" if m in ("oracle", "lp_layerwise") else (":" if m.endswith(":nodebias") else "-"))
         ax.set_xscale("log")
         ax.set_title(f"SNR of {titles[layer]}", fontsize=14)
@@ -185,10 +169,7 @@ def plot_random_sweep(out_dir: str | os.PathLike[str]) -> list[Path]:
     fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=5, fontsize=12, frameon=False,
                markerscale=1.2)
     fig.tight_layout(rect=(0, 0.2, 1, 1))
-    path = out_dir / "fig4_random_sweep.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, out_dir / "fig4_random_sweep.png")]
 
 
 def _layer_names(recs: list[dict[str, Any]]) -> list[str]:
@@ -207,7 +188,8 @@ def plot_snr_distributions(out_dir: str | os.PathLike[str], title: str = "") -> 
     by: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in recs:
         by[r["method"]].append(r)
-    methods = method_order(by)
+    exp = for_directory(out_dir)
+    methods = exp.order(by)
     fig, axes = plt.subplots(1, len(layers), figsize=(4.0 * len(layers), 4.4), sharey=True)
     axes = np.atleast_1d(axes)
     for ax, layer in zip(axes, layers):
@@ -215,9 +197,9 @@ def plot_snr_distributions(out_dir: str | os.PathLike[str], title: str = "") -> 
         bp = ax.boxplot(data, whis=(5, 95), showfliers=True, patch_artist=True, widths=0.6,
                         flierprops={"markersize": 2.5, "alpha": 0.5})
         for patch, m in zip(bp["boxes"], methods):
-            patch.set_facecolor(COLORS.get(m, "#cccccc"))
+            patch.set_facecolor(exp.colors.get(m, "#cccccc"))
             patch.set_alpha(0.55)
-        ax.set_xticks(range(1, len(methods) + 1), [LABELS.get(m, m) for m in methods], rotation=25, fontsize=11,
+        ax.set_xticks(range(1, len(methods) + 1), [exp.label(m) for m in methods], rotation=25, fontsize=11,
                       ha="right")
         name = "z" if layer == "z" else ("y = G(\\hat z)" if layer == "y" else f"x_{layer[1:]}")
         ax.set_title(f"SNR of ${name}$", fontsize=13)
@@ -227,10 +209,7 @@ def plot_snr_distributions(out_dir: str | os.PathLike[str], title: str = "") -> 
     n_img = max(len(v) for v in by.values())
     fig.suptitle(f"{title} per-layer SNR over {n_img} images (boxes: 25-75 %, whiskers: 5-95 %)", fontsize=13)
     fig.tight_layout()
-    path = out_dir / "snr_boxplot.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, out_dir / "snr_boxplot.png")]
 
 
 def _to_rgb(img: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -257,7 +236,8 @@ def plot_image_grids(out_dir: str | os.PathLike[str], k: int = 8, title: str = "
     img: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
     for r in recs:
         img[r["method"]][int(r["image"])] = r
-    rows = [m for m in ("gd", "latent_pursuit") if m in img] or method_order(img)[:2]
+    exp = for_directory(out_dir)
+    rows = [m for m in ("gd", "latent_pursuit") if m in img] or exp.order(img)[:2]
     common = sorted(set.intersection(*(set(img[m]) for m in rows)))
     if not common:
         return []
@@ -269,10 +249,10 @@ def plot_image_grids(out_dir: str | os.PathLike[str], k: int = 8, title: str = "
     worst_by = "gd" if "gd" in img else rows[0]
     failures = sorted(common, key=lambda i: (snr_value(img[worst_by][i]["snr"]["y"]), i))[:k]
     groups = [("typical", sorted(typical), f"typical results (Latent-Pursuit image SNR nearest its median, {med:.1f} dB)"),
-              ("gd_failures", failures, f"{LABELS.get(worst_by, worst_by)}'s worst images (lowest image SNR)")]
+              ("gd_failures", failures, f"{exp.label(worst_by)}'s worst images (lowest image SNR)")]
     masked = any("mask" in img[rows[0]][i] for i in common)
     for name, idx, sub in groups:
-        row_names = ["ground truth"] + (["input (red = missing)"] if masked else []) + [LABELS.get(m, m) for m in rows]
+        row_names = ["ground truth"] + (["input (red = missing)"] if masked else []) + [exp.label(m) for m in rows]
         fig, axes = plt.subplots(len(row_names), len(idx), figsize=(1.35 * len(idx) + 1.4, 1.5 * len(row_names)),
                                  squeeze=False)
         for j, i in enumerate(idx):
@@ -296,10 +276,7 @@ def plot_image_grids(out_dir: str | os.PathLike[str], k: int = 8, title: str = "
                     ax.set_ylabel(row_names[rr], fontsize=10)
         fig.suptitle(f"{title}{sub}", fontsize=11)
         fig.tight_layout()
-        path = out_dir / f"grid_{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out_dir / f"grid_{name}.png"))
     return paths
 
 

@@ -2,10 +2,11 @@
 
 An experiment module calls :func:`register` at import with an :class:`Experiment`: its name (the
 ``"experiment"`` stored in ``settings.json``), its config class, how its units are built, its trial
-function, the function that turns a directory of records into a report section, and the labels and
-colours of its methods. The report and the results page look experiments up here by the name in a
-directory's ``settings.json``; they import no experiment module, so no import circle can form
-between the report and the experiments.
+function, the function that turns a directory of records into a report section, and the labels,
+colours and markers of its methods (their order is the order of the tables and legends). The
+report, the figures and the results page look experiments up here by the name in a directory's
+``settings.json`` (:func:`for_directory`); they import no experiment module, so no import circle
+can form between the report and the experiments.
 
 The experiment modules of the package are imported on the first lookup (:data:`BUILTIN`), the way
 a plugin system loads its entry points.
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from geninv.exceptions import InputError
+from geninv.experiments.records import read_settings
 
-__all__ = ["Experiment", "register", "lookup", "experiments", "BUILTIN"]
+__all__ = ["Experiment", "register", "lookup", "for_directory", "experiments", "BUILTIN"]
 
 #: The experiment modules shipped with geninv (imported by the first lookup).
 BUILTIN = ("geninv.experiments.random_sweep", "geninv.experiments.mnist_exp", "geninv.experiments.inpaint",
@@ -37,7 +39,8 @@ class Experiment:
     name : str
         The ``"experiment"`` of its ``settings.json``.
     title : str
-        Short human name (used in listings).
+        Its heading on the results page; ``{field}`` placeholders are filled from the settings of
+        the directory shown (:meth:`heading`).
     command : str
         The ``geninv reproduce`` arguments that run it (``"inpaint --mask block"``).
     config : type
@@ -48,8 +51,13 @@ class Experiment:
         The module-level trial function the executor runs.
     section : callable ``(out_dir, command) -> Section``
         The tables, claims and figures of a directory of its records.
-    labels, colors : mapping
-        Display name and colour of each method.
+    labels, colors, markers : mapping
+        Display name, colour and matplotlib marker of each method; the order of ``labels`` is the
+        order of the methods in tables and legends.
+    claims_of : "paper" or "ours"
+        Whose claims its section checks: the paper's (a reproduced figure), or ours (an
+        experiment beyond the paper's figures); a claim that says where we differ from the paper
+        is marked as such either way.
     rank : int
         Position on the results page (smaller first).
     default : bool
@@ -66,8 +74,23 @@ class Experiment:
     section: Callable[[Path, str], Any]
     labels: Mapping[str, str] = field(default_factory=dict)
     colors: Mapping[str, str] = field(default_factory=dict)
+    markers: Mapping[str, str] = field(default_factory=dict)
+    claims_of: str = "paper"
     rank: int = 50
     default: bool = False
+
+    def heading(self, settings: Mapping[str, Any]) -> str:
+        """:attr:`title` with its ``{field}`` placeholders filled from ``settings``."""
+        return self.title.format_map(dict(settings))
+
+    def label(self, method: str) -> str:
+        """The display name of ``method`` (the name itself when none is registered)."""
+        return self.labels.get(method, method)
+
+    def order(self, methods: Any) -> list[str]:
+        """``methods`` in the registered order, unregistered ones after them, sorted."""
+        ms = set(methods)
+        return [m for m in self.labels if m in ms] + sorted(ms - set(self.labels))
 
 
 _REGISTRY: dict[str, Experiment] = {}
@@ -109,3 +132,8 @@ def lookup(name: str) -> Experiment:
         if e.default:
             return e
     raise InputError(f"experiment: expected one of {sorted(_REGISTRY)}, received {name!r}")
+
+
+def for_directory(out_dir: str | Path) -> Experiment:
+    """The experiment whose records are in ``out_dir`` (by the name in its ``settings.json``)."""
+    return lookup(read_settings(out_dir)["experiment"])

@@ -1,10 +1,11 @@
 """Tables, claim checks and the one-page report of the reproductions, from the records only.
 
-``write_summary(dir)`` writes ``summary.md`` next to a reproduction's records: the median SNR
-per layer per method (per ``n_1`` for the random sweep), the run time per method, and the
-paper's qualitative claims checked against the records (each "holds" / "does not hold" /
-"not measured", with the numbers). ``write_index(results, dirs)`` writes ``index.html`` (and
-``results.md``, README-ready) showing every figure and table of the given directories.
+``write_summary(dir)`` writes ``summary.md`` next to a reproduction's records: the section that
+the directory's experiment registered (:mod:`geninv.experiments.registry`): its tables (median SNR
+per layer per method, run times ...) and its claims checked against the records (each "holds" /
+"does not hold" / "not measured", with the numbers). ``write_index(results, dirs)`` writes
+``index.html`` (and ``results.md``, README-ready) showing every figure and table of the given
+directories. This module knows no experiment: it reads what the registry holds.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import math
 import os
 import re
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,28 +23,14 @@ from typing import Any
 import numpy as np
 
 from geninv.experiments.records import ERRORS, atomic_write_text, load_records, read_settings, snr_value
-from geninv.experiments.registry import lookup
+from geninv.experiments.registry import for_directory, lookup
 
-__all__ = ["Table", "Section", "section", "write_summary", "write_section_summary", "write_index", "random_claims",
-           "image_claims", "random_section", "image_section", "RECOVERED_DB", "GD_SUCCESS_DB"]
+__all__ = ["Table", "Section", "section", "write_summary", "write_section_summary", "write_index", "readable", "fmt_db",
+           "median_snr", "quantile_snr", "runtime_table", "DIFFERS"]
 
-#: A latent counts as recovered (exactly, in float64) above this median SNR (60 dB).
-RECOVERED_DB = 60.0
-#: Gradient descent is a first-order method stopped after finitely many steps; it "succeeds" above this.
-GD_SUCCESS_DB = 30.0
-LABELS = {"oracle": "Oracle", "layered_bp": "Layered BP", "latent_pursuit": "Latent-Pursuit",
-          "gd": "Gradient descent", "adam": "Adam", "lp_layerwise": "Layer-wise LP", "certify": "certify",
-          "layered_bp:nodebias": "Layered BP, no debiasing", "latent_pursuit:nodebias": "Latent-Pursuit, no debiasing",
-          "hybrid": "Hybrid"}
 #: Marks a claim of ours where we differ from the paper (shown as such on the results page).
 DIFFERS = "we differ from the paper"
-_ORDER = ("oracle", "layered_bp", "latent_pursuit", "gd", "adam", "lp_layerwise", "layered_bp:nodebias",
-          "latent_pursuit:nodebias", "hybrid")
-
-
-def _order(ms: Any) -> list[str]:
-    s = set(ms)
-    return [m for m in _ORDER if m in s] + sorted(s - set(_ORDER))
+CLAIMS_CAPTION = "Claims checked on these records: the paper's, and ours where we go beyond it or differ from it"
 
 
 _RAW = ((re.compile(r"\b(m\*|m_min|m\b[^=]{0,12}) = None\b"), r"\1 = not reached"),
@@ -67,14 +54,26 @@ def fmt_db(v: float) -> str:
     return f"{v:.1f}"
 
 
-def _median(vals: list[float]) -> float:
+def median_snr(vals: list[float]) -> float:
+    """The median of SNRs in dB (NaN, a failed method, counts as ``-inf``); NaN for no values."""
     a = np.array([snr_value(v) for v in vals], dtype=float)
     return float(np.median(a)) if a.size else math.nan
 
 
-def _quantile(vals: list[float], q: float) -> float:
+def quantile_snr(vals: list[float], q: float) -> float:
+    """The ``q`` % quantile of SNRs in dB (as :func:`median_snr`)."""
     a = np.array([snr_value(v) for v in vals], dtype=float)
     return float(np.percentile(a, q)) if a.size else math.nan
+
+
+def runtime_table(secs: dict[str, list[float]], per: str, label: Callable[[str], str] = str) -> Table:
+    """Wall-clock seconds per method (``secs`` in display order), ``per`` trial or image."""
+    rows = []
+    for m, v in secs.items():
+        a = np.array(v, dtype=float)
+        rows.append([label(m), str(a.size), f"{np.median(a):.4f}", f"{np.mean(a):.4f}", f"{a.sum():.1f}"])
+    return Table(["method", per + "s", f"median s / {per}", f"mean s / {per}", "total s"], rows,
+                 caption=f"Run time per method (wall clock, this machine; per {per})")
 
 
 @dataclass
@@ -106,216 +105,23 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     claims: list[tuple[str, str, str]] = field(default_factory=list)  # (claim, verdict, evidence)
     figures: list[Path] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # more fields of summary.json
 
+    def whose(self, claim: str) -> str:
+        """Whose claim ``claim`` is: ``"the paper's"``, ``"ours"`` (an experiment beyond the paper's) or
+        ``"ours, differs from the paper"`` (the text says where, after :data:`DIFFERS`)."""
+        if DIFFERS in claim:
+            return "ours, differs from the paper"
+        return "the paper's" if for_directory(self.directory).claims_of == "paper" else "ours"
 
-# -- random sweep -------------------------------------------------------------------------
+    def claim_rows(self) -> list[dict[str, str]]:
+        """The claims as ``{"claim", "whose", "verdict", "evidence"}`` (the rows of the claims tables)."""
+        return [{"claim": c, "whose": self.whose(c), "verdict": v, "evidence": e} for c, v, e in self.claims]
 
-def _random_stats(recs: list[dict[str, Any]]) -> dict[str, Any]:
-    snr: dict[str, dict[int, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    secs: dict[str, list[float]] = defaultdict(list)
-    s1: dict[int, dict[int, int]] = defaultdict(dict)
-    cert: dict[int, list[Any]] = defaultdict(list)
-    for r in recs:
-        n1 = int(r["n1"])
-        s1[n1][int(r["trial"])] = int(r["s"][0])
-        if r["kind"] == "solve":
-            for layer, v in r["snr"].items():
-                snr[r["method"]][n1][layer].append(v)
-            secs[r["method"]].append(float(r.get("seconds", math.nan)))
-        elif r["kind"] == "certify":
-            cert[n1].append(r["unique"])
-    return {"snr": snr, "secs": secs, "s1": {k: float(np.median(list(v.values()))) for k, v in s1.items()},
-            "trials": {k: len(v) for k, v in s1.items()}, "cert": cert}
-
-
-def random_claims(out_dir: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
-    """The paper's qualitative claims on the random sweep, checked on the records.
-
-    Regimes are read off the records by the median ``s_1`` at each ``n_1`` (Corollary 1 with
-    one hidden layer): *below* when ``s_1 < n_0``, *middle* when ``2 n_0 <= s_1 < n / 2``
-    (the expansion by 2 the paper asks for), *above* when ``n_1 >= 2 n`` (``s_1 > n / 2`` by a
-    margin; widths in between are transitional and not judged).
-    """
-    st = read_settings(out_dir)["settings"]
-    n0, n = int(st["n0"]), int(st["n"])
-    S = _random_stats(load_records(out_dir))
-    snr, s1 = S["snr"], S["s1"]
-    below = [x for x in sorted(s1) if s1[x] < n0]
-    middle = [x for x in sorted(s1) if 2 * n0 <= s1[x] < n / 2]
-    above = [x for x in sorted(s1) if x >= 2 * n]
-
-    def med(m: str, x: int) -> float:
-        return _median(snr[m][x]["z"]) if m in snr and x in snr[m] else math.nan
-
-    claims: list[tuple[str, str, str]] = []
-    # 1. nobody recovers below the uniqueness line
-    if below and snr:
-        ms = _order(snr)
-        vals = {(m, x): med(m, x) for m in ms for x in below}
-        bad = {k: v for k, v in vals.items() if v >= RECOVERED_DB}
-        ev = ", ".join(f"{LABELS.get(m, m)}@{x}: {fmt_db(v)}" for (m, x), v in vals.items())
-        claims.append((f"below the uniqueness line (median s_1 < n_0 = {n0}: n_1 in {below}) no method recovers z "
-                       f"(median SNR < {RECOVERED_DB:.0f} dB)", "holds" if not bad else "does not hold", ev))
-    else:
-        claims.append(("below the uniqueness line no method recovers z", "not measured", "no n_1 with s_1 < n_0 in the records"))
-    # 2. middle: LBP and LP exact, LP >= LBP
-    for m in ("layered_bp", "latent_pursuit"):
-        if middle and m in snr:
-            vals = {x: med(m, x) for x in middle}
-            ok = all(v > RECOVERED_DB for v in vals.values())
-            claims.append((f"middle regime (2 n_0 <= median s_1 < n/2: n_1 in {middle}): {LABELS[m]} recovers z "
-                           f"(median SNR > {RECOVERED_DB:.0f} dB)", "holds" if ok else "does not hold",
-                           ", ".join(f"{x}: {fmt_db(v)}" for x, v in vals.items())))
-        else:
-            claims.append((f"middle regime: {LABELS[m]} recovers z", "not measured",
-                           "no records" if m not in snr else "no middle-regime n_1"))
-    if middle and "layered_bp" in snr and "latent_pursuit" in snr:
-        # "at least as good": median SNR not lower by more than 1 dB, or both exact beyond 250 dB
-        comp = {x: (med("latent_pursuit", x), med("layered_bp", x)) for x in middle}
-        ok = all(a >= b - 1.0 or (a > 250 and b > 250) for a, b in comp.values())
-        claims.append(("middle regime: Latent-Pursuit at least as good as Layered BP (median z SNR, 1 dB slack; "
-                       "both above 250 dB counts as equal)", "holds" if ok else "does not hold",
-                       ", ".join(f"{x}: {fmt_db(a)} vs {fmt_db(b)}" for x, (a, b) in comp.items())))
-    # 3. above: the paper's layer-wise estimates fail, gd succeeds; our debiased pursuits recover z
-    if above:
-        for m in ("layered_bp:nodebias", "latent_pursuit:nodebias"):
-            if m in snr:
-                vals = {x: med(m, x) for x in above}
-                ok = all(v < RECOVERED_DB for v in vals.values())
-                claims.append((f"n_1 >= 2n (n_1 in {above}): {LABELS[m]} (the paper's layer-wise estimate) fails "
-                               f"(median z SNR < {RECOVERED_DB:.0f} dB)",
-                               "holds" if ok else "does not hold", ", ".join(f"{x}: {fmt_db(v)}" for x, v in vals.items())))
-        for m in ("layered_bp", "latent_pursuit"):
-            if m in snr:
-                vals = {x: med(m, x) for x in above}
-                ok = all(v > RECOVERED_DB for v in vals.values())
-                claims.append((f"n_1 >= 2n (n_1 in {above}): {LABELS[m]} with our debiasing recovers z (median z SNR > "
-                               f"{RECOVERED_DB:.0f} dB); {DIFFERS}: there the layer-wise methods fail",
-                               "holds" if ok else "does not hold", ", ".join(f"{x}: {fmt_db(v)}" for x, v in vals.items())))
-        if "gd" in snr:
-            vals = {x: med("gd", x) for x in above}
-            ok = all(v > GD_SUCCESS_DB for v in vals.values())
-            claims.append((f"n_1 >= 2n: gradient descent succeeds (median z SNR > {GD_SUCCESS_DB:.0f} dB)",
-                           "holds" if ok else "does not hold", ", ".join(f"{x}: {fmt_db(v)}" for x, v in vals.items())))
-        else:
-            claims.append(("n_1 >= 2n: gradient descent succeeds", "not measured", "no gd records"))
-    else:
-        claims.append(("n_1 much larger than n: layer-wise methods fail, gradient descent succeeds", "not measured",
-                       f"no n_1 >= 2n = {2 * n} in the records"))
-    return claims
-
-
-def random_section(d: Path, command: str) -> Section:
-    """The section of a random-sweep directory (Fig. 4)."""
-    from geninv.experiments.plots import uniqueness_boundaries
-
-    recs = load_records(d)
-    st = read_settings(d)["settings"]
-    S = _random_stats(recs)
-    snr, s1, cert, trials = S["snr"], S["s1"], S["cert"], S["trials"]
-    methods = _order(snr)
-    sec = Section("Random two-layer generators (Fig. 4)", d, command)
-    sec.notes.append(f"x_1 = relu(W_1 z), y = {st['output']}(W_2 x_1), W i.i.d. Gaussian, n_0 = {st['n0']}, n = {st['n']}, "
-                     f"{st['dtype']}, seed {st['seed']}. SNR in dB; 'exact (inf)' = bit-exact recovery. "
-                     "Each row: one hidden width n_1, medians over its trials.")
-    b = uniqueness_boundaries(d)
-    lines = []
-    for k, what in (("s1_eq_n0", "median s_1 = n_0"), ("s1_eq_half_n", "median s_1 = n/2"),
-                    ("cert_rise", "certified-unique fraction rises through 50 %"),
-                    ("cert_fall", "certified-unique fraction falls through 50 %")):
-        if b.get(k):
-            lines.append(f"{what} at n_1 ~ {b[k]:.0f}")
-    if lines:
-        sec.notes.append("Uniqueness boundaries (vertical lines of the figure): " + "; ".join(lines) + ".")
-    for layer in ("z", "x1", "y"):
-        rows = []
-        for x in sorted(s1):
-            u = cert.get(x, [])
-            cf = f"{np.mean([v is True for v in u]):.2f}" if u else "-"
-            rows.append([str(x), f"{s1[x]:.0f}", str(trials[x]), cf]
-                        + [fmt_db(_median(snr[m][x][layer])) if x in snr[m] else "-" for m in methods])
-        sec.tables.append(Table(["n_1", "median s_1", "trials", "certified unique"] + [LABELS.get(m, m) for m in methods],
-                                rows, caption=f"Median SNR of {layer} [dB] per method"))
-    sec.tables.append(_runtime_table(S["secs"], per="trial"))
-    sec.claims = random_claims(d)
-    sec.figures = [p for p in [d / "fig4_random_sweep.png"] if p.exists()]
-    return sec
-
-
-# -- image experiments ------------------------------------------------------------------------
-
-def image_claims(out_dir: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
-    """The paper's MNIST claims: LP within a few (3) dB of the Oracle and far (>= 10 dB) above gd; gd has a tail."""
-    recs = [r for r in load_records(out_dir) if r["kind"] == "solve"]
-    ys: dict[str, list[float]] = defaultdict(list)
-    for r in recs:
-        ys[r["method"]].append(r["snr"]["y"])
-    claims: list[tuple[str, str, str]] = []
-    med = {m: _median(v) for m, v in ys.items()}
-    if "latent_pursuit" in med and "oracle" in med:
-        a, o = med["latent_pursuit"], med["oracle"]
-        ok = a >= o - 3.0 or (a > 250 and o > 250)
-        claims.append(("Latent-Pursuit's median image SNR within 3 dB of the Oracle's", "holds" if ok else "does not hold",
-                       f"{fmt_db(a)} vs {fmt_db(o)} dB"))
-    if "latent_pursuit" in med and "gd" in med:
-        a, g = med["latent_pursuit"], med["gd"]
-        ok = a >= g + 10.0
-        claims.append(("Latent-Pursuit's median image SNR far (>= 10 dB) above gradient descent's",
-                       "holds" if ok else "does not hold", f"{fmt_db(a)} vs {fmt_db(g)} dB"))
-    if "gd" in ys:
-        v = np.array([snr_value(x) for x in ys["gd"]])
-        frac = float(np.mean(v < 20.0))
-        claims.append(("gradient descent has a visible tail of failures (image SNR < 20 dB)",
-                       "holds" if frac > 0 else "does not hold",
-                       f"{frac:.0%} of {v.size} images below 20 dB; 10 % quantile {fmt_db(_quantile(ys['gd'], 10))} dB"))
-    return claims
-
-
-def _runtime_table(secs: dict[str, list[float]], per: str) -> Table:
-    rows = []
-    for m in _order(secs):
-        a = np.array(secs[m], dtype=float)
-        rows.append([LABELS.get(m, m), str(a.size), f"{np.median(a):.4f}", f"{np.mean(a):.4f}", f"{a.sum():.1f}"])
-    return Table(["method", per + "s", f"median s / {per}", f"mean s / {per}", "total s"], rows,
-                 caption=f"Run time per method (wall clock, this machine; per {per})")
-
-
-def image_section(d: Path, command: str) -> Section:
-    """The section of an image-experiment directory (MNIST clean or inpainting)."""
-    recs = [r for r in load_records(d) if r["kind"] == "solve"]
-    info = read_settings(d)
-    st, exp = info["settings"], info["experiment"]
-    title = {"mnist": "MNIST generator, clean inversion (Fig. 5-7)",
-             "inpaint_random": f"MNIST inpainting, {st.get('missing', 0):.0%} random pixels missing (Fig. 8-10)",
-             "inpaint_block": f"MNIST inpainting, upper {st.get('rows', 13)} rows missing (Fig. 11-13)"}.get(exp, exp)
-    sec = Section(title, d, command)
-    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in recs:
-        by[r["method"]].append(r)
-    methods = _order(by)
-    names = list(recs[0]["snr"].keys()) if recs else []
-    hidden = sorted((k for k in names if k.startswith("x")), key=lambda k: int(k[1:]))
-    layers = [k for k in ["z", *hidden, "y"] if k in names]
-    if recs:
-        dims = recs[0].get("dims")
-        sec.notes.append(f"Generator {' -> '.join(map(str, dims)) if dims else ''} ({st['dtype']}, seed {st['seed']}); "
-                         f"images G(z), z ~ N(0, I); SNR of the full image includes hidden pixels.")
-        s = np.array([r["s"] for r in by[methods[0]]])
-        obs = [int(r["observed"]) for r in by[methods[0]] if r.get("observed") is not None]
-        sec.notes.append("Median cardinalities s_i: " + ", ".join(f"s_{i + 1} = {np.median(s[:, i]):.0f}" for i in range(s.shape[1]))
-                         + (f"; known pixels per image: median {np.median(obs):.0f}" if obs else ""))
-    rows = []
-    for m in methods:
-        v = by[m]
-        rows.append([LABELS.get(m, m), str(len(v))] + [fmt_db(_median([r["snr"][k] for r in v])) for k in layers]
-                    + [fmt_db(_quantile([r["snr"]["y"] for r in v], 10)),
-                       f"{np.mean([r['converged'] for r in v]):.2f}"])
-    sec.tables.append(Table(["method", "images"] + [f"median SNR {k}" for k in layers] + ["10 % quantile SNR y", "converged"],
-                            rows, caption="Per-layer SNR [dB]"))
-    sec.tables.append(_runtime_table({m: [float(r["seconds"]) for r in by[m]] for m in methods}, per="image"))
-    sec.claims = image_claims(d)
-    sec.figures = [p for p in (d / "snr_boxplot.png", d / "grid_typical.png", d / "grid_gd_failures.png") if p.exists()]
-    return sec
+    def claims_table(self) -> Table:
+        return Table(["claim", "in our records", "whose", "evidence"],
+                     [[r["claim"], r["verdict"], r["whose"], r["evidence"]] for r in self.claim_rows()],
+                     caption=CLAIMS_CAPTION)
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -354,36 +160,24 @@ def _section_md(sec: Section, rel: Path | None = None) -> str:
     for t in sec.tables:
         out.append(t.to_md())
     if sec.claims:
-        out.append(Table(["claim", "in our records", "evidence"], [list(c) for c in sec.claims],
-                         caption="Qualitative claims, checked on these records").to_md())
+        out.append(sec.claims_table().to_md())
     return "\n".join(out)
 
 
-def write_summary(out_dir: str | os.PathLike[str], command: str | None = None) -> Path:
-    """Write ``summary.md`` (and ``summary.json`` with the claim verdicts) into ``out_dir``."""
-    d = Path(out_dir)
-    sec = section(d, command)
-    atomic_write_text(d / "summary.md", f"# {sec.title}\n\n" + _section_md(sec, rel=d).split("\n", 1)[1].lstrip())
-    atomic_write_text(d / "summary.json", json.dumps({"title": sec.title, "command": sec.command, "claims": [
-        {"claim": c, "verdict": v, "evidence": e} for c, v, e in sec.claims]}, indent=2) + "\n")
-    return d / "summary.md"
-
-
-
-def write_section_summary(sec: Section, title: str) -> Path:
-    """``summary.md`` and ``summary.json`` of one :class:`Section` (its ``extra`` dict, if any, goes into the JSON)."""
+def write_section_summary(sec: Section, title: str | None = None) -> Path:
+    """``summary.md`` and ``summary.json`` (title, command, ``sec.extra``, the claims with their verdicts)
+    of one :class:`Section`, in its directory."""
     d = Path(sec.directory)
-    lines = [f"# {sec.title}", "", f"Command: `{sec.command}`", ""] + [n + "\n" for n in sec.notes]
-    lines += [f"![{f.stem}]({f.name})\n" for f in sec.figures]
-    lines += [t.to_md() for t in sec.tables]
-    if sec.claims:
-        lines.append(Table(["claim", "in our records", "evidence"], [list(c) for c in sec.claims],
-                           caption="Claims checked on these records").to_md())
-    atomic_write_text(d / "summary.md", "\n".join(lines) + "\n")
-    extra = getattr(sec, "extra", {})
-    atomic_write_text(d / "summary.json", json.dumps({"title": title, "command": sec.command, **extra, "claims": [
-        {"claim": c, "verdict": v, "evidence": e} for c, v, e in sec.claims]}, indent=2) + "\n")
+    atomic_write_text(d / "summary.md", f"# {sec.title}\n\n" + _section_md(sec, rel=d).split("\n", 1)[1].lstrip())
+    atomic_write_text(d / "summary.json", json.dumps({"title": title or sec.title, "command": sec.command, **sec.extra,
+                                                      "claims": sec.claim_rows()}, indent=2) + "\n")
     return d / "summary.md"
+
+
+def write_summary(out_dir: str | os.PathLike[str], command: str | None = None) -> Path:
+    """Write ``summary.md`` (and ``summary.json`` with the claim verdicts) of the reproduction in ``out_dir``."""
+    return write_section_summary(section(out_dir, command))
+
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
@@ -433,14 +227,16 @@ def write_index(results_dir: str | os.PathLike[str], dirs: list[str | os.PathLik
         body += [t.to_html() for t in s.tables]
         if s.claims:
             rows = []
-            for c, v, e in s.claims:
-                cls = {"holds": "holds", "does not hold": "fails"}.get(v, "nm")
-                mark = " <span class='differs'>differs from the paper</span>" if DIFFERS in c else ""
-                rows.append(f"<tr><td>{html.escape(readable(c))}{mark}</td><td class='{cls}'>{html.escape(v)}</td>"
-                            f"<td>{html.escape(readable(e))}</td></tr>")
-            body.append("<table><caption>Qualitative claims (the paper's, and ours where marked), checked on these "
-                        "records</caption>"
-                        "<thead><tr><th>claim</th><th>in our records</th><th>evidence</th></tr></thead><tbody>"
+            for r in s.claim_rows():
+                cls = {"holds": "holds", "does not hold": "fails"}.get(r["verdict"], "nm")
+                whose = html.escape(r["whose"])
+                if "differs" in r["whose"]:
+                    whose = f"<span class='differs'>{whose}</span>"
+                rows.append(f"<tr><td>{html.escape(readable(r['claim']))}</td>"
+                            f"<td class='{cls}'>{html.escape(r['verdict'])}</td><td>{whose}</td>"
+                            f"<td>{html.escape(readable(r['evidence']))}</td></tr>")
+            body.append(f"<table><caption>{html.escape(CLAIMS_CAPTION)}</caption><thead><tr><th>claim</th>"
+                        "<th>in our records</th><th>whose</th><th>evidence</th></tr></thead><tbody>"
                         + "".join(rows) + "</tbody></table>")
         md.append(_section_md(s, rel=root))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

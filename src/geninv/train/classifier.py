@@ -173,7 +173,7 @@ def check_mnist_generator(
     :func:`geninv.certificates.certify_architecture` over the same ``n`` latents, plus the
     per-signal Theorem 1 verdicts on ``theorem1`` of them when asked).
     """
-    from geninv.certificates.report import certify_architecture
+    from geninv.certificates.architecture import certify_architecture
     from geninv.data.mnist import mnist
     from geninv.train.gan import GANConfig, build_generator
 
