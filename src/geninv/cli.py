@@ -661,8 +661,9 @@ def _cmd_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                         "oracle needs the true supports, so it is API-only)")
     p.add_argument("--mask", default=None, metavar="PATH", help="observed-pixel mask (n,) or (B, n), 1 = observed")
     p.add_argument("--noise-level", default=None, metavar="SIGMA",
-                   help="standard deviation of the noise on the signals, or 'auto' to estimate it "
-                        f"(methods {', '.join(_NOISE_METHODS)}; default: noiseless)")
+                   help="standard deviation of the noise on the signals, 'auto' to estimate it, or 0 for exact "
+                        f"signals (methods {', '.join(_NOISE_METHODS)}; default: decided per signal, the exact path "
+                        "where the generator realizes it exactly, the noise level estimated elsewhere)")
     p.add_argument("--float64", action="store_true", help="solve in float64 (default: the signals' precision)")
     p.add_argument("--max-iter", type=int, default=None,
                    help="iteration cap of the method (not hybrid, which runs several stages)")

@@ -50,6 +50,7 @@ from geninv.experiments.records import (
     snr_value,
 )
 from geninv.experiments.registry import Experiment, register
+from geninv.solvers.registry import REGISTRY
 
 __all__ = ["CSConfig", "CSJob", "cs_trial", "cs_units", "run_cs", "CS_METHODS", "success_m", "cs_summary", "cs_claims"]
 
@@ -151,6 +152,9 @@ def cs_trial(job: CSJob, unit: Unit, keys: list[str]) -> UnitResult:
             opts.setdefault("seed", derive_seed(config.seed, meth, m, a))
         if meth == "hybrid" and sigma is not None:
             opts.setdefault("noise_level", "auto")
+        spec = REGISTRY.get(meth)
+        if spec is not None and spec.noise_default == "per_sample":
+            opts.setdefault("noise_level", 0)  # the method's exact form, as the table reports it
         t0 = time.perf_counter()
         try:
             with warnings.catch_warnings():
