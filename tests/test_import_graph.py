@@ -24,10 +24,7 @@ MAX_LINES = 600
 # Import edges that close a cycle (removing them leaves the graph acyclic):
 ALLOWED_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset()
 ALLOWED_PRIVATE: frozenset[tuple[str, str]] = frozenset()
-ALLOWED_LONG: frozenset[str] = frozenset({
-    # still to be split by reason to change (the solver core, the CLI's subcommands)
-    "solvers/gradient.py",
-})
+ALLOWED_LONG: frozenset[str] = frozenset()
 
 
 def _module_name(path: Path) -> str:

@@ -12,7 +12,8 @@ from geninv.exceptions import ConvergenceWarning, DomainError, InputError, Shape
 from geninv.metrics import relative_error, snr
 from geninv.model import Activation, Generator, Layer, random_generator
 from geninv.operators import GaussianMatrix, Identity, Mask, add_noise, random_mask
-from geninv.solvers.gradient import _setup, adam, gd
+from geninv.solvers.gradient import adam, gd
+from geninv.solvers.gradient_setup import setup_fit
 from geninv.solvers.lp_layerwise import lp_layerwise
 
 F64 = torch.float64
@@ -165,7 +166,7 @@ def test_hand_written_gradient_matches_autograd() -> None:
     for measure in (None, Mask(mask), GaussianMatrix(25, 40, seed=2, dtype=F64)):
         general = isinstance(measure, GaussianMatrix)
         data = measure.forward(y) if general else y  # a general operator takes the (B, m) measurements
-        _, _, fit, _ = _setup(G, data, measure, "gd")
+        _, _, fit, _ = setup_fit(G, data, measure, "gd")
         f, g = fit.value_grad(z)
         zz = z.clone().requires_grad_(True)
         yhat = G.forward_unchecked(zz)
@@ -253,8 +254,9 @@ def test_gd_callback_and_validation(two_layer: Generator) -> None:
     _, y = two_layer.sample(2, seed=1)
     seen: list[int] = []
 
-    def stop_at_50(k: int, z: torch.Tensor, f: torch.Tensor) -> bool:
-        assert z.shape == (2, 20) and f.shape == (2,)
+    def stop_at_50(k: int, state: dict) -> bool:
+        assert state["stage"] == "gd" and state["z"].shape == (2, 20) and state["objective"].shape == (2,)
+        assert state["x"] is state["z"]
         seen.append(k)
         return k >= 50
 

@@ -39,7 +39,7 @@ __all__ = ["run_task", "build_generator", "main", "MARKER", "jsonable"]
 
 MARKER = "GENINV_BENCH "
 
-# Methods whose callback hands out the latent estimate of the whole batch: (k, z, objective).
+# Methods whose callback hands out the latent estimate of the whole batch at every check (state["z"]).
 TRACE_METHODS = ("gd", "adam", "lp_layerwise")
 MNIST_DIMS = [20, 128, 392, 784]
 
@@ -269,10 +269,10 @@ def _curve(task: dict[str, Any], G: Any, meta: dict[str, Any]) -> dict[str, Any]
         spent = [0.0]
         t0 = [0.0]
 
-        def cb(it: int, zz: Tensor, obj: Tensor) -> None:
+        def cb(it: int, state: dict[str, Any]) -> None:
             tc = time.perf_counter()
             with torch.no_grad():
-                s = _median(geninv.snr(y, G(zz.to(G.dtype))))
+                s = _median(geninv.snr(y, G(state["z"].to(G.dtype))))
             points.append([tc - t0[0] - spent[0], s, float(it)])
             spent[0] += time.perf_counter() - tc
 

@@ -123,8 +123,9 @@ def register_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "oracle needs the true supports, so it is API-only)")
     p.add_argument("--mask", default=None, metavar="PATH", help="observed-pixel mask (n,) or (B, n), 1 = observed")
     p.add_argument("--noise-level", default=None, metavar="SIGMA",
-                   help="standard deviation of the noise on the signals, or 'auto' to estimate it "
-                        f"(methods {', '.join(_NOISE_METHODS)}; default: noiseless)")
+                   help="standard deviation of the noise on the signals, 'auto' to estimate it, or 0 for exact "
+                        f"signals (methods {', '.join(_NOISE_METHODS)}; default: decided per signal, the exact path "
+                        "where the generator realizes it exactly, the noise level estimated elsewhere)")
     p.add_argument("--float64", action="store_true", help="solve in float64 (default: the signals' precision)")
     p.add_argument("--max-iter", type=int, default=None,
                    help=f"iteration cap of --method {', '.join(_MAX_ITER_METHODS)} (auto and hybrid run several "

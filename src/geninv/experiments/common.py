@@ -26,6 +26,7 @@ import geninv
 from geninv.exceptions import GenInvError, InputError
 from geninv.experiments.records import RecordStore, Unit, derive_seed, run_units
 from geninv.metrics import snr
+from geninv.solvers.registry import REGISTRY
 
 __all__ = [
     "MethodStatus", "method_status", "certify_status", "mnist_status", "solve", "layer_snrs", "say",
@@ -131,6 +132,9 @@ def solve(G: geninv.Generator, y: Tensor, method: str, *, mask: Tensor | None = 
     kw = dict(options or {})
     if solver_of(method) == "oracle":
         kw["supports"] = supports
+    spec = REGISTRY.get(solver_of(method))
+    if spec is not None and spec.noise_default == "per_sample":
+        kw.setdefault("noise_level", 0)  # the paper's algorithm: the pursuit's exact form on noiseless signals
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # Non-convergence is recorded per trial (``converged``), not printed per trial.

@@ -58,6 +58,7 @@ from geninv.experiments.records import (
 )
 from geninv.experiments.registry import Experiment, register
 from geninv.experiments.report import Section, Table, write_section_summary
+from geninv.solvers.registry import REGISTRY
 
 __all__ = ["CSConfig", "cs_trial", "cs_units", "run_cs", "CS_METHODS", "success_m", "cs_summary", "cs_claims", "plot_cs"]
 
@@ -141,6 +142,9 @@ def cs_trial(job: Job, unit: Unit, keys: list[str]) -> UnitResult:
             opts.setdefault("seed", derive_seed(config.seed, meth, m, a))
         if meth == "hybrid" and sigma is not None:
             opts.setdefault("noise_level", "auto")
+        spec = REGISTRY.get(meth)
+        if spec is not None and spec.noise_default == "per_sample":
+            opts.setdefault("noise_level", 0)  # the method's exact form, as the table reports it
         got = attempt(f"{unit.name}/{meth}", errors, partial(geninv.invert, G, y, method=meth, measure=A, **opts))
         if got is None:
             continue

@@ -150,8 +150,8 @@ def _solve(method: str, G: geninv.Generator, y: Tensor, sigma: Tensor, supports:
         return geninv.invert(G, y, method="oracle", supports=supports)
     if method == "oracle_e2e":
         return geninv.invert(G, y, method="oracle", supports=supports, mode="end_to_end")
-    if method in ("latent_pursuit", "layered_bp"):
-        return geninv.invert(G, y, method=method, **opts)
+    if method in ("latent_pursuit", "layered_bp"):  # the exact form, with its noiseless defaults
+        return geninv.invert(G, y, method=method, **dict(opts, noise_level=opts.get("noise_level", 0)))
     if method in ("latent_pursuit_auto", "layered_bp_auto"):
         return noisy_pursuit(G, y, noise_level="auto", method=method.rsplit("_", 1)[0], **opts)
     if method == "latent_pursuit_sigma":
@@ -296,7 +296,7 @@ def _bound_work(config: NoiseConfig, unit: Unit, keys: list[str], errors: list[t
             # The theorem's estimator: one lam per layer, no debiasing. The solvers take one
             # lam for all layers, so this is exact for L = 1 (the default [4, 12, 200]).
             lam = float(max(thm.lam)) if thm.verdict == "holds" else 0.0
-            return geninv.invert(G, y, method=m[: -len("_thm")], lam=lam, debias=False), thm
+            return geninv.invert(G, y, method=m[: -len("_thm")], lam=lam, debias=False, noise_level=0), thm
         res = noisy_pursuit(G, y, noise_level="auto", method=m[: -len("_auto")], refine="none")
         return res, _one_bound(G, z[0], enorm, [float(res.info["lam"][f"x{i + 1}"][0]) for i in range(L)])
 

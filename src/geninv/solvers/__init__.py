@@ -5,95 +5,54 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
-import inspect
 import time
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from geninv.exceptions import ConvergenceWarning, InputError, describe
 from geninv.integrations import is_deepinv_physics
 from geninv.model.generator import Generator
-from geninv.operators import Mask
+from geninv.operators import Mask, Operator
+from geninv.solvers.measurement import Measurement, resolve_measurement
 from geninv.solvers.checks import check_generator, check_informative, check_option, check_seed
 from geninv.solvers.debias import debias_fit
+from geninv.solvers.network import hidden_layers, network_objective
+from geninv.solvers.gradient_setup import LatentMap
 from geninv.solvers.latent_pursuit import latent_pursuit
 from geninv.solvers.layered_bp import layered_bp
-from geninv.solvers.measurement import resolve_measurement
-from geninv.solvers.network import hidden_layers, network_objective
 from geninv.solvers.oracle import oracle
+from geninv.solvers.per_sample import exact_or_noisy
+from geninv.solvers.registry import (
+    METHODS,
+    NOISY_FORM_OPTIONS,
+    REGISTRY,
+    MethodSpec,
+    accepted_options,
+    load_method,
+    method_spec,
+    takes_noise_level,
+)
 from geninv.solvers.result import SolveResult
 from geninv.solvers.verdict import fit_message, noise_level_of, self_check
 
-__all__ = ["SolveResult", "invert", "takes_noise_level", "oracle", "layered_bp", "latent_pursuit", "METHODS", "debias_result"]
-
-# name -> (module, function). The baselines are imported on first use, so this module works
-# before (or without) them.
-METHODS: dict[str, tuple[str, str]] = {
-    "oracle": ("geninv.solvers.oracle", "oracle"),
-    "layered_bp": ("geninv.solvers.layered_bp", "layered_bp"),
-    "latent_pursuit": ("geninv.solvers.latent_pursuit", "latent_pursuit"),
-    "gd": ("geninv.solvers.gradient", "gd"),
-    "adam": ("geninv.solvers.gradient", "adam"),
-    "lp_layerwise": ("geninv.solvers.lp_layerwise", "lp_layerwise"),
-    "hybrid": ("geninv.solvers.hybrid", "hybrid"),
-    "auto": ("geninv.solvers.auto", "auto"),
-}
-
-# Methods that invert any generator (any hidden activation) and any callable G(z) given with latent_dim=.
-_ANY_G = ("gd", "adam")
-
-# Methods that take ``noise_level=`` through invert(): routed to geninv.solvers.noise.noisy_pursuit.
-NOISY = ("latent_pursuit", "layered_bp")
-
-# Parameters of a method function that are not user options of invert().
-_NOT_OPTIONS = ("G", "y", "measure", "mask")
+__all__ = ["SolveResult", "invert", "takes_noise_level", "oracle", "layered_bp", "latent_pursuit", "METHODS", "REGISTRY",
+           "MethodSpec", "method_spec", "load_method", "accepted_options", "debias_result"]
 
 
-def load_method(method: str) -> Callable[..., SolveResult]:
-    module, name = METHODS[method]
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as err:
-        if err.name != module:
-            raise
-        raise InputError(
-            f"method: {method!r} is not available in this installation (module {module} is missing)"
-        ) from None
-    fn = getattr(mod, name, None)
-    if fn is None:
-        raise InputError(f"method: {method!r} is not available ({module} has no function {name})")
-    return fn  # type: ignore[no-any-return]
-
-
-def accepted_options(method: str) -> tuple[str, ...] | None:
-    """Option names ``invert(..., method=method, **options)`` accepts (None: any)."""
-    fn = load_method(method)
-    params = inspect.signature(fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return None
-    return tuple(
-        k for k, p in params.items()
-        if k not in _NOT_OPTIONS and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    )
-
-
-def takes_noise_level(method: str) -> bool:
-    """Whether ``invert(..., method=method)`` accepts ``noise_level=`` (its own option, or the noisy
-    form of a pursuit)."""
-    accepted = accepted_options(method)
-    return method in NOISY or accepted is None or "noise_level" in accepted
+def _is_exact_request(noise: object) -> bool:
+    """``noise_level=0`` (a plain number): exact data, no noise level estimated."""
+    return isinstance(noise, (int, float)) and not isinstance(noise, bool) and noise == 0
 
 
 def invert(
-    G: Any,
-    y: Any,
+    G: Generator | LatentMap,
+    y: Tensor,
     method: str = "auto",
-    mask: Any = None,
-    measure: Any = None,
+    mask: Tensor | Mask | None = None,
+    measure: Operator | object | None = None,
     **options: Any,
 ) -> SolveResult:
     """Invert a batch of signals ``y = A G(z)`` with the named method.
@@ -130,7 +89,18 @@ def invert(
         ``noise_level=sigma`` (a float, a (B,) tensor or ``"auto"``) with ``latent_pursuit`` or
         ``layered_bp`` runs their noisy form (:func:`geninv.solvers.noise.noisy_pursuit`: every
         ``lam_i``, the latent prior and the support thresholds set from ``sigma``, then a
-        refinement); ``hybrid`` takes ``noise_level`` itself.
+        refinement) on every sample; ``hybrid`` and ``auto`` take ``noise_level`` themselves.
+        ``noise_level=0`` means exact data, nothing estimated: the pursuits' exact form, the
+        noiseless ``hybrid``.
+
+        Without ``noise_level``, ``latent_pursuit``, ``layered_bp`` and ``hybrid`` decide per
+        sample (:func:`geninv.solvers.per_sample.exact_or_noisy`): a sample the generator
+        realizes exactly (the image layer's least-squares start fits it to the rounding level of
+        the data's dtype) gets the exact form, bit for bit what ``noise_level=0`` gives; every
+        other sample (noisy, quantized, outside the range of ``G``) is solved as with
+        ``noise_level="auto"``. The exact form's options apply to the exact samples; the others
+        take ``max_iter``, ``callback`` and ``seed`` of them (``hybrid``: every option).
+        ``info["noise_form"]`` (B,) bool marks the samples solved with ``noise_level="auto"``.
 
     Returns
     -------
@@ -138,7 +108,7 @@ def invert(
         With per-sample ``residual`` (``||A G(z) - y|| / ||y||``, float64 (B,)) and ``fits``
         (bool (B,)): the residual is at the rounding level of ``y``'s dtype, or consistent with
         the noise level (``noise_level=`` when a number or tensor, else the one the method
-        estimated). When some sample does not fit, one ``ConvergenceWarning`` per call gives the
+        estimated; per sample without ``noise_level``: the exact samples at rounding level). When some sample does not fit, one ``ConvergenceWarning`` per call gives the
         counts and residuals (the method's own convergence warnings are folded into it); none
         when every sample fits.
 
@@ -155,68 +125,77 @@ def invert(
     >>> res.z.shape
     torch.Size([4, 20])
     """
-    if not isinstance(method, str) or method not in METHODS:
-        raise InputError(f"method: expected one of {sorted(METHODS)}, received {describe(method)}")
-    if method in _ANY_G and not isinstance(G, Generator) and callable(G):
+    spec = method_spec(method)
+    if spec.any_generator and not isinstance(G, Generator) and callable(G):
         # Any differentiable callable G(z) with latent_dim=: gradient methods only, no certificate.
         _check_common_options(options)
-        return load_method(method)(G, y, measure=Mask(mask) if mask is not None and not isinstance(mask, Mask) else
-                             (mask if mask is not None else measure), **options)
-    G = check_generator(G, relu_hidden=method not in _ANY_G)
-    mask = G.flatten_output(mask)  # a mask in the output's shape (B, C, H, W)
+        return spec.load()(G, y, measure=Mask(mask) if mask is not None and not isinstance(mask, Mask) else
+                           (mask if mask is not None else measure), **options)
+    G = check_generator(G, relu_hidden=not spec.any_generator)
+    mask_flat = G.flatten_output(mask)  # a mask in the output's shape (B, C, H, W)
     if is_deepinv_physics(measure):  # wrapped: its noiseless A / A_adjoint; its Gaussian sigma becomes noise_level
         from geninv.integrations.deepinv_physics import noise_options, wrap_measurement
 
         measure, y = wrap_measurement(measure, G, y)
-        options = noise_options(measure, method, options, takes_noise=takes_noise_level(method))
-    yy, meas = resolve_measurement(measure, mask, G, y)
-    if mask is not None:
-        measure = mask if isinstance(mask, Mask) else Mask(mask)  # validated above
-    fn = load_method(method)
-    accepted = accepted_options(method)
-    if "noise_level" in options and method in NOISY:
+        options = noise_options(measure, method, options, takes_noise=spec.takes_noise_level)
+    yy, meas = resolve_measurement(measure, mask_flat, G, y)
+    if mask_flat is not None:
+        measure = mask_flat if isinstance(mask_flat, Mask) else Mask(mask_flat)  # type: ignore[arg-type]  # validated above
+    fn = spec.load()
+    accepted = spec.options
+    per_sample = spec.noise_default == "per_sample" and "noise_level" not in options
+    if spec.noise_default == "per_sample" and "noise_level" in options and _is_exact_request(options["noise_level"]):
+        # noise_level=0: exact data, nothing estimated: the method without noise_level (its exact form)
+        options = {k: v for k, v in options.items() if k != "noise_level"}
+    elif spec.noise == "noisy_form" and "noise_level" in options:
         # Noisy signals: the pursuit with every parameter set from sigma (geninv.solvers.noise).
         from geninv.solvers.noise import noisy_pursuit
 
         fn = functools.partial(noisy_pursuit, method=method)
-        accepted = tuple(k for k in inspect.signature(noisy_pursuit).parameters
-                         if k not in _NOT_OPTIONS and k != "method")
+        accepted = NOISY_FORM_OPTIONS
     post_debias = False
-    if accepted is not None and "debias" in options and "debias" not in accepted:
-        # A method without its own debiasing (gd, adam): invert() adds the common one.
+    if not spec.own_debias and "debias" in options:
+        # A method without its own debiasing (gd, adam, ...): invert() adds the common one.
         post_debias = options.pop("debias")
         if not isinstance(post_debias, bool):
             raise InputError(f"debias: expected True or False, received {describe(post_debias)}")
-    if accepted is not None:
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            raise InputError(
-                f"{unknown[0]}: expected an option of method {method!r} ({', '.join(accepted)}), "
-                f"received unknown option(s) {', '.join(repr(u) for u in unknown)}"
-            )
-    _check_common_options(options)
-    if method == "oracle" and "supports" not in options:
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
         raise InputError(
-            "supports: expected supports=[S_1, ..., S_L] (bool (B, n_i), e.g. G.trace(z).supports) for method "
-            "'oracle', received none"
+            f"{unknown[0]}: expected an option of method {method!r} ({', '.join(accepted)}), "
+            f"received unknown option(s) {', '.join(repr(u) for u in unknown)}"
         )
-    if method != "oracle":
+    _check_common_options(options)
+    if spec.needs_supports and "supports" not in options:
+        raise InputError(
+            f"supports: expected supports=[S_1, ..., S_L] (bool (B, n_i), e.g. G.trace(z).supports) for method "
+            f"{method!r}, received none"
+        )
+    if not spec.needs_supports:
         check_informative(G, yy, meas)
     data_dtype = y.dtype if isinstance(y, torch.Tensor) and y.dtype in (torch.float32, torch.float64) else yy.dtype
     try:
         with warnings.catch_warnings(record=True) as caught:
             # The method's own ConvergenceWarnings are replaced by the one verdict below.
             warnings.simplefilter("always")
-            res = fn(G, yy, measure=measure, **options)
+            if per_sample:
+                res = exact_or_noisy(spec, G, yy, meas, measure, options, data_dtype=data_dtype)
+            else:
+                res = fn(G, yy, measure=measure, **options)
             if post_debias:
                 res = debias_result(G, yy, meas, res)
     finally:
         for w in caught:
             if not issubclass(w.category, ConvergenceWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-    noise = options.get("noise_level")
-    res = self_check(G, yy, meas, res, data_dtype=data_dtype, noise_level=noise)
-    msg = fit_message(res, noise_known=noise_level_of(noise, res.info, res.batch_size, yy.device) is not None)
+    if per_sample:
+        # judged per sample already: the exact ones at rounding level, the others against their estimated level
+        noise_known = bool(res.info["noise_form"].any())
+    else:
+        noise = options.get("noise_level")
+        res = self_check(G, yy, meas, res, data_dtype=data_dtype, noise_level=noise)
+        noise_known = noise_level_of(noise, res.info, res.batch_size, yy.device) is not None
+    msg = fit_message(res, noise_known=noise_known)
     if msg:
         warnings.warn(msg, ConvergenceWarning, stacklevel=2)
     return res
@@ -245,7 +224,7 @@ def _check_common_options(options: dict[str, Any]) -> None:
         check_seed(options["seed"])
 
 
-def debias_result(G: Any, y: Any, meas: Any, res: SolveResult) -> SolveResult:
+def debias_result(G: Generator, y: Tensor, meas: Measurement, res: SolveResult) -> SolveResult:
     """Debias any method's result (docs/method.md sec. 6.4): freeze the supports of ``G(res.z)`` and fit ``z``
     end to end (:func:`geninv.solvers.debias.debias_fit`); the fit is kept per sample only where
     it lowers ``1/2 ||A (y - G(z))||^2``."""

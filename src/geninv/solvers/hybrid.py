@@ -229,7 +229,7 @@ def hybrid(
         # Capped pursuits do not converge in the third regime by design; the refinement decides.
         warnings.simplefilter("ignore", ConvergenceWarning)
         if noise_level is None:
-            from geninv.solvers import load_method
+            from geninv.solvers.registry import load_method
 
             popts.setdefault("max_iter", pursuit_iter)
             res_p = load_method(pursuit)(G, yy, measure=public_measure, **popts)

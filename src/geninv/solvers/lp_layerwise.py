@@ -9,8 +9,6 @@ each layer's input is therefore a feasibility LP, solved per sample with HiGHS
 from __future__ import annotations
 
 import time
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,10 +18,13 @@ from scipy.optimize import linprog
 from torch import Tensor
 
 from geninv._validate import as_batch, as_mask
-from geninv.exceptions import ConvergenceWarning, InputError, ShapeError, describe
+from geninv.exceptions import InputError, describe
 from geninv.model.generator import Generator
-from geninv.operators import Identity
+from geninv.operators import Operator
+from geninv.solvers.loop import Callback
 from geninv.solvers.measurement import saturated
+from geninv.solvers.data_fit import operator_kind
+from geninv.solvers.packing import pack_result
 from geninv.solvers.result import SolveResult
 
 __all__ = ["lp_layerwise"]
@@ -120,7 +121,7 @@ def _support(x: np.ndarray, rel: float) -> np.ndarray:
     return x > rel * top
 
 
-def _top_problem(G: Generator, y: object, measure: object | None) -> tuple[Tensor, str, Tensor | None, np.ndarray | None]:
+def _top_problem(G: Generator, y: object, measure: Operator | None) -> tuple[Tensor, str, Tensor | None, np.ndarray | None]:
     """Validate ``y`` and say how the image layer is observed.
 
     Returns ``(y, kind, observed, A)``: kind ``"entries"`` with ``y`` as (B, n) signals and a
@@ -130,27 +131,17 @@ def _top_problem(G: Generator, y: object, measure: object | None) -> tuple[Tenso
     operator (which needs an identity ``phi``).
     """
     n = G.output_dim
-    if measure is None or isinstance(measure, Identity):
-        if isinstance(measure, Identity) and measure.n != n:
-            raise ShapeError(f"measure: expected an operator on R^{n}, received Identity({measure.n})")
+    kind, m = operator_kind(measure, n)
+    if kind == "identity":
         yy = as_batch(y, n, "y").detach()
         return yy, "entries", torch.ones(yy.shape, dtype=torch.bool, device=yy.device), None
-    for attr in ("shape", "forward", "adjoint"):
-        if not hasattr(measure, attr):
-            raise InputError(
-                f"measure: expected an operator with shape/forward/adjoint (geninv.operators), received {describe(measure)}"
-            )
-    shape = tuple(measure.shape)  # type: ignore[attr-defined]
-    if len(shape) != 2 or shape[1] != n:
-        raise ShapeError(f"measure: expected an operator acting on width {n} (shape (m, {n})), received shape {shape}")
-    mask = getattr(measure, "mask", None)
-    if isinstance(mask, Tensor):
+    if kind == "mask":
         yy = as_batch(y, n, "y").detach()
-        return yy, "entries", as_mask(mask, yy.shape[0], n, yy.device, "measure.mask"), None
-    m = int(shape[0])
+        return yy, "entries", as_mask(measure.mask, yy.shape[0], n, yy.device, "measure.mask"), None  # type: ignore[union-attr]
+    assert measure is not None
     yy = as_batch(y, m, "y").detach()
     eye = torch.eye(n, dtype=yy.dtype, device=yy.device)
-    A = np.asarray(measure.forward(eye).detach().cpu().double().numpy()).T  # type: ignore[attr-defined]
+    A = np.asarray(measure.forward(eye).detach().cpu().double().numpy()).T
     # An operator whose rows are unit vectors e_j only selects entries of phi(.): keep phi^{-1}.
     ones = A == 1.0
     if np.all((A == 0.0) | ones) and np.all(ones.sum(axis=1) == 1):
@@ -173,12 +164,12 @@ def lp_layerwise(
     G: Generator,
     y: Tensor,
     *,
-    measure: object | None = None,
+    measure: Operator | None = None,
     noise: str = "exact",
     tol: float | None = None,
     support_tol: float | None = None,
     clamp: float = 1e-6,
-    callback: Callable[[int, Tensor, Tensor], bool | None] | None = None,
+    callback: Callback | None = None,
 ) -> SolveResult:
     """Invert ``y = G(z)`` one layer at a time by linear programming (Lei et al., 2019).
 
@@ -215,9 +206,11 @@ def lp_layerwise(
         For ``noise != "exact"`` and a tanh/sigmoid output, observed values are clipped into the
         open range by this margin before ``phi^{-1}``; with ``"exact"`` out-of-range values raise.
     callback : callable, optional
-        ``callback(b, z, objective)`` after each sample: ``b`` samples are done, ``z`` (B, n_0)
-        (zeros for samples not done yet) and their summed LP objective (B,). Returning True stops;
-        the remaining samples are returned as zeros with ``converged=False``.
+        ``callback(b, state)`` after each sample, ``b`` the number of samples done; ``state`` a
+        dict with ``"stage"`` (``"lp_layerwise"``), ``"x"`` and ``"z"`` (the latents (B, n_0), the
+        same tensor; zeros for samples not done yet) and ``"objective"`` (B,) their LP objective
+        summed over the stages. Returning True stops; the remaining samples are returned as zeros
+        with ``converged=False``.
 
     Returns
     -------
@@ -262,10 +255,9 @@ def lp_layerwise(
     if not isinstance(G, Generator):
         raise InputError(f"G: expected a geninv Generator, received {describe(G)}")
     G.require_relu_hidden("lp_layerwise")
-    y = G.flatten_output(y)
     if noise not in _NOISE:
         raise InputError(f"noise: expected one of {list(_NOISE)}, received {noise!r}")
-    y, kind, observed, A = _top_problem(G, y, measure)
+    y, kind, observed, A = _top_problem(G, G.flatten_output(y), measure)
     if tol is None:
         tol = 1e-7 if y.dtype == torch.float64 else 1e-5
     if not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and 0 < float(tol) < 1):
@@ -363,37 +355,27 @@ def lp_layerwise(
         if callback is not None:
             z_partial = torch.from_numpy(z_out).to(y.device, y.dtype)
             obj_partial = torch.from_numpy(np.nan_to_num(objective, nan=0.0).sum(axis=0)).to(y.device, y.dtype)
-            if callback(s + 1, z_partial, obj_partial):
+            if callback(s + 1, {"stage": "lp_layerwise", "x": z_partial, "z": z_partial, "objective": obj_partial}):
                 stopped = True
                 break
 
+    notes = []
     n_failed = int((failed_stage >= 0).sum())
     if n_failed:
         codes = sorted({_STATUS.get(int(c), str(int(c))) for c in status[status > 0]})
-        warnings.warn(
-            f"lp_layerwise: {n_failed} of {B} sample(s) had an LP that HiGHS did not solve ({', '.join(codes)}); "
-            "those layers fell back to least squares (converged=False)",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
+        notes.append(f"{n_failed} of {B} sample(s) had an LP that HiGHS did not solve ({', '.join(codes)}); "
+                     "those layers fell back to least squares (converged=False)")
 
     def back(a: np.ndarray) -> Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(y.device, y.dtype)
 
     layers = [back(x) for x in x_out]
     supports = [torch.from_numpy(np.stack([_support(r, support_tol) for r in x])).to(y.device) for x in x_out]
-    return SolveResult(
-        method="lp_layerwise",
-        z=back(z_out),
-        layers=layers,
-        supports=supports,
-        converged=torch.from_numpy(converged).to(y.device),
-        n_iter=torch.from_numpy(n_iter).to(y.device),
-        history={"objective": back(objective), "residual": back(residual)},
-        seconds=time.perf_counter() - t0,
-        info={
-            "noise": noise, "tol": float(tol), "support_tol": float(support_tol), "clamp": float(clamp),
-            "status": torch.from_numpy(status), "relaxed": torch.from_numpy(relaxed), "failed_stage": torch.from_numpy(failed_stage),
-            "top": kind, "stopped_by_callback": stopped,
-        },
-    )
+    info = {
+        "noise": noise, "tol": float(tol), "support_tol": float(support_tol), "clamp": float(clamp),
+        "status": torch.from_numpy(status), "relaxed": torch.from_numpy(relaxed), "failed_stage": torch.from_numpy(failed_stage),
+        "top": kind, "stopped_by_callback": stopped,
+    }
+    return pack_result("lp_layerwise", back(z_out), layers, supports, torch.from_numpy(converged).to(y.device),
+                       torch.from_numpy(n_iter).to(y.device), {"objective": back(objective), "residual": back(residual)},
+                       t0, info, y.dtype, notes=notes, unconverged_hint=None)

@@ -1,0 +1,152 @@
+"""The default noise behaviour of the pursuits called through :func:`geninv.invert`: decided per sample.
+
+Without ``noise_level=``, a batch usually mixes signals that ``G`` realizes exactly (up to the
+rounding of the data's dtype) with signals that it does not (noise, 8-bit quantization, a signal
+outside the range of ``G``). The exact form of a pursuit is fast and exact on the first kind and
+fails on the second; its noisy form (every parameter from an estimated noise level) serves the
+second. :func:`exact_or_noisy` splits the batch by the exact test of the image layer
+(:func:`geninv.solvers.auto.exact_samples`), solves each group with its form, and merges the two
+results back in the batch's order, each judged by its own rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from geninv.model.generator import Generator
+from geninv.solvers.auto import exact_samples
+from geninv.solvers.measurement import Measurement, meas_index, unsaturated
+from geninv.solvers.result import merge_results
+from geninv.solvers.measurement import measure_for
+from geninv.solvers.registry import MethodSpec
+from geninv.solvers.result import SolveResult
+from geninv.solvers.verdict import self_check
+
+__all__ = ["exact_or_noisy", "result_rows"]
+
+
+def result_rows(res: SolveResult, idx: Tensor) -> SolveResult:
+    """The samples ``idx`` of a result: every per-sample tensor (leading dimension B, or the
+    second dimension of a (T, B) history) indexed, ``info`` entries of that kind too."""
+    B = res.batch_size
+
+    def pick(v: Any) -> Any:
+        if isinstance(v, Tensor) and v.ndim >= 1 and v.shape[0] == B:
+            return v[idx]
+        if isinstance(v, dict):
+            return {k: pick(x) for k, x in v.items()}
+        return v
+
+    return dataclasses.replace(
+        res, z=res.z[idx], layers=[x[idx] for x in res.layers], supports=[s[idx] for s in res.supports],
+        converged=res.converged[idx], n_iter=res.n_iter[idx], history={k: h[:, idx] for k, h in res.history.items()},
+        info=pick(res.info), residual=None if res.residual is None else res.residual[idx],
+        fits=None if res.fits is None else res.fits[idx])
+
+
+def _noisy_solver(spec: MethodSpec, options: dict[str, Any]) -> Callable[..., SolveResult]:
+    """The method's solver for the samples that are not exact: ``noise_level="auto"``."""
+    if spec.noise == "noisy_form":
+        from geninv.solvers.noise import noisy_pursuit
+
+        shared = {k: v for k, v in options.items() if k in spec.noisy_shared}
+        return functools.partial(noisy_pursuit, method=spec.name, noise_level="auto", **shared)
+    return functools.partial(spec.load(), **dict(options, noise_level="auto"))
+
+
+def exact_or_noisy(spec: MethodSpec, G: Generator, y: Tensor, meas: Measurement, measure: object,
+                   options: dict[str, Any], *, data_dtype: torch.dtype) -> SolveResult:
+    """Solve each sample by the exact form where ``G`` realizes it exactly, by the noisy form elsewhere.
+
+    Parameters
+    ----------
+    spec : MethodSpec
+        A method with ``noise_default="per_sample"`` (``latent_pursuit``, ``layered_bp``, ``hybrid``).
+    G : Generator
+    y : Tensor of shape (B, m)
+        The data as :func:`geninv.solvers.measurement.resolve_measurement` returned it.
+    meas : Measurement
+        How ``y`` is measured.
+    measure : operator or None
+        The public measure the method is called with on the whole batch.
+    options : dict
+        The method's options (without ``noise_level``). The exact samples take them all; the
+        others take ``spec.noisy_shared`` of them (a pursuit: ``max_iter``, ``callback``,
+        ``seed``; every option for a method with its own ``noise_level``) and
+        ``noise_level="auto"``.
+    data_dtype : torch.dtype
+        The dtype of the data as the caller gave it (the rounding level of the exact test and of
+        the verdict).
+
+    Returns
+    -------
+    SolveResult
+        With ``residual`` and ``fits`` set: the exact samples judged at the rounding level of
+        ``data_dtype``, the others against their estimated noise level; ``info["noise_form"]``
+        (B,) bool, True where the sample was solved with ``noise_level="auto"``.
+
+    Notes
+    -----
+    A sample is exact when the nonnegative least-squares start of the image layer fits it to the
+    rounding level of ``data_dtype`` (:func:`geninv.solvers.auto.exact_samples`). Where every
+    sample is exact the result is the exact form's on the whole batch, bit for bit. Where the test
+    proves nothing (no pre-activation form: a general operator, a non-invertible output
+    activation, the signal-domain image layer; or at most ``n_L`` unsaturated observed pixels),
+    the exact form is tried, and the samples whose result it does not fit at rounding level are
+    solved again by the noisy form. A callback sees each group's batch in turn.
+    """
+    t0 = time.perf_counter()
+    solve_exact = spec.load()
+    B, dev = y.shape[0], y.device
+    Gl = G.like(y)
+    ex = exact_samples(Gl, y, meas)
+    if ex is None:  # no exact test: every sample is tried by the exact form
+        exact, trial = torch.zeros(B, dtype=torch.bool, device=dev), torch.ones(B, dtype=torch.bool, device=dev)
+    else:  # too few equations: the test proves nothing, the exact form is tried
+        exact, trial = ex, ~ex & _few_equations(Gl, y, meas)
+    if bool(exact.all()):
+        res = self_check(G, y, meas, solve_exact(G, y, measure=measure, **options), data_dtype=data_dtype)
+        return dataclasses.replace(res, info=dict(res.info, noise_form=~exact))
+    parts = []
+    if bool(exact.any()):
+        ie = exact.nonzero().squeeze(1)
+        r = solve_exact(G, y[ie], measure=measure_for(meas, ie), **options)
+        parts.append((ie, self_check(G, y[ie], meas_index(meas, ie), r, data_dtype=data_dtype)))
+    if bool(trial.any()):
+        it = trial.nonzero().squeeze(1)
+        whole = bool(trial.all())
+        r = solve_exact(G, y[it], measure=measure if whole else measure_for(meas, it), **options)
+        r = self_check(G, y[it], meas if whole else meas_index(meas, it), r, data_dtype=data_dtype)
+        assert r.fits is not None
+        if bool(r.fits.all()):
+            if whole:
+                return dataclasses.replace(r, info=dict(r.info, noise_form=torch.zeros(B, dtype=torch.bool, device=dev)))
+            parts.append((it, r))
+        elif bool(r.fits.any()):
+            kept = r.fits.nonzero().squeeze(1)
+            parts.append((it[kept], result_rows(r, kept)))
+        exact = exact.clone()
+        exact[it[r.fits]] = True
+    noisy = ~exact
+    if bool(noisy.any()):
+        i_n = noisy.nonzero().squeeze(1)
+        r = _noisy_solver(spec, options)(G, y[i_n], measure=measure_for(meas, i_n))
+        parts.append((i_n, self_check(G, y[i_n], meas_index(meas, i_n), r, data_dtype=data_dtype, noise_level="auto")))
+    merged = merge_results(parts, B, time.perf_counter() - t0)
+    return dataclasses.replace(merged, method=spec.name, info=dict(merged.info, noise_form=noisy))
+
+
+def _few_equations(G: Generator, y: Tensor, meas: Measurement) -> Tensor:
+    """Samples (B,) bool whose unsaturated observed pixels number at most ``n_L``: there an exact
+    fit of the image layer proves nothing (:func:`geninv.solvers.auto.exact_samples`)."""
+    m = unsaturated(G, y, meas)
+    if m.obs is None:
+        return torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
+    return m.obs.sum(dim=1) <= G.weights[-1].shape[1]
