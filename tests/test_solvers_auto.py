@@ -194,3 +194,31 @@ def test_a_signal_no_latent_explains_warns_with_the_residual_not_max_iter() -> N
     msgs = [str(w.message) for w in rec]
     assert not any("raise max_iter" in m for m in msgs)
     assert any("relative residual" in m and "outside the range of G" in m for m in msgs)
+
+
+def test_options_are_checked_once_and_a_callback_can_stop_after_a_stage() -> None:
+    from geninv.solvers.auto import AutoOptions
+
+    with pytest.raises(InputError, match="fallback"):
+        AutoOptions.checked(fallback="gd")
+    with pytest.raises(InputError, match="sigma_z"):
+        AutoOptions.checked(sigma_z=0.0)
+    assert AutoOptions.checked(fallback=True).fallback == ("gd",)
+    G = _gen([6, 40, 120])
+    z, y0 = G.sample(4, seed=21)
+    y, _ = geninv.add_noise(y0, 30.0, seed=22)
+    seen: list[tuple[int, str]] = []
+
+    def cb(k: int, state: dict) -> bool:
+        seen.append((k, state["stage"]))
+        assert state["z"].shape == (4, 6) and state["objective"].shape == (4,)
+        return state["stage"] == "refine"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = auto(G, y, callback=cb)
+        full = auto(G, y)
+    assert [s for _, s in seen] == ["exact", "refine"]
+    assert res.info["stopped_by_callback"] is True and full.info["stopped_by_callback"] is False
+    # Stopped after the refinement: the refined estimate itself.
+    assert bool((res.info["stage"] == STAGES.index("refined")).all())
