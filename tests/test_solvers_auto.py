@@ -130,17 +130,22 @@ def test_signal_off_the_range_is_the_best_fit_and_says_it_does_not_fit() -> None
     y[:, :30] = y[:, :30] + 0.5  # a structured corruption no latent explains
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = auto(G, y, fallback_iter=300)
-    assert not bool(res.info["fits"].any())
+        res = auto(G, y)
+        res_g = auto(G, y, fallback=True, fallback_iter=300)
+    assert not bool(res.info["fits"].any()) and not bool(res_g.info["fits"].any())
     assert bool((res.info["residual"] > 1e-2).all())
-    # Its fit is at least as good as the pursuit's and gradient descent's own answers.
+    # Its fit is as good as the pursuit's own answer (to 1e-3: the refinement stops at its step
+    # cap, 50, where a fit creeps along an output kink); with the gradient fallback, at least as
+    # good as gradient descent's (a candidate is kept only where it fits better).
     _, meas = resolve_measurement(None, None, G, y)
     from geninv.solvers.hybrid import network_fit
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         g = geninv.invert(G, y, method="gd", max_iter=300)
-    assert bool((network_fit(G, y, res.z, meas) <= network_fit(G, y, g.z, meas) * (1 + 1e-9)).all())
+        p = geninv.invert(G, y, method="latent_pursuit")
+    assert bool((network_fit(G, y, res.z, meas) <= network_fit(G, y, p.z, meas) * (1 + 1e-3)).all())
+    assert bool((network_fit(G, y, res_g.z, meas) <= network_fit(G, y, g.z, meas) * (1 + 1e-9)).all())
 
 
 def test_residual_noise_level_is_the_median_absolute_residual() -> None:
