@@ -85,7 +85,7 @@ def test_hybrid_third_regime_exact_where_pursuit_alone_is_not() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lp = geninv.invert(G, y, method="latent_pursuit", max_iter=300, debias=False)
-        res = hybrid(G, y)
+        res = hybrid(G, y, order="pursuit_first")  # the refined pursuit itself (auto: gd first here)
     assert bool((snr(z, lp.z) < 100).all())  # the layer-wise estimate alone is not exact
     assert bool((snr(z, res.z) > EXACT_DB - 40).all())
     assert not bool(res.info["pursuit_trusted"].any())  # s_L >= n/2: the certificate's test says no
