@@ -432,7 +432,7 @@ def hybrid(
     public_measure = measure_for(meas, None)
 
     # -- gradient stage first where the image layer cannot be inverted layer-wise (hybrid_order) --
-    from geninv.solvers.hybrid_order import gradient_first, gradient_first_hybrid
+    from geninv.solvers.hybrid_order import HybridParts, gradient_first, gradient_first_hybrid
 
     if order == "gradient_first" and (isinstance(noise_level, str) or not fallback):
         raise InputError(f"order: expected 'auto' or 'pursuit_first' with noise_level={noise_level!r} and "
@@ -450,7 +450,9 @@ def hybrid(
         return gradient_first_hybrid(G, yy, meas, reason=order_reason, sigma=sig_g, gam=gam_g, pursuit=pursuit,
                                      pursuit_iter=pursuit_iter, refine_iter=refine_iter, fallback=fallback,
                                      fallback_iter=fallback_iter, fit_tol=fit_tol, seed=seed, tol=tol,
-                                     callback=callback, popts=popts, t0=t0)
+                                     callback=callback, popts=popts, t0=t0,
+                                     parts=HybridParts(gauss_newton_refine, network_fit, fit_threshold, fallback_solve,
+                                                       measure_for, observed_count))
     # -- end of the gradient-first dispatch --
 
     # 1. the pursuit

@@ -12,7 +12,7 @@ whole-network methods do not give: measured on the shipped DCGAN-shaped convolut
 thread, the pursuit-first hybrid took 6.3x gradient descent's CPU time for the same answer. There
 the hybrid runs its gradient stage first (gradient descent from the baseline's own start, at
 the baseline's cost), refines it through the whole network, and keeps the pursuit as the next
-candidate for the samples still unexplained.
+candidate for the samples still unexplained (:func:`gradient_first_hybrid`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -30,10 +31,21 @@ from geninv.model.generator import Generator
 from geninv.solvers.common import Callback, Measurement, finish, hidden_layers, meas_index
 from geninv.solvers.result import SolveResult
 
-__all__ = ["ORDERS", "gradient_first", "prior_cardinality", "gradient_first_hybrid"]
+__all__ = ["ORDERS", "HybridParts", "gradient_first", "prior_cardinality", "gradient_first_hybrid"]
 
 #: Values of the hybrid's ``order`` option.
 ORDERS = ("auto", "pursuit_first", "gradient_first")
+
+class HybridParts(NamedTuple):
+    """The hybrid's own building blocks (module :mod:`geninv.solvers.hybrid`, which calls in here)."""
+
+    gauss_newton_refine: Callable[..., Any]
+    network_fit: Callable[..., Tensor]
+    fit_threshold: Callable[..., Tensor]
+    fallback_solve: Callable[..., SolveResult]
+    measure_for: Callable[..., Any]
+    observed_count: Callable[..., Tensor]
+
 
 #: Latents drawn from the prior to read the image layer's typical cardinality.
 PRIOR_DRAWS = 64
@@ -82,7 +94,7 @@ def gradient_first(G: Generator, y: Tensor, meas: Measurement, order: str) -> tu
 def gradient_first_hybrid(G: Generator, yy: Tensor, meas: Measurement, *, reason: str, sigma: Tensor | None,
                           gam: Tensor, pursuit: str, pursuit_iter: int, refine_iter: int, fallback: tuple[str, ...],
                           fallback_iter: int, fit_tol: float, seed: int, tol: float, callback: Callback | None,
-                          popts: dict[str, Any], t0: float) -> SolveResult:
+                          popts: dict[str, Any], t0: float, parts: HybridParts) -> SolveResult:
     """The hybrid with its candidates in the order ``(fallback[0], pursuit, *fallback[1:])``.
 
     Each candidate is refined through the whole network
@@ -94,15 +106,8 @@ def gradient_first_hybrid(G: Generator, yy: Tensor, meas: Measurement, *, reason
     the order run and ``info["order"] = "gradient_first"``.
     """
     from geninv.solvers import load_method
-    from geninv.solvers.hybrid import (
-        fallback_solve,
-        fit_threshold,
-        gauss_newton_refine,
-        measure_for,
-        network_fit,
-        observed_count,
-    )
 
+    gauss_newton_refine, network_fit, fit_threshold, fallback_solve, measure_for, observed_count = parts
     B, dev = yy.shape[0], yy.device
     f64 = torch.float64
     G64 = G.to(dtype=f64)

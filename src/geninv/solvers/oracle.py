@@ -82,6 +82,7 @@ def oracle(
     tol: float = 1e-10,
     seed: int | None = None,
     callback: Callback | None = None,
+    solver: str = "auto",
 ) -> SolveResult:
     """Invert ``y`` knowing every hidden support (the Oracle).
 
@@ -114,6 +115,12 @@ def oracle(
         Unused (the Oracle is deterministic).
     callback : callable, optional
         Called once, ``callback(0, {"stage": "oracle", "x": z, ...})``.
+    solver : {"auto", "dense", "krylov"}
+        The layer-wise supported least squares: ``"dense"`` (gathered supported matrices, batched
+        Cholesky), ``"krylov"`` (CGLS on the layers' operators, matrix-free for convolutions:
+        :func:`geninv.solvers.krylov.cg_supported_lstsq`; ``info["cg_iterations"]``), ``"auto"``
+        (default): dense unless one sample's dense solves exceed 256 MiB. Krylov needs a pixel
+        mask or no measure and an invertible output.
 
     Returns
     -------
@@ -169,8 +176,20 @@ def oracle(
     else:
         lw = torch.zeros(B, dtype=torch.bool, device=yy.device)
     use_layerwise = bool(lw.all())
+    # -- matrix-free layer-wise solves (module krylov) --
+    from geninv.solvers.krylov import krylov_chosen, krylov_layerwise
+
+    krylov = krylov_chosen(solver, G, sup, meas) and use_layerwise
+    if solver == "krylov" and not use_layerwise:
+        raise InputError("solver: expected 'auto' or 'dense' where some sample takes the end-to-end fit, received 'krylov'")
+    cg_info: dict[str, Any] = {}
+    # -- end of the matrix-free dispatch --
     with torch.no_grad():
-        if use_layerwise:
+        if use_layerwise and krylov:
+            z, layers, cg_it, converged = krylov_layerwise(G, yy, sup, meas)
+            converged = converged & torch.isfinite(z).all(dim=1)
+            cg_info = {"solver": "krylov", "cg_iterations": cg_it}
+        elif use_layerwise:
             z, layers = _layerwise(G, yy, sup, meas)
             converged = torch.isfinite(z).all(dim=1)
         elif not bool(lw.any()):
@@ -192,7 +211,8 @@ def oracle(
         callback(0, {"stage": "oracle", "x": z.to(yy.dtype), "active": 0, "change": None, "objective": None})
     n_iter = torch.zeros(yy.shape[0], dtype=torch.int64, device=yy.device)
     info: dict[str, Any] = {"mode": "layerwise" if use_layerwise else "end_to_end" if not bool(lw.any())
-                            else ["layerwise" if v else "end_to_end" for v in lw.tolist()]}
+                            else ["layerwise" if v else "end_to_end" for v in lw.tolist()],
+                            "solver": "dense", **cg_info}
     return finish("oracle", G, z, layers, [s.clone() for s in sup], converged, n_iter, {}, t0, info, yy.dtype, y=yy, meas=meas)
 
 
