@@ -91,7 +91,12 @@ def oracle(
     G : Generator
     y : Tensor of shape (B, n) (or (B, m) for a general ``measure`` of shape (m, n))
     supports : list of L bool Tensors of shape (B, n_i) (or (n_i,)), or a Trace
-        The supports ``S_1, ..., S_L`` (e.g. ``G.trace(z).supports``).
+        The supports ``S_1, ..., S_L`` (e.g. ``G.trace(z).supports``). Hidden layers with an
+        invertible activation (LeakyReLU, PLU, tanh, ...) need none (their entries are ignored,
+        ``supports=None`` when no hidden layer is ReLU): every row is an equation through the
+        inverse activation, and ``info["rank"]`` / ``info["full_rank"]`` report the rank
+        conditions that replace the sparsity ones
+        (:func:`geninv.solvers.invertible_oracle.oracle_invertible`).
     measure : operator, optional
         ``Mask``, another operator with ``forward``/``adjoint``/``shape``, or None.
     mask : Tensor of shape (n,) or (B, n), bool, optional
@@ -149,6 +154,12 @@ def oracle(
     True
     """
     t0 = time.perf_counter()
+    # -- invertible hidden layers: rank conditions instead of supports (module invertible_oracle) --
+    if isinstance(G, Generator) and G.n_hidden and not G.relu_hidden and solver in ("auto", "dense"):
+        from geninv.solvers.invertible_oracle import oracle_invertible
+
+        return oracle_invertible(G, y, supports=supports, measure=measure, mask=mask, callback=callback)
+    # -- end of the invertible-layer dispatch --
     G = check_generator(G)
     yy, meas = resolve_measurement(measure, mask, G, y)
     G = G.like(yy)
