@@ -88,7 +88,7 @@ def test_hybrid_third_regime_exact_where_pursuit_alone_is_not() -> None:
         # the exact form: without noise_level the samples the image-layer test cannot call exact
         # (here all four) are solved by the noisy form, which refines through the whole network
         lp = geninv.invert(G, y, method="latent_pursuit", max_iter=300, debias=False, noise_level=0)
-        res = hybrid(G, y)
+        res = hybrid(G, y, order="pursuit_first")  # the refined pursuit itself (auto: gd first here)
     assert bool((snr(z, lp.z) < 100).all())  # the layer-wise estimate alone is not exact
     assert bool((snr(z, res.z) > EXACT_DB - 40).all())
     assert not bool(res.info["pursuit_trusted"].any())  # s_L >= n/2: the certificate's test says no

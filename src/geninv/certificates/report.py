@@ -330,6 +330,9 @@ def certify(
     Parameters
     ----------
     G : Generator
+        ReLU hidden layers (Theorem 1, Corollary 1, Theorem 2), or every hidden layer invertible
+        (LeakyReLU, PLU, tanh, ...: the rank conditions instead, :mod:`geninv.certificates.rank`;
+        only ``z``, ``mask`` and a ``Mask`` measure are read then).
     z : Tensor of shape (n_0,) or (B, n_0), or SolveResult, optional
         The latents; supports are those of the exact forward pass (``x_i > 0``). A
         :class:`geninv.SolveResult` gives both ``z`` and its estimated ``layers``.
@@ -388,6 +391,13 @@ def certify(
     from geninv.certificates.spark import check_options
     from geninv.solvers.result import SolveResult
 
+    # -- invertible hidden layers: the rank conditions (module certificates.rank) --
+    if isinstance(G, Generator) and G.n_hidden and not G.relu_hidden and G.invertible_hidden:
+        from geninv.certificates.rank import certify_invertible
+
+        return certify_invertible(G, z, mask=mask, measure=measure, certificate=Certificate,  # type: ignore[no-any-return]
+                                  condition=Condition)
+    # -- end of the invertible-layer dispatch --
     check_generator(G)
     # Every scalar option is checked before any work (a bad budget or tolerance must not surface
     # as a NumPy / torch error from deep inside the spark computations).

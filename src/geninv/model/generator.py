@@ -29,6 +29,7 @@ from geninv.exceptions import (
 )
 from geninv.model.activations import Activation, get_activation
 from geninv.model.io import read_layers, write_layers
+from geninv.model.layer_ops import LayerOperator
 from geninv.model.layers import Layer
 
 __all__ = ["Generator", "Trace", "random_generator", "save_generator", "load_generator"]
@@ -310,6 +311,11 @@ class Generator:
     @property
     def weights(self) -> list[Tensor]:
         return [layer.W for layer in self.layers]
+
+    @property
+    def operators(self) -> list[LayerOperator]:
+        """Each layer's ``W`` as an operator (matrix-free for layers read from convolutions)."""
+        return [layer.operator for layer in self.layers]
 
     @property
     def biases(self) -> list[Tensor]:

@@ -8,13 +8,14 @@ layers, folding each batch-norm (eval statistics) exactly into the preceding Lin
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from geninv.exceptions import InputError, ShapeError, UnsupportedLayerError, describe
 from geninv.model.activations import PLU, Activation, activation_of_module
+from geninv.model.layer_ops import DenseOperator, LayerOperator
 
 __all__ = ["Layer", "layers_from_torch"]
 
@@ -30,12 +31,17 @@ class Layer:
     activation : Activation
     name : str
         Where the layer came from (the module nodes it was read from), for messages.
+    op : LayerOperator, optional
+        ``W`` as an operator; a layer read from convolutions carries a matrix-free
+        :class:`~geninv.model.layer_ops.ChainOperator` (the module's own operations), every other
+        layer gets :class:`~geninv.model.layer_ops.DenseOperator` (see :attr:`operator`).
     """
 
     W: Tensor
     b: Tensor
     activation: Activation
     name: str = ""
+    op: LayerOperator | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for arg, t in (("W", self.W), ("b", self.b)):
@@ -75,6 +81,15 @@ class Layer:
         """``||W||_2`` (computed once per layer, in float64)."""
         return float(torch.linalg.matrix_norm(self.W.detach().double(), ord=2))
 
+    @functools.cached_property
+    def operator(self) -> LayerOperator:
+        """``W`` as an operator (forward, adjoint, cached spectral norm): :attr:`op`, or the dense matrix."""
+        if self.op is not None:
+            if tuple(self.op.shape) != tuple(self.W.shape):
+                raise ShapeError(f"op: expected an operator of shape {tuple(self.W.shape)}, received {self.op.shape}")
+            return self.op
+        return DenseOperator(self.W)
+
     def pre(self, x: Tensor) -> Tensor:
         """Pre-activation ``W x + b`` for a batch ``x`` of shape (B, n_in)."""
         return torch.addmm(self.b, x, self.W.T)
@@ -84,7 +99,7 @@ class Layer:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Layer:
         return Layer(self.W.to(device=device, dtype=dtype), self.b.to(device=device, dtype=dtype), self.activation,
-                     self.name)
+                     self.name, self.op)
 
 
 _ACT_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity, PLU)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from geninv.exceptions import UnsupportedLayerError
 from geninv.model.activations import PLU, Activation, activation_of_module
+from geninv.model.layer_ops import ChainOperator
 from geninv.model.layers import Layer
 
 __all__ = ["Step", "chain_from_torch", "layers_from_chain", "DEFAULT_MEMORY_BUDGET"]
@@ -476,6 +477,7 @@ def chain_from_torch(module: nn.Module, example_input: Tensor | None = None) -> 
             )
         latent_shape = tuple(int(s) for s in example_input.shape[1:])
     m64 = copy.deepcopy(module).to(device="cpu", dtype=torch.float64)  # the user's module is left untouched
+    m64.requires_grad_(False)  # the layers' matrix-free adjoints differentiate with respect to the input only
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(3, *latent_shape, generator=gen, dtype=torch.float64)
     try:
@@ -537,6 +539,11 @@ def _materialize(fns: list[Callable[[Tensor], Tensor]], in_shape: tuple[int, ...
     return W.to(dtype), b.to(dtype)
 
 
+def _operator(fns: list[Callable[[Tensor], Tensor]], in_shape: tuple[int, ...], n_out: int) -> ChainOperator | None:
+    """The matrix-free operator of a layer's affine maps, or None for a plain Linear (dense is best)."""
+    return ChainOperator(list(fns), in_shape, n_out) if len(in_shape) > 1 or len(fns) > 1 else None
+
+
 def layers_from_chain(steps: list[Step], latent_shape: tuple[int, ...], dtype: torch.dtype, *,
                       memory_budget: int = DEFAULT_MEMORY_BUDGET) -> list[Layer]:
     """Group the chain's steps into layers ``phi(W x + b)`` (affine maps composed and materialized).
@@ -567,7 +574,7 @@ def layers_from_chain(steps: list[Step], latent_shape: tuple[int, ...], dtype: t
             label = " + ".join(pending_names)
             W, b = _materialize(pending, in_shape, n_out, dtype, label, memory_budget)
             assert st.activation is not None
-            layers.append(Layer(W, b, st.activation, name=f"{label} -> {st.name}"))
+            layers.append(Layer(W, b, st.activation, name=f"{label} -> {st.name}", op=_operator(pending, in_shape, n_out)))
             pending, pending_names, has_affine = [], [], False
             in_shape = st.out_shape
         else:
@@ -580,7 +587,7 @@ def layers_from_chain(steps: list[Step], latent_shape: tuple[int, ...], dtype: t
         n_out = math.prod(steps[-1].out_shape)
         label = " + ".join(pending_names)
         W, b = _materialize(pending, in_shape, n_out, dtype, label, memory_budget)
-        layers.append(Layer(W, b, Activation("identity"), name=label))
+        layers.append(Layer(W, b, Activation("identity"), name=label, op=_operator(pending, in_shape, n_out)))
     if not layers:
         raise UnsupportedLayerError("module: expected at least one affine map (Linear, convolution, ...), received none")
     return layers

@@ -131,7 +131,7 @@ def invert(
         _check_common_options(options)
         return spec.load()(G, y, measure=Mask(mask) if mask is not None and not isinstance(mask, Mask) else
                            (mask if mask is not None else measure), **options)
-    G = check_generator(G, relu_hidden=not spec.any_generator)
+    G = check_generator(G, relu_hidden=not spec.any_generator and spec.name != "oracle")  # the Oracle reads invertible layers too
     mask_flat = G.flatten_output(mask)  # a mask in the output's shape (B, C, H, W)
     if is_deepinv_physics(measure):  # wrapped: its noiseless A / A_adjoint; its Gaussian sigma becomes noise_level
         from geninv.integrations.deepinv_physics import noise_options, wrap_measurement

@@ -61,6 +61,7 @@ def oracle(
     tol: float = 1e-10,
     seed: int | None = None,
     callback: Callback | None = None,
+    solver: str = "auto",
 ) -> SolveResult:
     """Invert ``y`` knowing every hidden support (the Oracle).
 
@@ -69,7 +70,12 @@ def oracle(
     G : Generator
     y : Tensor of shape (B, n) (or (B, m) for a general ``measure`` of shape (m, n))
     supports : list of L bool Tensors of shape (B, n_i) (or (n_i,)), or a Trace
-        The supports ``S_1, ..., S_L`` (e.g. ``G.trace(z).supports``).
+        The supports ``S_1, ..., S_L`` (e.g. ``G.trace(z).supports``). Hidden layers with an
+        invertible activation (LeakyReLU, PLU, tanh, ...) need none (their entries are ignored,
+        ``supports=None`` when no hidden layer is ReLU): every row is an equation through the
+        inverse activation, and ``info["rank"]`` / ``info["full_rank"]`` report the rank
+        conditions that replace the sparsity ones
+        (:func:`geninv.solvers.invertible_oracle.oracle_invertible`).
     measure : operator, optional
         ``Mask``, another operator with ``forward``/``adjoint``/``shape``, or None.
     mask : Tensor of shape (n,) or (B, n), bool, optional
@@ -95,6 +101,12 @@ def oracle(
         ``callback(k, state) -> bool | None``, called once with the answer,
         ``callback(0, {"stage": "oracle", "x": z, "z": z, ...})`` (nothing is left to stop, so
         its return value changes nothing).
+    solver : {"auto", "dense", "krylov"}
+        The layer-wise supported least squares: ``"dense"`` (gathered supported matrices, batched
+        Cholesky), ``"krylov"`` (CGLS on the layers' operators, matrix-free for convolutions:
+        :func:`geninv.solvers.krylov.cg_supported_lstsq`; ``info["cg_iterations"]``), ``"auto"``
+        (default): dense unless one sample's dense solves exceed 256 MiB. Krylov needs a pixel
+        mask or no measure and an invertible output.
 
     Returns
     -------
@@ -123,6 +135,12 @@ def oracle(
     True
     """
     t0 = time.perf_counter()
+    # -- invertible hidden layers: rank conditions instead of supports (module invertible_oracle) --
+    if isinstance(G, Generator) and G.n_hidden and not G.relu_hidden and solver in ("auto", "dense"):
+        from geninv.solvers.invertible_oracle import oracle_invertible
+
+        return oracle_invertible(G, y, supports=supports, measure=measure, mask=mask, callback=callback)
+    # -- end of the invertible-layer dispatch --
     G, yy, meas = check_problem(G, y, measure, mask)
     sup = check_supports(supports, G, yy.shape[0], yy.device)
     if mode not in ("auto", "layerwise", "end_to_end"):
@@ -148,8 +166,20 @@ def oracle(
     else:
         lw = torch.zeros(B, dtype=torch.bool, device=yy.device)
     use_layerwise = bool(lw.all())
+    # -- matrix-free layer-wise solves (module krylov) --
+    from geninv.solvers.krylov import krylov_chosen, krylov_layerwise
+
+    krylov = krylov_chosen(solver, G, sup, meas) and use_layerwise
+    if solver == "krylov" and not use_layerwise:
+        raise InputError("solver: expected 'auto' or 'dense' where some sample takes the end-to-end fit, received 'krylov'")
+    cg_info: dict[str, Any] = {}
+    # -- end of the matrix-free dispatch --
     with torch.no_grad():
-        if use_layerwise:
+        if use_layerwise and krylov:
+            z, layers, cg_it, converged = krylov_layerwise(G, yy, sup, meas)
+            converged = converged & torch.isfinite(z).all(dim=1)
+            cg_info = {"solver": "krylov", "cg_iterations": cg_it}
+        elif use_layerwise:
             z, layers = _layerwise(G, yy, sup, meas)
             converged = torch.isfinite(z).all(dim=1)
         elif not bool(lw.any()):
@@ -172,7 +202,8 @@ def oracle(
                      "objective": None})
     n_iter = torch.zeros(yy.shape[0], dtype=torch.int64, device=yy.device)
     info: dict[str, Any] = {"mode": "layerwise" if use_layerwise else "end_to_end" if not bool(lw.any())
-                            else ["layerwise" if v else "end_to_end" for v in lw.tolist()]}
+                            else ["layerwise" if v else "end_to_end" for v in lw.tolist()],
+                            "solver": "dense", **cg_info}
     return finish("oracle", G, z, layers, [s.clone() for s in sup], converged, n_iter, history={}, t0=t0, info=info,
                   dtype=yy.dtype, y=yy, meas=meas)
 
