@@ -11,10 +11,11 @@ import torch
 import geninv
 from geninv.exceptions import InputError
 from geninv.metrics import snr
-from geninv.solvers.common import resolve_measurement
 from geninv.solvers.gradient import gd
-from geninv.solvers.hybrid import hybrid, network_fit
+from geninv.solvers.hybrid import hybrid
 from geninv.solvers.hybrid_order import gradient_first, prior_cardinality
+from geninv.solvers.measurement import resolve_measurement
+from geninv.solvers.refine import network_fit
 
 # float64: a relative error of 1e-13 of z is 260 dB; exact recovery lands at 300-330 dB.
 EXACT_DB = 260.0

@@ -10,8 +10,8 @@ from torch import nn
 import geninv
 from geninv.exceptions import InputError, ShapeError
 from geninv.model.layer_ops import ChainOperator, DenseOperator
-from geninv.solvers.common import supported_lstsq
 from geninv.solvers.krylov import cg_supported_lstsq, dense_fits
+from geninv.solvers.linalg import supported_lstsq
 
 EPS = torch.finfo(torch.float64).eps
 

@@ -13,7 +13,8 @@ import torch
 import geninv
 from geninv.exceptions import InputError, ShapeError
 from geninv.metrics import snr
-from geninv.solvers.noise import estimate_noise, noisy_pursuit, oracle_expected_error, propagated_sigma
+from geninv.solvers.expected_error import oracle_expected_error
+from geninv.solvers.noise import estimate_noise, noisy_pursuit, propagated_sigma
 
 
 def _gen(dims: list[int], output: str = "plu", seed: int = 3, bias: bool = True) -> geninv.Generator:

@@ -8,7 +8,7 @@ import torch
 
 import geninv
 from geninv.solvers.measurement import resolve_measurement
-from geninv.solvers.hybrid import gauss_newton_refine, network_fit
+from geninv.solvers.refine import gauss_newton_refine, network_fit
 from geninv.solvers.support_fit import support_refine
 
 F64 = torch.float64

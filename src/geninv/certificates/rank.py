@@ -38,7 +38,7 @@ def _rank(A: Tensor) -> int:
 def _rows(G: Generator, y: Tensor, mask: Any) -> Tensor:
     """Observed, unsaturated rows (B, n) bool."""
     from geninv.operators import Mask
-    from geninv.solvers.common import saturated
+    from geninv.solvers.measurement import saturated
 
     B, n = y.shape
     if mask is None:

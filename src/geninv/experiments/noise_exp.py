@@ -190,7 +190,7 @@ def noise_units(config: NoiseConfig, methods: Sequence[str]) -> list[Unit]:
 
 def noise_trial(job: Job, unit: Unit, keys: list[str]) -> UnitResult:
     """One unit of the noise reproduction: a chunk of images at one input SNR, or one Theorem 2 trial."""
-    from geninv.solvers.noise import oracle_expected_error
+    from geninv.solvers.expected_error import oracle_expected_error
 
     config, methods = job.config, list(job.methods)
     errors: list[tuple[str, str]] = []

@@ -16,13 +16,13 @@ from geninv.exceptions import ConvergenceWarning, InputError, describe
 from geninv.integrations import is_deepinv_physics
 from geninv.model.generator import Generator
 from geninv.operators import Mask, Operator
-from geninv.solvers.measurement import Measurement, resolve_measurement
 from geninv.solvers.checks import check_generator, check_informative, check_option, check_seed
 from geninv.solvers.debias import debias_fit
-from geninv.solvers.network import hidden_layers, network_objective
 from geninv.solvers.gradient_setup import LatentMap
 from geninv.solvers.latent_pursuit import latent_pursuit
 from geninv.solvers.layered_bp import layered_bp
+from geninv.solvers.measurement import Measurement, resolve_measurement
+from geninv.solvers.network import hidden_layers, network_objective
 from geninv.solvers.oracle import oracle
 from geninv.solvers.per_sample import exact_or_noisy
 from geninv.solvers.registry import (

@@ -33,15 +33,22 @@ from torch import Tensor
 
 from geninv.exceptions import ConvergenceWarning, InputError, describe
 from geninv.model.generator import Generator
-from geninv.solvers.loop import Callback
-from geninv.solvers.measurement import Measurement, forward_meas, meas_index, preactivation_target, resolve_measurement, unsaturated
 from geninv.solvers.checks import check_generator, check_informative, check_option, check_seed
 from geninv.solvers.image_layer import choose_domains, data_dtype, exact_fit, image_warm_start
-from geninv.solvers.result import finish
+from geninv.solvers.loop import Callback
+from geninv.solvers.measurement import (
+    Measurement,
+    forward_meas,
+    meas_index,
+    measure_for,
+    observed_count,
+    preactivation_target,
+    resolve_measurement,
+    unsaturated,
+)
 from geninv.solvers.network import hidden_layers
-from geninv.solvers.measurement import measure_for, observed_count
-from geninv.solvers.hybrid import network_fit
-from geninv.solvers.result import SolveResult
+from geninv.solvers.refine import network_fit
+from geninv.solvers.result import SolveResult, finish
 from geninv.solvers.support_fit import support_refine
 from geninv.solvers.verdict import fit_verdict, noise_tol
 

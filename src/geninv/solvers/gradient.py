@@ -32,9 +32,9 @@ from geninv._validate import as_batch
 from geninv.exceptions import InputError, ShapeError
 from geninv.model.generator import Generator
 from geninv.operators import Operator
-from geninv.solvers.loop import Callback
 from geninv.solvers.data_fit import DataFit, lipschitz_bound
 from geninv.solvers.gradient_setup import LatentMap, check_float, check_int, initial_latent, latent_size, setup_fit
+from geninv.solvers.loop import Callback
 from geninv.solvers.packing import pack_result
 from geninv.solvers.result import SolveResult
 

@@ -27,7 +27,7 @@ from geninv.exceptions import ConvergenceWarning, InputError, describe
 from geninv.model.generator import Generator
 from geninv.solvers.checks import check_informative, check_option, check_problem, check_seed
 from geninv.solvers.loop import Callback
-from geninv.solvers.measurement import Measurement
+from geninv.solvers.measurement import Measurement, measure_for, observed_count
 from geninv.solvers.network import hidden_layers
 from geninv.solvers.refine import fit_threshold, gauss_newton_refine, network_fit
 from geninv.solvers.result import SolveResult, finish

@@ -28,8 +28,10 @@ from torch import Tensor
 
 from geninv.exceptions import ConvergenceWarning, InputError, describe
 from geninv.model.generator import Generator
-from geninv.solvers.common import Callback, Measurement, finish, hidden_layers, meas_index
-from geninv.solvers.result import SolveResult
+from geninv.solvers.loop import Callback
+from geninv.solvers.measurement import Measurement, meas_index
+from geninv.solvers.network import hidden_layers
+from geninv.solvers.result import SolveResult, finish
 
 __all__ = ["ORDERS", "HybridParts", "gradient_first", "prior_cardinality", "gradient_first_hybrid"]
 

@@ -24,16 +24,11 @@ from torch import Tensor
 
 from geninv.exceptions import ConvergenceWarning, InputError, ShapeError, UnsupportedLayerError, describe
 from geninv.model.generator import Generator
-from geninv.solvers.common import (
-    Callback,
-    check_option,
-    finish,
-    preactivation_target,
-    resolve_measurement,
-    supported_lstsq,
-    unsaturated,
-)
-from geninv.solvers.result import SolveResult
+from geninv.solvers.checks import check_option
+from geninv.solvers.linalg import supported_lstsq
+from geninv.solvers.loop import Callback
+from geninv.solvers.measurement import preactivation_target, resolve_measurement, unsaturated
+from geninv.solvers.result import SolveResult, finish
 
 __all__ = ["oracle_invertible", "supported_ranks"]
 
@@ -116,7 +111,7 @@ def oracle_invertible(G: Generator, y: Tensor, *, supports: Sequence[Tensor | No
         x_L     = pinv(W_{L+1}^{M, T_L}) (phi^{-1}(y^M) - b_{L+1}^M)
         x_{i-1} = pinv(W_i^{R_i, T_{i-1}}) (t_i^{R_i} - b_i^{R_i}),   t_i = x_i (ReLU) or phi_i^{-1}(x_i)
 
-    (supported least squares in float64, :func:`geninv.solvers.common.supported_lstsq`).
+    (supported least squares in float64, :func:`geninv.solvers.linalg.supported_lstsq`).
     """
     t0 = time.perf_counter()
     for i, a in enumerate(G.hidden_activations):

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from geninv.model.generator import Generator
 from geninv.model.layer_ops import LayerOperator
-from geninv.solvers.common import Measurement, preactivation_target, unsaturated
+from geninv.solvers.measurement import Measurement, preactivation_target, unsaturated
 
 __all__ = ["cg_supported_lstsq", "krylov_layerwise", "krylov_chosen", "dense_fits", "ORACLE_SOLVERS", "DENSE_BUDGET"]
 

@@ -21,9 +21,9 @@ from geninv._validate import as_batch, as_mask
 from geninv.exceptions import InputError, describe
 from geninv.model.generator import Generator
 from geninv.operators import Operator
+from geninv.solvers.data_fit import operator_kind
 from geninv.solvers.loop import Callback
 from geninv.solvers.measurement import saturated
-from geninv.solvers.data_fit import operator_kind
 from geninv.solvers.packing import pack_result
 from geninv.solvers.result import SolveResult
 

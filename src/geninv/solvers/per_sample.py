@@ -22,11 +22,9 @@ from torch import Tensor
 
 from geninv.model.generator import Generator
 from geninv.solvers.auto import exact_samples
-from geninv.solvers.measurement import Measurement, meas_index, unsaturated
-from geninv.solvers.result import merge_results
-from geninv.solvers.measurement import measure_for
+from geninv.solvers.measurement import Measurement, meas_index, measure_for, unsaturated
 from geninv.solvers.registry import MethodSpec
-from geninv.solvers.result import SolveResult
+from geninv.solvers.result import SolveResult, merge_results
 from geninv.solvers.verdict import self_check
 
 __all__ = ["exact_or_noisy", "result_rows"]

@@ -21,7 +21,7 @@ from torch import Tensor
 from geninv.model.generator import Generator
 from geninv.solvers.measurement import Measurement, apply_cols, forward_meas, meas_index
 from geninv.solvers.network import hidden_layers, support_affine
-from geninv.solvers.hybrid import gauss_newton_refine, network_fit
+from geninv.solvers.refine import gauss_newton_refine, network_fit
 
 __all__ = ["support_refine"]
 
