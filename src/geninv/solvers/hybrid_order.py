@@ -204,4 +204,5 @@ def gradient_first_hybrid(G: Generator, yy: Tensor, meas: Measurement, *, reason
         "pursuit": pursuit,
     }
     history = {"objective": torch.stack(hist)}
-    return finish("hybrid", G, z_best, layers, supports, converged, n_iter, history, t0, info, yy.dtype, y=yy, meas=meas)
+    return finish("hybrid", G, z_best, layers, supports, converged, n_iter, history=history, t0=t0, info=info,
+                  dtype=yy.dtype, y=yy, meas=meas)

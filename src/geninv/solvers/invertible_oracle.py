@@ -178,4 +178,5 @@ def oracle_invertible(G: Generator, y: Tensor, *, supports: Sequence[Tensor | No
                             "full_rank": full,
                             "certificate": "rank conditions: z is unique where info['full_rank'] (every supported "
                                            "W_i of full column rank)"}
-    return finish("oracle", Gl, z, layers, supports_out, converged, n_iter, {}, t0, info, yy.dtype, y=yy, meas=meas)
+    return finish("oracle", Gl, z, layers, supports_out, converged, n_iter, history={}, t0=t0, info=info,
+                  dtype=yy.dtype, y=yy, meas=meas)
