@@ -163,3 +163,23 @@ def test_python_m_geninv_is_the_command_line():
             for mod in ("geninv", "geninv.cli")]
     assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
     assert runs[0].stdout == runs[1].stdout and "usage: geninv" in runs[0].stdout
+
+
+def test_invert_says_when_the_method_did_not_check_the_fit(files, capsys, monkeypatch):
+    """A result without per-sample fit verdicts is reported as such (no crash, no invented verdict)."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    import geninv.solvers.chunked as chunked
+
+    real = chunked.invert_chunked
+    monkeypatch.setattr(chunked, "invert_chunked",
+                        lambda *a, **k: dataclasses.replace(real(*a, **k), fits=None, residual=None))
+    out = files / "o.safetensors"
+    rc, printed, err = run_main(["invert", "mnist", str(files / "y.npy"), "--method", "latent_pursuit",
+                                 "--no-progress", "--out", str(out)], capsys)
+    assert rc == 0, err
+    assert "fit y not checked by the method" in printed
+    saved = load_file(str(out))
+    assert {"z", "y_hat", "converged", "fit_snr_db"} <= set(saved) and "fits" not in saved
