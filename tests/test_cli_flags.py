@@ -5,6 +5,7 @@ describes every experiment."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,23 @@ def test_invert_says_when_the_method_did_not_check_the_fit(files, capsys, monkey
     assert "fit y not checked by the method" in printed
     saved = load_file(str(out))
     assert {"z", "y_hat", "converged", "fit_snr_db"} <= set(saved) and "fits" not in saved
+
+
+def test_every_output_choice_builds_a_generator(tmp_path, capsys):
+    """``--output`` lists the activations a state-dict MODEL (``--arch``) and ``certify --random`` can take."""
+    from torch import nn
+
+    from geninv.cli.model_file import load_model
+
+    torch.manual_seed(0)
+    torch.save(nn.Sequential(nn.Linear(4, 20), nn.ReLU(), nn.Linear(20, 60)).state_dict(), tmp_path / "g.pt")
+    choices = next(a for a in _leaf_commands()["certify"]._actions if a.dest == "output").choices
+    assert tuple(choices) == common.ACTIVATIONS
+    for act in choices:
+        for model in (["--random", "4,20,60"], [str(tmp_path / "g.pt"), "--arch", "4,20,60"]):
+            rc, out, err = run_main(["certify", *model, "--output", act, "--no-s-forms"], capsys)
+            assert rc == 0, f"--output {act} with {model[0]}: {err}"
+            assert "unique" in out.lower(), out
+        G = load_model(argparse.Namespace(generator=str(tmp_path / "g.pt"), arch="4,20,60", output=act,
+                                          batchnorm=False))
+        assert G.output_activation.name == act
