@@ -76,8 +76,11 @@ def test_bad_values_name_the_flag_before_any_work(argv, flag, no_work, capsys):
     (["reproduce", "random", "--n1", "0,5"], "--n1", "n1_values"),
     (["reproduce", "random", "--output", "softmax"], "--output", "activation"),
     (["check-mnist-generator", "--data", "/nonexistent/mnist"], "--data", "path"),
+    (["certify", "--random", "3,8,20", "--mask", "{d}/m5.npy", "--no-s-forms"], "--mask", "mask"),
 ])
 def test_library_errors_name_the_flag(argv, flag, api_name, tmp_path, capsys):
+    np.save(tmp_path / "m5.npy", np.ones(5))
+    argv = [s.format(d=tmp_path) for s in argv]
     argv = argv + (["--out", str(tmp_path / "r")] if argv[0] == "reproduce" else ["--json", str(tmp_path / "c.json")])
     rc, _, err = run_main(argv, capsys)
     assert_one_line_error(rc, err, flag)

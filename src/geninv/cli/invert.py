@@ -82,7 +82,7 @@ def register_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 
     p.set_defaults(func=run, interrupted="nothing was written",
                    flag_names={"z": "--z", "noise": "--noise", "n": "--n", "trials": "--architecture",
-                               "dims": "--random", "G": "MODEL"})
+                               "dims": "--random", "G": "MODEL", "mask": "--mask"})
 
 
 def _parse_noise_level(text: str | None) -> float | str | None:
