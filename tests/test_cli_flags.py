@@ -63,10 +63,15 @@ def no_work(monkeypatch):
     (["reproduce", "noise", "--grid", "10,inf"], "--grid"),
     (["reproduce", "cs", "--grid", "0"], "--grid"),
     (["reproduce", "cs", "--grid", "12.5"], "--grid"),
+    (["reproduce", "random", "--methods", ","], "--methods"),
+    (["reproduce", "phase", "--phase", "x=n1;y=n0:2"], "--phase"),
+    (["reproduce", "phase", "--phase", "x=n1:10,20;y=n0:2;weights=2"], "--phase"),
+    (["reproduce", "phase", "--phase", "x=n1:10,20;y=n0:2;output=softmax"], "--phase"),
 ])
 def test_bad_values_name_the_flag_before_any_work(argv, flag, no_work, capsys):
     rc, out, err = run_main(argv, capsys)
     assert_one_line_error(rc, err, flag)
+    assert err.split("error: ", 1)[1].startswith(flag), err
     assert "internal error" not in err
     assert not out.strip(), f"printed before refusing: {out!r}"
 
