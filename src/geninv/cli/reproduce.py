@@ -121,7 +121,7 @@ def register_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.set_defaults(func=run, interrupted="finished trials are kept in the records under --out; rerun to resume",
                    flag_names={"trials": "--trials", "seed": "--seed", "methods": "--methods", "n1": "--n1",
                                "n1_values": "--n1", "activation": "--output", "grid": "--grid", "m_values": "--grid",
-                               "snr_db": "--grid", "missing": "--missing", "out": "--out", "out_dir": "--out"})
+                               "missing": "--missing", "out": "--out", "out_dir": "--out"})
 
 
 def _check_grid(text: str, experiment: str) -> None:
