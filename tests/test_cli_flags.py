@@ -5,6 +5,7 @@ describes every experiment."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -62,10 +63,15 @@ def no_work(monkeypatch):
     (["reproduce", "noise", "--grid", "10,inf"], "--grid"),
     (["reproduce", "cs", "--grid", "0"], "--grid"),
     (["reproduce", "cs", "--grid", "12.5"], "--grid"),
+    (["reproduce", "random", "--methods", ","], "--methods"),
+    (["reproduce", "phase", "--phase", "x=n1;y=n0:2"], "--phase"),
+    (["reproduce", "phase", "--phase", "x=n1:10,20;y=n0:2;weights=2"], "--phase"),
+    (["reproduce", "phase", "--phase", "x=n1:10,20;y=n0:2;output=softmax"], "--phase"),
 ])
 def test_bad_values_name_the_flag_before_any_work(argv, flag, no_work, capsys):
     rc, out, err = run_main(argv, capsys)
     assert_one_line_error(rc, err, flag)
+    assert err.split("error: ", 1)[1].startswith(flag), err
     assert "internal error" not in err
     assert not out.strip(), f"printed before refusing: {out!r}"
 
@@ -75,8 +81,11 @@ def test_bad_values_name_the_flag_before_any_work(argv, flag, no_work, capsys):
     (["reproduce", "random", "--n1", "0,5"], "--n1", "n1_values"),
     (["reproduce", "random", "--output", "softmax"], "--output", "activation"),
     (["check-mnist-generator", "--data", "/nonexistent/mnist"], "--data", "path"),
+    (["certify", "--random", "3,8,20", "--mask", "{d}/m5.npy", "--no-s-forms"], "--mask", "mask"),
 ])
 def test_library_errors_name_the_flag(argv, flag, api_name, tmp_path, capsys):
+    np.save(tmp_path / "m5.npy", np.ones(5))
+    argv = [s.format(d=tmp_path) for s in argv]
     argv = argv + (["--out", str(tmp_path / "r")] if argv[0] == "reproduce" else ["--json", str(tmp_path / "c.json")])
     rc, _, err = run_main(argv, capsys)
     assert_one_line_error(rc, err, flag)
@@ -163,3 +172,43 @@ def test_python_m_geninv_is_the_command_line():
             for mod in ("geninv", "geninv.cli")]
     assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
     assert runs[0].stdout == runs[1].stdout and "usage: geninv" in runs[0].stdout
+
+
+def test_invert_says_when_the_method_did_not_check_the_fit(files, capsys, monkeypatch):
+    """A result without per-sample fit verdicts is reported as such (no crash, no invented verdict)."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    import geninv.solvers.chunked as chunked
+
+    real = chunked.invert_chunked
+    monkeypatch.setattr(chunked, "invert_chunked",
+                        lambda *a, **k: dataclasses.replace(real(*a, **k), fits=None, residual=None))
+    out = files / "o.safetensors"
+    rc, printed, err = run_main(["invert", "mnist", str(files / "y.npy"), "--method", "latent_pursuit",
+                                 "--no-progress", "--out", str(out)], capsys)
+    assert rc == 0, err
+    assert "fit y not checked by the method" in printed
+    saved = load_file(str(out))
+    assert {"z", "y_hat", "converged", "fit_snr_db"} <= set(saved) and "fits" not in saved
+
+
+def test_every_output_choice_builds_a_generator(tmp_path, capsys):
+    """``--output`` lists the activations a state-dict MODEL (``--arch``) and ``certify --random`` can take."""
+    from torch import nn
+
+    from geninv.cli.model_file import load_model
+
+    torch.manual_seed(0)
+    torch.save(nn.Sequential(nn.Linear(4, 20), nn.ReLU(), nn.Linear(20, 60)).state_dict(), tmp_path / "g.pt")
+    choices = next(a for a in _leaf_commands()["certify"]._actions if a.dest == "output").choices
+    assert tuple(choices) == common.ACTIVATIONS
+    for act in choices:
+        for model in (["--random", "4,20,60"], [str(tmp_path / "g.pt"), "--arch", "4,20,60"]):
+            rc, out, err = run_main(["certify", *model, "--output", act, "--no-s-forms"], capsys)
+            assert rc == 0, f"--output {act} with {model[0]}: {err}"
+            assert "unique" in out.lower(), out
+        G = load_model(argparse.Namespace(generator=str(tmp_path / "g.pt"), arch="4,20,60", output=act,
+                                          batchnorm=False))
+        assert G.output_activation.name == act

@@ -82,7 +82,7 @@ def register_certify(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 
     p.set_defaults(func=run, interrupted="nothing was written",
                    flag_names={"z": "--z", "noise": "--noise", "n": "--n", "trials": "--architecture",
-                               "dims": "--random", "G": "MODEL"})
+                               "dims": "--random", "G": "MODEL", "mask": "--mask"})
 
 
 def _parse_noise_level(text: str | None) -> float | str | None:
@@ -205,9 +205,13 @@ def register_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                 fit[lo:hi] = geninv.snr(torch.where(seen, yc, 0), torch.where(seen, yh, 0)).double().cpu()
                 y_hat[lo:hi] = yh.cpu()
         resumed = res.info["resumed"]
+        checked = {} if res.fits is None or res.residual is None else {
+            "residual": res.residual.cpu().contiguous(), "fits": res.fits.cpu().contiguous()}
+        verdict = "fit y not checked by the method" if not checked else (
+            f"{int(checked['fits'].sum())} fit y (relative residual median {float(checked['residual'].median()):.3g}, "
+            f"max {float(checked['residual'].max()):.3g})")
         print(f"{a.method} ({str(dtype).replace('torch.', '')}): {B} signals in {res.seconds:.2f} s, "
-              f"{int(res.converged.sum())} converged, {int(res.fits.sum())} fit y (relative residual median "
-              f"{float(res.residual.median()):.3g}, max {float(res.residual.max()):.3g}); SNR of the fit on observed pixels: "
+              f"{int(res.converged.sum())} converged, {verdict}; SNR of the fit on observed pixels: "
               f"median {float(fit.median()):.1f} dB, min {float(fit.min()):.1f} dB"
               + (f"; {resumed} of {res.info['chunks']} chunks read from {parts}" if resumed else ""))
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -217,8 +221,7 @@ def register_invert(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                 np.save(f, res.z.cpu().numpy())
         else:
             save_file({"z": res.z.cpu().contiguous(), "y_hat": y_hat.contiguous(), "converged": res.converged.cpu(),
-                       "fit_snr_db": fit.contiguous(), "residual": res.residual.cpu().contiguous(),
-                       "fits": res.fits.cpu().contiguous()}, str(tmp), metadata={"method": a.method})
+                       "fit_snr_db": fit.contiguous(), **checked}, str(tmp), metadata={"method": a.method})
         tmp.replace(out)
         shutil.rmtree(parts, ignore_errors=True)
         print(f"wrote {out}")

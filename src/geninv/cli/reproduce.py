@@ -90,11 +90,17 @@ def register_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore
         if a.grid is not None:
             _check_grid(a.grid, a.experiment)
         seed = 0 if a.seed is None else a.seed
-        methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
+        methods = None if a.methods is None else [m.strip() for m in a.methods.split(",") if m.strip()]
+        if methods == []:
+            raise InputError(f"--methods: expected comma-separated method names, received {a.methods!r}")
         ex = str(parse_executor(a.executor or "serial"))
         if a.experiment == "phase":
-            from geninv.experiments.phase import reproduce_phase
+            from geninv.experiments.phase import parse_phase, reproduce_phase
 
+            try:  # the diagram's own settings, before any work
+                parse_phase(a.phase, quick=a.quick)
+            except InputError as e:
+                raise InputError(str(e) if str(e).startswith("--phase") else f"--phase: {e}") from None
             return reproduce_phase(a.phase, quick=a.quick, out=a.out, trials=a.trials, seed=seed, methods=methods,
                                    progress=not a.no_progress, executor=ex)
         if a.experiment in ("noise", "cs"):
@@ -115,7 +121,7 @@ def register_reproduce(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.set_defaults(func=run, interrupted="finished trials are kept in the records under --out; rerun to resume",
                    flag_names={"trials": "--trials", "seed": "--seed", "methods": "--methods", "n1": "--n1",
                                "n1_values": "--n1", "activation": "--output", "grid": "--grid", "m_values": "--grid",
-                               "snr_db": "--grid", "missing": "--missing", "out": "--out", "out_dir": "--out"})
+                               "missing": "--missing", "out": "--out", "out_dir": "--out"})
 
 
 def _check_grid(text: str, experiment: str) -> None:
