@@ -23,8 +23,7 @@ MAX_LINES = 600
 #
 # Import edges that close a cycle (removing them leaves the graph acyclic):
 ALLOWED_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset({
-    # solvers: noise <-> hybrid, and solvers/__init__ -> noise -> hybrid -> solvers/__init__ (hybrid
-    # takes the method registry's loader from the package)
+    # solvers: noise <-> hybrid
     ("geninv.solvers.noise", "geninv.solvers.hybrid"),
 })
 ALLOWED_PRIVATE: frozenset[tuple[str, str]] = frozenset()

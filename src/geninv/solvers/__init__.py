@@ -106,8 +106,9 @@ def invert(
         the data's dtype) gets the exact form, bit for bit what ``noise_level=0`` gives; every
         other sample (noisy, quantized, outside the range of ``G``) is solved as with
         ``noise_level="auto"``. The exact form's options apply to the exact samples; the others
-        take ``max_iter``, ``callback`` and ``seed`` of them (``hybrid``: every option).
-        ``info["noise_form"]`` (B,) bool marks the samples solved with ``noise_level="auto"``.
+        take ``max_iter``, ``callback`` and ``seed`` of them (``hybrid``: every option); a
+        callback then sees each group's batch in turn. ``info["noise_form"]`` (B,) bool marks
+        the samples solved with ``noise_level="auto"``.
 
     Returns
     -------
