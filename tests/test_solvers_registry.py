@@ -123,6 +123,13 @@ def test_a_mixed_batch_solves_each_sample_by_its_form(tanh_net):
     torch.testing.assert_close(res.z[noisy], alone_noisy.z, rtol=1e-9, atol=1e-9)
     assert res.fits.all() and res.residual.shape == (6,)
     assert bool((snr(z[~noisy], res.z[~noisy]) > 150).all())  # exact recovery, float64
+    ref = res.info["noise_reference"]  # the level each sample was judged against
+    assert bool((ref[~noisy] == 0).all()) and bool((ref[noisy] > 0).all())
+    # invert's debiasing of a method without its own keeps the per-sample verdict
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        hyb = geninv.invert(tanh_net, y, method="hybrid", debias=True, fallback_iter=100)
+    assert torch.equal(hyb.info["noise_form"], noisy) and hyb.fits.all() and hyb.info["debiased"].shape == (6,)
 
 
 def test_a_number_or_tensor_noise_level_is_the_noisy_form_on_every_sample(tanh_net):

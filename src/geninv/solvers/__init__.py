@@ -31,7 +31,7 @@ from geninv.solvers.gradient_setup import LatentMap
 from geninv.solvers.latent_pursuit import latent_pursuit
 from geninv.solvers.layered_bp import layered_bp
 from geninv.solvers.oracle import oracle
-from geninv.solvers.per_sample import exact_or_noisy
+from geninv.solvers.per_sample import exact_or_noisy, judge
 from geninv.solvers.registry import (
     METHODS,
     NOISY_FORM_OPTIONS,
@@ -197,7 +197,8 @@ def invert(
             if not issubclass(w.category, ConvergenceWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     if per_sample:
-        # judged per sample already: the exact ones at rounding level, the others against their estimated level
+        # the exact samples judged at rounding level, the others against their estimated level
+        res = judge(G, yy, meas, res, data_dtype=data_dtype)
         noise_known = bool(res.info["noise_form"].any())
     else:
         noise = options.get("noise_level")
