@@ -61,23 +61,39 @@ def tanh_net():
     return random_generator([10, 80, 250], "tanh", seed=0, dtype=F64)
 
 
+@pytest.mark.parametrize("data", ["float64", "float32 data, float64 solve", "masked float32"])
 @pytest.mark.parametrize("method", PER_SAMPLE)
-def test_exact_data_by_default_are_bit_identical_to_noise_level_zero(tanh_net, method):
-    _, y = tanh_net.sample(5, seed=1)
-    opts = {"fallback_iter": 200} if method == "hybrid" else {"max_iter": 500}
-    default = geninv.invert(tanh_net, y, method=method, **opts)
-    exact = geninv.invert(tanh_net, y, method=method, noise_level=0, **opts)
+def test_exact_data_by_default_are_bit_identical_to_noise_level_zero(tanh_net, method, data):
+    """The exact test uses the rounding level of the data's dtype, so float32 data solved in
+    float64 are exact too."""
+    G = tanh_net
+    opts: dict = {"fallback_iter": 200} if method == "hybrid" else {"max_iter": 500}
+    if data == "float64":
+        _, y = G.sample(5, seed=1)
+    else:
+        G32 = tanh_net.to(dtype=torch.float32)
+        _, y = G32.sample(5, seed=1)
+        if data == "masked float32":
+            G, mask = G32, geninv.random_mask(250, 0.5, seed=0)
+            y, opts["mask"] = y * mask, mask
+    default = geninv.invert(G, y, method=method, **opts)
+    exact = geninv.invert(G, y, method=method, noise_level=0, **opts)
     assert torch.equal(default.z, exact.z) and torch.equal(default.converged, exact.converged)
     assert torch.equal(default.n_iter, exact.n_iter)
     assert all(torch.equal(a, b) for a, b in zip(default.layers, exact.layers))
     assert not default.info["noise_form"].any() and default.fits.all()
 
 
-@pytest.mark.parametrize("method", ["latent_pursuit", "layered_bp"])
-def test_noisy_data_by_default_match_noise_level_auto(tanh_net, method):
-    """30 dB input SNR: the default solves every sample with the noise level estimated."""
+@pytest.mark.parametrize("method, data", [("latent_pursuit", "30 dB"), ("layered_bp", "30 dB"),
+                                          ("latent_pursuit", "8-bit")])
+def test_noisy_data_by_default_match_noise_level_auto(tanh_net, method, data):
+    """30 dB input SNR, or 8-bit quantization of tanh's range: the default solves every sample
+    with the noise level estimated."""
     z, y0 = tanh_net.sample(8, seed=2)
-    y, _ = geninv.add_noise(y0, 30.0, seed=3)
+    if data == "30 dB":
+        y, _ = geninv.add_noise(y0, 30.0, seed=3)
+    else:
+        y = torch.round((y0 + 1) / 2 * 255) / 255 * 2 - 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         default = geninv.invert(tanh_net, y, method=method)
@@ -107,6 +123,13 @@ def test_a_mixed_batch_solves_each_sample_by_its_form(tanh_net):
     torch.testing.assert_close(res.z[noisy], alone_noisy.z, rtol=1e-9, atol=1e-9)
     assert res.fits.all() and res.residual.shape == (6,)
     assert bool((snr(z[~noisy], res.z[~noisy]) > 150).all())  # exact recovery, float64
+    ref = res.info["noise_reference"]  # the level each sample was judged against
+    assert bool((ref[~noisy] == 0).all()) and bool((ref[noisy] > 0).all())
+    # invert's debiasing of a method without its own keeps the per-sample verdict
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        hyb = geninv.invert(tanh_net, y, method="hybrid", debias=True, fallback_iter=100)
+    assert torch.equal(hyb.info["noise_form"], noisy) and hyb.fits.all() and hyb.info["debiased"].shape == (6,)
 
 
 def test_a_number_or_tensor_noise_level_is_the_noisy_form_on_every_sample(tanh_net):

@@ -24,7 +24,7 @@ from geninv.solvers.layered_bp import layered_bp
 from geninv.solvers.measurement import Measurement, resolve_measurement
 from geninv.solvers.network import hidden_layers, network_objective
 from geninv.solvers.oracle import oracle
-from geninv.solvers.per_sample import exact_or_noisy
+from geninv.solvers.per_sample import exact_or_noisy, judge
 from geninv.solvers.registry import (
     METHODS,
     NOISY_FORM_OPTIONS,
@@ -99,8 +99,9 @@ def invert(
         the data's dtype) gets the exact form, bit for bit what ``noise_level=0`` gives; every
         other sample (noisy, quantized, outside the range of ``G``) is solved as with
         ``noise_level="auto"``. The exact form's options apply to the exact samples; the others
-        take ``max_iter``, ``callback`` and ``seed`` of them (``hybrid``: every option).
-        ``info["noise_form"]`` (B,) bool marks the samples solved with ``noise_level="auto"``.
+        take ``max_iter``, ``callback`` and ``seed`` of them (``hybrid``: every option); a
+        callback then sees each group's batch in turn. ``info["noise_form"]`` (B,) bool marks
+        the samples solved with ``noise_level="auto"``.
 
     Returns
     -------
@@ -189,7 +190,8 @@ def invert(
             if not issubclass(w.category, ConvergenceWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     if per_sample:
-        # judged per sample already: the exact ones at rounding level, the others against their estimated level
+        # the exact samples judged at rounding level, the others against their estimated level
+        res = judge(G, yy, meas, res, data_dtype=data_dtype)
         noise_known = bool(res.info["noise_form"].any())
     else:
         noise = options.get("noise_level")

@@ -195,12 +195,12 @@ class DataFit:
         assert fn is not None
         z = z.detach()
         with torch.enable_grad():
-            _, vjp_fn = torch.func.vjp(fn, z)
+            vjp_fn = torch.func.vjp(fn, z)[1]
         v = torch.ones_like(z) / math.sqrt(z.shape[1])
         lam = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
         for _ in range(iters):
             try:
-                _, u = torch.func.jvp(fn, (z,), (v,))
+                u = torch.func.jvp(fn, (z,), (v,))[1]
             except (RuntimeError, NotImplementedError):  # an op without a forward-mode rule: J v by double vjp
                 with torch.enable_grad():
                     zz = z.detach().requires_grad_(True)

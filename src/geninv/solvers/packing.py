@@ -26,23 +26,10 @@ __all__ = ["pack_result", "UNCONVERGED_HINT"]
 UNCONVERGED_HINT = "raise max_iter or loosen tol"
 
 
-def pack_result(
-    method: str,
-    z: Tensor,
-    layers: Sequence[Tensor],
-    supports: Sequence[Tensor],
-    converged: Tensor,
-    n_iter: Tensor,
-    history: dict[str, Tensor],
-    t0: float,
-    info: dict[str, Any],
-    dtype: torch.dtype,
-    *,
-    notes: Sequence[str] = (),
-    unconverged_hint: str | None = UNCONVERGED_HINT,
-    warn: bool = True,
-    stacklevel: int = 3,
-) -> SolveResult:
+def pack_result(method: str, z: Tensor, layers: Sequence[Tensor], supports: Sequence[Tensor], converged: Tensor,
+                n_iter: Tensor, history: dict[str, Tensor], t0: float, info: dict[str, Any], dtype: torch.dtype, *,
+                notes: Sequence[str] = (), unconverged_hint: str | None = UNCONVERGED_HINT, warn: bool = True,
+                stacklevel: int = 3) -> SolveResult:
     """The :class:`SolveResult` of a method, with NaN/Inf contained and one warning.
 
     Parameters

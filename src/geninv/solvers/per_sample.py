@@ -25,9 +25,9 @@ from geninv.solvers.auto import exact_samples
 from geninv.solvers.measurement import Measurement, meas_index, measure_for, unsaturated
 from geninv.solvers.registry import MethodSpec
 from geninv.solvers.result import SolveResult, merge_results
-from geninv.solvers.verdict import self_check
+from geninv.solvers.verdict import estimated_noise_level, self_check
 
-__all__ = ["exact_or_noisy", "result_rows"]
+__all__ = ["exact_or_noisy", "judge", "result_rows"]
 
 
 def result_rows(res: SolveResult, idx: Tensor) -> SolveResult:
@@ -86,9 +86,10 @@ def exact_or_noisy(spec: MethodSpec, G: Generator, y: Tensor, meas: Measurement,
     Returns
     -------
     SolveResult
-        With ``residual`` and ``fits`` set: the exact samples judged at the rounding level of
-        ``data_dtype``, the others against their estimated noise level; ``info["noise_form"]``
-        (B,) bool, True where the sample was solved with ``noise_level="auto"``.
+        ``info["noise_form"]`` (B,) bool, True where the sample was solved with
+        ``noise_level="auto"``; where some is, ``info["noise_reference"]`` (B,) float64, the level
+        each sample is judged against (0: the rounding level; for the others the level their
+        solve estimated). :func:`judge` gives the verdict.
 
     Notes
     -----
@@ -110,13 +111,12 @@ def exact_or_noisy(spec: MethodSpec, G: Generator, y: Tensor, meas: Measurement,
     else:  # too few equations: the test proves nothing, the exact form is tried
         exact, trial = ex, ~ex & _few_equations(Gl, y, meas)
     if bool(exact.all()):
-        res = self_check(G, y, meas, solve_exact(G, y, measure=measure, **options), data_dtype=data_dtype)
+        res = solve_exact(G, y, measure=measure, **options)
         return dataclasses.replace(res, info=dict(res.info, noise_form=~exact))
     parts = []
     if bool(exact.any()):
         ie = exact.nonzero().squeeze(1)
-        r = solve_exact(G, y[ie], measure=measure_for(meas, ie), **options)
-        parts.append((ie, self_check(G, y[ie], meas_index(meas, ie), r, data_dtype=data_dtype)))
+        parts.append((ie, solve_exact(G, y[ie], measure=measure_for(meas, ie), **options)))
     if bool(trial.any()):
         it = trial.nonzero().squeeze(1)
         whole = bool(trial.all())
@@ -133,12 +133,17 @@ def exact_or_noisy(spec: MethodSpec, G: Generator, y: Tensor, meas: Measurement,
         exact = exact.clone()
         exact[it[r.fits]] = True
     noisy = ~exact
+    reference = torch.zeros(B, dtype=torch.float64, device=dev)  # exact samples: judged at rounding level
     if bool(noisy.any()):
         i_n = noisy.nonzero().squeeze(1)
         r = _noisy_solver(spec, options)(G, y[i_n], measure=measure_for(meas, i_n))
-        parts.append((i_n, self_check(G, y[i_n], meas_index(meas, i_n), r, data_dtype=data_dtype, noise_level="auto")))
+        level = estimated_noise_level(r.info, r.batch_size, dev)
+        if level is not None:
+            reference[i_n] = level
+        parts.append((i_n, r))
     merged = merge_results(parts, B, time.perf_counter() - t0)
-    return dataclasses.replace(merged, method=spec.name, info=dict(merged.info, noise_form=noisy))
+    info = dict(merged.info, noise_form=noisy, noise_reference=reference)
+    return dataclasses.replace(merged, method=spec.name, info=info)
 
 
 def _few_equations(G: Generator, y: Tensor, meas: Measurement) -> Tensor:
@@ -148,3 +153,12 @@ def _few_equations(G: Generator, y: Tensor, meas: Measurement) -> Tensor:
     if m.obs is None:
         return torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
     return m.obs.sum(dim=1) <= G.weights[-1].shape[1]
+
+
+def judge(G: Generator, y: Tensor, meas: Measurement, res: SolveResult, *, data_dtype: torch.dtype) -> SolveResult:
+    """``res`` of :func:`exact_or_noisy` with its per-sample ``residual`` and ``fits``
+    (:func:`geninv.solvers.verdict.self_check`): the samples solved by the exact form judged at the
+    rounding level of ``data_dtype``, the others against the noise level their solve estimated
+    (``info["noise_reference"]``)."""
+    noisy = res.info["noise_form"]
+    return self_check(G, y, meas, res, data_dtype=data_dtype, noise_level="auto" if bool(noisy.any()) else None)
