@@ -19,6 +19,7 @@ from geninv.operators import Mask, Operator
 from geninv.solvers.checks import check_generator, check_informative, check_option, check_seed
 from geninv.solvers.debias import debias_fit
 from geninv.solvers.gradient_setup import LatentMap
+from geninv.solvers.image_layer import data_dtype as stored_dtype
 from geninv.solvers.latent_pursuit import latent_pursuit
 from geninv.solvers.layered_bp import layered_bp
 from geninv.solvers.measurement import Measurement, resolve_measurement
@@ -174,7 +175,9 @@ def invert(
         )
     if not spec.needs_supports:
         check_informative(G, yy, meas)
-    data_dtype = y.dtype if isinstance(y, torch.Tensor) and y.dtype in (torch.float32, torch.float64) else yy.dtype
+    # the precision the signals carry: float32 values stored in float64 (data made in float32,
+    # solved in float64) are judged at float32's rounding level
+    data_dtype = stored_dtype(y if isinstance(y, torch.Tensor) and y.dtype in (torch.float32, torch.float64) else yy)
     try:
         with warnings.catch_warnings(record=True) as caught:
             # The method's own ConvergenceWarnings are replaced by the one verdict below.

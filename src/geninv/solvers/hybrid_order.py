@@ -107,7 +107,7 @@ def gradient_first_hybrid(G: Generator, yy: Tensor, meas: Measurement, *, reason
     Same result fields as :func:`geninv.solvers.hybrid.hybrid`, with ``info["choices"]`` in
     the order run and ``info["order"] = "gradient_first"``.
     """
-    from geninv.solvers import load_method
+    from geninv.solvers.registry import load_method
 
     gauss_newton_refine, network_fit, fit_threshold, fallback_solve, measure_for, observed_count = parts
     B, dev = yy.shape[0], yy.device

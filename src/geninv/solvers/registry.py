@@ -99,7 +99,7 @@ _PURSUIT_SHARED = ("max_iter", "callback", "seed")
 
 REGISTRY: dict[str, MethodSpec] = {s.name: s for s in (
     MethodSpec("oracle", "geninv.solvers.oracle", "oracle",
-               ("supports", "mode", "max_iter", "tol", "seed", "callback"), needs_supports=True),
+               ("supports", "mode", "max_iter", "tol", "seed", "callback", "solver"), needs_supports=True),
     MethodSpec("layered_bp", "geninv.solvers.layered_bp", "layered_bp",
                ("lam", "lam_rel", "max_iter", "tol", "debias", "debias_rounds", "seed", "callback", "image_domain",
                 "support_tol", "check_every", "restart", "power_iters", "warm_start"),
@@ -119,7 +119,7 @@ REGISTRY: dict[str, MethodSpec] = {s.name: s for s in (
                ("noise", "tol", "support_tol", "clamp", "callback")),
     MethodSpec("hybrid", "geninv.solvers.hybrid", "hybrid",
                ("noise_level", "gamma", "pursuit", "pursuit_iter", "refine_iter", "fallback", "fallback_iter", "fit_tol",
-                "seed", "tol", "callback", "pursuit_options"),
+                "seed", "tol", "callback", "pursuit_options", "order"),
                noise="own", noise_default="per_sample"),
     MethodSpec("auto", "geninv.solvers.auto", "auto",
                ("noise_level", "sigma_z", "pursuit_iter", "refine_iter", "fallback", "fallback_iter", "seed",
