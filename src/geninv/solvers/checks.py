@@ -18,6 +18,8 @@ __all__ = ["check_generator", "check_problem", "check_option", "check_seed", "de
 
 
 def check_generator(G: object, *, relu_hidden: bool = True) -> Generator:
+    """``G`` as a :class:`geninv.Generator` (InputError otherwise), with ReLU hidden layers when
+    ``relu_hidden`` (what the pursuits and the Oracle invert)."""
     if not isinstance(G, Generator):
         hint = " (convert a torch module with geninv.Generator.from_torch(module))" if isinstance(G, torch.nn.Module) else ""
         raise InputError(f"G: expected a geninv.Generator{hint}, received {describe(G)}")
@@ -53,6 +55,7 @@ def check_option(name: str, value: Any, *, kind: str, low: float | None = None, 
 
 
 def check_seed(seed: object) -> int | None:
+    """``seed`` as an int or None (InputError otherwise)."""
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, int):

@@ -26,13 +26,20 @@ from torch import Tensor
 from geninv.exceptions import ConvergenceWarning, InputError, describe
 from geninv.model.generator import Generator
 from geninv.solvers.checks import check_informative, check_option, check_problem, check_seed
+from geninv.solvers.gradient import adam, gd, initial_latent
+from geninv.solvers.latent_pursuit import latent_pursuit
+from geninv.solvers.layered_bp import layered_bp
 from geninv.solvers.loop import Callback
 from geninv.solvers.measurement import Measurement, measure_for, observed_count
 from geninv.solvers.network import hidden_layers
+from geninv.solvers.noise import noisy_pursuit
 from geninv.solvers.refine import fit_threshold, gauss_newton_refine, network_fit
 from geninv.solvers.result import SolveResult, finish
 
 __all__ = ["hybrid", "HYBRID_OPTIONS"]
+
+#: The pursuits the hybrid starts from.
+PURSUITS = {"latent_pursuit": latent_pursuit, "layered_bp": layered_bp}
 
 HYBRID_OPTIONS = (
     "noise_level", "gamma", "pursuit", "pursuit_iter", "refine_iter", "fallback", "fallback_iter", "fit_tol",
@@ -40,27 +47,16 @@ HYBRID_OPTIONS = (
 )
 
 
-def _gd_start(B: int, n0: int, seed: int, like: Tensor) -> Tensor | None:
-    """The random start ``gd(..., seed=seed)`` draws for a batch of ``B`` (None if not exposed).
-
-    Taking row ``b`` of it for sample ``b`` makes the fallback on a sub-batch reproduce the
-    gradient-descent baseline run on the whole batch.
-    """
-    from geninv.solvers.gradient import initial_latent
-
-    return initial_latent(B, n0, seed, like)
-
-
 def fallback_solve(name: str, G: Generator, y: Tensor, meas: Measurement, idx: Tensor, seed: int,
                     max_iter: int) -> SolveResult:
-    """One fallback method on the sub-batch ``idx``, from its seeded random start(s)."""
-    from geninv.solvers.gradient import adam, gd
+    """One fallback method on the sub-batch ``idx``, from its seeded random start(s).
 
+    gd starts sample ``b`` from row ``b`` of the random start ``gd(..., seed=seed)`` draws for the
+    whole batch, so the fallback on a sub-batch reproduces the baseline run on the whole batch.
+    """
     measure = meas.as_measure(idx)
     if name == "gd":
-        z0_all = _gd_start(y.shape[0], G.latent_dim, seed, y)
-        if z0_all is None:  # pragma: no cover - depends on the baselines module's version
-            return gd(G, y[idx], measure=measure, seed=seed, max_iter=max_iter)
+        z0_all = initial_latent(y.shape[0], G.latent_dim, seed, y)
         return gd(G, y[idx], measure=measure, z0=z0_all[idx], max_iter=max_iter)
     return adam(G, y[idx], measure=measure, seed=seed, max_iter=max_iter)
 
@@ -264,13 +260,9 @@ def hybrid(
         # Capped pursuits do not converge in the third regime by design; the refinement decides.
         warnings.simplefilter("ignore", ConvergenceWarning)
         if noise_level is None:
-            from geninv.solvers.registry import load_method
-
             popts.setdefault("max_iter", pursuit_iter)
-            res_p = load_method(pursuit)(G, yy, measure=public_measure, **popts)
+            res_p = PURSUITS[pursuit](G, yy, measure=public_measure, **popts)
         else:
-            from geninv.solvers.noise import noisy_pursuit
-
             popts.setdefault("max_iter", pursuit_iter)
             res_p = noisy_pursuit(G, yy, measure=public_measure, noise_level=noise_level, method=pursuit, **popts)
             sigma = res_p.info["sigma"].to(torch.float64)

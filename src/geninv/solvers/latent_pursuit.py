@@ -29,7 +29,6 @@ from geninv.solvers.subproblems import auto_lam, fista_layer, ladmm_layer
 __all__ = ["latent_pursuit"]
 
 
-
 def latent_pursuit(
     G: Generator,
     y: Tensor,

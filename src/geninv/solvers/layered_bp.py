@@ -24,7 +24,6 @@ from geninv.solvers.subproblems import fista_layer
 __all__ = ["layered_bp"]
 
 
-
 def layered_bp(
     G: Generator,
     y: Tensor,

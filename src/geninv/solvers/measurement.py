@@ -264,11 +264,6 @@ def forward_meas(meas: Measurement, p: Tensor) -> Tensor:
     return meas.apply(p)
 
 
-def apply_cols(meas: Measurement, M: Tensor) -> Tensor:
-    """``meas.apply_cols(M)``: ``A M_b`` for matrices ``M`` (B, n, k)."""
-    return meas.apply_cols(M)
-
-
 def meas_index(meas: Measurement, idx: Tensor) -> Measurement:
     """``meas.subset(idx)``."""
     return meas.subset(idx)

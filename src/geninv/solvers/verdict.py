@@ -9,11 +9,16 @@ criterion) says nothing of this; ``fits`` does.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from geninv.exceptions import InputError, ShapeError, describe
+from geninv.metrics import snr
+from geninv.model.generator import Generator
 
 __all__ = ["rounding_tol", "noise_tol", "fit_verdict", "noise_level_of", "observed_norms", "measured_residual", "self_check", "fit_message", "layer_snr"]
 
@@ -184,8 +189,6 @@ def self_check(G: Any, y: Tensor, meas: Any, res: Any, *, data_dtype: torch.dtyp
         A copy with ``residual`` (B,) float64 and ``fits`` (B,) bool. A result that already
         carries its residual is not evaluated again (only the verdict is redone).
     """
-    import dataclasses
-
     B = y.shape[0]
     dtype = y.dtype if data_dtype is None else data_dtype
     if dtype not in (torch.float32, torch.float64):
@@ -280,10 +283,6 @@ def layer_snr(G: Any, z_true: Tensor, res: Any) -> list[Tensor]:
     >>> [s.shape for s in layer_snr(G, z, invert(G, y))]
     [torch.Size([2]), torch.Size([2]), torch.Size([2])]
     """
-    from geninv.exceptions import InputError, ShapeError, describe
-    from geninv.metrics import snr
-    from geninv.model.generator import Generator
-
     if not isinstance(G, Generator):
         raise InputError(f"G: expected a geninv.Generator, received {describe(G)}")
     if not hasattr(res, "z") or not hasattr(res, "layers"):
