@@ -9,21 +9,16 @@ unconverged samples).
 
 from __future__ import annotations
 
-import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from geninv.exceptions import ConvergenceWarning, NumericalError
-from geninv.solvers.result import SolveResult
+from geninv.solvers.result import UNCONVERGED_HINT, SolveResult, packed, warn_outcome
 
 __all__ = ["pack_result", "UNCONVERGED_HINT"]
 
-#: What the default note on unconverged samples suggests.
-UNCONVERGED_HINT = "raise max_iter or loosen tol"
 
 
 def pack_result(method: str, z: Tensor, layers: Sequence[Tensor], supports: Sequence[Tensor], converged: Tensor,
@@ -69,27 +64,7 @@ def pack_result(method: str, z: Tensor, layers: Sequence[Tensor], supports: Sequ
     NumericalError
         Where no sample is finite.
     """
-    z = z.to(dtype)
-    layers = [x.to(dtype) for x in layers]
-    bad = ~torch.isfinite(z).all(dim=1)
-    for x in layers:
-        bad = bad | ~torch.isfinite(x).all(dim=1)
-    if bool(bad.all()):
-        raise NumericalError(f"{method}: every sample produced NaN/Inf; the problem is too ill-conditioned for {dtype}")
-    said = list(notes)
-    if bool(bad.any()):
-        nb = int(bad.sum())
-        z = torch.where(bad[:, None], torch.zeros_like(z), z)
-        layers = [torch.where(bad[:, None], torch.zeros_like(x), x) for x in layers]
-        converged = converged & ~bad
-        info = dict(info, nonfinite=bad)
-        said.append(f"{nb} sample(s) produced NaN/Inf and were reset to zero (converged=False)")
-    res = SolveResult(method, z, layers, list(supports), converged, n_iter, history, time.perf_counter() - t0, info)
-    if not warn:
-        return res
-    n_bad = int((~converged).sum())
-    if n_bad and unconverged_hint is not None:
-        said.append(f"{n_bad} of {converged.numel()} sample(s) did not converge (see result.converged); {unconverged_hint}")
-    if said:
-        warnings.warn(f"{method}: " + "; ".join(said), ConvergenceWarning, stacklevel=stacklevel)
+    res, said = packed(method, z, layers, supports, converged, n_iter, history, t0, info, dtype)
+    if warn:
+        warn_outcome(method, [*notes, *said], res.converged, unconverged_hint, stacklevel=stacklevel)
     return res

@@ -18,7 +18,7 @@ from geninv.solvers.debias import fit_supports
 from geninv.solvers.measurement import Measurement
 from geninv.solvers.verdict import fit_message, self_check
 
-__all__ = ["SolveResult", "finish", "split_by_domain", "merge_results", "no_hidden_layer"]
+__all__ = ["SolveResult", "finish", "packed", "warn_outcome", "UNCONVERGED_HINT", "split_by_domain", "merge_results", "no_hidden_layer"]
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,27 @@ def finish(
     ConvergenceWarning of the call says how many samples do not fit (none when all fit).
     Without them it warns on non-convergence only.
     """
+    res, notes = packed(method, z, layers, supports, converged, n_iter, history, t0, info, dtype)
+    if y is not None and meas is not None:
+        res = self_check(G, y, meas, res)
+        msg = fit_message(res)
+        if msg:
+            warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+        return res
+    warn_outcome(method, notes, res.converged, UNCONVERGED_HINT, stacklevel=3)
+    return res
+
+
+#: What the note on unconverged samples suggests.
+UNCONVERGED_HINT = "raise max_iter or loosen tol"
+
+
+def packed(method: str, z: Tensor, layers: Sequence[Tensor], supports: Sequence[Tensor], converged: Tensor,
+           n_iter: Tensor, history: dict[str, Tensor], t0: float, info: dict[str, Any],
+           dtype: torch.dtype) -> tuple[SolveResult, list[str]]:
+    """The SolveResult of a method's estimates, cast to ``dtype``, with NaN/Inf contained per
+    sample (a non-finite sample is reset to zero and marked unconverged; NumericalError when no
+    sample is finite), and the notes that say so; the wall time is measured from ``t0``."""
     z = z.to(dtype)
     layers = [x.to(dtype) for x in layers]
     bad = ~torch.isfinite(z).all(dim=1)
@@ -138,20 +159,19 @@ def finish(
         converged = converged & ~bad
         info = dict(info, nonfinite=bad)
         notes.append(f"{nb} sample(s) produced NaN/Inf and were reset to zero (converged=False)")
-    res = SolveResult(method, z, layers, supports, converged, n_iter, history, time.perf_counter() - t0, info)
-    if y is not None and meas is not None:
-        res = self_check(G, y, meas, res)
-        msg = fit_message(res)
-        if msg:
-            warnings.warn(msg, ConvergenceWarning, stacklevel=3)
-        return res
+    return SolveResult(method, z, layers, list(supports), converged, n_iter, history, time.perf_counter() - t0, info), notes
+
+
+def warn_outcome(method: str, notes: Sequence[str], converged: Tensor, hint: str | None, *, stacklevel: int) -> None:
+    """One ConvergenceWarning with the method's notes and, given a ``hint``, the count of
+    unconverged samples; nothing when there is nothing to say. ``stacklevel`` counts from the
+    caller of this function."""
+    said = list(notes)
     n_bad = int((~converged).sum())
-    if n_bad:
-        notes.append(f"{n_bad} of {converged.numel()} sample(s) did not converge (see result.converged); "
-                     "raise max_iter or loosen tol")
-    if notes:
-        warnings.warn(f"{method}: " + "; ".join(notes), ConvergenceWarning, stacklevel=3)
-    return res
+    if n_bad and hint is not None:
+        said.append(f"{n_bad} of {converged.numel()} sample(s) did not converge (see result.converged); {hint}")
+    if said:
+        warnings.warn(f"{method}: " + "; ".join(said), ConvergenceWarning, stacklevel=stacklevel + 1)
 
 
 def split_by_domain(solve: Callable[..., SolveResult], G: Generator, y: Tensor, meas: Measurement, pre: Tensor,

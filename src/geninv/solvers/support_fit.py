@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from geninv.model.generator import Generator
-from geninv.solvers.measurement import Measurement, apply_cols, forward_meas, meas_index
+from geninv.solvers.measurement import Measurement, forward_meas, meas_index
 from geninv.solvers.network import hidden_layers, support_affine
 from geninv.solvers.refine import gauss_newton_refine, network_fit
 
@@ -128,7 +128,7 @@ def support_refine(
         J, c = J_all[idx], c_all[idx]
         a = torch.bmm(J, zb.to(jac_dtype).unsqueeze(-1)).squeeze(-1).to(f64) + c
         r = forward_meas(mb, phi(a)) - yb
-        K = apply_cols(mb, phi.derivative(a).to(jac_dtype)[:, :, None] * J)
+        K = mb.apply_cols(phi.derivative(a).to(jac_dtype)[:, :, None] * J)
         Kt = K.transpose(1, 2)
         H = (Kt @ K).to(f64) + gb[:, None, None] * eye
         g = (Kt @ r.to(jac_dtype).unsqueeze(-1)).squeeze(-1).to(f64) + gb[:, None] * zb
