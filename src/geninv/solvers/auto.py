@@ -575,7 +575,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         need = need & (~judged() | suspect()) & (not report(STAGES.index(name), f"fallback_{name}", obj))
 
     # A fit no noise level explains: its residual is not noise, so the statistical stopping rule
-    # does not apply; run it to convergence (the best-fitting latent the method reports).
+    # does not apply; run it on towards convergence (the best-fitting latent the method reports).
     poor = (todo & ~judged()).nonzero().squeeze(1)
     if poor.numel() and not stopped:
         ts = time.perf_counter()
@@ -627,7 +627,7 @@ def _warn(fits: Tensor, residual: Tensor, converged: Tensor, level: str) -> None
 def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tensor, gam: Tensor,
             refine_iter: int, jac_dtype: torch.dtype, statistical: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Levenberg-Marquardt on the whole network for the samples ``idx``, stopped at the noise level
-    (``statistical``) or run to convergence."""
+    (``statistical``) or at a hundredth of its relative decrease."""
     obj = network_fit(G64, y64, z, meas, gam)
     n0 = z.shape[1]
     if idx.numel() == 0 or refine_iter == 0:
@@ -636,7 +636,9 @@ def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tens
     # Stop a noisy fit once a step lowers the objective by less than a hundredth of the Oracle's
     # expected excess n_0 sigma^2 / 2, with sigma^2 ~ 2 F / (m - n_0): rel_decrease below. What is
     # left then changes ||K (z_hat - z)|| by about a tenth of its size (0.04 dB of z SNR).
-    rel = 1e-2 * n0 / max(1, y64.shape[1] - n0) if statistical else 0.0
+    rel = 1e-2 * n0 / max(1, y64.shape[1] - n0)
+    if not statistical:
+        rel *= 1e-2  # a residual that is not noise: run on to a hundredth of that decrease
     zr, objr, it, conv = support_refine(G64, y64[idx], meas_index(meas, idx), z[idx], gamma=gam[idx],
                                         max_iter=refine_iter, rel_decrease=rel, jac_dtype=jac_dtype)
     z = z.clone()
@@ -647,14 +649,15 @@ def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tens
 
 def _multistart(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam: Tensor, starts: int,
                 sigma_z: float, seed: int, max_iter: int, jac_dtype: torch.dtype, *, bank: int = 4096,
-                chunk: int = 1024) -> tuple[Tensor, Tensor, Tensor]:
+                probe_iter: int = 8, finalists: int = 2, chunk: int = 1024) -> tuple[Tensor, Tensor, Tensor]:
     """The whole-network refinement from ``starts`` starts for each sample ``idx``; per sample the
     start with the lowest objective (weight ``gam`` (len(idx),) on the prior term).
 
     The starts are the ``starts`` latents of a seeded bank of ``bank`` draws ``z ~ N(0, sigma_z^2 I)``
     whose images fit the sample best (``||A (G(z_b) - y)||``: one network pass per bank entry,
     shared by every sample, and two products with the batch), so that the costly refinement
-    only runs from starts already near the data. Returns ``z`` (len(idx), n_0), its
+    only runs from starts already near the data. Every start gets ``probe_iter`` steps; the
+    ``finalists`` lowest per sample continue to ``max_iter``. Returns ``z`` (len(idx), n_0), its
     ``converged`` and the steps summed over the starts.
     """
     from geninv.solvers.gradient import initial_latent
@@ -680,19 +683,28 @@ def _multistart(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam
     z_best = torch.empty(n, n0, dtype=torch.float64, device=dev)
     conv_best = torch.empty(n, dtype=torch.bool, device=dev)
     it_sum = torch.zeros(n, dtype=torch.int64, device=dev)
+    fin = min(finalists, k)
     per = max(1, chunk // k)
     for lo in range(0, n, per):
         hi = min(n, lo + per)
+        c = hi - lo
+        rows = torch.arange(c, device=dev)
         rep = idx[lo:hi].repeat_interleave(k)
         zr, o, it, conv = support_refine(G64, y64[rep], meas_index(meas, rep), z0_all[lo * k:hi * k],
-                                         gamma=gam[lo:hi].repeat_interleave(k), max_iter=max_iter,
+                                         gamma=gam[lo:hi].repeat_interleave(k), max_iter=min(probe_iter, max_iter),
                                          rel_decrease=rel, jac_dtype=jac_dtype)
-        o = torch.where(torch.isfinite(o), o, torch.full_like(o, math.inf)).view(hi - lo, k)
-        best = o.argmin(dim=1)
-        rows = torch.arange(hi - lo, device=dev)
-        z_best[lo:hi] = zr.view(hi - lo, k, n0)[rows, best]
-        conv_best[lo:hi] = conv.view(hi - lo, k)[rows, best]
-        it_sum[lo:hi] = it.view(hi - lo, k).sum(dim=1)
+        it_sum[lo:hi] = it.view(c, k).sum(dim=1)
+        o = torch.where(torch.isfinite(o), o, torch.full_like(o, math.inf)).view(c, k)
+        sel = (rows[:, None] * k + o.topk(fin, dim=1, largest=False).indices).reshape(-1)
+        rep_f = idx[lo:hi].repeat_interleave(fin)
+        zf, of, itf, cf = support_refine(G64, y64[rep_f], meas_index(meas, rep_f), zr[sel],
+                                         gamma=gam[lo:hi].repeat_interleave(fin), max_iter=max_iter,
+                                         rel_decrease=rel, jac_dtype=jac_dtype)
+        it_sum[lo:hi] += itf.view(c, fin).sum(dim=1)
+        of = torch.where(torch.isfinite(of), of, torch.full_like(of, math.inf)).view(c, fin)
+        best = of.argmin(dim=1)
+        z_best[lo:hi] = zf.view(c, fin, n0)[rows, best]
+        conv_best[lo:hi] = (cf | conv[sel]).view(c, fin)[rows, best]
     return z_best, conv_best, it_sum
 
 
