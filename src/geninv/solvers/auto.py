@@ -267,11 +267,12 @@ def auto(
         ``z`` (B, n_0); ``layers``/``supports`` of ``G(z)``; ``info``: ``"stage"`` (B,) int, an
         index into ``STAGES`` (``"exact"``: Latent-Pursuit's exact path, the result is
         Latent-Pursuit's own; ``"refined"``: the pursuit refined through the network;
-        ``"noisy_pursuit"``; ``"gd"``, ``"adam"``: a fallback), ``"noise_level"`` (B,) float64 (the given sigma, the
+        ``"noisy_pursuit"``; ``"gd"``, ``"adam"``: a fallback; ``"multistart"``: the refinement
+        from a bank start), ``"noise_level"`` (B,) float64 (the given sigma, the
         estimate ``||A (y - G(z_hat))|| / sqrt(m - n_0)``, 0 for exact samples), ``"noise_reference"``
         (B,) the level each fit was judged against (the given ``sigma``; for ``"auto"`` the robust
         level of the final residual, 0 for samples judged at rounding level), ``"residual"`` and ``"fits"`` (B,) (:func:`geninv.solvers.verdict.fit_verdict`),
-        ``"seconds"`` per stage; with ``bound=True`` ``"z_error_bound"`` (B,) float64, NaN where
+        ``"seconds"`` per stage, ``"stopped_by_callback"``; with ``bound=True`` ``"z_error_bound"`` (B,) float64, NaN where
         Theorem 2's conditions do not hold at the estimate.
 
     Notes
