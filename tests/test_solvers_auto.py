@@ -230,8 +230,8 @@ def test_options_are_checked_once_and_a_callback_can_stop_after_a_stage() -> Non
 
 
 def test_bank_starts_alone_recover_planted_latents() -> None:
-    from geninv.solvers.auto import _multistart
     from geninv.solvers.hybrid import network_fit
+    from geninv.solvers.support_fit import bank_refine as _multistart
 
     G = _gen([4, 30, 80], output="tanh")
     z, y = G.sample(16, seed=23)

@@ -31,15 +31,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from geninv.exceptions import ConvergenceWarning, InputError, describe
+from geninv.exceptions import ConvergenceWarning
 from geninv.model.generator import Generator
+from geninv.solvers.auto_options import AutoOptions, noise_arg
 from geninv.solvers.common import (
     Callback,
     Measurement,
     check_generator,
     check_informative,
-    check_option,
-    check_seed,
     choose_domains,
     data_dtype,
     exact_fit,
@@ -54,7 +53,7 @@ from geninv.solvers.common import (
 )
 from geninv.solvers.hybrid import measure_for, network_fit, observed_count
 from geninv.solvers.result import SolveResult
-from geninv.solvers.support_fit import support_refine
+from geninv.solvers.support_fit import bank_refine, support_refine
 from geninv.solvers.verdict import fit_verdict, noise_tol
 
 __all__ = ["auto", "AutoOptions", "STAGES", "exact_samples", "residual_noise_level", "z_error_bound"]
@@ -114,71 +113,6 @@ def residual_noise_level(G: Generator, y: Tensor, meas: Measurement, z: Tensor) 
         r = torch.where(meas.obs, r, torch.full_like(r, math.nan))
         return 1.4826 * r.nanmedian(dim=1).values
     return 1.4826 * r.median(dim=1).values
-
-
-def _noise_arg(noise_level: object, B: int, device: torch.device) -> Tensor | None:
-    """``noise_level`` as a float64 (B,) tensor, or None for ``"auto"``."""
-    if isinstance(noise_level, str):
-        if noise_level != "auto":
-            raise InputError(f"noise_level: expected a number >= 0, a (B,) tensor or 'auto', received {noise_level!r}")
-        return None
-    if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float, Tensor)):
-        raise InputError(f"noise_level: expected a number >= 0, a (B,) tensor or 'auto', received {describe(noise_level)}")
-    s = torch.as_tensor(noise_level, dtype=torch.float64).to(device).flatten()
-    if s.numel() not in (1, B):
-        raise InputError(f"noise_level: expected a scalar or shape ({B},), received shape "
-                         f"{tuple(torch.as_tensor(noise_level).shape)}")
-    if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
-        raise InputError(f"noise_level: expected finite values >= 0, received {describe(noise_level)}")
-    return s.expand(B).clone()
-
-
-@dataclasses.dataclass(frozen=True)
-class AutoOptions:
-    """The options of :func:`auto`, validated once (:meth:`checked`); see :func:`auto` for their meaning."""
-
-    sigma_z: float = 1.0
-    pursuit_iter: int = 20
-    refine_iter: int = 50
-    fallback: tuple[str, ...] = ()
-    fallback_iter: int = 3000
-    seed: int = 0
-    suspect_ratio: float = 2.0
-    map_fit: bool = True
-    bound: bool = False
-    callback: Callback | None = None
-    starts: int = 8
-    noisy_candidate: bool = False
-
-    @classmethod
-    def checked(cls, *, sigma_z: Any = 1.0, pursuit_iter: Any = 20, refine_iter: Any = 50,
-                fallback: Any = (), fallback_iter: Any = 3000, seed: Any = 0, suspect_ratio: Any = 2.0,
-                map_fit: Any = True, bound: Any = False, callback: Any = None, starts: Any = 8,
-                noisy_candidate: Any = False) -> AutoOptions:
-        """The options from user values, each checked (:class:`geninv.exceptions.InputError` naming it)."""
-        sz = check_option("sigma_z", sigma_z, kind="float", low=0.0)
-        if sz == 0:
-            raise InputError("sigma_z: expected a value > 0, received 0.0")
-        if isinstance(fallback, bool):
-            fallback = ("gd",) if fallback else ()
-        if isinstance(fallback, str) or not isinstance(fallback, Sequence) or \
-                not all(f in ("gd", "adam") for f in fallback):
-            raise InputError(f"fallback: expected True, False or a sequence of 'gd' / 'adam', received {describe(fallback)}")
-        seed_v = check_seed(seed)
-        return cls(
-            sigma_z=sz,
-            pursuit_iter=check_option("pursuit_iter", pursuit_iter, kind="int", low=1),
-            refine_iter=check_option("refine_iter", refine_iter, kind="int", low=0),
-            fallback=tuple(fallback),
-            fallback_iter=check_option("fallback_iter", fallback_iter, kind="int", low=1),
-            seed=0 if seed_v is None else seed_v,
-            suspect_ratio=check_option("suspect_ratio", suspect_ratio, kind="float", low=1.0),
-            map_fit=check_option("map_fit", map_fit, kind="bool"),
-            bound=check_option("bound", bound, kind="bool"),
-            callback=check_option("callback", callback, kind="callable", allow_none=True),
-            starts=check_option("starts", starts, kind="int", low=0),
-            noisy_candidate=check_option("noisy_candidate", noisy_candidate, kind="bool"),
-        )
 
 
 def auto(
@@ -329,7 +263,7 @@ def auto(
                                noisy_candidate=noisy_candidate)
     check_informative(G, yy, meas)
     B, dev = yy.shape[0], yy.device
-    given = _noise_arg(noise_level, B, dev)
+    given = noise_arg(noise_level, B, dev)
     with torch.no_grad():
         res = _run(G, yy, meas, given, opts, t0)
     if opts.bound:
@@ -521,7 +455,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         # Candidates are compared on the data fit (a level estimated from a wrong basin's fit
         # would weigh the prior far too much); with a given level, on the MAP objective.
         g_cmp = torch.zeros_like(gam[ineed]) if given is None else gam[ineed]
-        zc, conv_c, it_c = _multistart(G64, y64, meas, ineed, g_cmp, opts.starts, sigma_z, seed, refine_iter,
+        zc, conv_c, it_c = bank_refine(G64, y64, meas, ineed, g_cmp, opts.starts, sigma_z, seed, refine_iter,
                                        data_dt)
         better = network_fit(G64, y64[ineed], zc, mi, g_cmp) < network_fit(G64, y64[ineed], z[ineed], mi, g_cmp)
         gi = ineed[better]
@@ -646,67 +580,6 @@ def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tens
     z[idx] = zr
     obj[idx] = objr
     return z, obj, conv, it
-
-
-def _multistart(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam: Tensor, starts: int,
-                sigma_z: float, seed: int, max_iter: int, jac_dtype: torch.dtype, *, bank: int = 4096,
-                probe_iter: int = 8, finalists: int = 2, chunk: int = 1024) -> tuple[Tensor, Tensor, Tensor]:
-    """The whole-network refinement from ``starts`` starts for each sample ``idx``; per sample the
-    start with the lowest objective (weight ``gam`` (len(idx),) on the prior term).
-
-    The starts are the ``starts`` latents of a seeded bank of ``bank`` draws ``z ~ N(0, sigma_z^2 I)``
-    whose images fit the sample best (``||A (G(z_b) - y)||``: one network pass per bank entry,
-    shared by every sample, and two products with the batch), so that the costly refinement
-    only runs from starts already near the data. Every start gets ``probe_iter`` steps; the
-    ``finalists`` lowest per sample continue to ``max_iter``. Returns ``z`` (len(idx), n_0), its
-    ``converged`` and the steps summed over the starts.
-    """
-    from geninv.solvers.gradient import initial_latent
-
-    n, n0 = idx.numel(), G64.latent_dim
-    dev = y64.device
-    k = min(starts, bank)
-    zb = sigma_z * initial_latent(bank, n0, seed + 1, y64)
-    Gw = G64.to(dtype=jac_dtype) if jac_dtype != torch.float64 else G64
-    P = Gw.forward_unchecked(zb.to(jac_dtype))  # (bank, n)
-    yi = y64[idx].to(jac_dtype)
-    if meas.kind == "operator":
-        AP = meas.op.forward(P.to(y64.dtype)).to(jac_dtype)  # type: ignore[union-attr]
-        d = (AP.square().sum(dim=1)[None] - 2.0 * yi @ AP.T)
-    elif meas.kind == "diag":
-        w = meas.w[idx].to(jac_dtype)  # type: ignore[index]
-        d = (w.square() @ P.square().T - 2.0 * (w.square() * yi) @ P.T)
-    else:
-        d = (P.square().sum(dim=1)[None] - 2.0 * yi @ P.T)
-    top = d.topk(k, dim=1, largest=False).indices  # (n, k)
-    z0_all = zb[top.reshape(-1)]
-    rel = 1e-2 * n0 / max(1, y64.shape[1] - n0)
-    z_best = torch.empty(n, n0, dtype=torch.float64, device=dev)
-    conv_best = torch.empty(n, dtype=torch.bool, device=dev)
-    it_sum = torch.zeros(n, dtype=torch.int64, device=dev)
-    fin = min(finalists, k)
-    per = max(1, chunk // k)
-    for lo in range(0, n, per):
-        hi = min(n, lo + per)
-        c = hi - lo
-        rows = torch.arange(c, device=dev)
-        rep = idx[lo:hi].repeat_interleave(k)
-        zr, o, it, conv = support_refine(G64, y64[rep], meas_index(meas, rep), z0_all[lo * k:hi * k],
-                                         gamma=gam[lo:hi].repeat_interleave(k), max_iter=min(probe_iter, max_iter),
-                                         rel_decrease=rel, jac_dtype=jac_dtype)
-        it_sum[lo:hi] = it.view(c, k).sum(dim=1)
-        o = torch.where(torch.isfinite(o), o, torch.full_like(o, math.inf)).view(c, k)
-        sel = (rows[:, None] * k + o.topk(fin, dim=1, largest=False).indices).reshape(-1)
-        rep_f = idx[lo:hi].repeat_interleave(fin)
-        zf, of, itf, cf = support_refine(G64, y64[rep_f], meas_index(meas, rep_f), zr[sel],
-                                         gamma=gam[lo:hi].repeat_interleave(fin), max_iter=max_iter,
-                                         rel_decrease=rel, jac_dtype=jac_dtype)
-        it_sum[lo:hi] += itf.view(c, fin).sum(dim=1)
-        of = torch.where(torch.isfinite(of), of, torch.full_like(of, math.inf)).view(c, fin)
-        best = of.argmin(dim=1)
-        z_best[lo:hi] = zf.view(c, fin, n0)[rows, best]
-        conv_best[lo:hi] = (cf | conv[sel]).view(c, fin)[rows, best]
-    return z_best, conv_best, it_sum
 
 
 def _take(z: Tensor, obj: Tensor, stage: Tensor, converged: Tensor, n_iter: Tensor, G64: Generator, y64: Tensor,
