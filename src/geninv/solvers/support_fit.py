@@ -114,11 +114,10 @@ def support_refine(
             stale |= (s_new != s_old[idx]).any(dim=1)
         if bool(stale.any()):
             st = idx[stale]
-            Js, cs = support_affine(Gw, [x[stale] for x in sups], st.numel(), dtype=jac_dtype)
+            Js, _ = support_affine(Gw, [x[stale] for x in sups], st.numel(), dtype=jac_dtype)
             # The offset in float64 from the float64 network: it dominates the pre-activation.
-            _, c64 = support_affine_offset(G64, [x[stale] for x in sups])
-            J_all[st], c_all[st] = Js, c64
-            del Js, cs
+            J_all[st], c_all[st] = Js, _support_offset(G64, [x[stale] for x in sups])
+            del Js
             for s_new, s_old in zip(sups, sup_all):
                 s_old[st] = s_new[stale]
             have[st] = True
@@ -156,13 +155,13 @@ def support_refine(
     return z, obj, n_iter, converged
 
 
-def support_affine_offset(G64: Generator, supports: list[Tensor]) -> tuple[None, Tensor]:
+def _support_offset(G64: Generator, supports: list[Tensor]) -> Tensor:
     """The offset ``c`` (B, n) of :func:`geninv.solvers.common.support_affine` alone, in float64:
     the network at ``z = 0`` with the supports frozen (``B sum_i n_i n_{i-1}``, no ``n_0`` factor)."""
     x = G64.biases[0][None] * supports[0]
     for i in range(1, G64.n_hidden):
         x = torch.addmm(G64.biases[i], x, G64.weights[i].T) * supports[i]
-    return None, torch.addmm(G64.biases[-1], x, G64.weights[-1].T)
+    return torch.addmm(G64.biases[-1], x, G64.weights[-1].T)
 
 
 def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam: Tensor, starts: int,
