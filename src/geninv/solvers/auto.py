@@ -13,7 +13,7 @@ data, 8 in 64 on compressed sensing, where the fit's residual is consistent with
 level is several times the batch's) and signals outside the range get the refinement from
 latents of a seeded bank whose images fit them best: on compressed sensing every one of them
 then reaches the Oracle's basin, where gradient descent from a random start rescued none; on
-real digits the best of 8 such starts matches Adam with 10 restarts. The noise-aware pursuit
+real digits the best of 6 such starts matches Adam with 10 restarts. The noise-aware pursuit
 (:func:`geninv.solvers.noise.noisy_pursuit`) reaches the same medians at several times the cost
 (its image-layer FISTA runs to its cap, its propagated noise levels take an eigen-decomposition
 per sample and layer), so it is an opt-in candidate.
@@ -132,7 +132,7 @@ def auto(
     map_fit: bool = True,
     bound: bool = False,
     callback: Callback | None = None,
-    starts: int = 8,
+    starts: int = 6,
     noisy_candidate: bool = False,
 ) -> SolveResult:
     """Invert ``y = A G(z) (+ e)`` doing the right thing per sample (the default of :func:`geninv.invert`).
@@ -186,7 +186,7 @@ def auto(
         it has (``info["stopped_by_callback"]``).
     starts : int
         Starts of the whole-network refinement for each sample whose refined fit is in doubt
-        (default 8; 0: none): the latents of a seeded bank of 4096 draws ``z ~ N(0, sigma_z^2 I)``
+        (default 6; 0: none): the latents of a seeded bank of 4096 draws ``z ~ N(0, sigma_z^2 I)``
         whose images fit the sample best; the lowest data fit is kept. On compressed sensing
         (MNIST generator, m = 300, sigma = 0.01) they reach the Oracle's basin for each of the 8
         of 64 signals where the pursuit's start did not.

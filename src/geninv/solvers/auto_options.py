@@ -30,13 +30,13 @@ class AutoOptions:
     map_fit: bool = True
     bound: bool = False
     callback: Callback | None = None
-    starts: int = 8
+    starts: int = 6
     noisy_candidate: bool = False
 
     @classmethod
     def checked(cls, *, sigma_z: Any = 1.0, pursuit_iter: Any = 20, refine_iter: Any = 50,
                 fallback: Any = (), fallback_iter: Any = 3000, seed: Any = 0, suspect_ratio: Any = 2.0,
-                map_fit: Any = True, bound: Any = False, callback: Any = None, starts: Any = 8,
+                map_fit: Any = True, bound: Any = False, callback: Any = None, starts: Any = 6,
                 noisy_candidate: Any = False) -> AutoOptions:
         """The options from user values, each checked (:class:`geninv.exceptions.InputError` naming it)."""
         sz = check_option("sigma_z", sigma_z, kind="float", low=0.0)

@@ -166,7 +166,7 @@ def _support_offset(G64: Generator, supports: list[Tensor]) -> Tensor:
 
 def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam: Tensor, starts: int,
                 sigma_z: float, seed: int, max_iter: int, jac_dtype: torch.dtype, *, bank: int = 4096,
-                probe_iter: int = 8, finalists: int = 2, chunk: int = 1024) -> tuple[Tensor, Tensor, Tensor]:
+                probe_iter: int = 6, finalists: int = 2, chunk: int = 1024) -> tuple[Tensor, Tensor, Tensor]:
     """The whole-network refinement from ``starts`` starts for each sample ``idx``; per sample the
     start with the lowest objective (weight ``gam`` (len(idx),) on the prior term).
 
