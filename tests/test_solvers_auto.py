@@ -228,3 +228,20 @@ def test_options_are_checked_once_and_a_callback_can_stop_after_a_stage() -> Non
     assert res.info["stopped_by_callback"] is True and full.info["stopped_by_callback"] is False
     # Stopped after the refinement: the refined estimate itself.
     assert bool((res.info["stage"] == STAGES.index("refined")).all())
+
+
+def test_bank_starts_alone_recover_planted_latents() -> None:
+    from geninv.solvers.refine import network_fit
+    from geninv.solvers.support_fit import bank_refine as _multistart
+
+    G = _gen([4, 30, 80], output="tanh")
+    z, y = G.sample(16, seed=23)
+    yy, meas = resolve_measurement(None, None, G, y)
+    idx = torch.arange(16)
+    zero = torch.zeros(16, dtype=F64)
+    zb, conv, it = _multistart(G, yy, meas, idx, zero, 8, 1.0, 0, 50, F64)
+    assert float(((zb - z).norm(dim=1) / z.norm(dim=1)).max()) < 1e-8
+    assert bool(conv.all()) and bool((it > 0).all())
+    # The kept start is the lowest fit: at the rounding level of the data.
+    floor = 0.5 * (1e3 * torch.finfo(F64).eps * y.norm(dim=1)) ** 2
+    assert bool((network_fit(G, yy, zb, meas) <= floor).all())

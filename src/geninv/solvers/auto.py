@@ -13,7 +13,7 @@ data, 8 in 64 on compressed sensing, where the fit's residual is consistent with
 level is several times the batch's) and signals outside the range get the refinement from
 latents of a seeded bank whose images fit them best: on compressed sensing every one of them
 then reaches the Oracle's basin, where gradient descent from a random start rescued none; on
-real digits the best of 8 such starts matches Adam with 10 restarts. The noise-aware pursuit
+real digits the best of 6 such starts matches Adam with 10 restarts. The noise-aware pursuit
 (:func:`geninv.solvers.noise.noisy_pursuit`) reaches the same medians at several times the cost
 (its image-layer FISTA runs to its cap, its propagated noise levels take an eigen-decomposition
 per sample and layer), so it is an opt-in candidate.
@@ -31,9 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from geninv.exceptions import ConvergenceWarning, InputError, describe
+from geninv.exceptions import ConvergenceWarning
 from geninv.model.generator import Generator
-from geninv.solvers.checks import check_generator, check_informative, check_option, check_seed
+from geninv.solvers.auto_options import AutoOptions, noise_arg
+from geninv.solvers.checks import check_generator, check_informative
 from geninv.solvers.image_layer import choose_domains, data_dtype, exact_fit, image_warm_start
 from geninv.solvers.loop import Callback
 from geninv.solvers.measurement import (
@@ -49,7 +50,7 @@ from geninv.solvers.measurement import (
 from geninv.solvers.network import hidden_layers
 from geninv.solvers.refine import network_fit
 from geninv.solvers.result import SolveResult, finish
-from geninv.solvers.support_fit import support_refine
+from geninv.solvers.support_fit import bank_refine, support_refine
 from geninv.solvers.verdict import fit_verdict, noise_tol
 
 __all__ = ["auto", "AutoOptions", "STAGES", "exact_samples", "residual_noise_level", "z_error_bound"]
@@ -111,71 +112,6 @@ def residual_noise_level(G: Generator, y: Tensor, meas: Measurement, z: Tensor) 
     return 1.4826 * r.median(dim=1).values
 
 
-def _noise_arg(noise_level: object, B: int, device: torch.device) -> Tensor | None:
-    """``noise_level`` as a float64 (B,) tensor, or None for ``"auto"``."""
-    if isinstance(noise_level, str):
-        if noise_level != "auto":
-            raise InputError(f"noise_level: expected a number >= 0, a (B,) tensor or 'auto', received {noise_level!r}")
-        return None
-    if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float, Tensor)):
-        raise InputError(f"noise_level: expected a number >= 0, a (B,) tensor or 'auto', received {describe(noise_level)}")
-    s = torch.as_tensor(noise_level, dtype=torch.float64).to(device).flatten()
-    if s.numel() not in (1, B):
-        raise InputError(f"noise_level: expected a scalar or shape ({B},), received shape "
-                         f"{tuple(torch.as_tensor(noise_level).shape)}")
-    if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
-        raise InputError(f"noise_level: expected finite values >= 0, received {describe(noise_level)}")
-    return s.expand(B).clone()
-
-
-@dataclasses.dataclass(frozen=True)
-class AutoOptions:
-    """The options of :func:`auto`, validated once (:meth:`checked`); see :func:`auto` for their meaning."""
-
-    sigma_z: float = 1.0
-    pursuit_iter: int = 20
-    refine_iter: int = 50
-    fallback: tuple[str, ...] = ()
-    fallback_iter: int = 3000
-    seed: int = 0
-    suspect_ratio: float = 2.0
-    map_fit: bool = True
-    bound: bool = False
-    callback: Callback | None = None
-    starts: int = 8
-    noisy_candidate: bool = False
-
-    @classmethod
-    def checked(cls, *, sigma_z: Any = 1.0, pursuit_iter: Any = 20, refine_iter: Any = 50,
-                fallback: Any = (), fallback_iter: Any = 3000, seed: Any = 0, suspect_ratio: Any = 2.0,
-                map_fit: Any = True, bound: Any = False, callback: Any = None, starts: Any = 8,
-                noisy_candidate: Any = False) -> AutoOptions:
-        """The options from user values, each checked (:class:`geninv.exceptions.InputError` naming it)."""
-        sz = check_option("sigma_z", sigma_z, kind="float", low=0.0)
-        if sz == 0:
-            raise InputError("sigma_z: expected a value > 0, received 0.0")
-        if isinstance(fallback, bool):
-            fallback = ("gd",) if fallback else ()
-        if isinstance(fallback, str) or not isinstance(fallback, Sequence) or \
-                not all(f in ("gd", "adam") for f in fallback):
-            raise InputError(f"fallback: expected True, False or a sequence of 'gd' / 'adam', received {describe(fallback)}")
-        seed_v = check_seed(seed)
-        return cls(
-            sigma_z=sz,
-            pursuit_iter=check_option("pursuit_iter", pursuit_iter, kind="int", low=1),
-            refine_iter=check_option("refine_iter", refine_iter, kind="int", low=0),
-            fallback=tuple(fallback),
-            fallback_iter=check_option("fallback_iter", fallback_iter, kind="int", low=1),
-            seed=0 if seed_v is None else seed_v,
-            suspect_ratio=check_option("suspect_ratio", suspect_ratio, kind="float", low=1.0),
-            map_fit=check_option("map_fit", map_fit, kind="bool"),
-            bound=check_option("bound", bound, kind="bool"),
-            callback=check_option("callback", callback, kind="callable", allow_none=True),
-            starts=check_option("starts", starts, kind="int", low=0),
-            noisy_candidate=check_option("noisy_candidate", noisy_candidate, kind="bool"),
-        )
-
-
 def auto(
     G: Generator,
     y: Tensor,
@@ -193,7 +129,7 @@ def auto(
     map_fit: bool = True,
     bound: bool = False,
     callback: Callback | None = None,
-    starts: int = 8,
+    starts: int = 6,
     noisy_candidate: bool = False,
 ) -> SolveResult:
     """Invert ``y = A G(z) (+ e)`` doing the right thing per sample (the default of :func:`geninv.invert`).
@@ -247,7 +183,7 @@ def auto(
         it has (``info["stopped_by_callback"]``).
     starts : int
         Starts of the whole-network refinement for each sample whose refined fit is in doubt
-        (default 8; 0: none): the latents of a seeded bank of 4096 draws ``z ~ N(0, sigma_z^2 I)``
+        (default 6; 0: none): the latents of a seeded bank of 4096 draws ``z ~ N(0, sigma_z^2 I)``
         whose images fit the sample best; the lowest data fit is kept. On compressed sensing
         (MNIST generator, m = 300, sigma = 0.01) they reach the Oracle's basin for each of the 8
         of 64 signals where the pursuit's start did not.
@@ -262,11 +198,12 @@ def auto(
         ``z`` (B, n_0); ``layers``/``supports`` of ``G(z)``; ``info``: ``"stage"`` (B,) int, an
         index into ``STAGES`` (``"exact"``: Latent-Pursuit's exact path, the result is
         Latent-Pursuit's own; ``"refined"``: the pursuit refined through the network;
-        ``"noisy_pursuit"``; ``"gd"``, ``"adam"``: a fallback), ``"noise_level"`` (B,) float64 (the given sigma, the
+        ``"noisy_pursuit"``; ``"gd"``, ``"adam"``: a fallback; ``"multistart"``: the refinement
+        from a bank start), ``"noise_level"`` (B,) float64 (the given sigma, the
         estimate ``||A (y - G(z_hat))|| / sqrt(m - n_0)``, 0 for exact samples), ``"noise_reference"``
         (B,) the level each fit was judged against (the given ``sigma``; for ``"auto"`` the robust
         level of the final residual, 0 for samples judged at rounding level), ``"residual"`` and ``"fits"`` (B,) (:func:`geninv.solvers.verdict.fit_verdict`),
-        ``"seconds"`` per stage; with ``bound=True`` ``"z_error_bound"`` (B,) float64, NaN where
+        ``"seconds"`` per stage, ``"stopped_by_callback"``; with ``bound=True`` ``"z_error_bound"`` (B,) float64, NaN where
         Theorem 2's conditions do not hold at the estimate.
 
     Notes
@@ -323,7 +260,7 @@ def auto(
                                noisy_candidate=noisy_candidate)
     check_informative(G, yy, meas)
     B, dev = yy.shape[0], yy.device
-    given = _noise_arg(noise_level, B, dev)
+    given = noise_arg(noise_level, B, dev)
     with torch.no_grad():
         res = _run(G, yy, meas, given, opts, t0)
     if opts.bound:
@@ -515,7 +452,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         # Candidates are compared on the data fit (a level estimated from a wrong basin's fit
         # would weigh the prior far too much); with a given level, on the MAP objective.
         g_cmp = torch.zeros_like(gam[ineed]) if given is None else gam[ineed]
-        zc, conv_c, it_c = _multistart(G64, y64, meas, ineed, g_cmp, opts.starts, sigma_z, seed, refine_iter,
+        zc, conv_c, it_c = bank_refine(G64, y64, meas, ineed, g_cmp, opts.starts, sigma_z, seed, refine_iter,
                                        data_dt)
         better = network_fit(G64, y64[ineed], zc, mi, g_cmp) < network_fit(G64, y64[ineed], z[ineed], mi, g_cmp)
         gi = ineed[better]
@@ -570,7 +507,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         need = need & (~judged() | suspect()) & (not report(STAGES.index(name), f"fallback_{name}", obj))
 
     # A fit no noise level explains: its residual is not noise, so the statistical stopping rule
-    # does not apply; run it to convergence (the best-fitting latent the method reports).
+    # does not apply; run it on towards convergence (the best-fitting latent the method reports).
     poor = (todo & ~judged()).nonzero().squeeze(1)
     if poor.numel() and not stopped:
         ts = time.perf_counter()
@@ -622,7 +559,7 @@ def _warn(fits: Tensor, residual: Tensor, converged: Tensor, level: str) -> None
 def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tensor, gam: Tensor,
             refine_iter: int, jac_dtype: torch.dtype, statistical: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Levenberg-Marquardt on the whole network for the samples ``idx``, stopped at the noise level
-    (``statistical``) or run to convergence."""
+    (``statistical``) or at a hundredth of its relative decrease."""
     obj = network_fit(G64, y64, z, meas, gam)
     n0 = z.shape[1]
     if idx.numel() == 0 or refine_iter == 0:
@@ -631,64 +568,15 @@ def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tens
     # Stop a noisy fit once a step lowers the objective by less than a hundredth of the Oracle's
     # expected excess n_0 sigma^2 / 2, with sigma^2 ~ 2 F / (m - n_0): rel_decrease below. What is
     # left then changes ||K (z_hat - z)|| by about a tenth of its size (0.04 dB of z SNR).
-    rel = 1e-2 * n0 / max(1, y64.shape[1] - n0) if statistical else 0.0
+    rel = 1e-2 * n0 / max(1, y64.shape[1] - n0)
+    if not statistical:
+        rel *= 1e-2  # a residual that is not noise: run on to a hundredth of that decrease
     zr, objr, it, conv = support_refine(G64, y64[idx], meas_index(meas, idx), z[idx], gamma=gam[idx],
                                         max_iter=refine_iter, rel_decrease=rel, jac_dtype=jac_dtype)
     z = z.clone()
     z[idx] = zr
     obj[idx] = objr
     return z, obj, conv, it
-
-
-def _multistart(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam: Tensor, starts: int,
-                sigma_z: float, seed: int, max_iter: int, jac_dtype: torch.dtype, *, bank: int = 4096,
-                chunk: int = 1024) -> tuple[Tensor, Tensor, Tensor]:
-    """The whole-network refinement from ``starts`` starts for each sample ``idx``; per sample the
-    start with the lowest objective (weight ``gam`` (len(idx),) on the prior term).
-
-    The starts are the ``starts`` latents of a seeded bank of ``bank`` draws ``z ~ N(0, sigma_z^2 I)``
-    whose images fit the sample best (``||A (G(z_b) - y)||``: one network pass per bank entry,
-    shared by every sample, and two products with the batch), so that the costly refinement
-    only runs from starts already near the data. Returns ``z`` (len(idx), n_0), its
-    ``converged`` and the steps summed over the starts.
-    """
-    from geninv.solvers.gradient import initial_latent
-
-    n, n0 = idx.numel(), G64.latent_dim
-    dev = y64.device
-    k = min(starts, bank)
-    zb = sigma_z * initial_latent(bank, n0, seed + 1, y64)
-    Gw = G64.to(dtype=jac_dtype) if jac_dtype != torch.float64 else G64
-    P = Gw.forward_unchecked(zb.to(jac_dtype))  # (bank, n)
-    yi = y64[idx].to(jac_dtype)
-    if meas.kind == "operator":
-        AP = meas.op.forward(P.to(y64.dtype)).to(jac_dtype)  # type: ignore[union-attr]
-        d = (AP.square().sum(dim=1)[None] - 2.0 * yi @ AP.T)
-    elif meas.kind == "diag":
-        w = meas.w[idx].to(jac_dtype)  # type: ignore[index]
-        d = (w.square() @ P.square().T - 2.0 * (w.square() * yi) @ P.T)
-    else:
-        d = (P.square().sum(dim=1)[None] - 2.0 * yi @ P.T)
-    top = d.topk(k, dim=1, largest=False).indices  # (n, k)
-    z0_all = zb[top.reshape(-1)]
-    rel = 1e-2 * n0 / max(1, y64.shape[1] - n0)
-    z_best = torch.empty(n, n0, dtype=torch.float64, device=dev)
-    conv_best = torch.empty(n, dtype=torch.bool, device=dev)
-    it_sum = torch.zeros(n, dtype=torch.int64, device=dev)
-    per = max(1, chunk // k)
-    for lo in range(0, n, per):
-        hi = min(n, lo + per)
-        rep = idx[lo:hi].repeat_interleave(k)
-        zr, o, it, conv = support_refine(G64, y64[rep], meas_index(meas, rep), z0_all[lo * k:hi * k],
-                                         gamma=gam[lo:hi].repeat_interleave(k), max_iter=max_iter,
-                                         rel_decrease=rel, jac_dtype=jac_dtype)
-        o = torch.where(torch.isfinite(o), o, torch.full_like(o, math.inf)).view(hi - lo, k)
-        best = o.argmin(dim=1)
-        rows = torch.arange(hi - lo, device=dev)
-        z_best[lo:hi] = zr.view(hi - lo, k, n0)[rows, best]
-        conv_best[lo:hi] = conv.view(hi - lo, k)[rows, best]
-        it_sum[lo:hi] = it.view(hi - lo, k).sum(dim=1)
-    return z_best, conv_best, it_sum
 
 
 def _take(z: Tensor, obj: Tensor, stage: Tensor, converged: Tensor, n_iter: Tensor, G64: Generator, y64: Tensor,

@@ -123,7 +123,7 @@ REGISTRY: dict[str, MethodSpec] = {s.name: s for s in (
                noise="own", noise_default="per_sample"),
     MethodSpec("auto", "geninv.solvers.auto", "auto",
                ("noise_level", "sigma_z", "pursuit_iter", "refine_iter", "fallback", "fallback_iter", "seed",
-                "suspect_ratio", "map_fit", "bound", "callback"),
+                "suspect_ratio", "map_fit", "bound", "callback", "starts", "noisy_candidate", "fast_path"),
                noise="own", noise_default="own"),
 )}
 
