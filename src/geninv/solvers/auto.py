@@ -147,6 +147,7 @@ def auto(
     map_fit: bool = True,
     bound: bool = False,
     callback: Callback | None = None,
+    fast_path: bool = True,
 ) -> SolveResult:
     """Invert ``y = A G(z) (+ e)`` doing the right thing per sample (the default of :func:`geninv.invert`).
 
@@ -193,6 +194,15 @@ def auto(
         decompositions per sample and layer, in numpy).
     callback : callable, optional
         ``callback(k, {"stage": name, "x": z (B, n_0)})`` once per stage.
+    fast_path : bool
+        Try the fast exact path first (default True; :mod:`geninv.solvers.exact_path`): where
+        ``noise_level`` is ``"auto"`` or 0, every hidden layer ReLU, the output invertible and
+        unsaturated, no mask or operator, and the image layer of full column rank, each sample is
+        inverted layer by layer with shared factorizations (cached pseudo-inverse, preconditioned
+        CG) and kept where ``G(z)`` reproduces ``y`` to the rounding level of the data's dtype
+        (``info["exact_path"]`` "fast"); the other samples take the path below ("full"; a
+        per-sample list where both occur). False: the path below for every sample
+        (``latent_pursuit``'s result on exact data).
 
     Returns
     -------
@@ -268,13 +278,27 @@ def auto(
     seed = 0 if seed_v is None else seed_v
     callback = check_option("callback", callback, kind="callable", allow_none=True)
     map_fit = check_option("map_fit", map_fit, kind="bool")
+    fast_path = check_option("fast_path", fast_path, kind="bool")
     bound = check_option("bound", bound, kind="bool")
     check_informative(G, yy, meas)
     B, dev = yy.shape[0], yy.device
     given = _noise_arg(noise_level, B, dev)
     with torch.no_grad():
-        res = _run(G, yy, meas, given, sigma_z, pursuit_iter, refine_iter, tuple(fallback), fallback_iter, seed,
-                   suspect_ratio, map_fit, callback, t0)
+        # -- the fast exact path first (module exact_path); the other samples go the full way --
+        from geninv.solvers.exact_path import with_fast_exact
+
+        def full(idx: Tensor | None = None) -> SolveResult:
+            if idx is None:
+                return _run(G, yy, meas, given, sigma_z, pursuit_iter, refine_iter, tuple(fallback), fallback_iter,
+                            seed, suspect_ratio, map_fit, callback, t0)
+            return _run(G, yy[idx], meas_index(meas, idx), None if given is None else given[idx], sigma_z, pursuit_iter,
+                        refine_iter, tuple(fallback), fallback_iter, seed, suspect_ratio, map_fit, callback, t0)
+
+        res = with_fast_exact(G, yy, meas, given, callback, t0, full) if fast_path else None
+        if res is None:
+            res = full()
+            res = dataclasses.replace(res, info=dict(res.info, exact_path="full"))
+        # -- end of the fast-exact dispatch --
     if bound:
         t1 = time.perf_counter()
         zb = z_error_bound(G, yy, meas, res.z, res.info["noise_level"])
