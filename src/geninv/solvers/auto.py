@@ -294,7 +294,7 @@ def auto(
             return _run(G, yy[idx], meas_index(meas, idx), None if given is None else given[idx], sigma_z, pursuit_iter,
                         refine_iter, tuple(fallback), fallback_iter, seed, suspect_ratio, map_fit, callback, t0)
 
-        res = with_fast_exact(G, yy, meas, given, callback, t0, full) if fast_path else None
+        res = with_fast_exact(G, yy, meas, given, callback, t0, full, STAGES) if fast_path else None
         if res is None:
             res = full()
             res = dataclasses.replace(res, info=dict(res.info, exact_path="full"))

@@ -206,12 +206,12 @@ def fast_exact(G: Generator, y: Tensor, meas: Measurement) -> tuple[Tensor, Tens
 
 
 def with_fast_exact(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, callback: Any, t0: float,
-                    rest: Any) -> SolveResult | None:
+                    rest: Any, stages: tuple[str, ...]) -> SolveResult | None:
     """:func:`geninv.solvers.auto.auto` with the fast exact path first.
 
     The verified samples take the fast path's answer (``info["stage"]`` "exact",
     ``info["exact_path"]`` "fast"); ``rest(idx)`` solves the others the full way and the two are
-    merged in the batch's order. None where the fast path does not apply, is not asked for
+    merged in the batch's order; ``stages`` is auto's tuple of stage names. None where the fast path does not apply, is not asked for
     (a noise level other than 0 is given), or verifies no sample.
     """
     import time
@@ -240,9 +240,7 @@ def with_fast_exact(G: Generator, y: Tensor, meas: Measurement, given: Tensor | 
         "exact_path": "fast", "cg_iterations": {k: v[io] for k, v in finfo["cg_iterations"].items()},
         "seconds": {"exact_fast": time.perf_counter() - ts},
     }
-    from geninv.solvers.auto import STAGES
-
-    info["stages"] = STAGES
+    info["stages"] = stages
     n_iter = sum((v[io] for v in finfo["cg_iterations"].values()), torch.ones(io.numel(), dtype=torch.int64, device=dev))
     res_f = finish("auto", G, zo, layers, [x > 0 for x in layers], torch.ones(io.numel(), dtype=torch.bool, device=dev),
                    n_iter, {}, t0, info, y.dtype, y=yo, meas=meas)
