@@ -113,32 +113,39 @@ def pcg_rows(W: Tensor, t: Tensor, rows: Tensor, M: Tensor, *, tol: float, max_i
     ``alpha = (r.h) / ||D W p||^2``, ``x += alpha p``, ``r -= alpha W^T D W p``, ``h = M r``,
     ``p = h + ((r.h)_new / (r.h)) p``: CG on ``K x = W^T D t`` in the ``M``-inner product.
     """
-    D = rows.to(W.dtype)
     B = t.shape[0]
-    x = torch.zeros(B, W.shape[1], dtype=W.dtype, device=t.device)
-    r = ((t * D) @ W)
+    tiny = torch.finfo(W.dtype).tiny
+    x_out = torch.zeros(B, W.shape[1], dtype=W.dtype, device=t.device)
+    n_iter = torch.zeros(B, dtype=torch.int64, device=t.device)
+    D = rows.to(W.dtype)
+    r = (t * D) @ W
     ref = r.norm(dim=1)
+    idx = (ref > 0).nonzero().squeeze(1)  # the working set: samples still iterating
+    D, r, ref = D[idx], r[idx], ref[idx]
+    x = torch.zeros(idx.numel(), W.shape[1], dtype=W.dtype, device=t.device)
     h = r @ M
     p = h.clone()
     rh = (r * h).sum(dim=1)
-    n_iter = torch.zeros(B, dtype=torch.int64, device=t.device)
-    active = ref > 0
-    tiny = torch.finfo(W.dtype).tiny
     for _ in range(max_iter):
-        if not bool(active.any()):
+        if idx.numel() == 0:
             break
         q = (p @ W.T) * D
-        Kp = q @ W
-        alpha = torch.where(active, rh / (q * q).sum(dim=1).clamp_min(tiny), torch.zeros_like(rh))
+        alpha = rh / (q * q).sum(dim=1).clamp_min(tiny)
         x = x + alpha[:, None] * p
-        r = r - alpha[:, None] * Kp
+        r = r - alpha[:, None] * (q @ W)
         h = r @ M
         rh_new = (r * h).sum(dim=1)
         p = h + (rh_new / rh.clamp_min(tiny))[:, None] * p
-        rh = torch.where(active, rh_new, rh)
-        n_iter += active.to(torch.int64)
-        active = active & (r.norm(dim=1) > tol * ref)
-    return x, n_iter
+        rh = rh_new
+        n_iter[idx] += 1
+        done = r.norm(dim=1) <= tol * ref
+        if bool(done.any()):
+            # Finished samples leave the working set (their products are no longer computed).
+            x_out[idx[done]] = x[done]
+            keep = ~done
+            idx, D, r, ref, x, p, rh = idx[keep], D[keep], r[keep], ref[keep], x[keep], p[keep], rh[keep]
+    x_out[idx] = x
+    return x_out, n_iter
 
 
 def fast_exact(G: Generator, y: Tensor, meas: Measurement) -> tuple[Tensor, Tensor, dict[str, Any]] | None:
