@@ -221,10 +221,13 @@ def auto(
     -----
     Per sample:
 
-    1. **Exact path.** Where the image layer's least-squares start fits ``y`` to the rounding
-       level of the data's dtype (:func:`exact_samples`), Latent-Pursuit runs with its defaults;
-       if every sample is exact the result *is* ``latent_pursuit(G, y)``. Its answer is kept
-       where its residual is at rounding level.
+    0. **Fast exact path** (``fast_path``, where it applies): samples whose layer-wise solve
+       with shared factorizations reproduces ``y`` to the rounding level are final.
+    1. **Exact path.** For the others, where the image layer's least-squares start fits ``y`` to
+       the rounding level of the data's dtype (:func:`exact_samples`), Latent-Pursuit runs with
+       its defaults; if every sample is exact (and ``fast_path=False`` or the fast path does not
+       apply) the result *is* ``latent_pursuit(G, y)``. Its answer is kept where its residual is
+       at rounding level.
     2. **Refinement.** Every other sample: Latent-Pursuit (capped at ``pursuit_iter``, no
        debiasing), then Levenberg-Marquardt on the whole network
        (:func:`geninv.solvers.hybrid.gauss_newton_refine`) minimizing
