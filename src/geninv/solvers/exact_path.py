@@ -83,7 +83,7 @@ def _half_gram_inverse(layer: Layer) -> Tensor:
     def make() -> Tensor:
         W = layer.W.to(torch.float64)
         K = 0.5 * (W.T @ W)
-        K = K + torch.eye(K.shape[0], dtype=K.dtype) * (K.diagonal().mean() * 1e-12)
+        K = K + torch.eye(K.shape[0], dtype=K.dtype, device=K.device) * (K.diagonal().mean() * 1e-12)
         return torch.linalg.inv(K).to(layer.W.dtype)
 
     return layer_cache(layer, "half_gram_inv", make)  # type: ignore[no-any-return]
