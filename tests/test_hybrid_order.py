@@ -76,3 +76,21 @@ def test_gradient_first_runs_the_pursuit_where_gd_is_unexplained() -> None:
     F_g = network_fit(G, y, one.z, meas)
     assert bool((F_h <= torch.minimum(F_g, res.info["objective_pursuit"]) * (1 + 1e-12)).all())
     assert bool((F_h < F_g).all())
+
+
+def test_gradient_first_with_a_given_noise_level_and_a_mask() -> None:
+    G, z, y0 = _sample([5, 400, 60], 4, seed=11)
+    y, sigma = geninv.add_noise(y0, 40, seed=3)
+    mask = torch.ones(60, dtype=torch.bool)
+    mask[:6] = False  # 54 observed rows: m / 2 = 27, still below s_1 ~ 200
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = hybrid(G, y * mask, noise_level=sigma, mask=mask)
+    assert res.info["order"] == "gradient_first"
+    assert torch.allclose(res.info["sigma"], sigma.to(torch.float64))
+    assert torch.allclose(res.info["gamma"], sigma.to(torch.float64) ** 2)  # the Gaussian-MAP weight
+    # Explained: the fit is within the noise threshold of fit_threshold on every sample.
+    assert bool(res.converged.all())
+    assert float(snr(z, res.z).median()) > 20  # 40 dB input SNR, n_0 = 5 unknowns
+    with pytest.raises(InputError, match="order"):
+        hybrid(G, y, order="gradient_first", noise_level="auto")

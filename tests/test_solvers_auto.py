@@ -38,12 +38,19 @@ def test_exact_data_take_latent_pursuits_path_bit_for_bit(output: str, mask: boo
     kw = {}
     if mask:
         kw["mask"] = torch.rand(400, generator=torch.Generator().manual_seed(0)) > 0.3
-    a = geninv.invert(G, y, **kw)
+    a = geninv.invert(G, y, fast_path=False, **kw)
     b = geninv.invert(G, y, method="latent_pursuit", **kw)
     assert torch.equal(a.z, b.z)
     assert all(torch.equal(u, v) for u, v in zip(a.supports, b.supports))
     assert bool((a.info["stage"] == STAGES.index("exact")).all())
     assert bool((a.info["noise_level"] == 0).all()) and bool(a.info["fits"].all())
+    # The default tries the fast exact path first (no mask only): the same supports, z to rounding.
+    d = geninv.invert(G, y, **kw)
+    assert d.info["exact_path"] == ("full" if mask else "fast")
+    assert bool((d.info["stage"] == STAGES.index("exact")).all()) and bool(d.info["fits"].all())
+    assert all(torch.equal(u, v) for u, v in zip(d.supports, b.supports))
+    # float64, one least-squares solve per layer of condition ~10: relative error a few 1e-15.
+    assert float(geninv.relative_error(b.z, d.z).max()) < 1e-12
 
 
 def test_estimated_noise_level_matches_the_truth_over_many_draws() -> None:
@@ -97,7 +104,7 @@ def test_given_noise_level_is_reported_and_zero_means_exact() -> None:
     assert torch.equal(res.info["noise_reference"], sigma.to(F64))
     # Exact data declared exact: Latent-Pursuit's result.
     z, y = G.sample(4, seed=8)
-    a = auto(G, y, noise_level=0)
+    a = auto(G, y, noise_level=0, fast_path=False)
     assert torch.equal(a.z, geninv.latent_pursuit(G, y).z)
     with pytest.raises(InputError, match="noise_level"):
         auto(G, y, noise_level="loud")

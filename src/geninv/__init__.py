@@ -79,3 +79,9 @@ __all__ += ["layerwise_inverse"]
 from geninv.solvers.chunked import invert_chunked  # noqa: E402
 
 __all__ += ["invert_chunked"]
+
+# layers as linear operators (matrix-free for convolutions) and batched CG supported least squares
+from geninv.model.layer_ops import ChainOperator, DenseOperator, LayerOperator  # noqa: E402
+from geninv.solvers.krylov import cg_supported_lstsq  # noqa: E402
+
+__all__ += ["LayerOperator", "DenseOperator", "ChainOperator", "cg_supported_lstsq"]

@@ -34,7 +34,8 @@ from torch import Tensor
 from geninv.exceptions import ConvergenceWarning
 from geninv.model.generator import Generator
 from geninv.solvers.auto_options import AutoOptions, noise_arg
-from geninv.solvers.checks import check_generator, check_informative
+from geninv.solvers.checks import check_generator, check_informative, check_option
+from geninv.solvers.error_bound import z_error_bound
 from geninv.solvers.image_layer import choose_domains, data_dtype, exact_fit, image_warm_start
 from geninv.solvers.loop import Callback
 from geninv.solvers.measurement import (
@@ -51,7 +52,7 @@ from geninv.solvers.network import hidden_layers
 from geninv.solvers.refine import network_fit
 from geninv.solvers.result import SolveResult, finish
 from geninv.solvers.support_fit import bank_refine, support_refine
-from geninv.solvers.verdict import fit_verdict, noise_tol
+from geninv.solvers.verdict import fit_verdict
 
 __all__ = ["auto", "AutoOptions", "STAGES", "exact_samples", "residual_noise_level", "z_error_bound"]
 
@@ -131,6 +132,7 @@ def auto(
     callback: Callback | None = None,
     starts: int = 6,
     noisy_candidate: bool = False,
+    fast_path: bool | str = "auto",
 ) -> SolveResult:
     """Invert ``y = A G(z) (+ e)`` doing the right thing per sample (the default of :func:`geninv.invert`).
 
@@ -191,6 +193,17 @@ def auto(
         Also try the noise-aware pursuit (:func:`geninv.solvers.noise.noisy_pursuit`, refined)
         where the fit is still in doubt after the starts (default False: on real digits it took a
         quarter of the time and changed no median).
+    fast_path : bool or "auto"
+        Try the fast exact path first (:mod:`geninv.solvers.exact_path`): where ``noise_level``
+        is ``"auto"`` or 0, every hidden layer ReLU, the output invertible and unsaturated, no mask
+        or operator, and the image layer of full column rank, each sample is inverted layer by
+        layer with shared factorizations (cached pseudo-inverse, preconditioned CG) and kept where
+        ``G(z)`` reproduces ``y`` to the rounding level of the data's dtype (``info["exact_path"]``
+        "fast"); the other samples take the path below ("full"; a per-sample list where both
+        occur). ``"auto"`` (default): for generators with layers read from convolutions (large
+        ``W``, where it is many times faster than the pursuit); on fully connected generators
+        Latent-Pursuit's exact path is as fast and more accurate, so the default keeps it
+        (``latent_pursuit``'s result on exact data, bit for bit).
 
     Returns
     -------
@@ -210,10 +223,13 @@ def auto(
     -----
     Per sample:
 
-    1. **Exact path.** Where the image layer's least-squares start fits ``y`` to the rounding
-       level of the data's dtype (:func:`exact_samples`), Latent-Pursuit runs with its defaults;
-       if every sample is exact the result *is* ``latent_pursuit(G, y)``. Its answer is kept
-       where its residual is at rounding level.
+    0. **Fast exact path** (``fast_path``, where it applies): samples whose layer-wise solve
+       with shared factorizations reproduces ``y`` to the rounding level are final.
+    1. **Exact path.** For the others, where the image layer's least-squares start fits ``y`` to
+       the rounding level of the data's dtype (:func:`exact_samples`), Latent-Pursuit runs with
+       its defaults; if every sample is exact (and ``fast_path=False`` or the fast path does not
+       apply) the result *is* ``latent_pursuit(G, y)``. Its answer is kept where its residual is
+       at rounding level.
     2. **Refinement.** Every other sample: Latent-Pursuit (capped at ``pursuit_iter``, no
        debiasing), then Levenberg-Marquardt on the whole network
        (:func:`geninv.solvers.support_fit.support_refine`) minimizing
@@ -258,11 +274,26 @@ def auto(
                                fallback_iter=fallback_iter, seed=seed, suspect_ratio=suspect_ratio, map_fit=map_fit,
                                bound=bound, callback=callback, starts=starts,
                                noisy_candidate=noisy_candidate)
+    if fast_path == "auto":
+        fast_path = any(layer.op is not None for layer in G.layers)
+    fast_path = check_option("fast_path", fast_path, kind="bool")
     check_informative(G, yy, meas)
     B, dev = yy.shape[0], yy.device
     given = noise_arg(noise_level, B, dev)
     with torch.no_grad():
-        res = _run(G, yy, meas, given, opts, t0)
+        # -- the fast exact path first (module exact_path); the other samples go the full way --
+        from geninv.solvers.exact_path import with_fast_exact
+
+        def full(idx: Tensor | None = None) -> SolveResult:
+            if idx is None:
+                return _run(G, yy, meas, given, opts, t0)
+            return _run(G, yy[idx], meas.subset(idx), None if given is None else given[idx], opts, t0)
+
+        res = with_fast_exact(G, yy, meas, given, opts.callback, t0, full, STAGES) if fast_path else None
+        if res is None:
+            res = full()
+            res = dataclasses.replace(res, info=dict(res.info, exact_path="full"))
+        # -- end of the fast-exact dispatch --
     if opts.bound:
         t1 = time.perf_counter()
         zb = z_error_bound(G, yy, meas, res.z, res.info["noise_level"])
@@ -270,53 +301,6 @@ def auto(
         info["seconds"] = dict(info.get("seconds", {}), bound=time.perf_counter() - t1)
         res = dataclasses.replace(res, info=info, seconds=res.seconds + time.perf_counter() - t1)
     return res
-
-
-def z_error_bound(G: Generator, y: Tensor, meas: Measurement, z_hat: Tensor, sigma: Tensor) -> Tensor:
-    """Theorem 2 a posteriori: a bound on ``||z_hat - z||_2`` per sample (B,), NaN where it does not apply.
-
-    Parameters
-    ----------
-    G : Generator
-    y : Tensor of shape (B, n)
-        The signals (no measurement operator: Theorem 2 is about the whole image).
-    meas : Measurement
-        Must be the identity (NaN otherwise).
-    z_hat : Tensor of shape (B, n_0)
-    sigma : Tensor of shape (B,)
-        The noise level (given or estimated); 0 for exact data.
-
-    Notes
-    -----
-    Write ``y = G(z_hat) + r`` (``r`` the measured residual) and ``y = G(z) + e`` with
-    ``||e|| <= eps = sigma (sqrt(n) + 4)`` (:func:`geninv.solvers.verdict.noise_tol`, a bound
-    that fails with probability below 1e-6 for white noise). Theorem 2 at ``z_hat`` with noise
-    ``||r||`` (:func:`geninv.certificates.bounds.theorem2_bound`, the supports and layers of
-    ``G(z_hat)``) bounds how far Layered Basis-Pursuit, run on ``y`` with the bound's ``lam``,
-    lands from ``z_hat``: ``||z_LBP - z_hat|| <= B_hat``; this step is rigorous, since ``y`` is
-    exactly ``G(z_hat) + r``. Theorem 2 at the truth bounds ``||z_LBP - z|| <= B(z, eps)``, and
-    where the estimate has the true supports ``B(z, eps)`` is ``B(z_hat, eps)`` up to the
-    difference of the layers' values, so the reported bound is
-    ``||z_hat - z|| <= B(z_hat, ||r||) + B(z_hat, eps)``. It is given (finite) only where both
-    evaluations return ``verdict == "holds"``.
-    """
-    from geninv.certificates.bounds import theorem2_bound
-
-    B = z_hat.shape[0]
-    out = torch.full((B,), math.nan, dtype=torch.float64, device=z_hat.device)
-    if meas.kind != "identity" or G.n_hidden == 0:
-        return out
-    G64 = G.to(dtype=torch.float64)
-    z64 = z_hat.to(torch.float64)
-    r = (y.to(torch.float64) - G64.forward_unchecked(z64)).norm(dim=1)
-    eps = noise_tol(sigma.to(torch.float64), torch.full_like(r, float(y.shape[1])))
-    b_r = theorem2_bound(G64, z64, noise=r)
-    b_e = theorem2_bound(G64, z64, noise=eps)
-    assert isinstance(b_r, list) and isinstance(b_e, list)
-    for k, (u, v) in enumerate(zip(b_r, b_e)):
-        if u.verdict == "holds" and v.verdict == "holds":
-            out[k] = u.z_error + v.z_error
-    return out
 
 
 def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts: AutoOptions,

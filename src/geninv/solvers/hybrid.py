@@ -187,8 +187,11 @@ def hybrid(
     at least as good as the pursuit's everywhere; when the inverse is unique (``z`` determined by
     ``y``) a smaller residual is a better ``z``. The certificate's cardinality test
     ``s_L < m/2`` (Corollary 1 for the image layer) is reported as ``pursuit_trusted`` but does
-    not enter the choice: in the third regime it is False and yet the refined pursuit is exact,
-    so the residual, not the cardinality, decides. Where the inverse is not unique
+    not enter the choice between candidates: in the third regime it is False and yet the refined
+    pursuit is exact, so the residual, not the cardinality, decides. It sets only the order
+    (``order="auto"``): where the image layer contracts and the test fails for typical latents of
+    ``G``, the gradient stage runs first and the pursuit after it, on the samples gd leaves
+    unexplained (:mod:`geninv.solvers.hybrid_order`). Where the inverse is not unique
     (``s_1 < n_0``) every method fits ``y`` with a wrong ``z``; the residual cannot tell and the
     hybrid keeps the pursuit's answer.
 
