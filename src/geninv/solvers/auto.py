@@ -404,10 +404,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         # fit is consistent with noise (elsewhere its residual is not noise, and no level applies).
         im = robust[verdict(z, reference(z))[1][robust]]
         if im.numel():
-            est = torch.sqrt(2.0 * network_fit(G64, y64[im], z[im], meas_index(meas, im))
-                             / (m_obs[im] - G.latent_dim).clamp_min(1.0))
-            gam[im] = est.square() / sigma_z**2
-            z, obj, conv_r, it_r = _refine(G64, y64, meas, z, im, gam, refine_iter, data_dt)
+            z, obj, conv_r, it_r = _map_refit(G64, y64, meas, z, im, gam, m_obs, sigma_z, refine_iter, data_dt)
             n_iter[im] += it_r
             converged[im] = conv_r
     seconds["refine"] = time.perf_counter() - ts
@@ -448,10 +445,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
                 # The MAP refit where the kept fit is consistent with noise (as in 2.).
                 gm = gi[verdict(z, reference(z))[1][gi]]
                 if gm.numel():
-                    est = torch.sqrt(2.0 * network_fit(G64, y64[gm], z[gm], meas_index(meas, gm))
-                                     / (m_obs[gm] - G.latent_dim).clamp_min(1.0))
-                    gam[gm] = est.square() / sigma_z**2
-                    z, obj, conv_r, it_r = _refine(G64, y64, meas, z, gm, gam, refine_iter, data_dt)
+                    z, obj, conv_r, it_r = _map_refit(G64, y64, meas, z, gm, gam, m_obs, sigma_z, refine_iter, data_dt)
                     n_iter[gm] += it_r
             obj[gi] = network_fit(G64, y64[gi], z[gi], meas_index(meas, gi), gam[gi])
         seconds["multistart"] = time.perf_counter() - ts
@@ -538,6 +532,16 @@ def _warn(fits: Tensor, residual: Tensor, converged: Tensor, level: str) -> None
         warnings.warn(
             f"auto: {int(slow.sum())} of {fits.numel()} sample(s) fit y but their refinement stopped at its step cap "
             "(raise refine_iter for a tighter fit; see result.converged)", ConvergenceWarning, stacklevel=3)
+
+
+def _map_refit(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tensor, gam: Tensor, m_obs: Tensor,
+               sigma_z: float, refine_iter: int, data_dt: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The Gaussian MAP refit of the samples ``idx``: their noise level estimated from the
+    least-squares fit's residual, ``gam = sigma^2 / sigma_z^2`` set in place, then refined."""
+    est = torch.sqrt(2.0 * network_fit(G64, y64[idx], z[idx], meas_index(meas, idx))
+                     / (m_obs[idx] - G64.latent_dim).clamp_min(1.0))
+    gam[idx] = est.square() / sigma_z**2
+    return _refine(G64, y64, meas, z, idx, gam, refine_iter, data_dt)
 
 
 def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tensor, gam: Tensor,

@@ -253,7 +253,7 @@ def with_fast_exact(G: Generator, y: Tensor, meas: Measurement, given: Tensor | 
     info["stages"] = stages
     n_iter = sum((v[io] for v in finfo["cg_iterations"].values()), torch.ones(io.numel(), dtype=torch.int64, device=dev))
     res_f = finish("auto", G, zo, layers, [x > 0 for x in layers], torch.ones(io.numel(), dtype=torch.bool, device=dev),
-                   n_iter, {}, t0, info, y.dtype, y=yo, meas=meas)
+                   n_iter, history={}, t0=t0, info=info, dtype=y.dtype, y=yo, meas=meas)
     if callback is not None:
         callback(0, {"stage": "exact", "x": z})
     if bool(ok.all()):

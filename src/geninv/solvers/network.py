@@ -3,7 +3,7 @@ and the true objective ``1/2 ||A (y - G(z))||^2``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -11,7 +11,7 @@ from torch import Tensor
 from geninv.model.generator import Generator
 from geninv.solvers.measurement import Measurement
 
-__all__ = ["support_affine", "hidden_affine", "hidden_layers", "network_objective", "output_preactivation"]
+__all__ = ["support_affine", "hidden_affine", "hidden_layers", "network_objective", "output_preactivation", "AffineCache"]
 
 
 def support_affine(G: Generator, supports: Sequence[Tensor], supports_batch: int = 1,
@@ -80,3 +80,40 @@ def output_preactivation(G: Generator, supports: Sequence[Tensor], z: Tensor) ->
         if i < G.n_hidden:
             x = x * supports[i].to(torch.float64)
     return x
+
+
+class AffineCache:
+    """The fixed-support network's affine maps ``G(z) = phi(J_b z + c_b)`` of a batch, rebuilt
+    per sample only where its supports change (the refinements re-read the supports each step,
+    and most steps change none).
+
+    Parameters
+    ----------
+    G : Generator
+    batch : int
+    jac_dtype, offset_dtype : torch.dtype
+        Precisions kept for ``J_b`` (B, n, n_0) and ``c_b`` (B, n).
+    """
+
+    def __init__(self, G: Generator, batch: int, jac_dtype: torch.dtype, offset_dtype: torch.dtype) -> None:
+        dev = G.weights[-1].device
+        n_out = G.weights[-1].shape[0]
+        self.J = torch.empty(batch, n_out, G.latent_dim, dtype=jac_dtype, device=dev)
+        self.c = torch.empty(batch, n_out, dtype=offset_dtype, device=dev)
+        self.supports = [torch.zeros(batch, W.shape[0], dtype=torch.bool, device=dev) for W in G.weights[:-1]]
+        self.have = torch.zeros(batch, dtype=torch.bool, device=dev)
+
+    def maps(self, idx: Tensor, supports: Sequence[Tensor],
+             build: Callable[[list[Tensor], int], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        """``(J_b, c_b)`` of the samples ``idx`` with hidden ``supports`` (each (len(idx), n_i)),
+        ``build(stale_supports, count)`` called once for the samples whose supports changed."""
+        stale = ~self.have[idx]
+        for s_new, s_old in zip(supports, self.supports):
+            stale |= (s_new != s_old[idx]).any(dim=1)
+        if bool(stale.any()):
+            st = idx[stale]
+            self.J[st], self.c[st] = build([x[stale] for x in supports], st.numel())
+            for s_new, s_old in zip(supports, self.supports):
+                s_old[st] = s_new[stale]
+            self.have[st] = True
+        return self.J[idx], self.c[idx]

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from geninv.model.generator import Generator
 from geninv.solvers.measurement import Measurement
-from geninv.solvers.network import hidden_layers, support_affine
+from geninv.solvers.network import AffineCache, hidden_layers, support_affine
 
 __all__ = ["network_fit", "gauss_newton_refine", "fit_threshold"]
 
@@ -110,28 +110,16 @@ def gauss_newton_refine(
     done0 = (obj <= floor) & (gam == 0)
     converged |= done0
     idx = idx[~done0]
-    n_out = G64.weights[-1].shape[0]
-    J_all = torch.empty(B, n_out, n0, dtype=jac_dtype, device=dev)
-    c_all = torch.empty(B, n_out, dtype=jac_dtype, device=dev)
-    sup_all = [torch.zeros(B, W.shape[0], dtype=torch.bool, device=dev) for W in G64.weights[:-1]]
-    have = torch.zeros(B, dtype=torch.bool, device=dev)
+    cache = AffineCache(G64, B, jac_dtype, jac_dtype)
     for _ in range(max_iter):
         if idx.numel() == 0:
             break
         zb, yb, gb = z[idx], y[idx], gam[idx]
         mb = meas.subset(idx)
         sups = [x > 0 for x in hidden_layers(G64, zb)]
-        # The affine map depends on the supports only: rebuild it just where they changed.
-        stale = ~have[idx]
-        for s_new, s_old in zip(sups, sup_all):
-            stale |= (s_new != s_old[idx]).any(dim=1)
-        if bool(stale.any()):
-            st = idx[stale]
-            J_all[st], c_all[st] = support_affine(G64, [x[stale] for x in sups], st.numel(), dtype=jac_dtype)
-            for s_new, s_old in zip(sups, sup_all):
-                s_old[st] = s_new[stale]
-            have[st] = True
-        J, c = J_all[idx].to(torch.float64), c_all[idx].to(torch.float64)
+        # The affine map depends on the supports only: rebuilt just where they changed.
+        J, c = cache.maps(idx, sups, lambda s, k: support_affine(G64, s, k, dtype=jac_dtype))
+        J, c = J.to(torch.float64), c.to(torch.float64)
         a = torch.baddbmm(c.unsqueeze(-1), J, zb.unsqueeze(-1)).squeeze(-1)
         r = mb.apply(phi(a)) - yb
         K = mb.apply_cols(phi.derivative(a)[:, :, None] * J)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from geninv.model.generator import Generator
 from geninv.solvers.measurement import Measurement, forward_meas, meas_index
-from geninv.solvers.network import hidden_layers, support_affine
+from geninv.solvers.network import AffineCache, hidden_layers, support_affine
 from geninv.solvers.refine import gauss_newton_refine, network_fit
 
 __all__ = ["support_refine", "bank_refine"]
@@ -99,30 +99,15 @@ def support_refine(
         return z, obj, n_iter, converged
     eye = torch.eye(n0, dtype=f64, device=dev)
     damp = torch.full((B,), 1e-6, dtype=f64, device=dev)
-    n_out = G64.weights[-1].shape[0]
-    J_all = torch.empty(B, n_out, n0, dtype=jac_dtype, device=dev)
-    c_all = torch.empty(B, n_out, dtype=f64, device=dev)
-    sup_all = [torch.zeros(B, W.shape[0], dtype=torch.bool, device=dev) for W in G64.weights[:-1]]
-    have = torch.zeros(B, dtype=torch.bool, device=dev)
+    cache = AffineCache(G64, B, jac_dtype, f64)
     for _ in range(max_iter):
         if idx.numel() == 0:
             break
         zb, yb, gb = z[idx], y[idx], gam[idx]
         mb = meas_index(meas, idx)
         sups = [x > 0 for x in hidden_layers(Gw, zb.to(jac_dtype))]
-        stale = ~have[idx]
-        for s_new, s_old in zip(sups, sup_all):
-            stale |= (s_new != s_old[idx]).any(dim=1)
-        if bool(stale.any()):
-            st = idx[stale]
-            Js, _ = support_affine(Gw, [x[stale] for x in sups], st.numel(), dtype=jac_dtype)
-            # The offset in float64 from the float64 network: it dominates the pre-activation.
-            J_all[st], c_all[st] = Js, _support_offset(G64, [x[stale] for x in sups])
-            del Js
-            for s_new, s_old in zip(sups, sup_all):
-                s_old[st] = s_new[stale]
-            have[st] = True
-        J, c = J_all[idx], c_all[idx]
+        # The offset in float64 from the float64 network: it dominates the pre-activation.
+        J, c = cache.maps(idx, sups, lambda s, k: (support_affine(Gw, s, k, dtype=jac_dtype)[0], _support_offset(G64, s)))
         a = torch.bmm(J, zb.to(jac_dtype).unsqueeze(-1)).squeeze(-1).to(f64) + c
         r = forward_meas(mb, phi(a)) - yb
         K = mb.apply_cols(phi.derivative(a).to(jac_dtype)[:, :, None] * J)
