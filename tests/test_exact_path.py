@@ -51,6 +51,22 @@ def test_fast_exact_recovers_z_and_the_supports() -> None:
     assert fast_exact(G2, y2, resolve_measurement(None, None, G2, y2)[1]) is None
 
 
+def test_fast_path_by_default_only_on_generators_read_from_convolutions() -> None:
+    G = _gen([10, 60, 200, 400])
+    _, y = G.sample(4, seed=2)
+    assert geninv.invert(G, y).info["exact_path"] == "full"  # fully connected: Latent-Pursuit's exact path
+    torch.manual_seed(0)  # expansive: 6 -> 98 -> 784 -> 1568
+    net = torch.nn.Sequential(torch.nn.Linear(6, 2 * 7 * 7), torch.nn.ReLU(), torch.nn.Unflatten(1, (2, 7, 7)),
+                              torch.nn.ConvTranspose2d(2, 4, 4, stride=2, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.Tanh()).double()
+    Gc = geninv.Generator.from_torch(net)
+    _, yc = Gc.sample(4, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        info = geninv.invert(Gc, yc).info
+    assert "fast" in (info["exact_path"] if isinstance(info["exact_path"], list) else [info["exact_path"]])
+
+
 def test_auto_takes_the_fast_path_per_sample() -> None:
     G = _gen([10, 60, 200, 400])
     z, y = G.sample(12, seed=2)
@@ -58,8 +74,8 @@ def test_auto_takes_the_fast_path_per_sample() -> None:
     y_mixed[8:] = y[8:] + 1e-3 * torch.randn(4, 400, generator=torch.Generator().manual_seed(3), dtype=F64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = geninv.invert(G, y_mixed)
-        alone = geninv.invert(G, y[:8])
+        res = geninv.invert(G, y_mixed, fast_path=True)
+        alone = geninv.invert(G, y[:8], fast_path=True)
     assert res.info["exact_path"] == ["fast"] * 8 + ["full"] * 4
     assert bool((res.info["stage"][:8] == 0).all()) and not bool((res.info["stage"][8:] == 0).any())
     assert alone.info["exact_path"] == "fast"
