@@ -2,7 +2,7 @@
 
 :class:`DataFit` holds what one batch needs: the generator's weights (the hand-written forward and
 backward pass of a ReLU network) or a differentiable callable (autograd and ``torch.func``), the
-operator in one of three forms, and the per-sample data. It gives ``f``, ``grad f`` and the
+measurement (:class:`~geninv.solvers.measurement.Measurement`), and the per-sample data. It gives ``f``, ``grad f`` and the
 local Lipschitz constant of ``grad f`` by power iteration on ``J^T A^T A J``;
 :func:`lipschitz_bound` gives the global bound from the spectral norms of the layers.
 """
@@ -12,79 +12,57 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from geninv.exceptions import InputError, ShapeError, describe
 from geninv.model.activations import Activation
 from geninv.model.generator import Generator
-from geninv.operators import Identity
+from geninv.solvers.measurement import Measurement
 
-__all__ = ["DataFit", "lipschitz_bound", "operator_kind"]
+__all__ = ["DataFit", "lipschitz_bound"]
 
 
 @dataclass(frozen=True)
 class DataFit:
     """``f(z) = 1/2 ||A (G(z) - y)||^2`` for a working batch, its gradient and local Lipschitz constant.
 
-    ``kind`` is ``"identity"``, ``"mask"`` (diagonal 0/1 weights ``w``, one row per sample) or
-    ``"general"`` (a batch-independent operator ``op``; ``d = A y``). Per-sample data can be
-    sliced with :meth:`select`, which the solvers use to drop finished samples from the batch.
+    ``meas`` is the measurement ``A`` (none, a 0/1 pixel mask with one row per sample, or a
+    batch-independent operator) and ``y`` the data (B, m): the signals (m = n) for a diagonal
+    measurement, the measurements ``A G(z)`` otherwise. Per-sample data can be sliced with
+    :meth:`select`, which the solvers use to drop finished samples from the batch.
     """
 
     Ws: list[Tensor]
     bs: list[Tensor]
     phi: Activation
-    kind: str
-    y: Tensor  # (B, n)
-    w: Tensor | None  # (B, n) 0/1 weights, kind == "mask"
-    d: Tensor | None  # (B, m) = A y, kind == "general"
-    op: Any  # the operator, kind == "general"
+    meas: Measurement
+    y: Tensor  # (B, m)
     fn: Callable[[Tensor], Tensor] | None = None  # (B, n_0) -> (B, n) through autograd (None: hand-written pass)
     hidden_fn: Callable[[Tensor], list[Tensor]] | None = None  # the hidden layers, with fn
     certificate: str | None = None  # why no certificate applies, with fn
 
     def select(self, idx: Tensor) -> DataFit:
-        return replace(
-            self,
-            y=self.y[idx],
-            w=None if self.w is None else self.w[idx],
-            d=None if self.d is None else self.d[idx],
-        )
+        return replace(self, y=self.y[idx], meas=self.meas.subset(idx))
 
     def repeat(self, r: int) -> DataFit:
         """The same data stacked ``r`` times along the batch (restart-major)."""
-        return replace(
-            self,
-            y=self.y.repeat(r, 1),
-            w=None if self.w is None else self.w.repeat(r, 1),
-            d=None if self.d is None else self.d.repeat(r, 1),
-        )
+        idx = torch.arange(self.y.shape[0], device=self.y.device).repeat(r)
+        return replace(self, y=self.y.repeat(r, 1), meas=self.meas.subset(idx))
 
     # A r and A^T r on the working batch
     def residual(self, yhat: Tensor) -> Tensor:
-        if self.kind == "identity":
-            return yhat - self.y
-        if self.kind == "mask":
-            assert self.w is not None
-            return (yhat - self.y).mul_(self.w)
-        assert self.d is not None
-        return self.op.forward(yhat) - self.d
+        """``A yhat - y`` (B, m), zero on unobserved pixels."""
+        return self.meas.residual(yhat, self.y)
 
     def adjoint(self, r: Tensor) -> Tensor:
-        if self.kind == "general":
-            return self.op.adjoint(r)
-        return r  # identity, or a 0/1 mask already applied in residual (M^T M = M)
+        """``A^T r``: ``r`` itself for a diagonal measurement (a 0/1 mask is already applied in
+        :meth:`residual` and :meth:`forward_op`, and ``M^T M = M``)."""
+        return r if self.meas.diagonal else self.meas.op.adjoint(r)
 
     def forward_op(self, u: Tensor) -> Tensor:
-        if self.kind == "identity":
-            return u
-        if self.kind == "mask":
-            assert self.w is not None
-            return u * self.w
-        return self.op.forward(u)
+        """``A u`` (B, m)."""
+        return self.meas.apply(u)
 
     def dphi(self, a: Tensor, yhat: Tensor) -> Tensor | None:
         name = self.phi.name
@@ -109,8 +87,7 @@ class DataFit:
 
     def floor(self) -> Tensor:
         """Objective at machine precision, ``1/2 (16 eps ||A y||)^2`` per sample (B,): nothing to gain below it."""
-        ref = self.d if self.kind == "general" else self.residual(torch.zeros_like(self.y))  # A y (up to sign)
-        assert ref is not None
+        ref = self.meas.observed(self.y)  # A y: the measurements, or the observed signal
         return 0.5 * (16 * torch.finfo(self.y.dtype).eps) ** 2 * (ref * ref).sum(dim=1)
 
     def value(self, z: Tensor) -> Tensor:
@@ -178,7 +155,7 @@ class DataFit:
                 u = u * dphi
             Au = self.forward_op(u)
             lam = (Au * Au).sum(dim=1)  # Rayleigh quotient v^T J^T A^T A J v, ||v|| = 1
-            g = self.adjoint(Au) if self.kind == "general" else Au
+            g = self.adjoint(Au)
             if dphi is not None:
                 g = g * dphi
             g = g @ self.Ws[-1]
@@ -210,7 +187,7 @@ class DataFit:
                     (u,) = torch.autograd.grad(jt, w, v)
             Au = self.forward_op(u.detach())
             lam = (Au * Au).sum(dim=1)
-            g = self.adjoint(Au) if self.kind == "general" else Au
+            g = self.adjoint(Au)
             (g,) = vjp_fn(g)
             nrm = g.norm(dim=1, keepdim=True)
             v = torch.where(nrm > 0, g / nrm.clamp_min(torch.finfo(z.dtype).tiny), v)
@@ -229,21 +206,3 @@ def lipschitz_bound(G: Generator | None, op_norm: float) -> float:
         prod *= a.lipschitz**2
     return op_norm**2 * G.output_activation.lipschitz**2 * prod
 
-
-def operator_kind(measure: object | None, n: int) -> tuple[str, int]:
-    """Classify the operator: ("identity" | "mask" | "general", width m of y)."""
-    if measure is None or isinstance(measure, Identity):
-        if isinstance(measure, Identity) and measure.n != n:
-            raise ShapeError(f"measure: expected an operator on R^{n}, received Identity({measure.n})")
-        return "identity", n
-    for attr in ("shape", "forward", "adjoint"):
-        if not hasattr(measure, attr):
-            raise InputError(
-                f"measure: expected an operator with shape/forward/adjoint (geninv.operators), received {describe(measure)}"
-            )
-    shape = tuple(measure.shape)  # type: ignore[attr-defined]
-    if len(shape) != 2 or shape[1] != n:
-        raise ShapeError(f"measure: expected an operator acting on width {n} (shape (m, {n})), received shape {shape}")
-    if isinstance(getattr(measure, "mask", None), Tensor):
-        return "mask", n
-    return "general", int(shape[0])

@@ -2,7 +2,8 @@
 
 ``G`` is a geninv :class:`~geninv.model.generator.Generator` (any hidden activations; a ReLU
 chain gets the hand-written gradient) or any differentiable callable ``G(z)`` given with its
-latent size; the operator is classified once (:func:`geninv.solvers.data_fit.operator_kind`).
+latent size; the measurement is resolved once
+(:meth:`geninv.solvers.measurement.Measurement.for_width`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from geninv._validate import as_batch, as_mask
 from geninv.exceptions import InputError, describe
 from geninv.model.activations import Activation
 from geninv.model.generator import Generator
-from geninv.solvers.data_fit import DataFit, operator_kind
+from geninv.solvers.data_fit import DataFit
+from geninv.solvers.measurement import Measurement
 
 __all__ = ["LatentMap", "setup_fit", "callable_latent_fn", "latent_size", "initial_latent", "check_int", "check_float"]
 
@@ -86,8 +87,8 @@ def setup_fit(G: object, y: object, measure: object | None, method: str,
                        "(no uniqueness or stability certificate; the result is a local minimum of the data fit)")
     else:
         raise InputError(f"G: expected a geninv Generator or a callable G(z) with latent_dim=, received {describe(G)}")
-    kind, m = operator_kind(measure, n)
-    yy = as_batch(y, m, "y").detach()
+    yy, meas = Measurement.for_width(measure, n, y)
+    yy = yy.detach()
     if isinstance(G, Generator):
         GG: Generator | None = G.like(yy)
         assert GG is not None
@@ -106,19 +107,12 @@ def setup_fit(G: object, y: object, measure: object | None, method: str,
                            "(Theorem 1, Corollary 1) are for ReLU hidden layers")
     else:
         GG, Ws, bs, phi = None, [], [], Activation("identity")
-    B = yy.shape[0]
-
-    def fit(kind: str, w: Tensor | None = None, d: Tensor | None = None, op: object = None) -> DataFit:
-        return DataFit(Ws, bs, phi, kind, yy, w, d, op, fn=fn, hidden_fn=hidden_fn, certificate=certificate)
-
-    if kind == "identity":
-        return GG, yy, fit("identity"), 1.0
-    op_norm = float(measure.norm()) if hasattr(measure, "norm") else 1.0  # type: ignore[union-attr]
-    if kind == "mask":
-        # A pixel mask, possibly different per sample: kept as 0/1 weights so the batch can be sliced.
-        w = as_mask(measure.mask, B, n, yy.device, "measure.mask").to(yy.dtype)  # type: ignore[union-attr]
-        return GG, yy, fit("mask", w=w), min(op_norm, 1.0)
-    return GG, yy, fit("general", d=yy, op=measure), op_norm
+    fit = DataFit(Ws, bs, phi, meas, yy, fn=fn, hidden_fn=hidden_fn, certificate=certificate)
+    if meas.is_identity:
+        return GG, yy, fit, 1.0
+    op_norm = float(measure.norm())  # type: ignore[union-attr]
+    # A pixel mask (possibly different per sample) has norm at most 1.
+    return GG, yy, fit, min(op_norm, 1.0) if meas.diagonal else op_norm
 
 def latent_size(G: Generator | None, latent_dim: object) -> int:
     """``n_0``: the generator's, or the checked ``latent_dim`` of a callable."""

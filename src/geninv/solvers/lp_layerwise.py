@@ -17,13 +17,11 @@ import torch
 from scipy.optimize import linprog
 from torch import Tensor
 
-from geninv._validate import as_batch, as_mask
 from geninv.exceptions import InputError, describe
 from geninv.model.generator import Generator
 from geninv.operators import Operator
-from geninv.solvers.data_fit import operator_kind
 from geninv.solvers.loop import Callback
-from geninv.solvers.measurement import saturated
+from geninv.solvers.measurement import Measurement, saturated
 from geninv.solvers.packing import pack_result
 from geninv.solvers.result import SolveResult
 
@@ -131,15 +129,13 @@ def _top_problem(G: Generator, y: object, measure: Operator | None) -> tuple[Ten
     operator (which needs an identity ``phi``).
     """
     n = G.output_dim
-    kind, m = operator_kind(measure, n)
-    if kind == "identity":
-        yy = as_batch(y, n, "y").detach()
+    yy, meas = Measurement.for_width(measure, n, y)
+    yy = yy.detach()
+    if meas.is_identity:
         return yy, "entries", torch.ones(yy.shape, dtype=torch.bool, device=yy.device), None
-    if kind == "mask":
-        yy = as_batch(y, n, "y").detach()
-        return yy, "entries", as_mask(measure.mask, yy.shape[0], n, yy.device, "measure.mask"), None  # type: ignore[union-attr]
+    if meas.diagonal:
+        return yy, "entries", meas.obs, None
     assert measure is not None
-    yy = as_batch(y, m, "y").detach()
     eye = torch.eye(n, dtype=yy.dtype, device=yy.device)
     A = np.asarray(measure.forward(eye).detach().cpu().double().numpy()).T
     # An operator whose rows are unit vectors e_j only selects entries of phi(.): keep phi^{-1}.

@@ -42,6 +42,57 @@ class Measurement(NamedTuple):
     obs: Tensor | None
     op: Any
 
+    @classmethod
+    def for_width(cls, measure: object, n: int, y: object, *, name: str = "y",
+                  mname: str = "measure") -> tuple[Tensor, Measurement]:
+        """Validate ``y`` against ``measure`` on signals of width ``n`` and return ``(y, Measurement)``.
+
+        The checks of :func:`resolve_measurement` once ``y`` is flat (B, m): None, an
+        :class:`~geninv.operators.Identity` of width ``n``, a :class:`~geninv.operators.Mask` of
+        width ``n`` (shape (1, n) or (B, n), at least one observed entry per sample), or an
+        operator of shape (m, n) with ``forward`` / ``adjoint`` / ``shape`` / ``norm``. Used
+        directly where no :class:`~geninv.model.generator.Generator` is known (a callable ``G``).
+
+        Parameters
+        ----------
+        measure : None or operator
+        n : int
+            Width of the signals the measurement acts on.
+        y : Tensor of shape (B, m) or (m,)
+        name, mname : str
+            The argument names in error messages (the data, the measurement).
+
+        Returns
+        -------
+        (Tensor of shape (B, m), Measurement)
+        """
+        if measure is None or isinstance(measure, Identity):
+            if isinstance(measure, Identity) and measure.n != n:
+                raise ShapeError(f"{mname}: expected an operator on R^{n}, received Identity({measure.n})")
+            yy = as_batch(y, n, name)
+            return yy, cls("identity", None, None, None)
+        if isinstance(measure, Mask):
+            if measure.mask.ndim != 2 or measure.mask.shape[1] != n:
+                raise ShapeError(f"{mname}: expected a mask of width {n} (the generator's output), received shape {tuple(measure.mask.shape)}")
+            _check_width(y, n, name, f"{mname} of width {n}")
+            yy = as_batch(y, n, name)
+            B = yy.shape[0]
+            if measure.mask.shape[0] not in (1, B):
+                raise ShapeError(f"{mname}: expected a mask of shape ({n},), (1, {n}) or ({B}, {n}), received {tuple(measure.mask.shape)}")
+            obs = measure.mask.to(yy.device).expand(B, n)
+            if not bool(obs.any(dim=1).all()):
+                raise InputError(f"{mname}: expected at least one observed entry per signal, received a mask hiding everything")
+            return yy, cls("diag", obs.to(yy.dtype), obs, None)
+        for attr in ("forward", "adjoint", "shape", "norm"):
+            if not hasattr(measure, attr):
+                raise InputError(f"measure: expected a geninv operator (forward, adjoint, shape, norm), received {describe(measure)}")
+        shape = tuple(measure.shape)  # type: ignore[attr-defined]
+        if len(shape) != 2 or shape[1] != n:
+            raise ShapeError(f"measure: expected an operator of shape (m, {n}), received shape {shape}")
+        _check_width(y, int(shape[0]), name, f"{mname} of shape {shape}")
+        yy = as_batch(y, int(shape[0]), name)
+        return yy, cls("operator", None, None, measure)
+
     @property
     def diagonal(self) -> bool:
         """True for no operator or a pixel mask (the measurement acts entrywise)."""
@@ -146,32 +197,7 @@ def resolve_measurement(measure: object, mask: object, G: Generator, y: object, 
             if not isinstance(mask, Tensor):
                 raise InputError(f"mask: expected a boolean tensor of shape ({n},) or (B, {n}), received {describe(mask)}")
             measure = Mask(mask)
-    if measure is None or isinstance(measure, Identity):
-        if isinstance(measure, Identity) and measure.n != n:
-            raise ShapeError(f"{mname}: expected an operator on R^{n}, received Identity({measure.n})")
-        yy = as_batch(y, n, name)
-        return yy, Measurement("identity", None, None, None)
-    if isinstance(measure, Mask):
-        if measure.mask.ndim != 2 or measure.mask.shape[1] != n:
-            raise ShapeError(f"{mname}: expected a mask of width {n} (the generator's output), received shape {tuple(measure.mask.shape)}")
-        _check_width(y, n, name, f"{mname} of width {n}")
-        yy = as_batch(y, n, name)
-        B = yy.shape[0]
-        if measure.mask.shape[0] not in (1, B):
-            raise ShapeError(f"{mname}: expected a mask of shape ({n},), (1, {n}) or ({B}, {n}), received {tuple(measure.mask.shape)}")
-        obs = measure.mask.to(yy.device).expand(B, n)
-        if not bool(obs.any(dim=1).all()):
-            raise InputError(f"{mname}: expected at least one observed entry per signal, received a mask hiding everything")
-        return yy, Measurement("diag", obs.to(yy.dtype), obs, None)
-    for attr in ("forward", "adjoint", "shape", "norm"):
-        if not hasattr(measure, attr):
-            raise InputError(f"measure: expected a geninv operator (forward, adjoint, shape, norm), received {describe(measure)}")
-    shape = tuple(measure.shape)  # type: ignore[attr-defined]
-    if len(shape) != 2 or shape[1] != n:
-        raise ShapeError(f"measure: expected an operator of shape (m, {n}), received shape {shape}")
-    _check_width(y, int(shape[0]), name, f"{mname} of shape {shape}")
-    yy = as_batch(y, int(shape[0]), name)
-    return yy, Measurement("operator", None, None, measure)
+    return Measurement.for_width(measure, n, y, name=name, mname=mname)
 
 
 def _check_width(y: object, m: int, name: str, what: str) -> None:
