@@ -106,3 +106,24 @@ def test_options_are_frozen_and_checked_once():
     with pytest.raises(InputError, match="sigma_z"):
         NoiseOptions(sigma_z=0.0)
     assert NoiseOptions(gamma_end=1).gamma_end == 1.0
+
+
+def test_for_width_builds_each_kind_and_refuses_a_wrong_width():
+    from geninv.exceptions import ShapeError
+    from geninv.solvers.measurement import Measurement
+
+    y = torch.randn(3, 12, dtype=torch.float64)
+    yy, m = Measurement.for_width(None, 12, y)
+    assert m.is_identity and torch.equal(yy, y) and torch.equal(m.apply(y), y)
+    keep = torch.rand(3, 12, generator=torch.Generator().manual_seed(0)) > 0.4
+    keep[:, 0] = True
+    _, m = Measurement.for_width(Mask(keep), 12, y)
+    assert m.diagonal and not m.is_identity
+    assert torch.equal(m.n_observed(y), keep.sum(dim=1).to(m.n_observed(y).dtype))
+    A = GaussianMatrix(5, 12, seed=1, dtype=torch.float64)
+    ya, m = Measurement.for_width(A, 12, torch.randn(3, 5, dtype=torch.float64))
+    assert not m.diagonal and ya.shape == (3, 5)
+    with pytest.raises(ShapeError, match="measure: expected a mask of width 12"):
+        Measurement.for_width(Mask(keep[:, :11]), 12, y)
+    with pytest.raises(ShapeError, match="measure"):
+        Measurement.for_width(A, 11, y)
