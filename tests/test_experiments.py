@@ -161,6 +161,19 @@ _KILL_SCRIPT = textwrap.dedent(
 )
 
 
+def wait_for_records(proc: subprocess.Popen, path: Path, count: int, timeout: float = 120.0) -> None:
+    """Wait until ``path`` (a records.jsonl) holds ``count`` lines; fail the test if ``proc`` ends
+    first (with the end of its stderr) or nothing appears within ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= count:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.02)
+    pytest.fail(f"no records appeared within {timeout:g} s")
+
+
 def test_sigkill_mid_run_resumes_to_the_same_records(random_ref, tmp_path) -> None:
     """A reproduction killed with SIGKILL resumes with nothing lost and nothing duplicated."""
     from geninv.experiments.random_sweep import run_random_sweep
@@ -172,16 +185,8 @@ def test_sigkill_mid_run_resumes_to_the_same_records(random_ref, tmp_path) -> No
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     per_trial = len(_tiny_random_config().methods) + (1 if certify_status().available else 0)
     path = out / "records.jsonl"
-    deadline = time.time() + 120
     try:
-        while time.time() < deadline:
-            if path.exists() and path.read_bytes().count(b"\n") >= 2 * per_trial:
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
-            time.sleep(0.02)
-        else:
-            pytest.fail("no records appeared within 120 s")
+        wait_for_records(proc, path, 2 * per_trial)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)

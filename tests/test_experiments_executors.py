@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from functools import partial
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from geninv.exceptions import InputError
 from geninv.experiments.executors import ExecutorSpec, open_executor, parse_executor
 from geninv.experiments.random_sweep import RandomSweepConfig, random_trial, random_units, run_random_sweep
 from geninv.experiments.records import RecordStore, comparable, load_records, run_units
+from test_experiments import wait_for_records
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "src" / "geninv" / "experiments"
@@ -198,15 +198,7 @@ def test_sigkilled_driver_resumes_to_the_serial_records(serial_ref, tmp_path, ex
     path = out / "records.jsonl"
     per_unit = len(_cfg().methods)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if path.exists() and path.read_bytes().count(b"\n") >= 2 * per_unit:
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
-            time.sleep(0.02)
-        else:
-            pytest.fail("no records appeared within 120 s")
+        wait_for_records(proc, path, 2 * per_unit)
         # The whole job dies at once: the driver and its worker processes.
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
