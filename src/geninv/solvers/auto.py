@@ -40,10 +40,6 @@ from geninv.solvers.image_layer import choose_domains, data_dtype, exact_fit, im
 from geninv.solvers.loop import Callback
 from geninv.solvers.measurement import (
     Measurement,
-    forward_meas,
-    meas_index,
-    measure_for,
-    observed_count,
     preactivation_target,
     resolve_measurement,
     unsaturated,
@@ -77,7 +73,7 @@ def exact_samples(G: Generator, y: Tensor, meas: Measurement) -> Tensor | None:
         return None
     idx = pre.nonzero().squeeze(1)
     yp = y if domain == "pre" else y[idx]
-    mp = meas if domain == "pre" else meas_index(meas, idx)
+    mp = meas if domain == "pre" else meas.subset(idx)
     m = unsaturated(G, yp, mp)  # saturated pixels carry no equation on the pre-activation
     W, b = G.weights[-1], G.biases[-1]
     t = preactivation_target(G, yp, m)
@@ -104,7 +100,7 @@ def residual_noise_level(G: Generator, y: Tensor, meas: Measurement, z: Tensor) 
     root mean square is then far above this level, which :func:`geninv.solvers.verdict.fit_verdict`
     detects, although the fit's own least-squares estimate of ``sigma`` would explain it.
     """
-    r = (forward_meas(meas, G.to(dtype=torch.float64).forward_unchecked(z.to(torch.float64)))
+    r = (meas.apply(G.to(dtype=torch.float64).forward_unchecked(z.to(torch.float64)))
          - y.to(torch.float64)).abs()
     if meas.kind == "diag":
         assert meas.obs is not None
@@ -315,9 +311,9 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
     f64 = torch.float64
     data_dt = data_dtype(y)
     seconds: dict[str, float] = {}
-    m_obs = observed_count(y, meas).to(f64)
+    m_obs = meas.n_observed(y).to(f64)
     # Unobserved entries carry no data: zero them, so the fit's residual is the observed one.
-    y64 = forward_meas(meas, y.to(f64)) if meas.kind == "diag" else y.to(f64)
+    y64 = meas.apply(y.to(f64)) if meas.kind == "diag" else y.to(f64)
     y_norm = y64.norm(dim=1)
     G64 = G.to(dtype=f64)
     exact_given = given is not None and bool((given == 0).all())
@@ -354,7 +350,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         warnings.simplefilter("ignore", ConvergenceWarning)
         if bool(exact.any()):
             ie = exact.nonzero().squeeze(1)
-            res_e = latent_pursuit(G, y if bool(exact.all()) else y[ie], measure=measure_for(meas, None if bool(exact.all())
+            res_e = latent_pursuit(G, y if bool(exact.all()) else y[ie], measure=meas.as_measure(None if bool(exact.all())
                                                                                               else ie))
             if bool(exact.all()):
                 res_lp = res_e
@@ -379,7 +375,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         fresh = todo & ~exact  # no pursuit estimate yet
         if bool(fresh.any()) and not stopped:
             iff = fresh.nonzero().squeeze(1)
-            res_p = latent_pursuit(G, y[iff], measure=measure_for(meas, iff), max_iter=pursuit_iter, debias=False)
+            res_p = latent_pursuit(G, y[iff], measure=meas.as_measure(iff), max_iter=pursuit_iter, debias=False)
             z[iff] = res_p.z.to(f64)
             n_iter[iff] = res_p.n_iter
         seconds["pursuit"] = time.perf_counter() - ts
@@ -391,7 +387,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         """The level each fit is judged against (see Notes, 3.)."""
         r = given.clone() if given is not None else torch.zeros(B, dtype=f64, device=dev)
         if given is None and robust.numel():
-            r[robust] = residual_noise_level(G, y[robust], meas_index(meas, robust), zc[robust])
+            r[robust] = residual_noise_level(G, y[robust], meas.subset(robust), zc[robust])
         # Samples the exact test took as exact (whose pursuit did not fit) are exact data.
         return torch.where(exact, torch.zeros_like(r), r)
 
@@ -420,7 +416,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         wrong basin's residual is Gaussian too)."""
         out = torch.zeros(B, dtype=torch.bool, device=dev)
         if robust.numel() >= 8:
-            lvl = torch.sqrt(2.0 * network_fit(G64, y64[robust], z[robust], meas_index(meas, robust))
+            lvl = torch.sqrt(2.0 * network_fit(G64, y64[robust], z[robust], meas.subset(robust))
                              / (m_obs[robust] - G.latent_dim).clamp_min(1.0))
             out[robust[lvl > suspect_ratio * lvl.median()]] = True
         return out
@@ -429,7 +425,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
     if bool(need.any()) and opts.starts:
         ts = time.perf_counter()
         ineed = need.nonzero().squeeze(1)
-        mi = meas_index(meas, ineed)
+        mi = meas.subset(ineed)
         # Candidates are compared on the data fit (a level estimated from a wrong basin's fit
         # would weigh the prior far too much); with a given level, on the MAP objective.
         g_cmp = torch.zeros_like(gam[ineed]) if given is None else gam[ineed]
@@ -447,7 +443,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
                 if gm.numel():
                     z, obj, conv_r, it_r = _map_refit(G64, y64, meas, z, gm, gam, m_obs, sigma_z, refine_iter, data_dt)
                     n_iter[gm] += it_r
-            obj[gi] = network_fit(G64, y64[gi], z[gi], meas_index(meas, gi), gam[gi])
+            obj[gi] = network_fit(G64, y64[gi], z[gi], meas.subset(gi), gam[gi])
         seconds["multistart"] = time.perf_counter() - ts
         need = need & (~judged() | suspect()) & (not report(STAGES.index("multistart"), "multistart", obj))
     ref = reference(z)
@@ -457,11 +453,11 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
 
         ineed = need.nonzero().squeeze(1)
         sig_n = ref[ineed]
-        sig_n = torch.where(sig_n > 0, sig_n, torch.sqrt(2.0 * network_fit(G64, y64[ineed], z[ineed], meas_index(meas, ineed))
+        sig_n = torch.where(sig_n > 0, sig_n, torch.sqrt(2.0 * network_fit(G64, y64[ineed], z[ineed], meas.subset(ineed))
                                                          / (m_obs[ineed] - G.latent_dim).clamp_min(1.0)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            res_n = noisy_pursuit(G, y[ineed], measure=measure_for(meas, ineed), noise_level=sig_n, sigma_z=sigma_z,
+            res_n = noisy_pursuit(G, y[ineed], measure=meas.as_measure(ineed), noise_level=sig_n, sigma_z=sigma_z,
                                   max_iter=max(pursuit_iter, 100), refine_iter=refine_iter)
         _take(z, obj, stage, converged, n_iter, G64, y64, meas, gam, ineed, res_n.z.to(f64), res_n.converged,
               res_n.n_iter, 2)
@@ -477,7 +473,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             res_g = fallback_solve(name, G, y, meas, ineed, seed, fallback_iter)
-        zg, _, itg, cg = support_refine(G64, y64[ineed], meas_index(meas, ineed), res_g.z.to(f64), gamma=gam[ineed],
+        zg, _, itg, cg = support_refine(G64, y64[ineed], meas.subset(ineed), res_g.z.to(f64), gamma=gam[ineed],
                                         max_iter=refine_iter, jac_dtype=data_dt)
         _take(z, obj, stage, converged, n_iter, G64, y64, meas, gam, ineed, zg, res_g.converged | cg,
               res_g.n_iter + itg, STAGES.index(name))
@@ -538,7 +534,7 @@ def _map_refit(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: T
                sigma_z: float, refine_iter: int, data_dt: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The Gaussian MAP refit of the samples ``idx``: their noise level estimated from the
     least-squares fit's residual, ``gam = sigma^2 / sigma_z^2`` set in place, then refined."""
-    est = torch.sqrt(2.0 * network_fit(G64, y64[idx], z[idx], meas_index(meas, idx))
+    est = torch.sqrt(2.0 * network_fit(G64, y64[idx], z[idx], meas.subset(idx))
                      / (m_obs[idx] - G64.latent_dim).clamp_min(1.0))
     gam[idx] = est.square() / sigma_z**2
     return _refine(G64, y64, meas, z, idx, gam, refine_iter, data_dt)
@@ -559,7 +555,7 @@ def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tens
     rel = 1e-2 * n0 / max(1, y64.shape[1] - n0)
     if not statistical:
         rel *= 1e-2  # a residual that is not noise: run on to a hundredth of that decrease
-    zr, objr, it, conv = support_refine(G64, y64[idx], meas_index(meas, idx), z[idx], gamma=gam[idx],
+    zr, objr, it, conv = support_refine(G64, y64[idx], meas.subset(idx), z[idx], gamma=gam[idx],
                                         max_iter=refine_iter, rel_decrease=rel, jac_dtype=jac_dtype)
     z = z.clone()
     z[idx] = zr
@@ -570,7 +566,7 @@ def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tens
 def _take(z: Tensor, obj: Tensor, stage: Tensor, converged: Tensor, n_iter: Tensor, G64: Generator, y64: Tensor,
           meas: Measurement, gam: Tensor, idx: Tensor, zc: Tensor, conv_c: Tensor, it_c: Tensor, k: int) -> None:
     """Keep the candidate ``zc`` for the samples ``idx`` where its objective is lower (in place)."""
-    oc = network_fit(G64, y64[idx], zc, meas_index(meas, idx), gam[idx])
+    oc = network_fit(G64, y64[idx], zc, meas.subset(idx), gam[idx])
     better = torch.isfinite(oc) & (oc < obj[idx])
     gi = idx[better]
     z[gi] = zc[better]

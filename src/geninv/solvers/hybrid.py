@@ -30,7 +30,7 @@ from geninv.solvers.gradient import adam, gd, initial_latent
 from geninv.solvers.latent_pursuit import latent_pursuit
 from geninv.solvers.layered_bp import layered_bp
 from geninv.solvers.loop import Callback
-from geninv.solvers.measurement import Measurement, measure_for, observed_count
+from geninv.solvers.measurement import Measurement
 from geninv.solvers.network import hidden_layers
 from geninv.solvers.noise import noisy_pursuit
 from geninv.solvers.refine import fit_threshold, gauss_newton_refine, network_fit
@@ -233,7 +233,7 @@ def hybrid(
     public_measure = meas.as_measure()
 
     # -- gradient stage first where the image layer cannot be inverted layer-wise (hybrid_order) --
-    from geninv.solvers.hybrid_order import HybridParts, gradient_first, gradient_first_hybrid
+    from geninv.solvers.hybrid_order import gradient_first, gradient_first_hybrid
 
     if order == "gradient_first" and (isinstance(noise_level, str) or not fallback):
         raise InputError(f"order: expected 'auto' or 'pursuit_first' with noise_level={noise_level!r} and "
@@ -252,8 +252,7 @@ def hybrid(
                                      pursuit_iter=pursuit_iter, refine_iter=refine_iter, fallback=fallback,
                                      fallback_iter=fallback_iter, fit_tol=fit_tol, seed=seed, tol=tol,
                                      callback=callback, popts=popts, t0=t0,
-                                     parts=HybridParts(gauss_newton_refine, network_fit, fit_threshold, fallback_solve,
-                                                       measure_for, observed_count))
+                                     fallback_solve=fallback_solve)
     # -- end of the gradient-first dispatch --
 
     # 1. the pursuit

@@ -21,7 +21,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,25 +29,15 @@ from torch import Tensor
 from geninv.exceptions import ConvergenceWarning, InputError, describe
 from geninv.model.generator import Generator
 from geninv.solvers.loop import Callback
-from geninv.solvers.measurement import Measurement, meas_index
+from geninv.solvers.measurement import Measurement
 from geninv.solvers.network import hidden_layers
+from geninv.solvers.refine import fit_threshold, gauss_newton_refine, network_fit
 from geninv.solvers.result import SolveResult, finish
 
-__all__ = ["ORDERS", "HybridParts", "gradient_first", "prior_cardinality", "gradient_first_hybrid"]
+__all__ = ["ORDERS", "gradient_first", "prior_cardinality", "gradient_first_hybrid"]
 
 #: Values of the hybrid's ``order`` option.
 ORDERS = ("auto", "pursuit_first", "gradient_first")
-
-class HybridParts(NamedTuple):
-    """The hybrid's own building blocks (module :mod:`geninv.solvers.hybrid`, which calls in here)."""
-
-    gauss_newton_refine: Callable[..., Any]
-    network_fit: Callable[..., Tensor]
-    fit_threshold: Callable[..., Tensor]
-    fallback_solve: Callable[..., SolveResult]
-    measure_for: Callable[..., Any]
-    observed_count: Callable[..., Tensor]
-
 
 #: Latents drawn from the prior to read the image layer's typical cardinality.
 PRIOR_DRAWS = 64
@@ -96,7 +86,8 @@ def gradient_first(G: Generator, y: Tensor, meas: Measurement, order: str) -> tu
 def gradient_first_hybrid(G: Generator, yy: Tensor, meas: Measurement, *, reason: str, sigma: Tensor | None,
                           gam: Tensor, pursuit: str, pursuit_iter: int, refine_iter: int, fallback: tuple[str, ...],
                           fallback_iter: int, fit_tol: float, seed: int, tol: float, callback: Callback | None,
-                          popts: dict[str, Any], t0: float, parts: HybridParts) -> SolveResult:
+                          popts: dict[str, Any], t0: float,
+                          fallback_solve: Callable[..., SolveResult]) -> SolveResult:
     """The hybrid with its candidates in the order ``(fallback[0], pursuit, *fallback[1:])``.
 
     Each candidate is refined through the whole network
@@ -109,7 +100,6 @@ def gradient_first_hybrid(G: Generator, yy: Tensor, meas: Measurement, *, reason
     """
     from geninv.solvers.registry import load_method
 
-    gauss_newton_refine, network_fit, fit_threshold, fallback_solve, measure_for, observed_count = parts
     B, dev = yy.shape[0], yy.device
     f64 = torch.float64
     G64 = G.to(dtype=f64)
@@ -131,11 +121,11 @@ def gradient_first_hybrid(G: Generator, yy: Tensor, meas: Measurement, *, reason
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             if name == "pursuit":
-                res = load_method(pursuit)(G, yy[idx], measure=measure_for(meas, idx),
+                res = load_method(pursuit)(G, yy[idx], measure=meas.as_measure(idx),
                                            **dict({"max_iter": pursuit_iter}, **popts))
             else:
                 res = fallback_solve(name, G, yy, meas, idx, seed, fallback_iter)
-        mi = meas_index(meas, idx)
+        mi = meas.subset(idx)
         z_c = res.z.to(f64)
         with torch.no_grad():
             obj_raw = network_fit(G64, y64[idx], z_c, mi, gam[idx])
@@ -193,7 +183,7 @@ def gradient_first_hybrid(G: Generator, yy: Tensor, meas: Measurement, *, reason
         layers = hidden_layers(G64, z_best)
     supports = [x > 0 for x in layers]
     converged = ~unexplained(obj_best, z_best)
-    trusted = s_L.to(f64) < observed_count(yy, meas).to(f64) / 2
+    trusted = s_L.to(f64) < meas.n_observed(yy).to(f64) / 2
     info: dict[str, Any] = {
         "order": "gradient_first", "order_reason": reason,
         "choice": choice, "choices": choices, "stage": [choices[c] for c in choice.tolist()],

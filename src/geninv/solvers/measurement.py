@@ -283,23 +283,3 @@ def unsaturated(G: Generator, y: Tensor, meas: Measurement) -> Measurement:
 
 
 # Function forms of the Measurement methods, for callers written against them.
-
-
-def forward_meas(meas: Measurement, p: Tensor) -> Tensor:
-    """``meas.apply(p)``: ``A p`` for signals ``p`` (B, n)."""
-    return meas.apply(p)
-
-
-def meas_index(meas: Measurement, idx: Tensor) -> Measurement:
-    """``meas.subset(idx)``."""
-    return meas.subset(idx)
-
-
-def measure_for(meas: Measurement, idx: Tensor | None) -> Any:
-    """``meas.as_measure(idx)``."""
-    return meas.as_measure(idx)
-
-
-def observed_count(y: Tensor, meas: Measurement) -> Tensor:
-    """``meas.n_observed(y)``."""
-    return meas.n_observed(y)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from geninv.model.generator import Generator
 from geninv.solvers.auto import exact_samples
-from geninv.solvers.measurement import Measurement, meas_index, measure_for, unsaturated
+from geninv.solvers.measurement import Measurement, unsaturated
 from geninv.solvers.registry import MethodSpec
 from geninv.solvers.result import SolveResult, merge_results
 from geninv.solvers.verdict import estimated_noise_level, self_check
@@ -116,12 +116,12 @@ def exact_or_noisy(spec: MethodSpec, G: Generator, y: Tensor, meas: Measurement,
     parts = []
     if bool(exact.any()):
         ie = exact.nonzero().squeeze(1)
-        parts.append((ie, solve_exact(G, y[ie], measure=measure_for(meas, ie), **options)))
+        parts.append((ie, solve_exact(G, y[ie], measure=meas.as_measure(ie), **options)))
     if bool(trial.any()):
         it = trial.nonzero().squeeze(1)
         whole = bool(trial.all())
-        r = solve_exact(G, y[it], measure=measure if whole else measure_for(meas, it), **options)
-        r = self_check(G, y[it], meas if whole else meas_index(meas, it), r, data_dtype=data_dtype)
+        r = solve_exact(G, y[it], measure=measure if whole else meas.as_measure(it), **options)
+        r = self_check(G, y[it], meas if whole else meas.subset(it), r, data_dtype=data_dtype)
         assert r.fits is not None
         if bool(r.fits.all()):
             if whole:
@@ -136,7 +136,7 @@ def exact_or_noisy(spec: MethodSpec, G: Generator, y: Tensor, meas: Measurement,
     reference = torch.zeros(B, dtype=torch.float64, device=dev)  # exact samples: judged at rounding level
     if bool(noisy.any()):
         i_n = noisy.nonzero().squeeze(1)
-        r = _noisy_solver(spec, options)(G, y[i_n], measure=measure_for(meas, i_n))
+        r = _noisy_solver(spec, options)(G, y[i_n], measure=meas.as_measure(i_n))
         level = estimated_noise_level(r.info, r.batch_size, dev)
         if level is not None:
             reference[i_n] = level

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from geninv.model.generator import Generator
-from geninv.solvers.measurement import Measurement, forward_meas, meas_index
+from geninv.solvers.measurement import Measurement
 from geninv.solvers.network import AffineCache, hidden_layers, support_affine
 from geninv.solvers.refine import gauss_newton_refine, network_fit
 
@@ -104,12 +104,12 @@ def support_refine(
         if idx.numel() == 0:
             break
         zb, yb, gb = z[idx], y[idx], gam[idx]
-        mb = meas_index(meas, idx)
+        mb = meas.subset(idx)
         sups = [x > 0 for x in hidden_layers(Gw, zb.to(jac_dtype))]
         # The offset in float64 from the float64 network: it dominates the pre-activation.
         J, c = cache.maps(idx, sups, lambda s, k: (support_affine(Gw, s, k, dtype=jac_dtype)[0], _support_offset(G64, s)))
         a = torch.bmm(J, zb.to(jac_dtype).unsqueeze(-1)).squeeze(-1).to(f64) + c
-        r = forward_meas(mb, phi(a)) - yb
+        r = mb.apply(phi(a)) - yb
         K = mb.apply_cols(phi.derivative(a).to(jac_dtype)[:, :, None] * J)
         Kt = K.transpose(1, 2)
         H = (Kt @ K).to(f64) + gb[:, None, None] * eye
@@ -193,14 +193,14 @@ def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam
         c = hi - lo
         rows = torch.arange(c, device=dev)
         rep = idx[lo:hi].repeat_interleave(k)
-        zr, o, it, conv = support_refine(G64, y64[rep], meas_index(meas, rep), z0_all[lo * k:hi * k],
+        zr, o, it, conv = support_refine(G64, y64[rep], meas.subset(rep), z0_all[lo * k:hi * k],
                                          gamma=gam[lo:hi].repeat_interleave(k), max_iter=min(probe_iter, max_iter),
                                          rel_decrease=rel, jac_dtype=jac_dtype)
         it_sum[lo:hi] = it.view(c, k).sum(dim=1)
         o = torch.where(torch.isfinite(o), o, torch.full_like(o, math.inf)).view(c, k)
         sel = (rows[:, None] * k + o.topk(fin, dim=1, largest=False).indices).reshape(-1)
         rep_f = idx[lo:hi].repeat_interleave(fin)
-        zf, of, itf, cf = support_refine(G64, y64[rep_f], meas_index(meas, rep_f), zr[sel],
+        zf, of, itf, cf = support_refine(G64, y64[rep_f], meas.subset(rep_f), zr[sel],
                                          gamma=gam[lo:hi].repeat_interleave(fin), max_iter=max_iter,
                                          rel_decrease=rel, jac_dtype=jac_dtype)
         it_sum[lo:hi] += itf.view(c, fin).sum(dim=1)
