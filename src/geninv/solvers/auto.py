@@ -313,7 +313,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
     seconds: dict[str, float] = {}
     m_obs = meas.n_observed(y).to(f64)
     # Unobserved entries carry no data: zero them, so the fit's residual is the observed one.
-    y64 = meas.apply(y.to(f64)) if meas.kind == "diag" else y.to(f64)
+    y64 = meas.observed(y.to(f64))
     y_norm = y64.norm(dim=1)
     G64 = G.to(dtype=f64)
     exact_given = given is not None and bool((given == 0).all())

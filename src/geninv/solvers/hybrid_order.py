@@ -73,10 +73,7 @@ def gradient_first(G: Generator, y: Tensor, meas: Measurement, order: str) -> tu
     if n_L <= n:
         return False, f"the image layer does not contract (n_L = {n_L} <= n = {n})"
     s_L = float(prior_cardinality(G).double().median())
-    if meas.kind == "diag":
-        m = float(meas.w.to(torch.float64).sum(dim=1).median())  # type: ignore[union-attr]
-    else:
-        m = float(y.shape[1])
+    m = float(meas.n_observed(y).to(torch.float64).median())
     if s_L < m / 2:
         return False, f"Corollary 1 holds at the image layer for typical latents (median s_L = {s_L:.0f} < m/2 = {m / 2:.0f})"
     return True, (f"the image layer contracts (n_L = {n_L} > n = {n}) and Corollary 1 fails there for typical "

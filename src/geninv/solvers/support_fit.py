@@ -87,7 +87,7 @@ def support_refine(
     obj = network_fit(G64, y, z, meas, gam)
     n_iter = torch.zeros(B, dtype=torch.int64, device=dev)
     converged = torch.zeros(B, dtype=torch.bool, device=dev)
-    y_obs = y * meas.w.to(f64) if meas.kind == "diag" else y  # type: ignore[union-attr]
+    y_obs = meas.observed(y)
     floor = 0.5 * (64 * torch.finfo(f64).eps * y_obs.norm(dim=1)) ** 2
     done0 = (obj <= floor) & (gam == 0)
     converged |= done0
