@@ -36,15 +36,14 @@ from geninv.model.generator import Generator
 from geninv.solvers.auto_options import AutoOptions, noise_arg
 from geninv.solvers.checks import check_generator, check_informative, check_option
 from geninv.solvers.error_bound import z_error_bound
-from geninv.solvers.image_layer import choose_domains, data_dtype, exact_fit, image_warm_start
+from geninv.solvers.image_layer import data_dtype
 from geninv.solvers.loop import Callback
 from geninv.solvers.measurement import (
     Measurement,
-    preactivation_target,
     resolve_measurement,
-    unsaturated,
 )
 from geninv.solvers.network import hidden_layers
+from geninv.solvers.per_sample import exact_samples
 from geninv.solvers.refine import network_fit
 from geninv.solvers.result import SolveResult, finish
 from geninv.solvers.support_fit import bank_refine, support_refine
@@ -54,38 +53,6 @@ __all__ = ["auto", "AutoOptions", "STAGES", "exact_samples", "residual_noise_lev
 
 #: Per-sample ``info["stage"]`` values: index into this tuple.
 STAGES = ("exact", "refined", "noisy_pursuit", "gd", "adam", "multistart")
-
-
-def exact_samples(G: Generator, y: Tensor, meas: Measurement) -> Tensor | None:
-    """Which samples the image layer fits exactly (B,) bool, or None where the test is not
-    available (no pre-activation form: a non-invertible output, a general operator). Decided per
-    sample: a sample with an observed value outside the output range, or observing at most ``n_L``
-    unsaturated pixels, is not exact; saturated pixels are left out (:func:`geninv.solvers.measurement.unsaturated`).
-
-    A sample is exact when the nonnegative least-squares start of the image layer solves it to the
-    rounding level of the data's dtype (:func:`geninv.solvers.image_layer.exact_fit` with
-    :func:`geninv.solvers.image_layer.data_dtype`, the rule Latent-Pursuit itself applies).
-    """
-    if G.n_hidden == 0 or not G.output_activation.invertible:
-        return None
-    domain, pre = choose_domains("auto", G, y, meas)
-    if domain == "signal":
-        return None
-    idx = pre.nonzero().squeeze(1)
-    yp = y if domain == "pre" else y[idx]
-    mp = meas if domain == "pre" else meas.subset(idx)
-    m = unsaturated(G, yp, mp)  # saturated pixels carry no equation on the pre-activation
-    W, b = G.weights[-1], G.biases[-1]
-    t = preactivation_target(G, yp, m)
-    x0 = image_warm_start(W, t - b, m.obs, y.dtype)
-    ex = exact_fit(W, b, t, m.w, x0, rounding=data_dtype(y))
-    if ex is None:
-        return None
-    if m.obs is not None:
-        ex = ex & (m.obs.sum(dim=1) > W.shape[1])  # too few equations: an exact fit proves nothing
-    out = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
-    out[idx] = ex
-    return out
 
 
 def residual_noise_level(G: Generator, y: Tensor, meas: Measurement, z: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ from geninv.solvers.steps import LinearLS, SignalLS
 from geninv.solvers.subproblems import image_lipschitz
 
 __all__ = ["choose_domains", "choose_domain", "ImageProblem", "image_problem", "image_warm_start", "data_dtype",
-           "exact_fit"]
+           "exact_fit", "ImageStart", "image_start"]
 
 
 def choose_domains(image_domain: object, G: Generator, y: Tensor, meas: Measurement, *,
@@ -141,6 +141,67 @@ def exact_fit(W: Tensor, b: Tensor, t: Tensor, w: Tensor | None, x0: Tensor | No
     return r.norm(dim=1) <= 1000 * eps * d.norm(dim=1).clamp_min(torch.finfo(t.dtype).tiny)
 
 
+class ImageStart(NamedTuple):
+    """The pre-activation image layer of one batch before its pursuit: its equations, warm start
+    and exact test (:func:`image_start`), computed once where the per-sample exact test
+    (:func:`geninv.solvers.per_sample.exact_test`) and the pursuit's image layer both need them.
+
+    y : Tensor of shape (B, n)
+        The data it was computed for.
+    obs : Tensor of shape (B, n), bool, or None
+        The observed pixels of the measurement it was computed for.
+    W, b : Tensor of shape (n, n_L) and (n,)
+        The image layer it was computed for.
+    m : Measurement
+        The observed pixels that are not saturated (:func:`geninv.solvers.measurement.unsaturated`).
+    t : Tensor of shape (B, n)
+        The target ``phi^{-1}(y)`` on those pixels (:func:`geninv.solvers.measurement.preactivation_target`).
+    x0 : Tensor of shape (B, n_L) or None
+        The warm start (:func:`image_warm_start`).
+    exact : Tensor of shape (B,), bool, or None
+        The samples whose start fits to the rounding level of the data (:func:`exact_fit`).
+    warm_start : bool
+        Whether ``x0`` and ``exact`` were computed (False: both None).
+    """
+
+    y: Tensor
+    obs: Tensor | None
+    W: Tensor
+    b: Tensor
+    m: Measurement
+    t: Tensor
+    x0: Tensor | None
+    exact: Tensor | None
+    warm_start: bool
+
+    def serves(self, G: Generator, y: Tensor, meas: Measurement) -> bool:
+        """Whether it was computed for the data ``y``, the observed pixels of ``meas`` and the
+        image layer of ``G`` (compared by value)."""
+        return (_same(self.y, y) and _same(self.obs, meas.obs) and _same(self.W, G.weights[-1])
+                and _same(self.b, G.biases[-1]))
+
+
+def _same(a: Tensor | None, b: Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a is b or (a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b))
+
+
+def image_start(G: Generator, y: Tensor, meas: Measurement, *, warm_start: bool = True) -> ImageStart:
+    """The pre-activation image layer of ``y`` before its pursuit (:class:`ImageStart`): the
+    unsaturated observed pixels, the target ``phi^{-1}(y)``, and with ``warm_start`` (default
+    True) the start :func:`image_warm_start` and its exact test :func:`exact_fit` at the rounding
+    level of the data (:func:`data_dtype`)."""
+    W, b = G.weights[-1], G.biases[-1]
+    m = unsaturated(G, y, meas)  # saturated pixels give no equation on the pre-activation
+    t = preactivation_target(G, y, m)
+    x0 = exact = None
+    if warm_start:
+        x0 = image_warm_start(W, t - b, m.obs, y.dtype)
+        exact = exact_fit(W, b, t, m.w, x0, rounding=data_dtype(y))
+    return ImageStart(y, meas.obs, W, b, m, t, x0, exact, warm_start)
+
+
 class ImageProblem(NamedTuple):
     """The image layer's nonnegative LASSO ``min_{x >= 0} f(x) + lam 1^T x`` as the pursuits set it up.
 
@@ -167,23 +228,22 @@ class ImageProblem(NamedTuple):
 
 
 def image_problem(G: Generator, y: Tensor, meas: Measurement, domain: str, *, warm_start: bool,
-                  power_iters: int) -> ImageProblem:
+                  power_iters: int, start: ImageStart | None = None) -> ImageProblem:
     """The image layer's problem in ``domain`` ('pre' or 'signal', :func:`choose_domains`).
 
     'pre': ``1/2 ||M (phi^{-1}(y) - W_{L+1} x - b_{L+1})||^2`` on the observed pixels that are not
     saturated (:func:`geninv.solvers.measurement.unsaturated`), from :func:`image_warm_start`
-    when ``warm_start``. 'signal': ``1/2 ||A (y - phi(W_{L+1} x + b_{L+1}))||^2`` from zero.
+    when ``warm_start``; ``start`` (:func:`image_start`) where it serves this batch with the same
+    ``warm_start`` (:meth:`ImageStart.serves`), else computed here. 'signal': ``1/2 ||A (y - phi(W_{L+1} x +
+    b_{L+1}))||^2`` from zero.
     """
     W, b = G.weights[-1], G.biases[-1]
     phi = G.output_activation
     if domain == "pre":
-        m_img = unsaturated(G, y, meas)  # saturated pixels give no equation on the pre-activation
-        t = preactivation_target(G, y, m_img)
-        lip = image_lipschitz(W, m_img, None, power_iters=power_iters)
-        x0 = exact = None
-        if warm_start:
-            x0 = image_warm_start(W, t - b, m_img.obs, y.dtype)
-            exact = exact_fit(W, b, t, m_img.w, x0, rounding=data_dtype(y))
-        return ImageProblem(LinearLS(W, b), t, m_img.w, lip, x0, exact)
+        served = start is not None and start.warm_start == warm_start and start.serves(G, y, meas)
+        s = start if served else image_start(G, y, meas, warm_start=warm_start)
+        assert s is not None
+        lip = image_lipschitz(W, s.m, None, power_iters=power_iters)
+        return ImageProblem(LinearLS(W, b), s.t, s.m.w, lip, s.x0, s.exact)
     lip = image_lipschitz(W, meas, phi, power_iters=power_iters)
     return ImageProblem(SignalLS(W, b, phi, meas.op), y, meas.w, lip, None, None)

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from geninv.model.generator import Generator
 from geninv.solvers.debias import debias_stage
-from geninv.solvers.image_layer import image_problem
+from geninv.solvers.image_layer import ImageStart, image_problem
 from geninv.solvers.linalg import supported_lstsq
 from geninv.solvers.loop import Callback, StageLog, threshold_support
 from geninv.solvers.measurement import Measurement
@@ -52,6 +52,7 @@ def latent_pursuit(
     restart: bool = True,
     warm_start: bool = True,
     power_iters: int = 30,
+    image_start: ImageStart | None = None,
 ) -> SolveResult:
     """Invert ``y = A G(z)`` layer by layer from the image back to ``z`` (Latent-Pursuit).
 
@@ -130,6 +131,12 @@ def latent_pursuit(
         ``lam`` is 0 (:func:`geninv.solvers.image_layer.exact_fit`; ``info["lam"]`` shows it).
     power_iters : int
         Power iterations for per-sample spectral norms (default 30).
+    image_start : ImageStart, optional
+        The pre-activation image layer's start (warm start and exact test) already computed
+        for this ``y`` (:func:`geninv.solvers.image_layer.image_start`; :func:`geninv.invert`'s
+        per-sample default passes the one its exact test computed). Used where it serves the
+        batch (the same data, observed pixels and image layer, and the same ``warm_start``:
+        :meth:`geninv.solvers.image_layer.ImageStart.serves`); default None: computed here.
 
     Returns
     -------
@@ -230,7 +237,8 @@ def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOpti
                                            power_iters=o.power_iters, stage=stage, **loop)
         info["mu"][stage] = mu_t.squeeze(1)
     else:
-        p = image_problem(G, y, meas, domain, warm_start=o.warm_start, power_iters=o.power_iters)
+        p = image_problem(G, y, meas, domain, warm_start=o.warm_start, power_iters=o.power_iters,
+                          start=o.image_start)
         out, lam_t = fista_layer(p.f, p.t, p.w, lip=p.lip, lam=o.lam, lam_rel=o.lam_rel, x0=p.x0, max_iter=o.max_iter,
                                  restart=o.restart, stage=stage, exact=p.exact, **loop)
     log.record(stage, out, ts)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from geninv.model.generator import Generator
 from geninv.solvers.debias import debias_stage
-from geninv.solvers.image_layer import ImageProblem, image_problem
+from geninv.solvers.image_layer import ImageProblem, ImageStart, image_problem
 from geninv.solvers.linalg import supported_lstsq
 from geninv.solvers.loop import Callback, StageLog, threshold_support
 from geninv.solvers.measurement import Measurement
@@ -44,6 +44,7 @@ def layered_bp(
     restart: bool = True,
     power_iters: int = 30,
     warm_start: bool = True,
+    image_start: ImageStart | None = None,
 ) -> SolveResult:
     """Invert ``y`` by one nonnegative Lagrangian basis pursuit per layer (Layered Basis-Pursuit).
 
@@ -93,6 +94,8 @@ def layered_bp(
         ``max(pinv(M W_{L+1}) M (phi^{-1}(y) - b_{L+1}), 0)`` (default True; as in
         :func:`geninv.latent_pursuit`; :func:`geninv.solvers.image_layer.image_warm_start`); a start
         that fits to rounding gets ``lam = 0`` (:func:`geninv.solvers.image_layer.exact_fit`).
+    image_start : ImageStart, optional
+        As in :func:`geninv.latent_pursuit` (default None).
 
     Returns
     -------
@@ -148,7 +151,8 @@ def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOpti
         x0_img, exact = relu_image_start(W, b, y, pos, zero, dtype) if o.warm_start else (None, None)
         p = ImageProblem(LinearLS(W, b), y, w_img, masked_gram_norm(W, w_img, iters=o.power_iters), x0_img, exact)
     else:
-        p = image_problem(G, y, meas, domain, warm_start=o.warm_start, power_iters=o.power_iters)
+        p = image_problem(G, y, meas, domain, warm_start=o.warm_start, power_iters=o.power_iters,
+                          start=o.image_start)
     stage = f"x{L}"
     out, lam_t = fista_layer(p.f, p.t, p.w, lip=p.lip, x0=p.x0, max_iter=o.max_iter, stage=stage, exact=p.exact, **loop)
     est = [out.state.x]

@@ -9,6 +9,7 @@ from typing import Any
 
 from geninv.exceptions import InputError, describe
 from geninv.solvers.checks import check_option
+from geninv.solvers.image_layer import ImageStart
 from geninv.solvers.loop import Callback
 
 __all__ = ["PursuitOptions", "NoiseOptions"]
@@ -30,7 +31,8 @@ def _check_fields(opts: Any, kinds: dict[str, tuple[str, float | None, bool]]) -
 @dataclass(frozen=True)
 class PursuitOptions:
     """Options of Latent-Pursuit and Layered Basis-Pursuit (see :func:`geninv.latent_pursuit` for
-    each one's meaning). ``tol`` is the resolved tolerance (a number, not None)."""
+    each one's meaning). ``tol`` is the resolved tolerance (a number, not None); ``image_start``
+    the image layer's start already computed (:func:`geninv.solvers.image_layer.image_start`), or None."""
 
     lam: float | None = None
     lam_rel: float = 1e-6
@@ -47,8 +49,12 @@ class PursuitOptions:
     restart: bool = True
     warm_start: bool = True
     power_iters: int = 30
+    image_start: ImageStart | None = None
 
     def __post_init__(self) -> None:
+        if self.image_start is not None and not isinstance(self.image_start, ImageStart):
+            raise InputError("image_start: expected None or an ImageStart (geninv.solvers.image_layer.image_start), "
+                             f"received {describe(self.image_start)}")
         _check_fields(self, {"lam": ("float", 0.0, True), "lam_rel": ("float", 0.0, False), "rho": ("float", 0.0, False)})
         _positive("rho", self.rho)
         _check_fields(self, {

@@ -5,8 +5,9 @@ rounding of the data's dtype) with signals that it does not (noise, 8-bit quanti
 outside the range of ``G``). The exact form of a pursuit is fast and exact on the first kind and
 fails on the second; its noisy form (every parameter from an estimated noise level) serves the
 second. :func:`exact_or_noisy` splits the batch by the exact test of the image layer
-(:func:`geninv.solvers.auto.exact_samples`), solves each group with its form, and merges the two
-results back in the batch's order, each judged by its own rule.
+(:func:`exact_samples`), solves each group with its form, and merges the two results back in the
+batch's order, each judged by its own rule. The exact samples' pursuit takes the image layer's
+start that the test computed (:class:`geninv.solvers.image_layer.ImageStart`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,51 @@ import torch
 from torch import Tensor
 
 from geninv.model.generator import Generator
-from geninv.solvers.auto import exact_samples
+from geninv.solvers.image_layer import ImageStart, choose_domains, image_start
 from geninv.solvers.measurement import Measurement, unsaturated
 from geninv.solvers.registry import MethodSpec
 from geninv.solvers.result import SolveResult, merge_results
 from geninv.solvers.verdict import estimated_noise_level, self_check
 
-__all__ = ["exact_or_noisy", "judge", "result_rows"]
+__all__ = ["exact_or_noisy", "exact_samples", "exact_test", "judge", "result_rows"]
+
+
+def exact_test(G: Generator, y: Tensor, meas: Measurement) -> tuple[Tensor | None, ImageStart | None]:
+    """Which samples the image layer fits exactly (B,) bool, and the image layer's start it computed.
+
+    The samples are None where the test is not available (no pre-activation form: a
+    non-invertible output, a general operator); the start is None where it was not computed. A
+    sample with an observed value outside the output range, or observing at most ``n_L``
+    unsaturated pixels, is not exact; saturated pixels are left out
+    (:func:`geninv.solvers.measurement.unsaturated`).
+
+    A sample is exact when the nonnegative least-squares start of the image layer solves it to the
+    rounding level of the data's dtype (:func:`geninv.solvers.image_layer.image_start`, the rule
+    Latent-Pursuit itself applies). The start is that of the samples taking the pre-activation
+    form (the whole batch, or those samples where the batch mixes forms); a pursuit given it as
+    ``image_start`` on those samples starts from it instead of computing it again.
+    """
+    if G.n_hidden == 0 or not G.output_activation.invertible:
+        return None, None
+    domain, pre = choose_domains("auto", G, y, meas)
+    if domain == "signal":
+        return None, None
+    idx = pre.nonzero().squeeze(1)
+    yp = y if domain == "pre" else y[idx]
+    start = image_start(G, yp, meas if domain == "pre" else meas.subset(idx))
+    if start.exact is None:
+        return None, start
+    ex = start.exact
+    if start.m.obs is not None:
+        ex = ex & (start.m.obs.sum(dim=1) > start.W.shape[1])  # too few equations: an exact fit proves nothing
+    out = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
+    out[idx] = ex
+    return out, start
+
+
+def exact_samples(G: Generator, y: Tensor, meas: Measurement) -> Tensor | None:
+    """The samples of :func:`exact_test` (B,) bool, or None where the test is not available."""
+    return exact_test(G, y, meas)[0]
 
 
 def result_rows(res: SolveResult, idx: Tensor) -> SolveResult:
@@ -94,33 +133,34 @@ def exact_or_noisy(spec: MethodSpec, G: Generator, y: Tensor, meas: Measurement,
     Notes
     -----
     A sample is exact when the nonnegative least-squares start of the image layer fits it to the
-    rounding level of ``data_dtype`` (:func:`geninv.solvers.auto.exact_samples`). Where every
+    rounding level of ``data_dtype`` (:func:`exact_samples`). Where every
     sample is exact the result is the exact form's on the whole batch, bit for bit. Where the test
     proves nothing (no pre-activation form: a general operator, a non-invertible output
     activation, the signal-domain image layer; or at most ``n_L`` unsaturated observed pixels),
     the exact form is tried, and the samples whose result it does not fit at rounding level are
-    solved again by the noisy form. A callback sees each group's batch in turn.
+    solved again by the noisy form. A callback sees each group's batch in turn. The exact form
+    takes the image layer's start the test computed (:func:`exact_test`), where it serves.
     """
     t0 = time.perf_counter()
-    solve_exact = spec.load()
     B, dev = y.shape[0], y.device
     Gl = G.like(y)
-    ex = exact_samples(Gl, y, meas)
+    ex, start = exact_test(Gl, y, meas)
+    solve_exact = functools.partial(spec.load(), **_with_start(spec, options, start))
     if ex is None:  # no exact test: every sample is tried by the exact form
         exact, trial = torch.zeros(B, dtype=torch.bool, device=dev), torch.ones(B, dtype=torch.bool, device=dev)
     else:  # too few equations: the test proves nothing, the exact form is tried
         exact, trial = ex, ~ex & _few_equations(Gl, y, meas)
     if bool(exact.all()):
-        res = solve_exact(G, y, measure=measure, **options)
+        res = solve_exact(G, y, measure=measure)
         return dataclasses.replace(res, info=dict(res.info, noise_form=~exact))
     parts = []
     if bool(exact.any()):
         ie = exact.nonzero().squeeze(1)
-        parts.append((ie, solve_exact(G, y[ie], measure=meas.as_measure(ie), **options)))
+        parts.append((ie, solve_exact(G, y[ie], measure=meas.as_measure(ie))))
     if bool(trial.any()):
         it = trial.nonzero().squeeze(1)
         whole = bool(trial.all())
-        r = solve_exact(G, y[it], measure=measure if whole else meas.as_measure(it), **options)
+        r = solve_exact(G, y[it], measure=measure if whole else meas.as_measure(it))
         r = self_check(G, y[it], meas if whole else meas.subset(it), r, data_dtype=data_dtype)
         assert r.fits is not None
         if bool(r.fits.all()):
@@ -146,9 +186,21 @@ def exact_or_noisy(spec: MethodSpec, G: Generator, y: Tensor, meas: Measurement,
     return dataclasses.replace(merged, method=spec.name, info=info)
 
 
+def _with_start(spec: MethodSpec, options: dict[str, Any], start: ImageStart | None) -> dict[str, Any]:
+    """``options`` with the image layer's start where the method takes one (``spec.image_start``);
+    a start the caller gave is kept."""
+    if start is None or spec.image_start is None:
+        return options
+    if spec.image_start == "option":
+        return dict({"image_start": start}, **options)
+    inner = dict(options.get("pursuit_options") or {})
+    inner.setdefault("image_start", start)
+    return dict(options, pursuit_options=inner)
+
+
 def _few_equations(G: Generator, y: Tensor, meas: Measurement) -> Tensor:
     """Samples (B,) bool whose unsaturated observed pixels number at most ``n_L``: there an exact
-    fit of the image layer proves nothing (:func:`geninv.solvers.auto.exact_samples`)."""
+    fit of the image layer proves nothing (:func:`exact_samples`)."""
     m = unsaturated(G, y, meas)
     if m.obs is None:
         return torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)

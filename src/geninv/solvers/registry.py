@@ -61,6 +61,10 @@ class MethodSpec:
     any_generator : bool
         Inverts generators with any hidden activation and any differentiable callable ``G(z)``
         given with ``latent_dim=``.
+    image_start : {None, "option", "pursuit_options"}
+        How the method's exact form takes the image layer's start that the per-sample exact test
+        computed (:class:`geninv.solvers.image_layer.ImageStart`): its own option ``image_start``
+        (the pursuits), an entry of its option ``pursuit_options`` (the hybrid), or not at all.
     """
 
     name: str
@@ -73,6 +77,7 @@ class MethodSpec:
     own_debias: bool = False
     needs_supports: bool = False
     any_generator: bool = False
+    image_start: Literal["option", "pursuit_options"] | None = None
 
     def load(self) -> Callable[..., SolveResult]:
         """The method's function (InputError where its module is missing from this installation)."""
@@ -102,12 +107,15 @@ REGISTRY: dict[str, MethodSpec] = {s.name: s for s in (
                ("supports", "mode", "max_iter", "tol", "seed", "callback", "solver"), needs_supports=True),
     MethodSpec("layered_bp", "geninv.solvers.layered_bp", "layered_bp",
                ("lam", "lam_rel", "max_iter", "tol", "debias", "debias_rounds", "seed", "callback", "image_domain",
-                "support_tol", "check_every", "restart", "power_iters", "warm_start"),
-               noise="noisy_form", noise_default="per_sample", noisy_shared=_PURSUIT_SHARED, own_debias=True),
+                "support_tol", "check_every", "restart", "power_iters", "warm_start", "image_start"),
+               noise="noisy_form", noise_default="per_sample", noisy_shared=_PURSUIT_SHARED, own_debias=True,
+               image_start="option"),
     MethodSpec("latent_pursuit", "geninv.solvers.latent_pursuit", "latent_pursuit",
                ("lam", "lam_rel", "rho", "gamma", "max_iter", "tol", "debias", "debias_rounds", "seed", "callback",
-                "image_domain", "support_tol", "mu", "check_every", "restart", "warm_start", "power_iters"),
-               noise="noisy_form", noise_default="per_sample", noisy_shared=_PURSUIT_SHARED, own_debias=True),
+                "image_domain", "support_tol", "mu", "check_every", "restart", "warm_start", "power_iters",
+                "image_start"),
+               noise="noisy_form", noise_default="per_sample", noisy_shared=_PURSUIT_SHARED, own_debias=True,
+               image_start="option"),
     MethodSpec("gd", "geninv.solvers.gradient", "gd",
                ("max_iter", "tol", "lr", "momentum", "decay", "seed", "z0", "check_every", "callback", "latent_dim"),
                any_generator=True),
@@ -120,7 +128,7 @@ REGISTRY: dict[str, MethodSpec] = {s.name: s for s in (
     MethodSpec("hybrid", "geninv.solvers.hybrid", "hybrid",
                ("noise_level", "gamma", "pursuit", "pursuit_iter", "refine_iter", "fallback", "fallback_iter", "fit_tol",
                 "seed", "tol", "callback", "pursuit_options", "order"),
-               noise="own", noise_default="per_sample"),
+               noise="own", noise_default="per_sample", image_start="pursuit_options"),
     MethodSpec("auto", "geninv.solvers.auto", "auto",
                ("noise_level", "sigma_z", "pursuit_iter", "refine_iter", "fallback", "fallback_iter", "seed",
                 "suspect_ratio", "map_fit", "bound", "callback", "starts", "noisy_candidate", "fast_path"),
