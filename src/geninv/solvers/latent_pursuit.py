@@ -10,11 +10,11 @@ from torch import Tensor
 
 from geninv.model.generator import Generator
 from geninv.solvers.debias import debias_stage
-from geninv.solvers.image_layer import ImageStart, image_problem
+from geninv.solvers.image_layer import image_problem
 from geninv.solvers.linalg import supported_lstsq
-from geninv.solvers.loop import Callback, StageLog, threshold_support
+from geninv.solvers.loop import StageLog, threshold_support
 from geninv.solvers.measurement import Measurement
-from geninv.solvers.options import PursuitOptions
+from geninv.solvers.options import PursuitOptions, keyword_options
 from geninv.solvers.pursuits import solve_pursuit
 from geninv.solvers.relu_output import (
     output_support,
@@ -29,31 +29,8 @@ from geninv.solvers.subproblems import auto_lam, fista_layer, ladmm_layer
 __all__ = ["latent_pursuit"]
 
 
-def latent_pursuit(
-    G: Generator,
-    y: Tensor,
-    *,
-    measure: Any = None,
-    mask: Tensor | None = None,
-    lam: float | None = None,
-    lam_rel: float = 1e-6,
-    rho: float = 1.0,
-    gamma: float = 0.0,
-    max_iter: int = 2000,
-    tol: float | None = None,
-    debias: bool = True,
-    debias_rounds: int = 3,
-    seed: int | None = None,
-    callback: Callback | None = None,
-    image_domain: str = "auto",
-    support_tol: float = 1e-4,
-    mu: float | None = None,
-    check_every: int = 10,
-    restart: bool = True,
-    warm_start: bool = True,
-    power_iters: int = 30,
-    image_start: ImageStart | None = None,
-) -> SolveResult:
+@keyword_options(PursuitOptions, without=(), defaults={"tol": None}, annotations={"tol": "float | None"})
+def latent_pursuit(G: Generator, y: Tensor, *, measure: Any = None, mask: Tensor | None = None, **options: Any) -> SolveResult:
     """Invert ``y = A G(z)`` layer by layer from the image back to ``z`` (Latent-Pursuit).
 
     Parameters
@@ -194,9 +171,7 @@ def latent_pursuit(
     >>> bool(res.fits.all()), bool((relative_error(z, res.z) < 1e-6).all())
     (True, True)
     """
-    options = {k: v for k, v in locals().items() if k not in ("G", "y", "measure", "mask", "image_domain")}
-    return solve_pursuit("latent_pursuit", latent_pursuit, _run, G, y, measure=measure, mask=mask, image_domain=image_domain,
-                         options=options)
+    return solve_pursuit("latent_pursuit", latent_pursuit, _run, G, y, measure=measure, mask=mask, options=options)
 
 
 def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOptions, t0: float) -> SolveResult:

@@ -9,11 +9,11 @@ from torch import Tensor
 
 from geninv.model.generator import Generator
 from geninv.solvers.debias import debias_stage
-from geninv.solvers.image_layer import ImageProblem, ImageStart, image_problem
+from geninv.solvers.image_layer import ImageProblem, image_problem
 from geninv.solvers.linalg import supported_lstsq
-from geninv.solvers.loop import Callback, StageLog, threshold_support
+from geninv.solvers.loop import StageLog, threshold_support
 from geninv.solvers.measurement import Measurement
-from geninv.solvers.options import PursuitOptions
+from geninv.solvers.options import PursuitOptions, keyword_options
 from geninv.solvers.pursuits import solve_pursuit
 from geninv.solvers.relu_output import output_support, relu_image_start
 from geninv.solvers.result import SolveResult, finish
@@ -24,28 +24,8 @@ from geninv.solvers.subproblems import fista_layer
 __all__ = ["layered_bp"]
 
 
-def layered_bp(
-    G: Generator,
-    y: Tensor,
-    *,
-    measure: Any = None,
-    mask: Tensor | None = None,
-    lam: float | None = None,
-    lam_rel: float = 1e-6,
-    max_iter: int = 2000,
-    tol: float | None = None,
-    debias: bool = True,
-    debias_rounds: int = 3,
-    seed: int | None = None,
-    callback: Callback | None = None,
-    image_domain: str = "auto",
-    support_tol: float = 1e-4,
-    check_every: int = 10,
-    restart: bool = True,
-    power_iters: int = 30,
-    warm_start: bool = True,
-    image_start: ImageStart | None = None,
-) -> SolveResult:
+@keyword_options(PursuitOptions, without=("rho", "gamma", "mu"), defaults={"tol": None}, annotations={"tol": "float | None"})
+def layered_bp(G: Generator, y: Tensor, *, measure: Any = None, mask: Tensor | None = None, **options: Any) -> SolveResult:
     """Invert ``y`` by one nonnegative Lagrangian basis pursuit per layer (Layered Basis-Pursuit).
 
     Parameters
@@ -127,9 +107,7 @@ def layered_bp(
     >>> res.info["image_domain"], bool((relative_error(z, res.z) < 1e-6).all())
     ('pre', True)
     """
-    options = {k: v for k, v in locals().items() if k not in ("G", "y", "measure", "mask", "image_domain")}
-    return solve_pursuit("layered_bp", layered_bp, _run, G, y, measure=measure, mask=mask, image_domain=image_domain,
-                         options=options)
+    return solve_pursuit("layered_bp", layered_bp, _run, G, y, measure=measure, mask=mask, options=options)
 
 
 def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOptions, t0: float) -> SolveResult:

@@ -38,10 +38,10 @@ from geninv.solvers.expected_error import oracle_expected_error
 from geninv.solvers.image_layer import choose_domain, image_warm_start
 from geninv.solvers.latent_pursuit import latent_pursuit
 from geninv.solvers.linalg import one_thread, supported_lstsq
-from geninv.solvers.loop import Callback, StageLog, threshold_support
+from geninv.solvers.loop import StageLog, threshold_support
 from geninv.solvers.measurement import Measurement, preactivation_target, unsaturated
 from geninv.solvers.network import hidden_layers
-from geninv.solvers.options import NoiseOptions
+from geninv.solvers.options import NoiseOptions, keyword_options
 from geninv.solvers.refine import gauss_newton_refine, network_fit
 from geninv.solvers.result import SolveResult, finish
 from geninv.solvers.spectral import masked_gram_norm
@@ -191,30 +191,9 @@ def propagated_sigma(sigma_in: Tensor, W: Tensor, rows: Tensor, cols: Tensor) ->
 # -- noise-aware pursuit ---------------------------------------------------------------------------
 
 
-def noisy_pursuit(
-    G: Generator,
-    y: Tensor,
-    *,
-    measure: Any = None,
-    mask: Tensor | None = None,
-    noise_level: float | Tensor | str = "auto",
-    method: str = "latent_pursuit",
-    lam_scale: float = 0.1,
-    sigma_z: float = 1.0,
-    margin: float = 3.0,
-    image_domain: str = "signal",
-    max_iter: int = 500,
-    tol: float | None = 1e-5,
-    support_tol: float = 1e-4,
-    rho: float = 1.0,
-    refine: str = "network",
-    refine_iter: int = 50,
-    gamma_end: float | None = None,
-    check_every: int = 10,
-    power_iters: int = 30,
-    callback: Callback | None = None,
-    seed: int | None = None,
-) -> SolveResult:
+@keyword_options(NoiseOptions, defaults={"tol": 1e-5}, annotations={"tol": "float | None"})
+def noisy_pursuit(G: Generator, y: Tensor, *, measure: Any = None, mask: Tensor | None = None,
+                  noise_level: float | Tensor | str = "auto", **options: Any) -> SolveResult:
     """Latent-Pursuit or Layered Basis-Pursuit for noisy signals, every parameter from ``sigma``.
 
     Parameters
@@ -318,14 +297,11 @@ def noisy_pursuit(
     """
     t0 = time.perf_counter()
     G, yy, meas = check_problem(G, y, measure, mask)
-    o = NoiseOptions(method=method, refine=refine, lam_scale=lam_scale, sigma_z=sigma_z, margin=margin, max_iter=max_iter,
-                     tol=default_tol(yy.dtype) if tol is None else tol, support_tol=support_tol, rho=rho,
-                     refine_iter=refine_iter, gamma_end=gamma_end, check_every=check_every, power_iters=power_iters,
-                     callback=callback)
-    if image_domain == "signal":
+    o = NoiseOptions(**dict(options, tol=default_tol(yy.dtype) if options["tol"] is None else options["tol"]))
+    if o.image_domain == "signal":
         domain = "signal"
     else:
-        domain = choose_domain(image_domain, G, yy, meas)
+        domain = choose_domain(o.image_domain, G, yy, meas)
     check_informative(G, yy, meas)
     if G.n_hidden == 0:
         raise InputError("G: expected at least one hidden layer for a pursuit, received a generator without one")

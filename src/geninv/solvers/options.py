@@ -1,18 +1,25 @@
 """The pursuits' options as frozen dataclasses, each validated once when it is built (in the public
-function), so the solvers' inner functions take one checked object instead of many arguments."""
+function), so the solvers' inner functions take one checked object instead of many arguments; the
+pursuits' keyword options are declared once, as the fields of :class:`PursuitOptions`
+(:func:`keyword_options` gives a public function their signature)."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from geninv.exceptions import InputError, describe
-from geninv.solvers.checks import check_option
+from geninv.solvers.checks import check_option, check_seed
 from geninv.solvers.image_layer import ImageStart
 from geninv.solvers.loop import Callback
 
-__all__ = ["PursuitOptions", "NoiseOptions"]
+__all__ = ["PursuitOptions", "NoiseOptions", "keyword_options"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _positive(name: str, value: float) -> None:
@@ -31,8 +38,12 @@ def _check_fields(opts: Any, kinds: dict[str, tuple[str, float | None, bool]]) -
 @dataclass(frozen=True)
 class PursuitOptions:
     """Options of Latent-Pursuit and Layered Basis-Pursuit (see :func:`geninv.latent_pursuit` for
-    each one's meaning). ``tol`` is the resolved tolerance (a number, not None); ``image_start``
-    the image layer's start already computed (:func:`geninv.solvers.image_layer.image_start`), or None."""
+    each one's meaning): the one declaration of their keyword options and defaults
+    (:func:`keyword_options`). ``tol`` is the resolved tolerance (a number, not None; the public
+    default None is the dtype's); ``image_domain`` is resolved per sample by the pursuit
+    (:func:`geninv.solvers.image_layer.choose_domains`); ``seed`` is unused (the pursuits are
+    deterministic); ``image_start`` the image layer's start already computed
+    (:func:`geninv.solvers.image_layer.image_start`), or None."""
 
     lam: float | None = None
     lam_rel: float = 1e-6
@@ -42,7 +53,9 @@ class PursuitOptions:
     tol: float = 1e-7
     debias: bool = True
     debias_rounds: int = 3
+    seed: int | None = None
     callback: Callback | None = None
+    image_domain: str = "auto"
     support_tol: float = 1e-4
     mu: float | None = None
     check_every: int = 10
@@ -63,22 +76,59 @@ class PursuitOptions:
             "support_tol": ("float", 0.0, False), "mu": ("float", 0.0, True), "check_every": ("int", 1, False),
             "restart": ("bool", None, False), "warm_start": ("bool", None, False), "power_iters": ("int", 0, False),
         })
+        check_seed(self.seed)
 
     def replace(self, **changes: Any) -> PursuitOptions:
         """A copy with ``changes`` (validated again)."""
         return dataclasses.replace(self, **changes)
 
 
+def keyword_options(options: type, *, without: Collection[str] = (), defaults: Mapping[str, Any] | None = None,
+                    annotations: Mapping[str, str] | None = None) -> Callable[[F], F]:
+    """Give ``fn(G, y, *, measure=None, mask=None, **options)`` the keyword options declared by
+    the fields of the dataclass ``options``, less ``without``.
+
+    The decorated function's signature (``inspect.signature``, ``help``) lists them after its own
+    parameters, with the fields' annotations and defaults (``defaults`` / ``annotations`` where the
+    public ones differ, e.g. ``tol=None`` resolved later); a call binds its arguments to that
+    signature (a TypeError for an unknown or positional option, as for any Python function) and
+    ``fn`` gets every option, the defaults filled in.
+    """
+    defaults = dict(defaults or {})
+    annotations = dict(annotations or {})
+
+    def decorate(fn: F) -> F:
+        own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        extra = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotations.get(f.name, f.type),
+                                   default=defaults.get(f.name, f.default))
+                 for f in dataclasses.fields(options) if f.name not in without]
+        sig = inspect.signature(fn).replace(parameters=own + extra)
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return fn(*bound.args, **bound.kwargs)
+
+        call.__signature__ = sig  # type: ignore[attr-defined]
+        return call  # type: ignore[return-value]
+
+    return decorate
+
+
 @dataclass(frozen=True)
 class NoiseOptions:
-    """Options of :func:`geninv.solvers.noise.noisy_pursuit` (see there for each one's meaning).
-    ``tol`` is the resolved tolerance (a number, not None)."""
+    """Options of :func:`geninv.solvers.noise.noisy_pursuit` (see there for each one's meaning):
+    the one declaration of its keyword options and defaults (:func:`keyword_options`). ``tol`` is
+    the resolved tolerance (a number, not None; the public None is the dtype's); ``image_domain``
+    is resolved by the pursuit; ``seed`` is unused (deterministic)."""
 
     method: str = "latent_pursuit"
     refine: str = "network"
     lam_scale: float = 0.1
     sigma_z: float = 1.0
     margin: float = 3.0
+    image_domain: str = "signal"
     max_iter: int = 500
     tol: float = 1e-5
     support_tol: float = 1e-4
@@ -88,6 +138,7 @@ class NoiseOptions:
     check_every: int = 10
     power_iters: int = 30
     callback: Callback | None = None
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in ("latent_pursuit", "layered_bp"):

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from geninv.model.generator import Generator
-from geninv.solvers.checks import check_informative, check_problem, check_seed, default_tol
+from geninv.solvers.checks import check_informative, check_problem, default_tol
 from geninv.solvers.image_layer import choose_domains
 from geninv.solvers.measurement import Measurement
 from geninv.solvers.options import PursuitOptions
@@ -26,8 +26,9 @@ Run = Callable[[Generator, Tensor, Measurement, str, PursuitOptions, float], Sol
 
 
 def solve_pursuit(name: str, public: Callable[..., SolveResult], run: Run, G: object, y: object, *, measure: object,
-                  mask: object, image_domain: str, options: dict[str, Any]) -> SolveResult:
-    """Check a pursuit's problem and ``options`` (the public function's other arguments) and solve it.
+                  mask: object, options: dict[str, Any]) -> SolveResult:
+    """Check a pursuit's problem and ``options`` (every keyword option of :class:`PursuitOptions`
+    the public function takes, :func:`geninv.solvers.options.keyword_options`) and solve it.
 
     ``run`` solves a batch in one image domain; a batch whose samples take different domains
     (:func:`geninv.solvers.image_layer.choose_domains`) is solved by ``public`` per group. A
@@ -35,9 +36,8 @@ def solve_pursuit(name: str, public: Callable[..., SolveResult], run: Run, G: ob
     """
     t0 = time.perf_counter()
     G, yy, meas = check_problem(G, y, measure, mask)
-    opts = {k: v for k, v in options.items() if k not in ("seed", "tol")}
-    o = PursuitOptions(tol=default_tol(yy.dtype) if options["tol"] is None else options["tol"], **opts)
-    check_seed(options["seed"])
+    o = PursuitOptions(**dict(options, tol=default_tol(yy.dtype) if options["tol"] is None else options["tol"]))
+    image_domain = o.image_domain
     if is_relu_output(G) and image_domain == "auto":
         check_relu_measure(name, G, meas)
         domain, pre = "support", None
@@ -45,7 +45,7 @@ def solve_pursuit(name: str, public: Callable[..., SolveResult], run: Run, G: ob
         domain, pre = choose_domains(image_domain, G, yy, meas)
     check_informative(G, yy, meas)
     if domain == "mixed":
-        return split_by_domain(public, G, yy, meas, pre, options)
+        return split_by_domain(public, G, yy, meas, pre, {k: v for k, v in options.items() if k != "image_domain"})
     with torch.no_grad():
         if G.n_hidden == 0:
             return no_hidden_layer(name, G, yy, meas, t0)
