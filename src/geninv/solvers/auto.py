@@ -175,7 +175,9 @@ def auto(
         ``||z_hat - z||`` per sample (:func:`z_error_bound`; default False: it costs a few
         decompositions per sample and layer, in numpy).
     callback : callable, optional
-        ``callback(k, state)`` once per stage, ``state = {"stage": name, "x": z, "z": z (B, n_0),
+        ``callback(k, state)`` once per stage (``"exact"``; with an estimated level and ``map_fit``
+        ``"least_squares"``, the refinement before its MAP refit; ``"refine"``; then the stages
+        that run), ``state = {"stage": name, "x": z, "z": z (B, n_0),
         "objective": (B,)}`` (``objective``: the data fit ``1/2 ||A (y - G(z))||^2``, plus the
         prior term once the MAP weight is set); returning True stops after that stage with what
         it has (``info["stopped_by_callback"]``).
@@ -395,6 +397,8 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
     z, obj, conv_r, it_r = _refine(G64, y64, meas, z, idx, gam, 0 if stopped else refine_iter, data_dt)
     n_iter[idx] += it_r
     converged[idx] = conv_r
+    if given is None and robust.numel() and map_fit:
+        report(1, "least_squares", obj)
     if given is None and robust.numel() and map_fit and not stopped:
         # The Gaussian MAP fit with the estimated level, from the least-squares one, where that
         # fit is consistent with noise (elsewhere its residual is not noise, and no level applies).
