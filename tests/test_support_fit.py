@@ -149,6 +149,6 @@ def test_bfloat16_preconditioned_steps_reach_the_float32_steps_minimum() -> None
     assert torch.allclose(oa, ob, rtol=1e-8, atol=0)
     # Without the conjugate-gradient iterations the bfloat16 step is a different one.
     zc, _, _, _ = support_refine(G, yy, meas, z0, max_iter=1, jac_dtype=torch.float32, hess_dtype=torch.bfloat16,
-                                 corrections=0)
+                                 cg_iter=0)
     zd, _, _, _ = support_refine(G, yy, meas, z0, max_iter=1, jac_dtype=torch.float32, hess_dtype=torch.float32)
     assert float(((zc - zd).norm(dim=1) / zd.norm(dim=1)).max()) > 1e-4

@@ -42,7 +42,8 @@ def support_refine(
     rel_decrease: float = 0.0,
     jac_dtype: torch.dtype = torch.float64,
     hess_dtype: torch.dtype | None = None,
-    corrections: int = 3,
+    cg_iter: int = 8,
+    cg_tol: float = 1e-4,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Minimize ``F(z) = 1/2 ||A (y - G(z))||^2 + gamma/2 ||z||^2`` from ``z0``, supports re-read
     at every step, the products of a step in ``jac_dtype``.
@@ -124,6 +125,7 @@ def support_refine(
     damp = torch.full((B,), 1e-6, dtype=f64, device=dev)
     hd = hessian_dtype(jac_dtype, dev) if hess_dtype is None else hess_dtype
     cache = AffineCache(G64, B, hd)
+    precondition = hd != jac_dtype and cg_iter > 0
     # The network at the current z (supports, output pre-activation), carried from the
     # acceptance test's forward pass; and the Gauss-Newton matrix, formed again only where J
     # or phi'(a) changed.
@@ -151,12 +153,12 @@ def support_refine(
         H = H_all[idx] + gb[:, None, None] * eye
         sc = H.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(torch.finfo(f64).tiny)
         Hd = H + (damp[idx] * sc)[:, None, None] * eye
-        if hd != jac_dtype and corrections:
+        if precondition:
             # The bfloat16 matrix only preconditions conjugate gradients on the exact damped
             # Gauss-Newton matrix (its products through the network, no Jacobian formed), so the
             # step is the exact matrix's; where rounding left it indefinite it is shifted.
-            dz = _preconditioned_step(Gw, mb, sups, q, gb + damp[idx] * sc, _spd_factor(Hd, sc), g, corrections,
-                                      jac_dtype)
+            dz = _preconditioned_step(Gw, mb, sups, q, gb + damp[idx] * sc, _spd_factor(Hd, sc), g, cg_iter,
+                                      cg_tol, jac_dtype)
         else:
             L, info = torch.linalg.cholesky_ex(Hd)
             if bool((info != 0).any()):
@@ -249,7 +251,7 @@ def _gauss_newton_product(Gw: Generator, meas: Measurement, supports: list[Tenso
 
 
 def _preconditioned_step(Gw: Generator, meas: Measurement, supports: list[Tensor], q: Tensor, shift: Tensor,
-                         L: Tensor, g: Tensor, iters: int, dtype: torch.dtype) -> Tensor:
+                         L: Tensor, g: Tensor, iters: int, tol: float, dtype: torch.dtype) -> Tensor:
     """``dz`` (B, n_0) from ``iters`` conjugate-gradient iterations on ``(K^T K + shift I) dz = -g``,
     preconditioned by the Cholesky factor ``L`` of an approximation of that matrix."""
     def apply(v: Tensor) -> Tensor:
@@ -258,7 +260,7 @@ def _preconditioned_step(Gw: Generator, meas: Measurement, supports: list[Tensor
     def precond(v: Tensor) -> Tensor:
         return torch.cholesky_solve(v.unsqueeze(-1), L).squeeze(-1)
 
-    return _pcg(apply, precond, -g, iters)
+    return _pcg(apply, precond, -g, iters, tol)
 
 
 def _spd_factor(H: Tensor, scale: Tensor) -> Tensor:
@@ -277,7 +279,8 @@ def _spd_factor(H: Tensor, scale: Tensor) -> Tensor:
     return L
 
 
-def _pcg(apply: Callable[[Tensor], Tensor], precond: Callable[[Tensor], Tensor], b: Tensor, iters: int) -> Tensor:
+def _pcg(apply: Callable[[Tensor], Tensor], precond: Callable[[Tensor], Tensor], b: Tensor, iters: int,
+         tol: float = 0.0) -> Tensor:
     """``iters`` preconditioned conjugate-gradient iterations on the batched s.p.d. systems
     ``apply(x) = b`` (B, k) from 0 (each sample's scalars its own; a converged sample stays)."""
     x = torch.zeros_like(b)
@@ -285,7 +288,10 @@ def _pcg(apply: Callable[[Tensor], Tensor], precond: Callable[[Tensor], Tensor],
     zc = precond(r)
     p = zc
     rz = (r * zc).sum(dim=1)
+    stop = tol**2 * rz
     for _ in range(iters):
+        if bool((rz <= stop).all()):
+            break
         Ap = apply(p)
         pAp = (p * Ap).sum(dim=1)
         al = torch.where(pAp > 0, rz / pAp.clamp_min(torch.finfo(pAp.dtype).tiny), torch.zeros_like(rz))
@@ -321,7 +327,7 @@ def _gauss_newton_matrix(J_all: Tensor, rows: Tensor, meas: Measurement, q: Tens
 
 def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam: Tensor, starts: int,
                 sigma_z: float, seed: int, max_iter: int, jac_dtype: torch.dtype, *, bank: int = 4096,
-                probe_iter: int = 6, finalists: int = 2, chunk: int = 1024) -> tuple[Tensor, Tensor, Tensor]:
+                probe_iter: int = 6, finalists: int = 1, chunk: int = 1024) -> tuple[Tensor, Tensor, Tensor]:
     """The whole-network refinement from ``starts`` starts for each sample ``idx``; per sample the
     start with the lowest objective (weight ``gam`` (len(idx),) on the prior term).
 
@@ -329,7 +335,9 @@ def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam
     whose images fit the sample best (``||A (G(z_b) - y)||``: one network pass per bank entry,
     shared by every sample, and two products with the batch), so that the costly refinement
     only runs from starts already near the data. Every start gets ``probe_iter`` steps; the
-    ``finalists`` lowest per sample continue to ``max_iter``. Returns ``z`` (len(idx), n_0), its
+    ``finalists`` lowest per sample continue to ``max_iter`` (default 1: on 64 real MNIST digits
+    and 64 compressed-sensing signals 2 gave the same median and 10 % quantile at a fifth more
+    time). Returns ``z`` (len(idx), n_0), its
     ``converged`` and the steps summed over the starts.
     """
     from geninv.solvers.gradient import initial_latent
