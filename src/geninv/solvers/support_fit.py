@@ -45,6 +45,7 @@ def support_refine(
     cg_iter: int = 8,
     cg_tol: float = 1e-4,
     backtracks: int = 2,
+    step_callback: Callable[[int, Tensor, Tensor], bool] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Minimize ``F(z) = 1/2 ||A (y - G(z))||^2 + gamma/2 ||z||^2`` from ``z0``, supports re-read
     at every step, the products of a step in ``jac_dtype``.
@@ -83,6 +84,9 @@ def support_refine(
         ``F`` (default 2; 0: none). On 512 MNIST-generator signals at 30 dB they cut the
         conjugate-gradient products by a fifth and changed the median and 10 % quantile of z SNR
         by less than 0.005 dB.
+    step_callback : callable, optional
+        ``step_callback(k, z, objective)`` after every step ``k`` (1, 2, ...) with the batch's
+        ``z`` (B, n_0) and ``F`` (B,); returning True stops with what it has.
 
     Returns
     -------
@@ -143,7 +147,7 @@ def support_refine(
     sups_all, a_all = _forward(G64, z)
     H_all = torch.zeros(B, n0, n0, dtype=f64, device=dev)
     q_all = torch.full_like(a_all, math.nan)
-    for _ in range(max_iter):
+    for k in range(max_iter):
         if idx.numel() == 0:
             break
         zb, yb, gb = z[idx], y[idx], gam[idx]
@@ -214,6 +218,8 @@ def support_refine(
         stuck = damp[idx] >= 1e12
         converged[idx] = ok | stuck
         idx = idx[~(ok | stuck)]
+        if step_callback is not None and step_callback(k + 1, z, obj):
+            break
     return z, obj, n_iter, converged
 
 
