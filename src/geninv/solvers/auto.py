@@ -340,12 +340,13 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
     res_lp: SolveResult | None = None
     stopped = False
 
-    def report(k: int, name: str, obj_k: Tensor | None = None) -> bool:
-        """The callback once per stage (the one convention); True once it asks to stop."""
+    def report(k: int, name: str, obj_k: Tensor | None = None, z_k: Tensor | None = None) -> bool:
+        """The callback once per stage and Levenberg-Marquardt step (``z_k``: the estimate then, else
+        ``z``); True once it asks to stop."""
         nonlocal stopped
         if callback is not None and not stopped:
             o = network_fit(G64, y64, z, meas) if obj_k is None else obj_k
-            zc = z.to(dt)
+            zc = (z if z_k is None else z_k).to(dt)
             stopped = callback(k, {"stage": name, "x": zc, "z": zc, "objective": o}) is True
         return stopped
 
@@ -394,19 +395,12 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         # Samples the exact test took as exact (whose pursuit did not fit) are exact data.
         return torch.where(exact, torch.zeros_like(r), r)
 
-    def lm_step(k: int, zc: Tensor, oc: Tensor) -> bool:
-        """The callback after every Levenberg-Marquardt step of the refinement (stage
-        ``"levenberg_marquardt"``, the whole batch's estimate); True once it asks to stop."""
-        nonlocal stopped
-        if callback is not None and not stopped:
-            zd = zc.to(dt)
-            stopped = callback(k, {"stage": "levenberg_marquardt", "x": zd, "z": zd, "objective": oc}) is True
-        return stopped
+    def on_step(k: int, zc: Tensor, oc: Tensor) -> bool:
+        return report(k, "levenberg_marquardt", oc, zc)
 
-    on_step = lm_step if callback is not None else None
     gam = torch.zeros(B, dtype=f64, device=dev) if given is None else given.square() / sigma_z**2
     z, obj, conv_r, it_r = _refine(G64, y64, meas, z, idx, gam, 0 if stopped else refine_iter, data_dt,
-                                   on_step=on_step)
+                                   on_step=on_step if callback is not None else None)
     n_iter[idx] += it_r
     converged[idx] = conv_r
     if given is None and robust.numel() and map_fit:
@@ -417,7 +411,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         im = robust[verdict(z, reference(z))[1][robust]]
         if im.numel():
             z, obj, conv_r, it_r = _map_refit(G64, y64, meas, z, im, gam, m_obs, sigma_z, refine_iter, data_dt,
-                                              on_step=on_step)
+                                              on_step=on_step if callback is not None else None)
             n_iter[im] += it_r
             converged[im] = conv_r
     seconds["refine"] = time.perf_counter() - ts
