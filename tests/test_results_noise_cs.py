@@ -206,3 +206,19 @@ def test_cs_summary_and_figure_from_planted_records(tmp_path):
     assert "Latent-Pursuit m* = not reached" in summ["claims"][0]["evidence"]
     (p,) = C.plot_cs(d)
     assert p.stat().st_size > 10_000
+
+
+def test_default_claim_pairs_images_and_reports_the_difference_of_medians(tmp_path):
+    """One image of the default at a different, equally good minimum (3 dB lower z SNR) moves the
+    median of 10 images but not the per-image comparison; an image-by-image loss of 1 dB fails."""
+    z = as_expected()
+    z["oracle_e2e"][30.0] = [20.0 + 2 * i for i in range(IMAGES)]  # median 29
+    z["auto"][30.0] = list(z["oracle_e2e"][30.0])
+    z["auto"][30.0][5] -= 3.0  # 30 -> 27: the default's median 27.5
+    claims = N.noise_claims(planted_noise(tmp_path / "p", z))
+    (c, v, e), = [x for x in claims if "Default" in x[0] and "30 dB" in x[0]]
+    assert v == "holds" and "median difference +0.00 dB" in e and "(difference -1.50)" in e
+    z["auto"][30.0] = [o - 1.0 for o in z["oracle_e2e"][30.0]]
+    claims = N.noise_claims(planted_noise(tmp_path / "q", z))
+    (c, v, e), = [x for x in claims if "Default" in x[0] and "30 dB" in x[0]]
+    assert v == "does not hold" and "median difference -1.00 dB" in e

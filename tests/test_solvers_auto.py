@@ -232,10 +232,28 @@ def test_options_are_checked_once_and_a_callback_can_stop_after_a_stage() -> Non
         warnings.simplefilter("ignore")
         res = auto(G, y, callback=cb)
         full = auto(G, y)
-    assert [s for _, s in seen] == ["exact", "refine"]
+    stages = [s for _, s in seen]
+    assert [s for s in stages if s != "levenberg_marquardt"] == ["exact", "least_squares", "refine"]
+    # Every Levenberg-Marquardt step reports, numbered from 1, before the least-squares stage ends.
+    lm = [k for k, s in seen if s == "levenberg_marquardt"]
+    assert lm and lm[0] == 1 and stages.index("least_squares") > stages.index("levenberg_marquardt")
     assert res.info["stopped_by_callback"] is True and full.info["stopped_by_callback"] is False
     # Stopped after the refinement: the refined estimate itself.
     assert bool((res.info["stage"] == STAGES.index("refined")).all())
+    # Stopped after the first Levenberg-Marquardt step: that step's estimate is the result.
+    first: list[torch.Tensor] = []
+
+    def cb_lm(k: int, state: dict) -> bool:
+        if state["stage"] == "levenberg_marquardt":
+            first.append(state["z"].clone())
+            return True
+        return False
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res1 = auto(G, y, callback=cb_lm)
+    assert len(first) == 1 and res1.info["stopped_by_callback"] is True
+    assert torch.equal(res1.z, first[0])
 
 
 def test_bank_starts_alone_recover_planted_latents() -> None:

@@ -102,8 +102,10 @@ def _signals(point: str, G: geninv.Generator, B: int, seed: int) -> dict[str, An
     return out
 
 
-def _solve(method: str, G: geninv.Generator, sig: dict[str, Any], seed: int) -> Tensor:
+def _solve(method: str, G: geninv.Generator, sig: dict[str, Any], seed: int, callback: Any = None) -> Tensor:
     y, measure, z = sig["y"], sig["measure"], sig["z"]
+    if callback is not None:
+        return geninv.invert(G, y, method=method, measure=measure, callback=callback).z
     if method == "oracle_e2e":
         return geninv.oracle(G, y, supports=G.trace(z).supports, mode="end_to_end", measure=measure).z
     if method == "latent_pursuit_noisy":
@@ -131,6 +133,49 @@ def _quality(G: geninv.Generator, sig: dict[str, Any], z_hat: Tensor) -> Tensor:
     return snr(sig["z"].to(torch.float64), z_hat.to(torch.float64))
 
 
+def _trace(method: str, G: geninv.Generator, sig: dict[str, Any], seed: int) -> list[list[float]]:
+    """``[[seconds, median z SNR], ...]`` of one run of ``method`` from its callback (every check of
+    gd, every stage of auto), the callback's own time left out; the last point is the result."""
+    points: list[list[float]] = []
+    spent = [0.0]
+    z_true = sig["z"].to(torch.float64)
+
+    def cb(k: int, state: dict[str, Any]) -> None:
+        tc = time.perf_counter()
+        points.append([tc - t0 - spent[0], float(snr(z_true, state["z"].to(torch.float64)).median())])
+        spent[0] += time.perf_counter() - tc
+
+    t0 = time.perf_counter()
+    z_hat = _solve(method, G, sig, seed, callback=cb)
+    total = time.perf_counter() - t0 - spent[0]
+    points.append([total, float(snr(z_true, z_hat.to(torch.float64)).median())])
+    return points
+
+
+def _first_reach(points: list[list[float]], target: float) -> float | None:
+    """The first time in a trace at which the median reaches ``target`` (None if never)."""
+    ts = [t for t, v in points if v >= target]
+    return min(ts) if ts else None
+
+
+def _time_to_target(recs: dict[str, Any], traces: dict[str, list[list[float]]]) -> dict[str, Any]:
+    """gd's own time to reach its final median, and each traced method's time to pass it, from
+    the traces of one run; with the ratios to gd's and to the Oracle's (total) time."""
+    target = traces["gd"][-1][1]
+    out: dict[str, Any] = {"target_db": target, "methods": {}}
+    t_gd = _first_reach(traces["gd"], target)
+    for method, pts in traces.items():
+        t = _first_reach(pts, target)
+        r: dict[str, Any] = {"seconds_to_target": t, "seconds_total_traced": pts[-1][0], "trace": pts,
+                             "trace_columns": ["seconds", "median_z_snr_db"]}
+        if t is not None and t_gd is not None:
+            r["gd_time_to_target_ratio"] = t_gd / t
+        if t is not None and "oracle_e2e" in recs:
+            r["time_to_target_over_oracle"] = t / recs["oracle_e2e"]["seconds"]
+        out["methods"][method] = r
+    return out
+
+
 def _summary(q: Tensor) -> dict[str, float]:
     q = q.to(torch.float64)
     return {"median": float(q.median()), "q10": float(q.quantile(0.1)), "q90": float(q.quantile(0.9)),
@@ -152,8 +197,14 @@ def _generator(name: str) -> geninv.Generator:
 
 
 def run_grid(*, points: tuple[str, ...] = POINTS, batch: int = 64, dtype: str = "float32", seed: int = 0,
-             methods: tuple[str, ...] | None = None, progress: bool = True, generator: str = "mnist") -> dict[str, Any]:
+             methods: tuple[str, ...] | None = None, progress: bool = True, generator: str = "mnist",
+             time_to_target: bool = False) -> dict[str, Any]:
     """Run the grid; returns ``{"settings": ..., "points": {point: {method: {...}}}}``.
+
+    ``time_to_target``: for every point with a truth where gd runs, also run gd and auto once
+    more with a callback (gd's every check, auto's every stage) and record, under
+    ``"time_to_target"``, gd's time to reach its own final median z SNR and auto's time to pass
+    it (the callback's time left out), with their ratio.
 
     ``dtype``: ``"float32"``, ``"float64"`` or ``"mixed"`` (signals made in float32, solved with
     the generator in float64). ``generator``: ``"mnist"`` or ``"tanh"`` (``digits`` is skipped
@@ -198,6 +249,15 @@ def run_grid(*, points: tuple[str, ...] = POINTS, batch: int = 64, dtype: str = 
         rec = _summary(q)
         rec["seconds"] = sec
         out["points"].setdefault(point, {})[method] = rec
+    if time_to_target:
+        out["time_to_target"] = {}
+        for point, recs in out["points"].items():
+            if sigs[point]["z"] is None or "gd" not in recs:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                traces = {m: _trace(m, Gs, sigs[point], seed) for m in ("gd", "auto") if m in recs}
+            out["time_to_target"][point] = _time_to_target(recs, traces)
     for point, recs in out["points"].items():
         ref_name = "oracle_e2e" if "oracle_e2e" in recs else "adam10" if "adam10" in recs else None
         ref = recs.get(ref_name) if ref_name else None
@@ -246,6 +306,20 @@ def readme_table(results: list[dict[str, Any]], command: str) -> str:
                              f"{r['seconds']:.2f} | {r.get('time_ratio_to_reference', math.nan):.2f} | "
                              f"{r.get('gd_time_ratio', math.nan):.2f} |")
         lines.append("")
+        if res.get("time_to_target"):
+            lines += ["Time to gd's final median z SNR (one more run of gd and auto each with a callback, its own time",
+                      "left out: gd's every check, auto's every stage; `ratio`: gd's time to its final median over",
+                      "this method's time to pass it; `total`: the traced run's total time):", "",
+                      "| input | gd's final median | method | reaches it (s) | total (s) | ratio | reach / Oracle's time |",
+                      "|---|---|---|---|---|---|---|"]
+            for point, tt in res["time_to_target"].items():
+                for method, r in tt["methods"].items():
+                    reach = r["seconds_to_target"]
+                    lines.append(f"| {point} | {tt['target_db']:.2f} | {method} | "
+                                 f"{'never' if reach is None else f'{reach:.2f}'} | {r['seconds_total_traced']:.2f} | "
+                                 f"{r.get('gd_time_to_target_ratio', math.nan):.2f} | "
+                                 f"{r.get('time_to_target_over_oracle', math.nan):.2f} |")
+            lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -261,6 +335,8 @@ def main(argv: list[str] | None = None, *, echo: Callable[[str], None] = print) 
     p.add_argument("--results", action="store_true", help="write into benchmarks/results/ (the committed results)")
     p.add_argument("--name", default="noise_grid", help="file stem of the JSON and table (default noise_grid)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--time-to-target", action="store_true",
+                   help="also trace gd and auto (callbacks) for gd's own time to its final median z SNR and auto's time to pass it")
     a = p.parse_args(argv)
     points = tuple(x.strip() for x in a.points.split(",") if x.strip())
     bad = [x for x in points if x not in POINTS]
@@ -285,7 +361,7 @@ def main(argv: list[str] | None = None, *, echo: Callable[[str], None] = print) 
     if not gens or any(g not in GENERATORS for g in gens):
         p.error(f"--generators: expected names from {', '.join(GENERATORS)}, received {a.generators!r}")
     results = [run_grid(points=points, batch=a.batch, dtype=d, seed=a.seed, methods=methods, progress=not a.no_progress,
-                        generator=g)
+                        generator=g, time_to_target=a.time_to_target)
                for g in gens for d in dtypes]
     cmd = "python -m geninv.bench.noise_grid " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     if not a.name.replace("_", "").replace("-", "").isalnum():

@@ -249,7 +249,8 @@ def plot_bound(out_dir: str | Path) -> list[Path]:
     return [save_figure(fig, out_dir / "noise_theorem2.png")]
 
 
-#: The default method may lose this much median z SNR (dB) to the end-to-end Oracle, and this much in its 10 % quantile.
+#: The default method may lose this much z SNR (dB) to the end-to-end Oracle per image (median over images),
+#: and this much in its 10 % quantile.
 DEFAULT_MEDIAN_SLACK, DEFAULT_TAIL_SLACK = 0.5, 1.5
 #: Latent-Pursuit (auto noise) matches the end-to-end Oracle within this many dB (median z SNR), and
 #: beats the paper's layer-wise Oracle by at least as much.
@@ -272,14 +273,24 @@ def _z(rs: Sequence[dict[str, Any]]) -> np.ndarray:
     return np.array([snr_value(r["snr"]["z"]) for r in rs], dtype=float)
 
 
-def _default_vs_oracle(za: np.ndarray, zo: np.ndarray, where: str) -> tuple[str, str, str]:
+def _default_vs_oracle(ra: Sequence[dict[str, Any]], ro: Sequence[dict[str, Any]], where: str) -> tuple[str, str, str]:
+    """The default against the end-to-end Oracle on the same images: the median over images of the
+    per-image difference of z SNR (on a few images the difference of the two medians turns on
+    single images whose fits are different, equally good minima), and the 10 % quantiles."""
+    oz = {r["image"]: snr_value(r["snr"]["z"]) for r in ro}
+    pairs = [(snr_value(r["snr"]["z"]), oz[r["image"]]) for r in ra if r["image"] in oz]
+    za, zo = np.array([a for a, _ in pairs], dtype=float), np.array([o for _, o in pairs], dtype=float)
+    with np.errstate(invalid="ignore"):
+        paired = float(np.median(za - zo))
     dm = float(np.median(za) - np.median(zo))
     dq = float(np.percentile(za, 10) - np.percentile(zo, 10))
-    ok = dm >= -DEFAULT_MEDIAN_SLACK and dq >= -DEFAULT_TAIL_SLACK
-    return (f"Default (auto): median z SNR at most {DEFAULT_MEDIAN_SLACK:g} dB below the end-to-end Oracle's, and "
-            f"its 10 % quantile at most {DEFAULT_TAIL_SLACK:g} dB below, {where}", "holds" if ok else "does not hold",
-            f"median {_fmt(float(np.median(za)))} vs {_fmt(float(np.median(zo)))}, 10 % {_fmt(float(np.percentile(za, 10)))} "
-            f"vs {_fmt(float(np.percentile(zo, 10)))} dB ({len(za)} images)")
+    ok = paired >= -DEFAULT_MEDIAN_SLACK and dq >= -DEFAULT_TAIL_SLACK
+    return (f"Default (auto): per image at most {DEFAULT_MEDIAN_SLACK:g} dB below the end-to-end Oracle's z SNR "
+            f"(median over images of the difference), and its 10 % quantile at most {DEFAULT_TAIL_SLACK:g} dB "
+            f"below the Oracle's, {where}", "holds" if ok else "does not hold",
+            f"median difference {paired:+.2f} dB; medians {_fmt(float(np.median(za)))} vs {_fmt(float(np.median(zo)))} "
+            f"(difference {dm:+.2f}), 10 % {_fmt(float(np.percentile(za, 10)))} vs {_fmt(float(np.percentile(zo, 10)))} "
+            f"dB ({len(za)} images)")
 
 
 def noise_claims(out_dir: str | Path) -> list[tuple[str, str, str]]:
@@ -293,9 +304,9 @@ def noise_claims(out_dir: str | Path) -> list[tuple[str, str, str]]:
     claims: list[tuple[str, str, str]] = []
     if "auto" in by and "oracle_e2e" in by:
         for x in sorted(set(by["auto"]) & set(by["oracle_e2e"])):
-            claims.append(_default_vs_oracle(_z(by["auto"][x]), _z(by["oracle_e2e"][x]), f"at input SNR {x:g} dB"))
+            claims.append(_default_vs_oracle(by["auto"][x], by["oracle_e2e"][x], f"at input SNR {x:g} dB"))
     if by8.get("auto") and by8.get("oracle_e2e"):
-        claims.append(_default_vs_oracle(_z(by8["auto"]), _z(by8["oracle_e2e"]), "on 8-bit images"))
+        claims.append(_default_vs_oracle(by8["auto"], by8["oracle_e2e"], "on 8-bit images"))
     lp = by.get("latent_pursuit_auto", {})
     for x in sorted(lp):
         a = float(np.median(_z(lp[x])))

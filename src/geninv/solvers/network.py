@@ -91,29 +91,52 @@ class AffineCache:
     ----------
     G : Generator
     batch : int
-    jac_dtype, offset_dtype : torch.dtype
-        Precisions kept for ``J_b`` (B, n, n_0) and ``c_b`` (B, n).
+    jac_dtype : torch.dtype
+        Precision kept for ``J_b`` (B, n, n_0).
+    offset_dtype : torch.dtype, optional
+        Precision kept for ``c_b`` (B, n); None: no offset kept (:meth:`refresh` only, for a
+        caller that computes the pre-activation on the network itself).
     """
 
-    def __init__(self, G: Generator, batch: int, jac_dtype: torch.dtype, offset_dtype: torch.dtype) -> None:
+    def __init__(self, G: Generator, batch: int, jac_dtype: torch.dtype, offset_dtype: torch.dtype | None = None) -> None:
         dev = G.weights[-1].device
         n_out = G.weights[-1].shape[0]
         self.J = torch.empty(batch, n_out, G.latent_dim, dtype=jac_dtype, device=dev)
-        self.c = torch.empty(batch, n_out, dtype=offset_dtype, device=dev)
+        # No offset kept where the caller computes the pre-activation on the network itself.
+        self.c = torch.empty(batch, n_out if offset_dtype is not None else 0, dtype=offset_dtype or jac_dtype,
+                             device=dev)
         self.supports = [torch.zeros(batch, W.shape[0], dtype=torch.bool, device=dev) for W in G.weights[:-1]]
         self.have = torch.zeros(batch, dtype=torch.bool, device=dev)
 
-    def maps(self, idx: Tensor, supports: Sequence[Tensor],
-             build: Callable[[list[Tensor], int], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
-        """``(J_b, c_b)`` of the samples ``idx`` with hidden ``supports`` (each (len(idx), n_i)),
-        ``build(stale_supports, count)`` called once for the samples whose supports changed."""
+    def _stale(self, idx: Tensor, supports: Sequence[Tensor]) -> Tensor:
+        """The samples of ``idx`` (a bool mask over it) whose map is missing or whose supports changed;
+        their supports are recorded."""
         stale = ~self.have[idx]
         for s_new, s_old in zip(supports, self.supports):
             stale |= (s_new != s_old[idx]).any(dim=1)
         if bool(stale.any()):
             st = idx[stale]
-            self.J[st], self.c[st] = build([x[stale] for x in supports], st.numel())
             for s_new, s_old in zip(supports, self.supports):
                 s_old[st] = s_new[stale]
             self.have[st] = True
+        return stale
+
+    def maps(self, idx: Tensor, supports: Sequence[Tensor],
+             build: Callable[[list[Tensor], int], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        """``(J_b, c_b)`` of the samples ``idx`` with hidden ``supports`` (each (len(idx), n_i)),
+        ``build(stale_supports, count)`` called once for the samples whose supports changed."""
+        stale = self._stale(idx, supports)
+        if bool(stale.any()):
+            st = idx[stale]
+            self.J[st], self.c[st] = build([x[stale] for x in supports], st.numel())
         return self.J[idx], self.c[idx]
+
+    def refresh(self, idx: Tensor, supports: Sequence[Tensor], build: Callable[[list[Tensor], int], Tensor]) -> Tensor:
+        """Build ``J_b`` (in :attr:`J`) for the samples of ``idx`` whose supports changed, ``build``
+        returning their ``J`` (no offset: for a caller that computes the pre-activation on the
+        network itself); returns which of ``idx`` were built (len(idx),) bool."""
+        stale = self._stale(idx, supports)
+        if bool(stale.any()):
+            st = idx[stale]
+            self.J[st] = build([x[stale] for x in supports], st.numel())
+        return stale

@@ -3,25 +3,32 @@ the ReLU supports re-read at every step (:func:`support_refine`), and the same r
 best-fitting latents of a seeded bank of prior draws (:func:`bank_refine`).
 
 Why a second implementation of the step of :func:`geninv.solvers.hybrid.gauss_newton_refine`:
-for float32 data the step's products (the supported affine map, ``K^T K``, ``K^T r``) are formed
-in float32 and the damped normal equations solved by a batched Cholesky factorization, which
-measured on 512 8-bit MNIST-generator signals halves the refinement's time at the same final
-z SNR (to 0.01 dB); the acceptance test stays on the float64 network.
+the residual and the gradient are formed in float64 on the network with the supports frozen, and
+for float32 data the Jacobian that forms the Gauss-Newton matrix is built in ``jac_dtype`` or,
+where the device multiplies bfloat16 matrices natively, in bfloat16; that matrix then only
+preconditions a few conjugate-gradient iterations on the exact one (whose products are a forward
+and a backward pass through the network). Measured on 512 8-bit MNIST-generator signals (one
+thread, AVX-512 bfloat16 CPU) the Jacobian's product is 5x faster in bfloat16 than in float32,
+and every signal's z SNR is the float32 step's to 0.01 dB; the acceptance test stays on the
+float64 network.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from geninv.model.activations import Activation
 from geninv.model.generator import Generator
 from geninv.solvers.measurement import Measurement
 from geninv.solvers.network import AffineCache, hidden_layers, support_affine
 from geninv.solvers.refine import gauss_newton_refine, network_fit
 
-__all__ = ["support_refine", "bank_refine"]
+__all__ = ["support_refine", "bank_refine", "hessian_dtype"]
 
 
 def support_refine(
@@ -34,6 +41,10 @@ def support_refine(
     max_iter: int = 50,
     rel_decrease: float = 0.0,
     jac_dtype: torch.dtype = torch.float64,
+    hess_dtype: torch.dtype | None = None,
+    cg_iter: int = 8,
+    cg_tol: float = 1e-4,
+    step_callback: Callable[[int, Tensor, Tensor], bool] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Minimize ``F(z) = 1/2 ||A (y - G(z))||^2 + gamma/2 ||z||^2`` from ``z0``, supports re-read
     at every step, the products of a step in ``jac_dtype``.
@@ -54,9 +65,22 @@ def support_refine(
         A sample stops after an accepted step lowering ``F`` by at most ``rel_decrease F`` (the
         statistical criterion; 0: off), or at the rounding level of the data fit.
     jac_dtype : torch.dtype
-        Precision of the supports' read, the affine map and the step's products (float32 for
-        float32 data); the normal equations are solved, and every step accepted or rejected on
-        the true network, in float64.
+        Precision of the supports' read and of the Gauss-Newton products (float32 for float32
+        data); the residual, the gradient and the normal equations' solve are in float64, and
+        every step is accepted or rejected on the true network in float64.
+    hess_dtype : torch.dtype, optional
+        Precision of the Jacobian that forms the Gauss-Newton matrix (default
+        :func:`hessian_dtype`: bfloat16 for float32 data where the device multiplies it natively,
+        else ``jac_dtype``). Where it is below ``jac_dtype`` that matrix preconditions
+        conjugate-gradient iterations on the exact one.
+    cg_iter, cg_tol : int, float
+        Those iterations per step: at most ``cg_iter`` (default 8), stopping once every sample's
+        preconditioned residual is below ``cg_tol`` (default ``1e-4``) times its start. On 512
+        8-bit MNIST-generator signals a fresh bfloat16 matrix lowers the residual about 100-fold
+        per iteration, so three suffice, and every z SNR equals the float32 step's to 0.004 dB.
+    step_callback : callable, optional
+        ``step_callback(k, z, objective)`` after every step ``k`` (1, 2, ...) with the batch's
+        ``z`` (B, n_0) and ``F`` (B,); returning True stops with what it has.
 
     Returns
     -------
@@ -68,11 +92,19 @@ def support_refine(
     Notes
     -----
     The step of :func:`geninv.solvers.hybrid.gauss_newton_refine` (same damping rule, same
-    acceptance test, so ``F`` never increases), with ``K = A diag(phi'(a)) J`` and ``K^T K``,
-    ``K^T r`` formed in ``jac_dtype`` and the damped ``n_0 x n_0`` system solved by a batched
-    Cholesky factorization in float64. For float32 data the products' rounding (relative
-    ``6e-8``) perturbs only the step's direction, far below the statistical criterion; the
-    affine map is rebuilt only for the samples whose supports changed.
+    acceptance test, so ``F`` never increases) with ``K = A diag(phi'(a)) J``: the residual
+    ``r`` and gradient ``g = K^T r + gamma z`` in float64 by a forward and a backward pass through
+    the network with the supports frozen, ``H = K^T K`` from ``J`` kept per sample in
+    ``hess_dtype`` (rebuilt only for the samples whose supports changed; ``H`` only where ``J`` or
+    ``phi'(a)`` changed), and the damped system
+    ``(H + gamma I + d s I) dz = -g`` solved by a batched Cholesky factorization in float64. With
+    ``hess_dtype`` below ``jac_dtype`` (bfloat16: relative rounding ``4e-3`` of ``J``, which on an
+    ill-conditioned ``H`` can change the step completely; ``K^T K`` itself is formed in
+    ``jac_dtype``) that factor preconditions conjugate-gradient iterations on the exact matrix
+    (``cg_iter``, ``cg_tol``), whose product ``K^T K v``
+    costs a forward and a backward pass in ``jac_dtype`` (``2 sum_i n_i n_{i-1}``, against
+    ``sum_i n_i n_{i-1} n_0`` for ``J``). Since ``g`` is exact, the step's fixed point is float64
+    stationarity whatever ``H``'s precision.
     """
     G64 = G.to(dtype=torch.float64) if G.dtype != torch.float64 else G
     Gw = G.to(dtype=jac_dtype) if G.dtype != jac_dtype else G
@@ -99,35 +131,59 @@ def support_refine(
         return z, obj, n_iter, converged
     eye = torch.eye(n0, dtype=f64, device=dev)
     damp = torch.full((B,), 1e-6, dtype=f64, device=dev)
-    cache = AffineCache(G64, B, jac_dtype, f64)
-    for _ in range(max_iter):
+    hd = hessian_dtype(jac_dtype, dev) if hess_dtype is None else hess_dtype
+    cache = AffineCache(G64, B, hd)
+    precondition = hd != jac_dtype and cg_iter > 0
+    # The network at the current z (supports, output pre-activation), carried from the
+    # acceptance test's forward pass; and the Gauss-Newton matrix, formed again only where J
+    # or phi'(a) changed.
+    sups_all, a_all = _forward(G64, z)
+    H_all = torch.zeros(B, n0, n0, dtype=f64, device=dev)
+    q_all = torch.full_like(a_all, math.nan)
+    for k in range(max_iter):
         if idx.numel() == 0:
             break
         zb, yb, gb = z[idx], y[idx], gam[idx]
         mb = meas.subset(idx)
-        sups = [x > 0 for x in hidden_layers(Gw, zb.to(jac_dtype))]
-        # The offset in float64 from the float64 network: it dominates the pre-activation.
-        J, c = cache.maps(idx, sups, lambda s, k: (support_affine(Gw, s, k, dtype=jac_dtype)[0], _support_offset(G64, s)))
-        a = torch.bmm(J, zb.to(jac_dtype).unsqueeze(-1)).squeeze(-1).to(f64) + c
+        sups = [x[idx] for x in sups_all]
+        # The residual and the gradient in float64 on the network with these supports: the
+        # step's fixed point is then float64 stationarity, whatever the Hessian's precision.
+        a = a_all[idx]
         r = mb.apply(phi(a)) - yb
-        K = mb.apply_cols(phi.derivative(a).to(jac_dtype)[:, :, None] * J)
-        Kt = K.transpose(1, 2)
-        H = (Kt @ K).to(f64) + gb[:, None, None] * eye
-        g = (Kt @ r.to(jac_dtype).unsqueeze(-1)).squeeze(-1).to(f64) + gb[:, None] * zb
-        del K, Kt, J, c
+        q = phi.derivative(a)
+        g = _frozen_vjp(G64, sups, q * _adjoint(mb, r)) + gb[:, None] * zb
+        built = cache.refresh(idx, sups, lambda s, k: support_affine(G64, s, k, dtype=hd)[0])
+        new_h = built | (q != q_all[idx]).any(dim=1)
+        if bool(new_h.any()):
+            jh = new_h.nonzero().squeeze(1)
+            H_all[idx[jh]] = _gauss_newton_matrix(cache.J, idx[jh], mb.subset(jh), q[jh], jac_dtype)
+            q_all[idx[jh]] = q[jh]
+        H = H_all[idx] + gb[:, None, None] * eye
         sc = H.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(torch.finfo(f64).tiny)
         Hd = H + (damp[idx] * sc)[:, None, None] * eye
-        L, info = torch.linalg.cholesky_ex(Hd)
-        if bool((info != 0).any()):
-            dz = -torch.linalg.lstsq(Hd, g.unsqueeze(-1)).solution.squeeze(-1)
+        if precondition:
+            # The bfloat16 matrix only preconditions conjugate gradients on the exact damped
+            # Gauss-Newton matrix (its products through the network, no Jacobian formed), so the
+            # step is the exact matrix's; where rounding left it indefinite it is shifted.
+            dz = _preconditioned_step(Gw, mb, sups, q, gb + damp[idx] * sc, _spd_factor(Hd, sc), g, cg_iter,
+                                      cg_tol, jac_dtype)
         else:
-            dz = -torch.cholesky_solve(g.unsqueeze(-1), L).squeeze(-1)
+            L, info = torch.linalg.cholesky_ex(Hd)
+            if bool((info != 0).any()):
+                dz = -torch.linalg.lstsq(Hd, g.unsqueeze(-1)).solution.squeeze(-1)
+            else:
+                dz = -torch.cholesky_solve(g.unsqueeze(-1), L).squeeze(-1)
         z_new = zb + dz
-        o_new = network_fit(G64, yb, z_new, mb, gb)
-        acc = (o_new <= obj[idx]) & torch.isfinite(o_new)
+        sups_new, a_new = _forward(G64, z_new)
+        o_new = _fit_from(phi, mb, yb, a_new, z_new, gb)
         obj_old = obj[idx]
+        acc = (o_new <= obj_old) & torch.isfinite(o_new)
         z[idx] = torch.where(acc[:, None], z_new, zb)
         obj[idx] = torch.where(acc, o_new, obj_old)
+        ia = idx[acc]
+        a_all[ia] = a_new[acc]
+        for s_all, s_new in zip(sups_all, sups_new):
+            s_all[ia] = s_new[acc]
         damp[idx] = torch.where(acc, damp[idx] * 0.3, damp[idx] * 10.0).clamp(1e-12, 1e12)
         n_iter[idx] += 1
         small = dz.norm(dim=1) <= 1e-12 * zb.norm(dim=1).clamp_min(1e-30)
@@ -138,21 +194,151 @@ def support_refine(
         stuck = damp[idx] >= 1e12
         converged[idx] = ok | stuck
         idx = idx[~(ok | stuck)]
+        if step_callback is not None and step_callback(k + 1, z, obj):
+            break
     return z, obj, n_iter, converged
 
 
-def _support_offset(G64: Generator, supports: list[Tensor]) -> Tensor:
-    """The offset ``c`` (B, n) of :func:`geninv.solvers.network.support_affine` alone, in float64:
-    the network at ``z = 0`` with the supports frozen (``B sum_i n_i n_{i-1}``, no ``n_0`` factor)."""
-    x = G64.biases[0][None] * supports[0]
-    for i in range(1, G64.n_hidden):
-        x = torch.addmm(G64.biases[i], x, G64.weights[i].T) * supports[i]
-    return torch.addmm(G64.biases[-1], x, G64.weights[-1].T)
+def _forward(G64: Generator, z: Tensor) -> tuple[list[Tensor], Tensor]:
+    """The hidden supports ``[x_i > 0]`` and the output pre-activation ``a`` (B, n) of the network at ``z``."""
+    xs = hidden_layers(G64, z)
+    return [x > 0 for x in xs], torch.addmm(G64.biases[-1], xs[-1], G64.weights[-1].T)
+
+
+def _fit_from(phi: Activation, meas: Measurement, y: Tensor, a: Tensor, z: Tensor, gamma: Tensor) -> Tensor:
+    """``1/2 ||A phi(a) - y||^2 + gamma/2 ||z||^2`` (B,): the objective from the pre-activation."""
+    val = 0.5 * (meas.apply(phi(a)) - y).square().sum(dim=1)
+    return val + 0.5 * gamma * z.square().sum(dim=1)
+
+
+def hessian_dtype(jac_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The precision of the Jacobian that forms the Gauss-Newton matrix of :func:`support_refine`:
+    bfloat16 for float32 data where the device multiplies bfloat16 matrices natively, else ``jac_dtype``."""
+    if jac_dtype != torch.float32:
+        return jac_dtype
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else jac_dtype
+    if device.type == "cpu":
+        return torch.bfloat16 if _cpu_bf16() else jac_dtype
+    return jac_dtype
+
+
+@functools.cache
+def _cpu_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - a build without oneDNN
+        return False
+
+
+def _adjoint(meas: Measurement, r: Tensor) -> Tensor:
+    """``A^T r`` (B, n) for a residual ``r`` (B, m)."""
+    if meas.kind == "identity":
+        return r
+    if meas.kind == "diag":
+        return r * meas.w.to(r.dtype)  # type: ignore[union-attr]
+    return meas.op.adjoint(r)  # type: ignore[no-any-return]
+
+
+def _frozen_vjp(G64: Generator, supports: list[Tensor], v: Tensor) -> Tensor:
+    """``J^T v`` (B, n_0) for the frozen-support network's output pre-activation map ``a = J z + c``
+    (one backward pass through the network, ``B sum_i n_i n_{i-1}``, in ``v``'s dtype)."""
+    u = v @ G64.weights[-1].to(v.dtype)
+    for i in range(G64.n_hidden - 1, -1, -1):
+        u = (u * supports[i]) @ G64.weights[i].to(v.dtype)
+    return u
+
+
+def _gauss_newton_product(Gw: Generator, meas: Measurement, supports: list[Tensor], q: Tensor, v: Tensor,
+                          dtype: torch.dtype) -> Tensor:
+    """``K^T K v`` (B, n_0) in float64, ``K = A diag(q) J`` of the frozen-support network, by one forward
+    and one backward pass in ``dtype`` (no ``J`` formed)."""
+    t = v.to(dtype)
+    for i in range(Gw.n_hidden):
+        t = (t @ Gw.weights[i].T) * supports[i]
+    Kv = meas.apply(q.to(dtype) * (t @ Gw.weights[-1].T))
+    return _frozen_vjp(Gw, supports, q.to(dtype) * _adjoint(meas, Kv)).to(torch.float64)
+
+
+def _preconditioned_step(Gw: Generator, meas: Measurement, supports: list[Tensor], q: Tensor, shift: Tensor,
+                         L: Tensor, g: Tensor, iters: int, tol: float, dtype: torch.dtype) -> Tensor:
+    """``dz`` (B, n_0) from ``iters`` conjugate-gradient iterations on ``(K^T K + shift I) dz = -g``,
+    preconditioned by the Cholesky factor ``L`` of an approximation of that matrix."""
+    def apply(v: Tensor) -> Tensor:
+        return _gauss_newton_product(Gw, meas, supports, q, v, dtype) + shift[:, None] * v
+
+    def precond(v: Tensor) -> Tensor:
+        return torch.cholesky_solve(v.unsqueeze(-1), L).squeeze(-1)
+
+    return _pcg(apply, precond, -g, iters, tol)
+
+
+def _spd_factor(H: Tensor, scale: Tensor) -> Tensor:
+    """The Cholesky factor of ``H + t_b scale_b I`` (B, k, k), ``t_b`` 0 where ``H_b`` is positive
+    definite, else the smallest of ``1e-4, 1e-3, ..., 1e4`` that makes it so (the identity beyond)."""
+    L, info = torch.linalg.cholesky_ex(H)
+    eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
+    t = 1e-4
+    while bool((info != 0).any()) and t <= 1e4:
+        bad = (info != 0).nonzero().squeeze(1)
+        Lb, ib = torch.linalg.cholesky_ex(H[bad] + (t * scale[bad])[:, None, None] * eye)
+        L[bad], info[bad] = Lb, ib
+        t *= 10.0
+    # Nothing left to precondition with (a matrix with no finite factor): plain conjugate gradients.
+    L[info != 0] = eye
+    return L
+
+
+def _pcg(apply: Callable[[Tensor], Tensor], precond: Callable[[Tensor], Tensor], b: Tensor, iters: int,
+         tol: float = 0.0) -> Tensor:
+    """At most ``iters`` preconditioned conjugate-gradient iterations on the batched s.p.d. systems
+    ``apply(x) = b`` (B, k) from 0 (each sample's scalars its own; a converged sample stays),
+    stopped once every ``r^T P^{-1} r`` is below ``tol^2`` times its start (0: never)."""
+    x = torch.zeros_like(b)
+    r = b
+    zc = precond(r)
+    p = zc
+    rz = (r * zc).sum(dim=1)
+    stop = tol**2 * rz
+    for _ in range(iters):
+        if bool((rz <= stop).all()):
+            break
+        Ap = apply(p)
+        pAp = (p * Ap).sum(dim=1)
+        al = torch.where(pAp > 0, rz / pAp.clamp_min(torch.finfo(pAp.dtype).tiny), torch.zeros_like(rz))
+        x = x + al[:, None] * p
+        r = r - al[:, None] * Ap
+        zc = precond(r)
+        rz_new = (r * zc).sum(dim=1)
+        be = torch.where(rz > 0, rz_new / rz.clamp_min(torch.finfo(rz.dtype).tiny), torch.zeros_like(rz))
+        rz = rz_new
+        p = zc + be[:, None] * p
+    return x
+
+
+def _gauss_newton_matrix(J_all: Tensor, rows: Tensor, meas: Measurement, q: Tensor, jac_dtype: torch.dtype, *,
+                         chunk: int = 16) -> Tensor:
+    """``K^T K`` (b, n_0, n_0) in float64, ``K = A diag(q) J`` with ``J = J_all[rows]`` (b, n, n_0),
+    formed in ``jac_dtype`` (a bfloat16 ``J`` promotes in the product, so ``K^T K`` is not
+    rounded to bfloat16) ``chunk`` samples at a time (small temporaries, reused)."""
+    b, n0 = rows.numel(), J_all.shape[2]
+    H = torch.empty(b, n0, n0, dtype=jac_dtype, device=J_all.device)
+    w = q if meas.kind != "diag" else q * meas.w.to(q.dtype)  # type: ignore[union-attr]
+    w = w.to(jac_dtype)
+    for lo in range(0, b, chunk):
+        hi = min(b, lo + chunk)
+        J = J_all[rows[lo:hi]]
+        if meas.kind == "operator":
+            K = meas.apply_cols(w[lo:hi, :, None] * J.to(jac_dtype))
+        else:
+            K = w[lo:hi, :, None] * J
+        torch.bmm(K.transpose(1, 2), K, out=H[lo:hi])
+    return H.to(torch.float64)
 
 
 def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam: Tensor, starts: int,
                 sigma_z: float, seed: int, max_iter: int, jac_dtype: torch.dtype, *, bank: int = 4096,
-                probe_iter: int = 6, finalists: int = 2, chunk: int = 1024) -> tuple[Tensor, Tensor, Tensor]:
+                probe_iter: int = 6, finalists: int = 1, chunk: int = 1024) -> tuple[Tensor, Tensor, Tensor]:
     """The whole-network refinement from ``starts`` starts for each sample ``idx``; per sample the
     start with the lowest objective (weight ``gam`` (len(idx),) on the prior term).
 
@@ -160,7 +346,9 @@ def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam
     whose images fit the sample best (``||A (G(z_b) - y)||``: one network pass per bank entry,
     shared by every sample, and two products with the batch), so that the costly refinement
     only runs from starts already near the data. Every start gets ``probe_iter`` steps; the
-    ``finalists`` lowest per sample continue to ``max_iter``. Returns ``z`` (len(idx), n_0), its
+    ``finalists`` lowest per sample continue to ``max_iter`` (default 1: on 64 real MNIST digits
+    and 64 compressed-sensing signals 2 gave the same median and 10 % quantile at a fifth more
+    time). Returns ``z`` (len(idx), n_0), its
     ``converged`` and the steps summed over the starts.
     """
     from geninv.solvers.gradient import initial_latent
