@@ -75,7 +75,7 @@ def exact_samples(G: Generator, y: Tensor, meas: Measurement) -> Tensor | None:
     yp = y if domain == "pre" else y[idx]
     mp = meas if domain == "pre" else meas.subset(idx)
     m = unsaturated(G, yp, mp)  # saturated pixels carry no equation on the pre-activation
-    W, b = G.weights[-1], G.biases[-1]
+    W, b = G.maps[-1], G.biases[-1]
     t = preactivation_target(G, yp, m)
     x0 = image_warm_start(W, t - b, m.obs, y.dtype)
     ex = exact_fit(W, b, t, m.w, x0, rounding=data_dtype(y))

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from geninv.model.generator import Generator
+from geninv.model.layer_ops import cast
 from geninv.solvers.linalg import batched_lstsq
 from geninv.solvers.loop import StageLog
 from geninv.solvers.measurement import Measurement, preactivation_target, unsaturated
@@ -137,13 +138,13 @@ def _reduced_linear_fit(G: Generator, y64: Tensor, supports: Sequence[Tensor], m
 
     Returns ``z`` (B, n_0), float64.
     """
-    Ws, bs = G.weights, G.biases
+    Ws, bs = G.maps, G.biases  # the output layer is dense here; a hidden one may be matrix-free
     b = bs[-1].to(torch.float64)
-    Q, R = _output_qr(Ws[-1], w0)
+    Q, R = _output_qr(G.weight(-1), w0)
     t = preactivation_target(G, y64, meas)
     tw = (t - b) if w0 is None else (t - b) * w0
     rhs = tw @ Q  # (B, n_L) = Q^T diag(w)(t - b) per sample
-    Mh, cL = hidden_affine([Wi.to(work) for Wi in Ws[:-1]], [bi.to(work) for bi in bs[:-1]], supports, work)
+    Mh, cL = hidden_affine([cast(Wi, work) for Wi in Ws[:-1]], [bi.to(work) for bi in bs[:-1]], supports, work)
     n_L, B, n0 = Mh.shape
     RM = (R.to(work) @ Mh.reshape(n_L, B * n0)).reshape(n_L, B, n0).transpose(0, 1).to(torch.float64)
     return batched_lstsq(RM, rhs - cL.to(torch.float64) @ R.T)
@@ -210,7 +211,8 @@ def fit_supports(
         return relu_output_fit(G, y64, supports, meas, work)
     w_lin = m_lin.w.to(torch.float64) if m_lin.w is not None else None
     shared_w = w_lin is None or bool((w_lin == w_lin[:1]).all())
-    if bool(lin.all()) and shared_w and G.n_hidden >= 1 and G.weights[-1].shape[0] > G.weights[-1].shape[1]:
+    out = G.layers[-1]
+    if bool(lin.all()) and shared_w and G.n_hidden >= 1 and not out.matrix_free and out.n_out > out.n_in:
         z = _reduced_linear_fit(G, y64, supports, m_lin, None if w_lin is None else w_lin[0], work)
     else:
         J, c = support_affine(G, supports, B, dtype=work)

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from geninv.exceptions import InputError, describe
 from geninv.model.generator import Generator
+from geninv.model.layer_ops import LinearMap, apply
 from geninv.solvers.linalg import supported_lstsq
 from geninv.solvers.measurement import Measurement, preactivation_target, saturated, unsaturated
 from geninv.solvers.steps import LinearLS, SignalLS
@@ -76,7 +77,7 @@ def choose_domain(image_domain: object, G: Generator, y: Tensor, meas: Measureme
     return "signal" if domain == "mixed" else domain
 
 
-def image_warm_start(W: Tensor, rhs: Tensor, obs: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+def image_warm_start(W: LinearMap, rhs: Tensor, obs: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     """Start of the pre-activation image-layer pursuit: ``max(pinv(W^{O_b}) rhs_b^{O_b}, 0)``.
 
     ``rhs = phi^{-1}(y) - b_{L+1}`` (B, n); ``obs`` the observed pixels ``O_b`` (B, n) or None.
@@ -118,7 +119,7 @@ def data_dtype(y: Tensor) -> torch.dtype:
     return y.dtype
 
 
-def exact_fit(W: Tensor, b: Tensor, t: Tensor, w: Tensor | None, x0: Tensor | None, *,
+def exact_fit(W: LinearMap, b: Tensor, t: Tensor, w: Tensor | None, x0: Tensor | None, *,
               rounding: torch.dtype | None = None) -> Tensor | None:
     """Samples whose image-layer start already solves ``W x + b = t`` (on the observed rows) to
     the rounding level of the data: relative residual <= ``1000 eps`` of ``rounding`` (the data's
@@ -133,7 +134,7 @@ def exact_fit(W: Tensor, b: Tensor, t: Tensor, w: Tensor | None, x0: Tensor | No
     """
     if x0 is None:
         return None
-    r = torch.addmm(b, x0, W.T) - t
+    r = apply(W, x0, b) - t
     d = t - b
     if w is not None:
         r, d = r * w, d * w
@@ -174,16 +175,16 @@ def image_problem(G: Generator, y: Tensor, meas: Measurement, domain: str, *, wa
     saturated (:func:`geninv.solvers.measurement.unsaturated`), from :func:`image_warm_start`
     when ``warm_start``. 'signal': ``1/2 ||A (y - phi(W_{L+1} x + b_{L+1}))||^2`` from zero.
     """
-    W, b = G.weights[-1], G.biases[-1]
+    W, b = G.maps[-1], G.biases[-1]  # a matrix-free output layer's operator in place of its matrix
     phi = G.output_activation
     if domain == "pre":
         m_img = unsaturated(G, y, meas)  # saturated pixels give no equation on the pre-activation
         t = preactivation_target(G, y, m_img)
-        lip = image_lipschitz(W, m_img, None, power_iters=power_iters)
+        lip = image_lipschitz(W, m_img, None, power_iters=power_iters, dtype=y.dtype)
         x0 = exact = None
         if warm_start:
             x0 = image_warm_start(W, t - b, m_img.obs, y.dtype)
             exact = exact_fit(W, b, t, m_img.w, x0, rounding=data_dtype(y))
         return ImageProblem(LinearLS(W, b), t, m_img.w, lip, x0, exact)
-    lip = image_lipschitz(W, meas, phi, power_iters=power_iters)
+    lip = image_lipschitz(W, meas, phi, power_iters=power_iters, dtype=y.dtype)
     return ImageProblem(SignalLS(W, b, phi, meas.op), y, meas.w, lip, None, None)

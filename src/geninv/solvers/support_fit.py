@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from geninv.model.generator import Generator
+from geninv.model.layer_ops import apply
 from geninv.solvers.measurement import Measurement
 from geninv.solvers.network import AffineCache, hidden_layers, support_affine
 from geninv.solvers.refine import gauss_newton_refine, network_fit
@@ -146,8 +147,8 @@ def _support_offset(G64: Generator, supports: list[Tensor]) -> Tensor:
     the network at ``z = 0`` with the supports frozen (``B sum_i n_i n_{i-1}``, no ``n_0`` factor)."""
     x = G64.biases[0][None] * supports[0]
     for i in range(1, G64.n_hidden):
-        x = torch.addmm(G64.biases[i], x, G64.weights[i].T) * supports[i]
-    return torch.addmm(G64.biases[-1], x, G64.weights[-1].T)
+        x = apply(G64.maps[i], x, G64.biases[i]) * supports[i]
+    return apply(G64.maps[-1], x, G64.biases[-1])
 
 
 def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam: Tensor, starts: int,
