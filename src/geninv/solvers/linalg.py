@@ -143,7 +143,9 @@ def supported_lstsq(
         A matrix-free operator is solved by CGLS (:func:`cg_supported_lstsq`) without forming
         ``W``, to a normal-equation residual of ``eps`` of ``dtype`` (measured, the shipped
         expansive conv generator's output layer, condition number 106: a relative residual of
-        4e-15 where ``100 eps`` leaves 2e-13, at the pursuits' exact-fit threshold of ``1000 eps``).
+        4e-15 where ``100 eps`` leaves 2e-13, at the pursuits' exact-fit threshold of ``1000 eps``),
+        in at most ``20 n_in`` iterations (the same layer with 20 % of its rows hidden, condition
+        number 1094: about 4400 iterations, 7.5 ``n_in``).
     rhs : Tensor of shape (B, n_out)
     rows : bool Tensor of shape (B, n_out) or None (all rows)
         Observed / supported rows ``R_b``.
@@ -175,7 +177,8 @@ def supported_lstsq(
     Either way one batched Cholesky solves all samples (:func:`batched_lstsq`).
     """
     if not isinstance(W, Tensor):
-        return cg_supported_lstsq(W, rhs, rows, cols, dtype=dtype, tol=float(torch.finfo(dtype).eps))[0]
+        return cg_supported_lstsq(W, rhs, rows, cols, dtype=dtype, tol=float(torch.finfo(dtype).eps),
+                                  max_iter=20 * int(W.shape[1]))[0]
     B, n_out = rhs.shape
     n_in = W.shape[1]
     dev = rhs.device
