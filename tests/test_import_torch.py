@@ -253,11 +253,16 @@ def test_check_catches_an_activation_the_trace_missed():
     assert G.output_activation.name == "identity"
 
 
-def test_memory_budget_names_the_layer():
+def test_memory_budget_keeps_a_layer_matrix_free_and_names_it():
     net = nn.Sequential(nn.Linear(10, 4 * 8 * 8), nn.ReLU(), nn.Unflatten(1, (4, 8, 8)), nn.ConvTranspose2d(4, 2, 4, 2, 1))
-    with pytest.raises(UnsupportedLayerError, match=r"3 \(ConvTranspose2d\): expected a dense weight within "
-                                                     r"memory_budget=100000 bytes, received one of 512 x 256"):
-        Generator.from_torch(net, memory_budget=100_000)
+    G = Generator.from_torch(net, memory_budget=100_000)  # 512 x 256 float32: 524288 bytes
+    assert G.layers[0].W is not None and G.layers[1].W is None and G.layers[1].operator.matrix_free
+    with pytest.raises(UnsupportedLayerError, match=r"layer 2 \(2 \(Unflatten\) \+ 3 \(ConvTranspose2d\)\): "
+                                                     r"expected a dense weight, received a matrix-free one \(512 x 256"):
+        _ = G.weights
+    dense = Generator.from_torch(net)
+    z = torch.randn(4, 10, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(G(z), dense(z), rtol=0, atol=1e-5)
 
 
 def test_shaped_generator_saves_loads_and_inverts_in_its_shape(tmp_path):

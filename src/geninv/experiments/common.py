@@ -194,10 +194,15 @@ def check_methods(methods: Sequence[str]) -> tuple[list[str], list[MethodStatus]
 
 
 def generator_fingerprint(G: geninv.Generator) -> str:
-    """A short hash of the weights, so records of two different generators never mix."""
+    """A short hash of the weights, so records of two different generators never mix (a
+    matrix-free layer by its operator's image of two seeded random inputs)."""
     h = hashlib.sha256()
     for layer in G.layers:
-        h.update(layer.W.detach().double().cpu().numpy().tobytes())
+        if layer.W is None:
+            probe = torch.randn(2, layer.n_in, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+            h.update(layer.operator.forward(probe).cpu().numpy().tobytes())
+        else:
+            h.update(layer.W.detach().double().cpu().numpy().tobytes())
         h.update(layer.b.detach().double().cpu().numpy().tobytes())
         h.update(layer.activation.name.encode())
     return h.hexdigest()[:16]

@@ -29,7 +29,7 @@ from geninv.exceptions import (
 )
 from geninv.model.activations import Activation, get_activation
 from geninv.model.io import read_layers, write_layers
-from geninv.model.layer_ops import LayerOperator
+from geninv.model.layer_ops import LayerOperator, LinearMap
 from geninv.model.layers import Layer
 
 __all__ = ["Generator", "Trace", "random_generator", "save_generator", "load_generator"]
@@ -108,8 +108,8 @@ class Generator:
                 raise ShapeError(
                     f"layers[{i}]: expected input width {layers[i - 1].n_out}, received {layer.n_in}"
                 )
-            if layer.W.dtype != layers[0].W.dtype or layer.W.device != layers[0].W.device:
-                raise InputError(f"layers[{i}]: expected the dtype/device of layers[0], received {layer.W.dtype} on {layer.W.device}")
+            if layer.b.dtype != layers[0].b.dtype or layer.b.device != layers[0].b.device:
+                raise InputError(f"layers[{i}]: expected the dtype/device of layers[0], received {layer.b.dtype} on {layer.b.device}")
         self.layers: list[Layer] = layers
         self.output_shape: tuple[int, ...] = _shape(output_shape, layers[-1].n_out, "output_shape")
         self.latent_shape: tuple[int, ...] = _shape(latent_shape, layers[0].n_in, "latent_shape")
@@ -152,7 +152,11 @@ class Generator:
             UnsupportedLayerError when they differ by more than ``1e4 eps`` times the output's
             scale (naming the largest difference): catches an operation the trace missed.
         memory_budget : int, optional
-            Largest dense weight of one layer, in bytes (default 512 MiB).
+            Largest dense weight of one layer, in bytes (default 512 MiB). A layer above it is
+            kept matrix-free (``layer.W`` None, ``layer.operator`` the module's own operations):
+            gd, adam, latent_pursuit, layered_bp, the Oracle's Krylov solves and the debiasing run
+            on it; what needs the dense weight (:attr:`weights`: certificates, the dense Oracle,
+            the linear program) raises UnsupportedLayerError naming the layer.
 
         Returns
         -------
@@ -228,10 +232,10 @@ class Generator:
         """An equivalent ``nn.Sequential`` of Linear layers (batch-norms folded, convolutions as dense
         matrices), taking a flat latent (B, n_0) and returning (B, *output_shape)."""
         mods: list[nn.Module] = []
-        for layer in self.layers:
-            lin = nn.Linear(layer.n_in, layer.n_out, dtype=layer.W.dtype, device=layer.W.device)
+        for layer, W in zip(self.layers, self.weights):
+            lin = nn.Linear(layer.n_in, layer.n_out, dtype=W.dtype, device=W.device)
             with torch.no_grad():
-                lin.weight.copy_(layer.W)
+                lin.weight.copy_(W)
                 lin.bias.copy_(layer.b)
             mods.append(lin)
             mods.append(_torch_activation(layer.activation))
@@ -310,7 +314,44 @@ class Generator:
 
     @property
     def weights(self) -> list[Tensor]:
-        return [layer.W for layer in self.layers]
+        """Each layer's dense ``W`` (n_i, n_{i-1}) (:meth:`weight`: UnsupportedLayerError naming a
+        matrix-free layer)."""
+        return [self.weight(i) for i in range(len(self.layers))]
+
+    def weight(self, i: int) -> Tensor:
+        """Layer ``i``'s dense ``W`` (0-based; -1 is the output layer).
+
+        Raises
+        ------
+        UnsupportedLayerError
+            Naming the layer when it is matrix-free (a convolution kept as an operator because
+            its dense weight exceeds the import's memory budget): what asks for the dense weights
+            (certificates, the dense Oracle, the linear program, the hybrid's exact path) does not
+            run on it; :attr:`maps` reaches every layer.
+        """
+        layer = self.layers[i]
+        if layer.W is None:
+            n_out, n_in = layer.shape
+            k = i % len(self.layers) + 1
+            raise UnsupportedLayerError(
+                f"layer {k} ({layer.name or 'unnamed'}): expected a dense weight, received a matrix-free one "
+                f"({n_out} x {n_in}, {n_out * n_in * 8 / 2**20:.0f} MiB in float64, above the import's "
+                "memory_budget); this computation needs W itself. On matrix-free layers run gd, adam, the oracle, "
+                "or latent_pursuit, layered_bp, hybrid, auto in their exact form (noise_level=0, or signals their "
+                "image layer fits exactly), or import with a larger memory_budget="
+            )
+        return layer.W
+
+    @property
+    def maps(self) -> list[LinearMap]:
+        """Each layer's ``W`` as the solvers take it: the dense matrix where it is materialized, the
+        matrix-free operator otherwise (:attr:`geninv.model.layers.Layer.map`)."""
+        return [layer.map for layer in self.layers]
+
+    @property
+    def matrix_free(self) -> bool:
+        """True when some layer's ``W`` is not materialized."""
+        return any(layer.W is None for layer in self.layers)
 
     @property
     def operators(self) -> list[LayerOperator]:
@@ -323,11 +364,11 @@ class Generator:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.layers[0].W.dtype
+        return self.layers[0].b.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.layers[0].W.device
+        return self.layers[0].b.device
 
     def has_bias(self) -> bool:
         return any(bool((layer.b != 0).any()) for layer in self.layers)

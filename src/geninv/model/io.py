@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from geninv.exceptions import GenInvError, ModelFileError
+from geninv.exceptions import GenInvError, ModelFileError, UnsupportedLayerError
 from geninv.model.activations import Activation
 from geninv.model.layers import Layer
 
@@ -40,6 +40,9 @@ def write_layers(layers: Sequence[Layer], path: str | os.PathLike[str], *, extra
     dims = [layers[0].n_in] + [layer.n_out for layer in layers]
     arch: dict[str, Any] = {**(extra or {}), "format": FORMAT, "dims": dims, "layers": []}
     for i, layer in enumerate(layers):
+        if layer.W is None:
+            raise UnsupportedLayerError(f"layer {i + 1} ({layer.name or 'unnamed'}): expected a dense weight to save, "
+                                        "received a matrix-free one; save the torch module (its state_dict) instead")
         tensors[f"layers.{i}.W"] = layer.W.detach().cpu().contiguous()
         tensors[f"layers.{i}.b"] = layer.b.detach().cpu().contiguous()
         spec = {"n_in": layer.n_in, "n_out": layer.n_out, "activation": layer.activation.to_dict()}

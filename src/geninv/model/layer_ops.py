@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from geninv.exceptions import ShapeError
 
-__all__ = ["LayerOperator", "DenseOperator", "ChainOperator", "power_norm"]
+__all__ = ["LayerOperator", "DenseOperator", "ChainOperator", "LinearMap", "power_norm", "apply", "apply_t",
+           "left_apply", "cast"]
 
 
 def power_norm(forward: Callable[[Tensor], Tensor], adjoint: Callable[[Tensor], Tensor], n_in: int, *,
@@ -121,6 +123,64 @@ class DenseOperator(LayerOperator):
         return self.W.to(torch.float64)
 
 
+#: A layer's ``W`` as the solvers take it: the matrix when it is materialized, else its operator.
+LinearMap = Tensor | LayerOperator
+
+
+def apply(W: LinearMap, x: Tensor, b: Tensor | None = None) -> Tensor:
+    """``x W^T + b`` for a batch ``x`` (B, n_in) -> (B, n_out): one ``addmm`` for a matrix, the
+    operator's ``forward`` (plus ``b``) for a matrix-free layer."""
+    if isinstance(W, Tensor):
+        return x @ W.T if b is None else torch.addmm(b, x, W.T)
+    out = W.forward(x)
+    return out if b is None else out + b
+
+
+def apply_t(W: LinearMap, r: Tensor, add: Tensor | None = None) -> Tensor:
+    """``r W + add`` for a batch ``r`` (B, n_out) -> (B, n_in) (``W^T r`` per sample): a matrix
+    product, or the operator's ``adjoint``."""
+    if isinstance(W, Tensor):
+        return r @ W if add is None else torch.addmm(add, r, W)
+    out = W.adjoint(r)
+    return out if add is None else out + add
+
+
+def cast(W: LinearMap, dtype: torch.dtype) -> LinearMap:
+    """``W`` in ``dtype``: a matrix converted, an operator as it is (it computes in float64 and
+    returns its input's dtype)."""
+    return W.to(dtype) if isinstance(W, Tensor) else W
+
+
+def left_apply(W: LinearMap, M: Tensor) -> Tensor:
+    """``W @ M`` for a matrix ``M`` (n_in, k) -> (n_out, k): the operator on the ``k`` columns
+    as a batch when ``W`` is matrix-free."""
+    if isinstance(W, Tensor):
+        return W @ M
+    return W.forward(M.T).T
+
+
+class _Apply(torch.autograd.Function):
+    """``W x`` (``adjoint`` False) or ``W^T x`` (True) of a matrix-free operator. Its backward and
+    its tangent are the other product (the map is linear), themselves differentiable, so gradient
+    methods, autograd and ``torch.func`` (vjp, jvp) run through the layer."""
+
+    @staticmethod
+    def forward(x: Tensor, op: ChainOperator, adjoint: bool) -> Tensor:  # type: ignore[override]
+        return op._apply_t(x) if adjoint else op._apply(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.op, ctx.adjoint = inputs[1], inputs[2]
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        return _Apply.apply(g, ctx.op, not ctx.adjoint), None, None
+
+    @staticmethod
+    def jvp(ctx: Any, x_t: Tensor, *_: Any) -> Tensor:
+        return _Apply.apply(x_t, ctx.op, ctx.adjoint)  # type: ignore[no-any-return]
+
+
 class ChainOperator(LayerOperator):
     """The linear part of a chain of affine maps ``f = f_k o ... o f_1``, matrix-free.
 
@@ -158,13 +218,21 @@ class ChainOperator(LayerOperator):
         return h.reshape(x.shape[0], -1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``W x`` (B, n_in) -> (B, n_out); differentiable in ``x`` (its backward is :meth:`adjoint`)."""
         self._check(x, 1, "x")
+        return _Apply.apply(x, self, False)  # type: ignore[no-any-return]
+
+    def adjoint(self, u: Tensor) -> Tensor:
+        """``W^T u`` (B, n_out) -> (B, n_in); differentiable in ``u`` (its backward is :meth:`forward`)."""
+        self._check(u, 0, "u")
+        return _Apply.apply(u, self, True)  # type: ignore[no-any-return]
+
+    def _apply(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             out = self._f(x.detach().to(device="cpu", dtype=torch.float64)) - self._b
         return out.to(device=x.device, dtype=x.dtype)
 
-    def adjoint(self, u: Tensor) -> Tensor:
-        self._check(u, 0, "u")
+    def _apply_t(self, u: Tensor) -> Tensor:
         u64 = u.detach().to(device="cpu", dtype=torch.float64)
         with torch.enable_grad():
             x = torch.zeros(u.shape[0], self.shape[1], dtype=torch.float64, requires_grad=True)

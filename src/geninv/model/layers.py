@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from geninv.exceptions import InputError, ShapeError, UnsupportedLayerError, describe
 from geninv.model.activations import PLU, Activation, activation_of_module
-from geninv.model.layer_ops import DenseOperator, LayerOperator
+from geninv.model.layer_ops import DenseOperator, LayerOperator, LinearMap
 
 __all__ = ["Layer", "layers_from_torch"]
 
@@ -26,7 +26,10 @@ class Layer:
 
     Attributes
     ----------
-    W : Tensor of shape (n_out, n_in)
+    W : Tensor of shape (n_out, n_in), or None
+        The dense weight; None for a layer kept matrix-free (a convolution whose dense ``W``
+        would exceed the import's memory budget), whose ``W`` is then only reachable as
+        :attr:`op`.
     b : Tensor of shape (n_out,)
     activation : Activation
     name : str
@@ -35,71 +38,102 @@ class Layer:
         ``W`` as an operator; a layer read from convolutions carries a matrix-free
         :class:`~geninv.model.layer_ops.ChainOperator` (the module's own operations), every other
         layer gets :class:`~geninv.model.layer_ops.DenseOperator` (see :attr:`operator`).
+        Required when ``W`` is None.
     """
 
-    W: Tensor
+    W: Tensor | None
     b: Tensor
     activation: Activation
     name: str = ""
     op: LayerOperator | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.W is None:
+            if not isinstance(self.op, LayerOperator) or not self.op.matrix_free:
+                raise InputError(f"W: expected a torch.Tensor, or None with a matrix-free op; received None with op "
+                                 f"{describe(self.op)}")
         for arg, t in (("W", self.W), ("b", self.b)):
+            if arg == "W" and t is None:
+                continue
             if not isinstance(t, Tensor):
                 raise InputError(f"{arg}: expected a torch.Tensor, received {describe(t)}")
             if not t.is_floating_point():
                 raise InputError(f"{arg}: expected a floating tensor, received dtype {t.dtype}")
         if not isinstance(self.activation, Activation):
             raise InputError(f"activation: expected a geninv Activation, received {describe(self.activation)}")
-        if self.W.ndim != 2:
+        shape = self.shape
+        if self.W is not None and self.W.ndim != 2:
             raise ShapeError(f"W: expected a 2-D weight (n_out, n_in), received shape {tuple(self.W.shape)}")
-        if self.b.shape != (self.W.shape[0],):
+        if self.b.shape != (shape[0],):
             raise ShapeError(
-                f"b: expected shape ({self.W.shape[0]},) to match W {tuple(self.W.shape)}, "
+                f"b: expected shape ({shape[0]},) to match W {shape}, "
                 f"received {tuple(self.b.shape)}"
             )
-        if self.W.shape[0] == 0 or self.W.shape[1] == 0:
-            raise ShapeError(f"W: expected a non-empty weight (n_out, n_in), received shape {tuple(self.W.shape)}")
-        if self.b.dtype != self.W.dtype or self.b.device != self.W.device:
+        if shape[0] == 0 or shape[1] == 0:
+            raise ShapeError(f"W: expected a non-empty weight (n_out, n_in), received shape {shape}")
+        if self.W is not None and (self.b.dtype != self.W.dtype or self.b.device != self.W.device):
             raise InputError(
                 f"b: expected the dtype and device of W ({self.W.dtype} on {self.W.device}), "
                 f"received {self.b.dtype} on {self.b.device}"
             )
-        if not (torch.isfinite(self.W).all() and torch.isfinite(self.b).all()):
+        if not ((self.W is None or torch.isfinite(self.W).all()) and torch.isfinite(self.b).all()):
             raise InputError("W, b: expected finite weights, received NaN or Inf")
 
     @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_out, n_in)`` of ``W``."""
+        if self.W is None:
+            assert self.op is not None
+            return (int(self.op.shape[0]), int(self.op.shape[1]))
+        return (int(self.W.shape[0]), int(self.W.shape[1]))
+
+    @property
     def n_in(self) -> int:
-        return int(self.W.shape[1])
+        return self.shape[1]
 
     @property
     def n_out(self) -> int:
-        return int(self.W.shape[0])
+        return self.shape[0]
+
+    @property
+    def matrix_free(self) -> bool:
+        """True when ``W`` is not materialized (only :attr:`op` reaches it)."""
+        return self.W is None
+
+    @property
+    def map(self) -> LinearMap:
+        """``W`` as the solvers take it: the dense matrix, or the operator of a matrix-free layer."""
+        return self.W if self.W is not None else self.operator
 
     @functools.cached_property
     def spectral_norm(self) -> float:
-        """``||W||_2`` (computed once per layer, in float64)."""
+        """``||W||_2`` (computed once per layer, in float64; by power iteration when matrix-free)."""
+        if self.W is None:
+            return self.operator.norm()
         return float(torch.linalg.matrix_norm(self.W.detach().double(), ord=2))
 
     @functools.cached_property
     def operator(self) -> LayerOperator:
         """``W`` as an operator (forward, adjoint, cached spectral norm): :attr:`op`, or the dense matrix."""
         if self.op is not None:
-            if tuple(self.op.shape) != tuple(self.W.shape):
-                raise ShapeError(f"op: expected an operator of shape {tuple(self.W.shape)}, received {self.op.shape}")
+            if tuple(self.op.shape) != self.shape:
+                raise ShapeError(f"op: expected an operator of shape {self.shape}, received {self.op.shape}")
             return self.op
+        assert self.W is not None
         return DenseOperator(self.W)
 
     def pre(self, x: Tensor) -> Tensor:
         """Pre-activation ``W x + b`` for a batch ``x`` of shape (B, n_in)."""
+        if self.W is None:
+            return self.operator.forward(x) + self.b.to(x.dtype)
         return torch.addmm(self.b, x, self.W.T)
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.activation(self.pre(x))
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Layer:
-        return Layer(self.W.to(device=device, dtype=dtype), self.b.to(device=device, dtype=dtype), self.activation,
-                     self.name, self.op)
+        W = None if self.W is None else self.W.to(device=device, dtype=dtype)
+        return Layer(W, self.b.to(device=device, dtype=dtype), self.activation, self.name, self.op)
 
 
 _ACT_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity, PLU)

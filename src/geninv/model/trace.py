@@ -9,7 +9,9 @@ steps into layers ``phi(W x + b)``: consecutive affine maps are composed into on
 composed map is materialized as its dense matrix, column by column (``W e_j = f(e_j) - f(0)``,
 ``b = f(0)``), in float64, by running the module's own operations on the unit vectors. This is
 exact up to the float64 rounding of the composition, whatever the stride, padding,
-output padding or groups of a convolution.
+output padding or groups of a convolution. A layer whose dense matrix would exceed the memory
+budget is not materialized: it is kept matrix-free, as the module's own operations
+(:class:`~geninv.model.layer_ops.ChainOperator`).
 """
 
 from __future__ import annotations
@@ -511,16 +513,18 @@ def chain_from_torch(module: nn.Module, example_input: Tensor | None = None) -> 
     return steps, latent_shape, tuple(out.shape[1:]), m64
 
 
-def _materialize(fns: list[Callable[[Tensor], Tensor]], in_shape: tuple[int, ...], n_out: int, dtype: torch.dtype,
-                 name: str, memory_budget: int) -> tuple[Tensor, Tensor]:
+def _affine_layer(fns: list[Callable[[Tensor], Tensor]], in_shape: tuple[int, ...], n_out: int, dtype: torch.dtype,
+                  memory_budget: int) -> tuple[Tensor | None, Tensor, ChainOperator | None]:
+    """``(W, b, op)`` of a layer's composed affine maps.
+
+    ``W`` is materialized (float64, column by column) when it fits ``memory_budget`` bytes in
+    ``dtype``; otherwise it is None and the layer is kept matrix-free: ``op`` (the module's own
+    operations) is then the only access to ``W``. ``op`` is None for a plain Linear (dense is best).
+    """
     n_in = math.prod(in_shape)
     size = n_in * n_out * torch.empty((), dtype=dtype).element_size()
-    if size > memory_budget:
-        raise UnsupportedLayerError(
-            f"layer {name}: expected a dense weight within memory_budget={memory_budget} bytes, received one of "
-            f"{n_out} x {n_in} ({size / 2**20:.0f} MiB); pass a larger memory_budget= to materialize it "
-            "(convolutions are materialized as dense matrices)"
-        )
+    free = size > memory_budget
+    op = ChainOperator(list(fns), in_shape, n_out) if free or len(in_shape) > 1 or len(fns) > 1 else None
 
     def f(x: Tensor) -> Tensor:
         for fn in fns:
@@ -529,6 +533,8 @@ def _materialize(fns: list[Callable[[Tensor], Tensor]], in_shape: tuple[int, ...
 
     with torch.no_grad():
         b = f(torch.zeros(1, *in_shape, dtype=torch.float64))[0]
+        if free:
+            return None, b.to(dtype), op
         W = torch.empty(n_out, n_in, dtype=torch.float64)
         chunk = max(1, min(n_in, 2**24 // max(1, n_out)))
         for j in range(0, n_in, chunk):
@@ -536,17 +542,14 @@ def _materialize(fns: list[Callable[[Tensor], Tensor]], in_shape: tuple[int, ...
             E = torch.zeros(k, n_in, dtype=torch.float64)
             E[torch.arange(k), torch.arange(j, j + k)] = 1.0
             W[:, j : j + k] = (f(E.reshape(k, *in_shape)) - b).T
-    return W.to(dtype), b.to(dtype)
-
-
-def _operator(fns: list[Callable[[Tensor], Tensor]], in_shape: tuple[int, ...], n_out: int) -> ChainOperator | None:
-    """The matrix-free operator of a layer's affine maps, or None for a plain Linear (dense is best)."""
-    return ChainOperator(list(fns), in_shape, n_out) if len(in_shape) > 1 or len(fns) > 1 else None
+    return W.to(dtype), b.to(dtype), op
 
 
 def layers_from_chain(steps: list[Step], latent_shape: tuple[int, ...], dtype: torch.dtype, *,
                       memory_budget: int = DEFAULT_MEMORY_BUDGET) -> list[Layer]:
-    """Group the chain's steps into layers ``phi(W x + b)`` (affine maps composed and materialized).
+    """Group the chain's steps into layers ``phi(W x + b)`` (affine maps composed, and materialized
+    where the dense weight fits ``memory_budget`` bytes; a larger one is kept matrix-free, ``W``
+    None and the layer's ``op`` its only access).
 
     An affine map with no activation after it gets the identity; reshapes after the last
     activation only shape the output.
@@ -554,8 +557,7 @@ def layers_from_chain(steps: list[Step], latent_shape: tuple[int, ...], dtype: t
     Raises
     ------
     UnsupportedLayerError
-        For an activation first or two activations in a row (naming the node), no affine map,
-        or a dense weight above ``memory_budget`` bytes.
+        For an activation first or two activations in a row (naming the node), or no affine map.
     """
     layers: list[Layer] = []
     pending: list[Callable[[Tensor], Tensor]] = []
@@ -572,9 +574,9 @@ def layers_from_chain(steps: list[Step], latent_shape: tuple[int, ...], dtype: t
                 )
             n_out = math.prod(st.in_shape)
             label = " + ".join(pending_names)
-            W, b = _materialize(pending, in_shape, n_out, dtype, label, memory_budget)
+            W, b, op = _affine_layer(pending, in_shape, n_out, dtype, memory_budget)
             assert st.activation is not None
-            layers.append(Layer(W, b, st.activation, name=f"{label} -> {st.name}", op=_operator(pending, in_shape, n_out)))
+            layers.append(Layer(W, b, st.activation, name=f"{label} -> {st.name}", op=op))
             pending, pending_names, has_affine = [], [], False
             in_shape = st.out_shape
         else:
@@ -586,8 +588,8 @@ def layers_from_chain(steps: list[Step], latent_shape: tuple[int, ...], dtype: t
     if has_affine:
         n_out = math.prod(steps[-1].out_shape)
         label = " + ".join(pending_names)
-        W, b = _materialize(pending, in_shape, n_out, dtype, label, memory_budget)
-        layers.append(Layer(W, b, Activation("identity"), name=label, op=_operator(pending, in_shape, n_out)))
+        W, b, op = _affine_layer(pending, in_shape, n_out, dtype, memory_budget)
+        layers.append(Layer(W, b, Activation("identity"), name=label, op=op))
     if not layers:
         raise UnsupportedLayerError("module: expected at least one affine map (Linear, convolution, ...), received none")
     return layers

@@ -182,7 +182,7 @@ def invert_chunked(
         dtype = dt if dt in (torch.float32, torch.float64) else torch.float32
     if dtype not in (torch.float32, torch.float64):
         raise InputError(f"dtype: expected torch.float32 or torch.float64, received {dtype}")
-    dev = G.layers[0].W.device if device is None else torch.device(device)
+    dev = G.device if device is None else torch.device(device)
     G = G.to(device=dev, dtype=dtype)
     if chunk_size is None:
         if not isinstance(memory_budget, (int, float)) or not memory_budget > 0:
@@ -198,7 +198,7 @@ def invert_chunked(
     settings = {"method": method, "chunk_size": chunk_size, "dtype": str(dtype), "batch": B,
                 "options": {k: (v.tolist() if isinstance(v, Tensor) else repr(v)) for k, v in sorted(options.items())
                             if k != "callback"},
-                "generator": [list(layer.W.shape) for layer in G.layers]}
+                "generator": [list(layer.shape) for layer in G.layers]}
     base_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)

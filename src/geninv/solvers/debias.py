@@ -11,14 +11,19 @@ import torch
 from torch import Tensor
 
 from geninv.model.generator import Generator
-from geninv.solvers.linalg import batched_lstsq
+from geninv.model.layer_ops import apply, apply_t, cast
+from geninv.solvers.linalg import batched_lstsq, cg_supported_lstsq
 from geninv.solvers.loop import StageLog
 from geninv.solvers.measurement import Measurement, preactivation_target, unsaturated
 from geninv.solvers.network import hidden_affine, hidden_layers, network_objective, output_preactivation, support_affine
 from geninv.solvers.relu_output import relu_output_fit
 from geninv.solvers.spectral import cache_key
 
-__all__ = ["debias_fit", "debias_stage", "fit_supports"]
+__all__ = ["debias_fit", "debias_stage", "fit_supports", "FrozenNetwork", "DEBIAS_BUDGET"]
+
+#: Bytes the debiasing's Jacobian of a batch (B, n, n_0) float64 may take on a generator with a
+#: matrix-free layer before it is formed in batch chunks (or, past one sample, not at all: CGLS).
+DEBIAS_BUDGET = 2**28
 
 
 def debias_fit(
@@ -137,13 +142,13 @@ def _reduced_linear_fit(G: Generator, y64: Tensor, supports: Sequence[Tensor], m
 
     Returns ``z`` (B, n_0), float64.
     """
-    Ws, bs = G.weights, G.biases
+    Ws, bs = G.maps, G.biases  # the output layer is dense here; a hidden one may be matrix-free
     b = bs[-1].to(torch.float64)
-    Q, R = _output_qr(Ws[-1], w0)
+    Q, R = _output_qr(G.weight(-1), w0)
     t = preactivation_target(G, y64, meas)
     tw = (t - b) if w0 is None else (t - b) * w0
     rhs = tw @ Q  # (B, n_L) = Q^T diag(w)(t - b) per sample
-    Mh, cL = hidden_affine([Wi.to(work) for Wi in Ws[:-1]], [bi.to(work) for bi in bs[:-1]], supports, work)
+    Mh, cL = hidden_affine([cast(Wi, work) for Wi in Ws[:-1]], [bi.to(work) for bi in bs[:-1]], supports, work)
     n_L, B, n0 = Mh.shape
     RM = (R.to(work) @ Mh.reshape(n_L, B * n0)).reshape(n_L, B, n0).transpose(0, 1).to(torch.float64)
     return batched_lstsq(RM, rhs - cL.to(torch.float64) @ R.T)
@@ -158,6 +163,7 @@ def fit_supports(
     z0: Tensor | None = None,
     max_iter: int = 50,
     tol: float = 1e-10,
+    memory_budget: int = DEBIAS_BUDGET,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Fit ``z`` end to end with every hidden support frozen (the Oracle with given supports).
 
@@ -180,6 +186,13 @@ def fit_supports(
     positive pixels ``P`` of ``y`` are the rows of the fit, ``min_z ||J^P z + c^P - y^P||``
     (linear, solved exactly); its zero pixels are the inequalities of the output layer, which a
     fit inside the true supports satisfies.
+
+    On a generator with a matrix-free layer, ``J`` (B, n, n_0) is formed by passes of the layers'
+    operators (``W`` itself never is) where it fits ``memory_budget`` bytes, in batch chunks where
+    one sample's does; otherwise the linear start is solved by CGLS on the frozen network as an
+    operator (:class:`FrozenNetwork`) and Levenberg-Marquardt, which needs ``J``, is not run: a
+    sample whose linear fit leaves a residual above the rounding level of ``y`` (noise, or a
+    non-identity ``phi`` off its range) is then reported not converged.
 
     Returns
     -------
@@ -208,9 +221,20 @@ def fit_supports(
         lin = ok_rows.all(dim=1) if m_lin.obs is None else ok_rows.all(dim=1) & m_lin.obs.any(dim=1)
     if phi.name == "relu" and meas.diagonal:
         return relu_output_fit(G, y64, supports, meas, work)
+    per = G.output_dim * G.latent_dim * 8  # one sample's J in float64
+    if G.matrix_free and B * per > memory_budget:
+        if per <= memory_budget and B > 1:  # J in chunks of the batch (each sample's fit is its own)
+            k = max(1, memory_budget // per)
+            parts = [fit_supports(G, y[a:a + k], [s_[a:a + k] for s_ in supports],
+                                  meas.subset(torch.arange(a, min(B, a + k), device=dev)),
+                                  z0=None if z0 is None else z0[a:a + k], max_iter=max_iter, tol=tol,
+                                  memory_budget=memory_budget) for a in range(0, B, k)]
+            return tuple(torch.cat([p_[j] for p_ in parts]) for j in range(3))  # type: ignore[return-value]
+        return _krylov_fit(G, y64, supports, meas, m_lin, lin, z0, y.dtype)
     w_lin = m_lin.w.to(torch.float64) if m_lin.w is not None else None
     shared_w = w_lin is None or bool((w_lin == w_lin[:1]).all())
-    if bool(lin.all()) and shared_w and G.n_hidden >= 1 and G.weights[-1].shape[0] > G.weights[-1].shape[1]:
+    out = G.layers[-1]
+    if bool(lin.all()) and shared_w and G.n_hidden >= 1 and not out.matrix_free and out.n_out > out.n_in:
         z = _reduced_linear_fit(G, y64, supports, m_lin, None if w_lin is None else w_lin[0], work)
     else:
         J, c = support_affine(G, supports, B, dtype=work)
@@ -308,4 +332,66 @@ def fit_supports(
         z[idx] = zb
         obj[idx] = ob
         converged[idx] = False
+    return z, converged, obj
+
+
+class FrozenNetwork:
+    """The network with frozen hidden supports as a per-sample linear operator on ``z``:
+    ``v -> W_{L+1} D_L W_L ... D_1 W_1 v`` (B, n_0) -> (B, n), the ``J_b`` of :func:`support_affine`
+    without forming it (each layer through its map: a matrix, or a matrix-free operator), in float64.
+
+    Parameters
+    ----------
+    G : Generator
+    supports : sequence of bool Tensor (B, n_i)
+        One row per sample: row ``b`` of every batch given to :meth:`forward` / :meth:`adjoint`
+        is sample ``b``.
+    """
+
+    matrix_free = True
+
+    def __init__(self, G: Generator, supports: Sequence[Tensor]) -> None:
+        self.maps = [cast(W, torch.float64) for W in G.maps]
+        self.masks = [s_.to(torch.float64) for s_ in supports]
+        self.shape = (G.output_dim, G.latent_dim)
+
+    def forward(self, v: Tensor) -> Tensor:
+        x = v.to(torch.float64)
+        for i, W in enumerate(self.maps):
+            x = apply(W, x)
+            if i < len(self.masks):
+                x = x * self.masks[i]
+        return x
+
+    def adjoint(self, u: Tensor) -> Tensor:
+        g = u.to(torch.float64)
+        for i in range(len(self.maps) - 1, -1, -1):
+            if i < len(self.masks):
+                g = g * self.masks[i]
+            g = apply_t(self.maps[i], g)
+        return g
+
+
+def _krylov_fit(G: Generator, y64: Tensor, supports: Sequence[Tensor], meas: Measurement, m_lin: Measurement,
+                lin: Tensor, z0: Tensor | None, data_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`fit_supports` without ``J``: the linear start of the samples ``lin`` by CGLS on
+    :class:`FrozenNetwork` (rows: the unsaturated observed entries), no Levenberg-Marquardt.
+    ``converged``: the CGLS converged and the fit is at the rounding level of ``y`` (or ``phi`` is
+    the identity with a pixel mask or none, where the linear fit is the optimum)."""
+    B, n0, dev = y64.shape[0], G.latent_dim, y64.device
+    phi = G.output_activation
+    z = torch.zeros(B, n0, dtype=torch.float64, device=dev) if z0 is None else z0.to(torch.float64).clone()
+    converged = torch.zeros(B, dtype=torch.bool, device=dev)
+    if bool(lin.any()):
+        li = lin.nonzero().squeeze(1)
+        sup = [s_[li] for s_ in supports]
+        c = output_preactivation(G, sup, torch.zeros(li.numel(), n0, dtype=torch.float64, device=dev))
+        m_li = m_lin.subset(li)
+        t = preactivation_target(G, y64[li], m_li) - c
+        eps = float(torch.finfo(torch.float64).eps)
+        z[li], _, converged[li] = cg_supported_lstsq(FrozenNetwork(G, sup), t, m_li.obs, None, tol=eps)
+    obj = 0.5 * meas.residual(phi(output_preactivation(G, supports, z)), y64).square().sum(dim=1)
+    floor = 0.5 * (100 * torch.finfo(data_dtype).eps * meas.observed(y64).norm(dim=1)) ** 2
+    if not (phi.name == "identity" and meas.diagonal):
+        converged &= obj <= floor
     return z, converged, obj

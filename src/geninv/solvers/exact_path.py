@@ -162,8 +162,8 @@ def fast_exact(G: Generator, y: Tensor, meas: Measurement) -> tuple[Tensor, Tens
     from geninv.solvers.measurement import saturated
 
     phi = G.output_activation
-    if G.n_hidden == 0 or not G.relu_hidden or not phi.invertible or meas.kind != "identity":
-        return None
+    if G.n_hidden == 0 or not G.relu_hidden or not phi.invertible or meas.kind != "identity" or G.matrix_free:
+        return None  # a matrix-free layer has no dense W to factorize: the pursuits solve it
     if not G.dims[-1] >= G.dims[-2]:
         return None
     P = _image_pinv(G.layers[-1])

@@ -92,16 +92,18 @@ def setup_fit(G: object, y: object, measure: object | None, method: str,
     if isinstance(G, Generator):
         GG: Generator | None = G.like(yy)
         assert GG is not None
-        Ws = [W.detach() for W in GG.weights]
+        # A matrix-free layer (no dense W for the hand-written pass) runs through autograd.
+        Ws = [] if GG.matrix_free else [W.detach() for W in GG.weights]
         bs = [b.detach() for b in GG.biases]
         phi = GG.output_activation
-        if not GG.relu_hidden:
+        if not GG.relu_hidden or GG.matrix_free:
             G_ = GG
             fn = G_.forward_unchecked
 
             def hidden_fn(z: Tensor) -> list[Tensor]:
                 return G_.trace(z).hidden
 
+        if not GG.relu_hidden:
             i = next(i for i, a in enumerate(GG.hidden_activations) if a.name != "relu")
             certificate = (f"not available: hidden layer {i + 1} uses {GG.hidden_activations[i].name}; the certificates "
                            "(Theorem 1, Corollary 1) are for ReLU hidden layers")

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from geninv.exceptions import InputError, describe
 from geninv.model.generator import Generator
+from geninv.model.layer_ops import LinearMap, apply
 from geninv.solvers.linalg import supported_lstsq
 from geninv.solvers.measurement import Measurement, preactivation_target, saturated, unsaturated
 from geninv.solvers.steps import LinearLS, SignalLS
@@ -76,7 +77,7 @@ def choose_domain(image_domain: object, G: Generator, y: Tensor, meas: Measureme
     return "signal" if domain == "mixed" else domain
 
 
-def image_warm_start(W: Tensor, rhs: Tensor, obs: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+def image_warm_start(W: LinearMap, rhs: Tensor, obs: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     """Start of the pre-activation image-layer pursuit: ``max(pinv(W^{O_b}) rhs_b^{O_b}, 0)``.
 
     ``rhs = phi^{-1}(y) - b_{L+1}`` (B, n); ``obs`` the observed pixels ``O_b`` (B, n) or None.
@@ -118,7 +119,7 @@ def data_dtype(y: Tensor) -> torch.dtype:
     return y.dtype
 
 
-def exact_fit(W: Tensor, b: Tensor, t: Tensor, w: Tensor | None, x0: Tensor | None, *,
+def exact_fit(W: LinearMap, b: Tensor, t: Tensor, w: Tensor | None, x0: Tensor | None, *,
               rounding: torch.dtype | None = None) -> Tensor | None:
     """Samples whose image-layer start already solves ``W x + b = t`` (on the observed rows) to
     the rounding level of the data: relative residual <= ``1000 eps`` of ``rounding`` (the data's
@@ -133,7 +134,7 @@ def exact_fit(W: Tensor, b: Tensor, t: Tensor, w: Tensor | None, x0: Tensor | No
     """
     if x0 is None:
         return None
-    r = torch.addmm(b, x0, W.T) - t
+    r = apply(W, x0, b) - t
     d = t - b
     if w is not None:
         r, d = r * w, d * w
@@ -150,7 +151,7 @@ class ImageStart(NamedTuple):
         The data it was computed for.
     obs : Tensor of shape (B, n), bool, or None
         The observed pixels of the measurement it was computed for.
-    W, b : Tensor of shape (n, n_L) and (n,)
+    W, b : Tensor of shape (n, n_L) (or a matrix-free layer's operator) and (n,)
         The image layer it was computed for.
     m : Measurement
         The observed pixels that are not saturated (:func:`geninv.solvers.measurement.unsaturated`).
@@ -166,7 +167,7 @@ class ImageStart(NamedTuple):
 
     y: Tensor
     obs: Tensor | None
-    W: Tensor
+    W: LinearMap
     b: Tensor
     m: Measurement
     t: Tensor
@@ -177,13 +178,13 @@ class ImageStart(NamedTuple):
     def serves(self, G: Generator, y: Tensor, meas: Measurement) -> bool:
         """Whether it was computed for the data ``y``, the observed pixels of ``meas`` and the
         image layer of ``G`` (compared by value)."""
-        return (_same(self.y, y) and _same(self.obs, meas.obs) and _same(self.W, G.weights[-1])
+        return (_same(self.y, y) and _same(self.obs, meas.obs) and _same(self.W, G.maps[-1])
                 and _same(self.b, G.biases[-1]))
 
 
-def _same(a: Tensor | None, b: Tensor | None) -> bool:
-    if a is None or b is None:
-        return a is b
+def _same(a: LinearMap | None, b: LinearMap | None) -> bool:
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+        return a is b  # None, or a matrix-free layer's operator: the same object
     return a is b or (a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b))
 
 
@@ -192,7 +193,7 @@ def image_start(G: Generator, y: Tensor, meas: Measurement, *, warm_start: bool 
     unsaturated observed pixels, the target ``phi^{-1}(y)``, and with ``warm_start`` (default
     True) the start :func:`image_warm_start` and its exact test :func:`exact_fit` at the rounding
     level of the data (:func:`data_dtype`)."""
-    W, b = G.weights[-1], G.biases[-1]
+    W, b = G.maps[-1], G.biases[-1]  # a matrix-free output layer's operator in place of its matrix
     m = unsaturated(G, y, meas)  # saturated pixels give no equation on the pre-activation
     t = preactivation_target(G, y, m)
     x0 = exact = None
@@ -237,13 +238,13 @@ def image_problem(G: Generator, y: Tensor, meas: Measurement, domain: str, *, wa
     ``warm_start`` (:meth:`ImageStart.serves`), else computed here. 'signal': ``1/2 ||A (y - phi(W_{L+1} x +
     b_{L+1}))||^2`` from zero.
     """
-    W, b = G.weights[-1], G.biases[-1]
+    W, b = G.maps[-1], G.biases[-1]  # a matrix-free output layer's operator in place of its matrix
     phi = G.output_activation
     if domain == "pre":
         served = start is not None and start.warm_start == warm_start and start.serves(G, y, meas)
         s = start if served else image_start(G, y, meas, warm_start=warm_start)
         assert s is not None
-        lip = image_lipschitz(W, s.m, None, power_iters=power_iters)
+        lip = image_lipschitz(W, s.m, None, power_iters=power_iters, dtype=y.dtype)
         return ImageProblem(LinearLS(W, b), s.t, s.m.w, lip, s.x0, s.exact)
-    lip = image_lipschitz(W, meas, phi, power_iters=power_iters)
+    lip = image_lipschitz(W, meas, phi, power_iters=power_iters, dtype=y.dtype)
     return ImageProblem(SignalLS(W, b, phi, meas.op), y, meas.w, lip, None, None)

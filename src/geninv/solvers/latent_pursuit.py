@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from geninv.model.generator import Generator
+from geninv.model.layer_ops import apply_t
 from geninv.solvers.debias import debias_stage
 from geninv.solvers.image_layer import image_problem
 from geninv.solvers.linalg import supported_lstsq
@@ -176,7 +177,7 @@ def latent_pursuit(G: Generator, y: Tensor, *, measure: Any = None, mask: Tensor
 
 def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOptions, t0: float) -> SolveResult:
     L = G.n_hidden
-    Ws, bs = G.weights, G.biases
+    Ws, bs = G.maps, G.biases  # a matrix-free layer's operator in place of its matrix
     B = y.shape[0]
     dtype = y.dtype
     info: dict[str, Any] = {"image_domain": domain, "lam": {}, "mu": {}}  # StageLog adds "n_iter", "seconds"
@@ -188,6 +189,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOpti
     W, b = Ws[-1], bs[-1]
     stage = f"x{L}"
     if domain == "support":
+        W = G.weight(-1)  # the ReLU output's inequalities need the dense output layer
         pos, zero = output_support(y, meas)
         x0_img, exact = None, None
         if o.warm_start:
@@ -244,7 +246,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOpti
         if first:
             lam_i = torch.zeros(B, 1, dtype=dtype, device=y.device)
         elif o.lam is None:
-            g0 = -((s * (target - b)) @ W)
+            g0 = -apply_t(W, s * (target - b))
             lam_i = auto_lam(g0, o.lam_rel)
         else:
             lam_i = torch.full((B, 1), float(o.lam), dtype=dtype, device=y.device)

@@ -112,7 +112,7 @@ def layered_bp(G: Generator, y: Tensor, *, measure: Any = None, mask: Tensor | N
 
 def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOptions, t0: float) -> SolveResult:
     L = G.n_hidden
-    Ws, bs = G.weights, G.biases
+    Ws, bs = G.maps, G.biases  # a matrix-free layer's operator in place of its matrix
     B = y.shape[0]
     dtype = y.dtype
     info: dict[str, Any] = {"image_domain": domain, "lam": {}}  # StageLog adds "n_iter", "seconds"
@@ -124,6 +124,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOpti
     W, b = Ws[-1], bs[-1]
     if domain == "support":
         # As a middle layer of Layered Basis-Pursuit: the equations on the positive pixels.
+        W = G.weight(-1)  # the ReLU output's inequalities need the dense output layer
         pos, zero = output_support(y, meas)
         w_img = pos.to(dtype)
         x0_img, exact = relu_image_start(W, b, y, pos, zero, dtype) if o.warm_start else (None, None)

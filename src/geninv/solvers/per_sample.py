@@ -204,7 +204,7 @@ def _few_equations(G: Generator, y: Tensor, meas: Measurement) -> Tensor:
     m = unsaturated(G, y, meas)
     if m.obs is None:
         return torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
-    return m.obs.sum(dim=1) <= G.weights[-1].shape[1]
+    return m.obs.sum(dim=1) <= G.layers[-1].n_in
 
 
 def judge(G: Generator, y: Tensor, meas: Measurement, res: SolveResult, *, data_dtype: torch.dtype) -> SolveResult:

@@ -22,6 +22,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from geninv.model.layer_ops import LinearMap
+
 __all__ = ["TopSingular", "top_singular", "spectral_norm", "masked_gram_norm", "clear_cache"]
 
 
@@ -67,29 +69,36 @@ def top_singular(W: Tensor) -> TopSingular:
     return out
 
 
-def spectral_norm(W: Tensor) -> float:
-    """``||W||_2`` (exact, cached)."""
+def spectral_norm(W: LinearMap) -> float:
+    """``||W||_2`` (exact, cached; a matrix-free operator's by its cached power iteration)."""
+    if not isinstance(W, Tensor):
+        return W.norm()
     return top_singular(W).sigma
 
 
 def masked_gram_norm(
-    W: Tensor,
+    W: LinearMap,
     d: Tensor | None,
     *,
     iters: int = 30,
     margin: float = 0.05,
+    dtype: torch.dtype = torch.float64,
 ) -> Tensor:
     """Upper estimate of ``lambda_max(W^T diag(d_b) W)`` for every sample ``b``.
 
     Parameters
     ----------
-    W : Tensor of shape (n_out, n_in)
+    W : Tensor of shape (n_out, n_in), or a matrix-free operator
+        For an operator the bound ``max_j d_bj ||W||_2^2`` itself (its power-iteration norm, see
+        Notes).
     d : Tensor of shape (B, n_out) with entries >= 0, or None
         Row weights per sample; None means all ones (the result is then exact: ``||W||_2^2``).
     iters : int
         Power iterations (batched over samples: two matrix-matrix products each).
     margin : float
         Relative inflation of the power-iteration estimate, which is a lower bound.
+    dtype : torch.dtype
+        Of the result for an operator ``W`` and ``d`` None (a matrix's result has its dtype).
 
     Returns
     -------
@@ -101,7 +110,15 @@ def masked_gram_norm(
     Power iteration ``v <- W^T (d * (W v))``, started from the top right singular vector of ``W``
     (the exact answer when ``d`` is constant) plus a small deterministic perturbation so that a
     start orthogonal to the masked problem's top eigenvector cannot stall. No host sync inside.
+    A matrix-free operator gets the upper bound ``max(d) ||W||^2`` without the iteration: each
+    power step would cost a pass of the module's convolutions, and the bound is always a valid
+    step size.
     """
+    if not isinstance(W, Tensor):
+        full_op = W.norm() ** 2
+        if d is None:
+            return torch.full((1,), full_op, dtype=dtype)
+        return (d.amax(dim=1) * full_op).clamp_min(1e-30)
     top = top_singular(W)
     full = top.sigma**2
     if d is None:

@@ -3,7 +3,8 @@
 Everything is batched: a state holds (B, n) tensors, per-sample scalars are (B, 1) tensors, and
 per-sample row supports are 0/1 float masks of shape (B, n_out) multiplying full matrices, so one
 step is two matrix-matrix products for the whole batch, with no Python loop over samples and no
-host-device synchronisation.
+host-device synchronisation. ``W`` is a layer's :class:`~geninv.model.layer_ops.LinearMap`: the
+dense matrix, or a matrix-free operator (its ``forward`` / ``adjoint`` in place of the products).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 from geninv.model.activations import Activation
+from geninv.model.layer_ops import LinearMap, apply, apply_t
 
 __all__ = [
     "prox_nonneg_l1",
@@ -49,16 +51,16 @@ class LinearLS(NamedTuple):
     (0/1 pixel mask or support mask, or None for all ones) are per sample.
     """
 
-    W: Tensor
+    W: LinearMap
     b: Tensor
 
     def residual(self, x: Tensor, t: Tensor, w: Tensor | None) -> Tensor:
-        r = torch.addmm(self.b, x, self.W.T).sub_(t)
+        r = apply(self.W, x, self.b).sub_(t)
         return r if w is None else r.mul_(w)
 
     def grad(self, x: Tensor, t: Tensor, w: Tensor | None) -> Tensor:
         # w is 0/1, so w^2 = w: one product forward, one back.
-        return self.residual(x, t, w) @ self.W
+        return apply_t(self.W, self.residual(x, t, w))
 
     def value(self, x: Tensor, t: Tensor, w: Tensor | None) -> Tensor:
         return 0.5 * self.residual(x, t, w).square().sum(dim=1)
@@ -72,7 +74,7 @@ class SignalLS(NamedTuple):
     ``W^T [phi'(a) * A^T (A phi(a) - y)]`` with ``a = W x + b``.
     """
 
-    W: Tensor
+    W: LinearMap
     b: Tensor
     phi: Activation
     op: object | None = None
@@ -85,23 +87,23 @@ class SignalLS(NamedTuple):
         return r if w is None else r * w
 
     def grad(self, x: Tensor, y: Tensor, w: Tensor | None) -> Tensor:
-        a = torch.addmm(self.b, x, self.W.T)
+        a = apply(self.W, x, self.b)
         r = self._res(a, y, w)
         if self.op is not None:
             r = self.op.adjoint(r)  # type: ignore[attr-defined]
-        return (r * self.phi.derivative(a)) @ self.W
+        return apply_t(self.W, r * self.phi.derivative(a))
 
     def value(self, x: Tensor, y: Tensor, w: Tensor | None) -> Tensor:
-        a = torch.addmm(self.b, x, self.W.T)
+        a = apply(self.W, x, self.b)
         return 0.5 * self._res(a, y, w).square().sum(dim=1)
 
     def value_and_grad(self, x: Tensor, y: Tensor, w: Tensor | None) -> tuple[Tensor, Tensor]:
-        a = torch.addmm(self.b, x, self.W.T)
+        a = apply(self.W, x, self.b)
         r = self._res(a, y, w)
         val = 0.5 * r.square().sum(dim=1)
         if self.op is not None:
             r = self.op.adjoint(r)  # type: ignore[attr-defined]
-        return val, (r * self.phi.derivative(a)) @ self.W
+        return val, apply_t(self.W, r * self.phi.derivative(a))
 
 
 # -- FISTA ------------------------------------------------------------------------------------
@@ -269,8 +271,8 @@ def ladmm_data(c: Tensor, s: Tensor, mu: Tensor, lam: Tensor, rho: float, sc: Te
     return LadmmData(c, s, mu, lam, sc, s + rho * sc, s * c, gamma)
 
 
-def ladmm_init(x0: Tensor, W: Tensor, b: Tensor, s: Tensor, sc: Tensor | None = None) -> LadmmState:
-    P = torch.addmm(b, x0, W.T)
+def ladmm_init(x0: Tensor, W: LinearMap, b: Tensor, s: Tensor, sc: Tensor | None = None) -> LadmmState:
+    P = apply(W, x0, b)
     u = (1.0 - s if sc is None else sc) * P.clamp_max(0)
     return LadmmState(x0, u, torch.zeros_like(P), P)
 
@@ -278,7 +280,7 @@ def ladmm_init(x0: Tensor, W: Tensor, b: Tensor, s: Tensor, sc: Tensor | None = 
 def ladmm_step(
     state: LadmmState,
     data: LadmmData,
-    W: Tensor,
+    W: LinearMap,
     b: Tensor,
     *,
     rho: float,
@@ -315,7 +317,7 @@ def ladmm_step(
     r = torch.addcmul(state.v - state.u, data.d, state.P) if rho == 1.0 else \
         torch.addcmul((state.v - state.u).mul_(rho), data.d, state.P)
     r.sub_(data.cs)
-    g = torch.addmm(data.lam, r, W)
+    g = apply_t(W, r, data.lam)
     if data.gamma is not None:
         g.addcmul_(data.gamma, state.x)
     elif gamma:
@@ -323,6 +325,6 @@ def ladmm_step(
     x = torch.addcmul(state.x, data.mu, g, value=-1.0)
     if nonneg:
         x.clamp_min_(0)
-    P = torch.addmm(b, x, W.T)
+    P = apply(W, x, b)
     a = (P + state.v).mul_(data.sc)
     return LadmmState(x, a.clamp_max(0), a.clamp_min_(0), P)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from geninv.exceptions import InputError
 from geninv.model.activations import Activation
+from geninv.model.layer_ops import LinearMap
 from geninv.solvers.loop import Callback, LoopOutput, run_loop
 from geninv.solvers.measurement import Measurement
 from geninv.solvers.spectral import masked_gram_norm, spectral_norm
@@ -138,23 +139,27 @@ def fista_layer(
     return out, lam_t
 
 
-def image_lipschitz(W: Tensor, meas: Measurement, phi: Activation | None, *, power_iters: int) -> Tensor:
+def image_lipschitz(W: LinearMap, meas: Measurement, phi: Activation | None, *, power_iters: int,
+                    dtype: torch.dtype | None = None) -> Tensor:
     """Step-size constant of the image layer, per sample (B,) or shared (1,).
 
     ``phi`` None: the pre-activation least squares; the exact Lipschitz constant
     ``||W^T diag(w) W||`` (masked power iteration). Otherwise the signal-domain loss: the
     Gauss-Newton constant ``||A||^2 ||W^T diag(w) W|| Lip(phi)^2``, which ignores the curvature of
     ``phi`` and so is only the *initial* step of the backtracking FISTA used there
-    (:func:`geninv.solvers.steps.fista_bt_step`).
+    (:func:`geninv.solvers.steps.fista_bt_step`). ``dtype``: the data's, for a matrix-free ``W``
+    (a matrix gives its own).
     """
+    dt = W.dtype if isinstance(W, Tensor) else (torch.float64 if dtype is None else dtype)
+    dev = W.device if isinstance(W, Tensor) else (meas.w.device if meas.w is not None else None)
     if not meas.diagonal:
-        base = torch.full((1,), float(meas.op.norm()) ** 2 * spectral_norm(W) ** 2, dtype=W.dtype, device=W.device)
+        base = torch.full((1,), float(meas.op.norm()) ** 2 * spectral_norm(W) ** 2, dtype=dt, device=dev)
     else:
-        base = masked_gram_norm(W, meas.w.to(W.dtype) if meas.w is not None else None, iters=power_iters)
+        base = masked_gram_norm(W, meas.w.to(dt) if meas.w is not None else None, iters=power_iters, dtype=dt)
     return base if phi is None else base * phi.lipschitz**2
 
 
-def ladmm_mu(W: Tensor, s: Tensor, *, rho: float, gamma: float | Tensor, power_iters: int,
+def ladmm_mu(W: LinearMap, s: Tensor, *, rho: float, gamma: float | Tensor, power_iters: int,
              sc: Tensor | None = None) -> Tensor:
     """Largest step allowed by eq. (12): ``1 / ||A^T A + rho C^T C + gamma I||_2`` per sample.
 
@@ -167,12 +172,12 @@ def ladmm_mu(W: Tensor, s: Tensor, *, rho: float, gamma: float | Tensor, power_i
     if rho == 1.0:
         norm = torch.full((s.shape[0],), spectral_norm(W) ** 2, dtype=s.dtype, device=s.device)
     else:
-        norm = masked_gram_norm(W.to(s.dtype), d, iters=power_iters)
+        norm = masked_gram_norm(W.to(s.dtype) if isinstance(W, Tensor) else W, d, iters=power_iters)
     return 1.0 / (norm.reshape(-1, 1) + gamma)
 
 
 def ladmm_layer(
-    W: Tensor,
+    W: LinearMap,
     b: Tensor,
     c: Tensor,
     s: Tensor,
@@ -195,7 +200,7 @@ def ladmm_layer(
 
     Parameters
     ----------
-    W, b : Tensor (n_out, n_in), (n_out,)
+    W, b : Tensor (n_out, n_in) or a matrix-free operator, Tensor (n_out,)
         The layer above: ``x_{i+1} = relu(W x_i + b)``.
     c : Tensor (B, n_out)
         Estimate of ``x_{i+1}``.

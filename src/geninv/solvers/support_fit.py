@@ -24,6 +24,7 @@ from torch import Tensor
 
 from geninv.model.activations import Activation
 from geninv.model.generator import Generator
+from geninv.model.layer_ops import apply, apply_t, cast
 from geninv.solvers.measurement import Measurement
 from geninv.solvers.network import AffineCache, hidden_layers, support_affine
 from geninv.solvers.refine import gauss_newton_refine, network_fit
@@ -202,7 +203,7 @@ def support_refine(
 def _forward(G64: Generator, z: Tensor) -> tuple[list[Tensor], Tensor]:
     """The hidden supports ``[x_i > 0]`` and the output pre-activation ``a`` (B, n) of the network at ``z``."""
     xs = hidden_layers(G64, z)
-    return [x > 0 for x in xs], torch.addmm(G64.biases[-1], xs[-1], G64.weights[-1].T)
+    return [x > 0 for x in xs], apply(G64.maps[-1], xs[-1], G64.biases[-1])
 
 
 def _fit_from(phi: Activation, meas: Measurement, y: Tensor, a: Tensor, z: Tensor, gamma: Tensor) -> Tensor:
@@ -243,9 +244,9 @@ def _adjoint(meas: Measurement, r: Tensor) -> Tensor:
 def _frozen_vjp(G64: Generator, supports: list[Tensor], v: Tensor) -> Tensor:
     """``J^T v`` (B, n_0) for the frozen-support network's output pre-activation map ``a = J z + c``
     (one backward pass through the network, ``B sum_i n_i n_{i-1}``, in ``v``'s dtype)."""
-    u = v @ G64.weights[-1].to(v.dtype)
+    u = apply_t(cast(G64.maps[-1], v.dtype), v)
     for i in range(G64.n_hidden - 1, -1, -1):
-        u = (u * supports[i]) @ G64.weights[i].to(v.dtype)
+        u = apply_t(cast(G64.maps[i], v.dtype), u * supports[i])
     return u
 
 
@@ -255,8 +256,8 @@ def _gauss_newton_product(Gw: Generator, meas: Measurement, supports: list[Tenso
     and one backward pass in ``dtype`` (no ``J`` formed)."""
     t = v.to(dtype)
     for i in range(Gw.n_hidden):
-        t = (t @ Gw.weights[i].T) * supports[i]
-    Kv = meas.apply(q.to(dtype) * (t @ Gw.weights[-1].T))
+        t = apply(Gw.maps[i], t) * supports[i]
+    Kv = meas.apply(q.to(dtype) * apply(Gw.maps[-1], t))
     return _frozen_vjp(Gw, supports, q.to(dtype) * _adjoint(meas, Kv)).to(torch.float64)
 
 

@@ -115,12 +115,14 @@ def load_conv_module(name: str) -> torch.nn.Module:
     return module.eval()
 
 
-def load_conv_generator(name: str, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> Generator:
+def load_conv_generator(name: str, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
+                        memory_budget: int | None = None) -> Generator:
     """A shipped convolutional MNIST generator: ``"conv_expansive"`` or ``"conv_dcgan"``.
 
     The file holds the trained module's kernels (safetensors, checked by sha256); the module is
     rebuilt and read with :meth:`Generator.from_torch` (transposed convolutions as dense
-    matrices, batch-norm folded, checked against the module).
+    matrices, batch-norm folded, checked against the module). ``memory_budget`` (bytes, see
+    :meth:`Generator.from_torch`): a layer whose dense weight exceeds it is kept matrix-free.
 
     Returns
     -------
@@ -136,5 +138,5 @@ def load_conv_generator(name: str, *, dtype: torch.dtype | None = None, device: 
     module = load_conv_module(name)
     if dtype is not None:
         module = module.to(dtype)  # fold batch-norm and compose in the precision asked for
-    G = Generator.from_torch(module)
+    G = Generator.from_torch(module, memory_budget=memory_budget)
     return G if str(device) == "cpu" else G.to(device)
