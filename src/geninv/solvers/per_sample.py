@@ -35,7 +35,8 @@ def exact_test(G: Generator, y: Tensor, meas: Measurement) -> tuple[Tensor | Non
     """Which samples the image layer fits exactly (B,) bool, and the image layer's start it computed.
 
     The samples are None where the test is not available (no pre-activation form: a
-    non-invertible output, a general operator); the start is None where it was not computed. A
+    non-invertible output, a general operator; or no sample observes more than ``n_L``
+    unsaturated pixels, as for a contracting image layer); the start is None where it was not computed. A
     sample with an observed value outside the output range, or observing at most ``n_L``
     unsaturated pixels, is not exact; saturated pixels are left out
     (:func:`geninv.solvers.measurement.unsaturated`).
@@ -53,12 +54,14 @@ def exact_test(G: Generator, y: Tensor, meas: Measurement) -> tuple[Tensor | Non
         return None, None
     idx = pre.nonzero().squeeze(1)
     yp = y if domain == "pre" else y[idx]
-    start = image_start(G, yp, meas if domain == "pre" else meas.subset(idx))
+    mp = meas if domain == "pre" else meas.subset(idx)
+    few = _few_equations(G, yp, mp)
+    if bool(few.all()):  # no sample has more equations than n_L: the test would prove nothing
+        return None, None
+    start = image_start(G, yp, mp)
     if start.exact is None:
         return None, start
-    ex = start.exact
-    if start.m.obs is not None:
-        ex = ex & (start.m.obs.sum(dim=1) > start.W.shape[1])  # too few equations: an exact fit proves nothing
+    ex = start.exact & ~few  # too few equations: an exact fit proves nothing
     out = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
     out[idx] = ex
     return out, start
@@ -202,9 +205,7 @@ def _few_equations(G: Generator, y: Tensor, meas: Measurement) -> Tensor:
     """Samples (B,) bool whose unsaturated observed pixels number at most ``n_L``: there an exact
     fit of the image layer proves nothing (:func:`exact_samples`)."""
     m = unsaturated(G, y, meas)
-    if m.obs is None:
-        return torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
-    return m.obs.sum(dim=1) <= G.layers[-1].n_in
+    return m.n_observed(y) <= G.layers[-1].n_in
 
 
 def judge(G: Generator, y: Tensor, meas: Measurement, res: SolveResult, *, data_dtype: torch.dtype) -> SolveResult:
