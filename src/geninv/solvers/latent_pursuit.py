@@ -15,6 +15,7 @@ from geninv.solvers.image_layer import image_problem
 from geninv.solvers.linalg import supported_lstsq
 from geninv.solvers.loop import StageLog, threshold_support
 from geninv.solvers.measurement import Measurement
+from geninv.solvers.network import downward
 from geninv.solvers.options import PursuitOptions, keyword_options
 from geninv.solvers.pursuits import solve_pursuit
 from geninv.solvers.relu_output import (
@@ -176,8 +177,6 @@ def latent_pursuit(G: Generator, y: Tensor, *, measure: Any = None, mask: Tensor
 
 
 def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOptions, t0: float) -> SolveResult:
-    L = G.n_hidden
-    Ws, bs = G.maps, G.biases  # a matrix-free layer's operator in place of its matrix
     B = y.shape[0]
     dtype = y.dtype
     info: dict[str, Any] = {"image_domain": domain, "lam": {}, "mu": {}}  # StageLog adds "n_iter", "seconds"
@@ -186,8 +185,8 @@ def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOpti
 
     # 1. image layer
     ts = time.perf_counter()
-    W, b = Ws[-1], bs[-1]
-    stage = f"x{L}"
+    W, b = G.maps[-1], G.biases[-1]  # a matrix-free layer's operator in place of its matrix
+    stage = f"x{G.n_hidden}"
     if domain == "support":
         W = G.weight(-1)  # the ReLU output's inequalities need the dense output layer
         pos, zero = output_support(y, meas)
@@ -226,12 +225,9 @@ def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOpti
     supports = [s_next]
 
     # 2. middle layers, then 3. the first layer (z)
-    for i in range(L - 1, -1, -1):
+    for i, stage, W, b in downward(G):
         ts = time.perf_counter()
         first = i == 0
-        # x_{i+1} = relu(W_{i+1} x_i + b_{i+1}) and W_{i+1} is Ws[i] (0-based); x_0 = z.
-        W, b = Ws[i], bs[i]
-        stage = "z" if first else f"x{i}"
         s = s_next.to(dtype)
         target = x_next
         n_in = W.shape[1]

@@ -13,6 +13,7 @@ from geninv.solvers.image_layer import ImageProblem, image_problem
 from geninv.solvers.linalg import supported_lstsq
 from geninv.solvers.loop import StageLog, threshold_support
 from geninv.solvers.measurement import Measurement
+from geninv.solvers.network import downward
 from geninv.solvers.options import PursuitOptions, keyword_options
 from geninv.solvers.pursuits import solve_pursuit
 from geninv.solvers.relu_output import output_support, relu_image_start
@@ -111,8 +112,6 @@ def layered_bp(G: Generator, y: Tensor, *, measure: Any = None, mask: Tensor | N
 
 
 def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOptions, t0: float) -> SolveResult:
-    L = G.n_hidden
-    Ws, bs = G.maps, G.biases  # a matrix-free layer's operator in place of its matrix
     B = y.shape[0]
     dtype = y.dtype
     info: dict[str, Any] = {"image_domain": domain, "lam": {}}  # StageLog adds "n_iter", "seconds"
@@ -121,7 +120,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOpti
             "callback": o.callback}
 
     ts = time.perf_counter()
-    W, b = Ws[-1], bs[-1]
+    W, b = G.maps[-1], G.biases[-1]  # a matrix-free layer's operator in place of its matrix
     if domain == "support":
         # As a middle layer of Layered Basis-Pursuit: the equations on the positive pixels.
         W = G.weight(-1)  # the ReLU output's inequalities need the dense output layer
@@ -132,20 +131,17 @@ def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOpti
     else:
         p = image_problem(G, y, meas, domain, warm_start=o.warm_start, power_iters=o.power_iters,
                           start=o.image_start)
-    stage = f"x{L}"
+    stage = f"x{G.n_hidden}"
     out, lam_t = fista_layer(p.f, p.t, p.w, lip=p.lip, x0=p.x0, max_iter=o.max_iter, stage=stage, exact=p.exact, **loop)
     est = [out.state.x]
     supports = [threshold_support(out.state.x, o.support_tol)]
     log.record(stage, out, ts)
     info["lam"][stage] = lam_t.squeeze(1)
 
-    for i in range(L - 1, 0, -1):
-        # x_{i+1} = relu(W_{i+1} x_i + b_{i+1}) with W_{i+1} = Ws[i] (0-based)
+    for _, stage, W, b in downward(G, last=1):
         ts = time.perf_counter()
-        W, b = Ws[i], bs[i]
         s = supports[0].to(dtype)
         lip = masked_gram_norm(W, s, iters=o.power_iters)
-        stage = f"x{i}"
         out, lam_t = fista_layer(LinearLS(W, b), est[0], s, lip=lip, x0=None, max_iter=log.iterations(o.max_iter),
                                  stage=stage, **loop)
         est.insert(0, out.state.x)
@@ -153,7 +149,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, domain: str, o: PursuitOpti
         log.record(stage, out, ts)
         info["lam"][stage] = lam_t.squeeze(1)
 
-    z = supported_lstsq(Ws[0], est[0] - bs[0], supports[0], None).to(dtype)
+    z = supported_lstsq(G.maps[0], est[0] - G.biases[0], supports[0], None).to(dtype)
     layers = est
     if o.debias and not log.stopped:
         z, layers = debias_stage(log, G, y, supports, meas, z, o.debias_rounds)

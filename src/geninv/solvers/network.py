@@ -3,7 +3,7 @@ and the true objective ``1/2 ||A (y - G(z))||^2``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -12,7 +12,7 @@ from geninv.model.generator import Generator
 from geninv.model.layer_ops import LinearMap, apply, cast, left_apply
 from geninv.solvers.measurement import Measurement
 
-__all__ = ["support_affine", "hidden_affine", "hidden_layers", "network_objective", "output_preactivation", "AffineCache"]
+__all__ = ["support_affine", "hidden_affine", "hidden_layers", "downward", "network_objective", "output_preactivation", "AffineCache"]
 
 
 def support_affine(G: Generator, supports: Sequence[Tensor], supports_batch: int = 1,
@@ -62,6 +62,17 @@ def network_objective(G: Generator, y: Tensor, z: Tensor, meas: Measurement) -> 
     G64 = G.to(dtype=torch.float64)
     p = G64.forward_unchecked(z.to(torch.float64))
     return 0.5 * (meas.apply(p) - y.to(torch.float64)).square().sum(dim=1)
+
+
+def downward(G: Generator, *, dense: bool = False, last: int = 0) -> Iterator[tuple[int, str, LinearMap, Tensor]]:
+    """The hidden layers in the order a layer-by-layer pursuit solves them, from the top down:
+    ``(i, stage, W_{i+1}, b_{i+1})`` for ``i = n_hidden - 1, ..., last``, where
+    ``x_{i+1} = relu(W_{i+1} x_i + b_{i+1})`` (``x_0 = z``) and ``stage`` names the unknown ``x_i``
+    (``"z"`` for ``i = 0``). ``W`` is :attr:`Generator.maps`' entry (a matrix-free layer's
+    operator), or with ``dense`` the matrix (:attr:`Generator.weights`)."""
+    Ws = G.weights if dense else G.maps
+    for i in range(G.n_hidden - 1, last - 1, -1):
+        yield i, ("z" if i == 0 else f"x{i}"), Ws[i], G.biases[i]
 
 
 def hidden_layers(G: Generator, z: Tensor) -> list[Tensor]:

@@ -40,7 +40,7 @@ from geninv.solvers.latent_pursuit import latent_pursuit
 from geninv.solvers.linalg import one_thread, supported_lstsq
 from geninv.solvers.loop import StageLog, threshold_support
 from geninv.solvers.measurement import Measurement, preactivation_target, unsaturated
-from geninv.solvers.network import hidden_layers
+from geninv.solvers.network import downward, hidden_layers
 from geninv.solvers.options import NoiseOptions, keyword_options
 from geninv.solvers.refine import gauss_newton_refine, network_fit
 from geninv.solvers.result import SolveResult, finish
@@ -378,11 +378,9 @@ def _run(G: Generator, y: Tensor, meas: Measurement, sigma: Tensor, domain: str,
     # 2. middle layers, 3. the first layer
     gamma = torch.zeros(B, dtype=torch.float64, device=dev)
     z: Tensor | None = None
-    for i in range(L - 1, -1, -1):
+    for i, stage, W, b in downward(G, dense=True):
         ts = time.perf_counter()
         first = i == 0
-        W, b = Ws[i], bs[i]
-        stage = "z" if first else f"x{i}"
         s = s_next.to(dt)
         sc = z_next.to(dt)
         Ms = W.to(torch.float64)[None] * s.to(torch.float64)[:, :, None]
