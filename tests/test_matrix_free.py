@@ -159,8 +159,9 @@ def test_debiasing_without_the_jacobian_by_cgls(big) -> None:
     planted ``z`` each way, with and without a pixel mask. Without ``J`` no Levenberg-Marquardt
     runs, so a noisy sample (residual above rounding) is reported not converged."""
     from geninv.operators import Mask
-    from geninv.solvers.debias import FrozenNetwork, fit_supports
+    from geninv.solvers.debias import fit_supports
     from geninv.solvers.measurement import Measurement
+    from geninv.solvers.network import FrozenNetwork
 
     _, G = big
     z, y = G.sample(3, seed=1)

@@ -92,7 +92,7 @@ def test_masked_and_operator_measurements() -> None:
 
 def test_gauss_newton_product_is_k_transpose_k_times_v() -> None:
     # K = A diag(phi'(a)) J with J the frozen-support map of support_affine, formed explicitly.
-    from geninv.solvers.network import hidden_layers, output_preactivation, support_affine
+    from geninv.solvers.network import FrozenNetwork, hidden_layers, output_preactivation, support_affine
     from geninv.solvers.support_fit import _gauss_newton_product
 
     G = _gen([6, 40, 160])
@@ -107,7 +107,7 @@ def test_gauss_newton_product_is_k_transpose_k_times_v() -> None:
         J = support_affine(G, sups, 8, dtype=F64)[0]
         K = meas.apply_cols(q[:, :, None] * J)
         ref = (K.transpose(1, 2) @ (K @ v.unsqueeze(-1))).squeeze(-1)
-        got = _gauss_newton_product(G, meas, sups, q, v, F64)
+        got = _gauss_newton_product(FrozenNetwork(G, sups, F64), meas, q, v)
         # float64 products in two orders: a few ulps of the largest term.
         assert torch.allclose(got, ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max())), type(measure).__name__
 

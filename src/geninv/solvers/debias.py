@@ -11,15 +11,22 @@ import torch
 from torch import Tensor
 
 from geninv.model.generator import Generator
-from geninv.model.layer_ops import apply, apply_t, cast
+from geninv.model.layer_ops import cast
 from geninv.solvers.linalg import batched_lstsq, cg_supported_lstsq
 from geninv.solvers.loop import StageLog
 from geninv.solvers.measurement import Measurement, preactivation_target, unsaturated
-from geninv.solvers.network import hidden_affine, hidden_layers, network_objective, output_preactivation, support_affine
+from geninv.solvers.network import (
+    FrozenNetwork,
+    hidden_affine,
+    hidden_layers,
+    network_objective,
+    output_preactivation,
+    support_affine,
+)
 from geninv.solvers.relu_output import relu_output_fit
 from geninv.solvers.spectral import cache_key
 
-__all__ = ["debias_fit", "debias_stage", "fit_supports", "FrozenNetwork", "DEBIAS_BUDGET"]
+__all__ = ["debias_fit", "debias_stage", "fit_supports", "DEBIAS_BUDGET"]
 
 #: Bytes the debiasing's Jacobian of a batch (B, n, n_0) float64 may take on a generator with a
 #: matrix-free layer before it is formed in batch chunks (or, past one sample, not at all: CGLS).
@@ -190,7 +197,7 @@ def fit_supports(
     On a generator with a matrix-free layer, ``J`` (B, n, n_0) is formed by passes of the layers'
     operators (``W`` itself never is) where it fits ``memory_budget`` bytes, in batch chunks where
     one sample's does; otherwise the linear start is solved by CGLS on the frozen network as an
-    operator (:class:`FrozenNetwork`) and Levenberg-Marquardt, which needs ``J``, is not run: a
+    operator (:class:`geninv.solvers.network.FrozenNetwork`) and Levenberg-Marquardt, which needs ``J``, is not run: a
     sample whose linear fit leaves a residual above the rounding level of ``y`` (noise, or a
     non-identity ``phi`` off its range) is then reported not converged.
 
@@ -333,43 +340,6 @@ def fit_supports(
         obj[idx] = ob
         converged[idx] = False
     return z, converged, obj
-
-
-class FrozenNetwork:
-    """The network with frozen hidden supports as a per-sample linear operator on ``z``:
-    ``v -> W_{L+1} D_L W_L ... D_1 W_1 v`` (B, n_0) -> (B, n), the ``J_b`` of :func:`support_affine`
-    without forming it (each layer through its map: a matrix, or a matrix-free operator), in float64.
-
-    Parameters
-    ----------
-    G : Generator
-    supports : sequence of bool Tensor (B, n_i)
-        One row per sample: row ``b`` of every batch given to :meth:`forward` / :meth:`adjoint`
-        is sample ``b``.
-    """
-
-    matrix_free = True
-
-    def __init__(self, G: Generator, supports: Sequence[Tensor]) -> None:
-        self.maps = [cast(W, torch.float64) for W in G.maps]
-        self.masks = [s_.to(torch.float64) for s_ in supports]
-        self.shape = (G.output_dim, G.latent_dim)
-
-    def forward(self, v: Tensor) -> Tensor:
-        x = v.to(torch.float64)
-        for i, W in enumerate(self.maps):
-            x = apply(W, x)
-            if i < len(self.masks):
-                x = x * self.masks[i]
-        return x
-
-    def adjoint(self, u: Tensor) -> Tensor:
-        g = u.to(torch.float64)
-        for i in range(len(self.maps) - 1, -1, -1):
-            if i < len(self.masks):
-                g = g * self.masks[i]
-            g = apply_t(self.maps[i], g)
-        return g
 
 
 def _krylov_fit(G: Generator, y64: Tensor, supports: Sequence[Tensor], meas: Measurement, m_lin: Measurement,

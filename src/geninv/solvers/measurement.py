@@ -111,6 +111,14 @@ class Measurement(NamedTuple):
             return p * self.w.to(p.dtype)  # type: ignore[union-attr]
         return self.op.forward(p)  # type: ignore[no-any-return]
 
+    def adjoint(self, r: Tensor) -> Tensor:
+        """``A^T r`` for data-space ``r`` of shape (B, m); (B, n) out."""
+        if self.kind == "identity":
+            return r
+        if self.kind == "diag":
+            return r * self.w.to(r.dtype)  # type: ignore[union-attr]
+        return self.op.adjoint(r)  # type: ignore[no-any-return]
+
     def apply_cols(self, M: Tensor) -> Tensor:
         """``A M_b`` for a batch of matrices ``M`` of shape (B, n, k): the measurement applied to
         every column (a general operator in one call on all ``B k`` columns); (B, m, k) out."""

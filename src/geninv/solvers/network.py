@@ -9,10 +9,11 @@ import torch
 from torch import Tensor
 
 from geninv.model.generator import Generator
-from geninv.model.layer_ops import LinearMap, apply, cast, left_apply
+from geninv.model.layer_ops import LinearMap, apply, apply_t, cast, left_apply
 from geninv.solvers.measurement import Measurement
 
-__all__ = ["support_affine", "hidden_affine", "hidden_layers", "downward", "network_objective", "output_preactivation", "AffineCache"]
+__all__ = ["support_affine", "hidden_affine", "hidden_layers", "downward", "network_objective", "output_preactivation", "AffineCache",
+           "FrozenNetwork"]
 
 
 def support_affine(G: Generator, supports: Sequence[Tensor], supports_batch: int = 1,
@@ -93,6 +94,47 @@ def output_preactivation(G: Generator, supports: Sequence[Tensor], z: Tensor) ->
         if i < G.n_hidden:
             x = x * supports[i].to(torch.float64)
     return x
+
+
+class FrozenNetwork:
+    """The network with frozen hidden supports as a per-sample linear operator on ``z``:
+    ``v -> W_{L+1} D_L W_L ... D_1 W_1 v`` (B, n_0) -> (B, n), the ``J_b`` of :func:`support_affine`
+    without forming it (each layer through its map: a matrix, or a matrix-free operator), in
+    ``dtype`` (default float64).
+
+    Parameters
+    ----------
+    G : Generator
+    supports : sequence of bool Tensor (B, n_i)
+        One row per sample: row ``b`` of every batch given to :meth:`forward` / :meth:`adjoint`
+        is sample ``b``.
+    dtype : torch.dtype
+        Precision of the products (the inputs are converted to it).
+    """
+
+    matrix_free = True
+
+    def __init__(self, G: Generator, supports: Sequence[Tensor], dtype: torch.dtype = torch.float64) -> None:
+        self.dtype = dtype
+        self.maps = [cast(W, dtype) for W in G.maps]
+        self.masks = [s_.to(dtype) for s_ in supports]
+        self.shape = (G.output_dim, G.latent_dim)
+
+    def forward(self, v: Tensor) -> Tensor:
+        x = v.to(self.dtype)
+        for i, W in enumerate(self.maps):
+            x = apply(W, x)
+            if i < len(self.masks):
+                x = x * self.masks[i]
+        return x
+
+    def adjoint(self, u: Tensor) -> Tensor:
+        g = u.to(self.dtype)
+        for i in range(len(self.maps) - 1, -1, -1):
+            if i < len(self.masks):
+                g = g * self.masks[i]
+            g = apply_t(self.maps[i], g)
+        return g
 
 
 class AffineCache:

@@ -24,9 +24,9 @@ from torch import Tensor
 
 from geninv.model.activations import Activation
 from geninv.model.generator import Generator
-from geninv.model.layer_ops import apply, apply_t, cast
+from geninv.model.layer_ops import apply
 from geninv.solvers.measurement import Measurement
-from geninv.solvers.network import AffineCache, hidden_layers, support_affine
+from geninv.solvers.network import AffineCache, FrozenNetwork, hidden_layers, support_affine
 from geninv.solvers.refine import gauss_newton_refine, network_fit
 
 __all__ = ["support_refine", "bank_refine", "hessian_dtype"]
@@ -152,7 +152,7 @@ def support_refine(
         a = a_all[idx]
         r = mb.apply(phi(a)) - yb
         q = phi.derivative(a)
-        g = _frozen_vjp(G64, sups, q * _adjoint(mb, r)) + gb[:, None] * zb
+        g = FrozenNetwork(G64, sups).adjoint(q * mb.adjoint(r)) + gb[:, None] * zb
         built = cache.refresh(idx, sups, lambda s, k: support_affine(G64, s, k, dtype=hd)[0])
         new_h = built | (q != q_all[idx]).any(dim=1)
         if bool(new_h.any()):
@@ -232,41 +232,22 @@ def _cpu_bf16() -> bool:
         return False
 
 
-def _adjoint(meas: Measurement, r: Tensor) -> Tensor:
-    """``A^T r`` (B, n) for a residual ``r`` (B, m)."""
-    if meas.kind == "identity":
-        return r
-    if meas.kind == "diag":
-        return r * meas.w.to(r.dtype)  # type: ignore[union-attr]
-    return meas.op.adjoint(r)  # type: ignore[no-any-return]
-
-
-def _frozen_vjp(G64: Generator, supports: list[Tensor], v: Tensor) -> Tensor:
-    """``J^T v`` (B, n_0) for the frozen-support network's output pre-activation map ``a = J z + c``
-    (one backward pass through the network, ``B sum_i n_i n_{i-1}``, in ``v``'s dtype)."""
-    u = apply_t(cast(G64.maps[-1], v.dtype), v)
-    for i in range(G64.n_hidden - 1, -1, -1):
-        u = apply_t(cast(G64.maps[i], v.dtype), u * supports[i])
-    return u
-
-
-def _gauss_newton_product(Gw: Generator, meas: Measurement, supports: list[Tensor], q: Tensor, v: Tensor,
-                          dtype: torch.dtype) -> Tensor:
-    """``K^T K v`` (B, n_0) in float64, ``K = A diag(q) J`` of the frozen-support network, by one forward
-    and one backward pass in ``dtype`` (no ``J`` formed)."""
-    t = v.to(dtype)
-    for i in range(Gw.n_hidden):
-        t = apply(Gw.maps[i], t) * supports[i]
-    Kv = meas.apply(q.to(dtype) * apply(Gw.maps[-1], t))
-    return _frozen_vjp(Gw, supports, q.to(dtype) * _adjoint(meas, Kv)).to(torch.float64)
+def _gauss_newton_product(net: FrozenNetwork, meas: Measurement, q: Tensor, v: Tensor) -> Tensor:
+    """``K^T K v`` (B, n_0) in float64, ``K = A diag(q) J`` of the frozen-support network ``net``, by one
+    forward and one backward pass in ``net.dtype`` (no ``J`` formed)."""
+    qd = q.to(net.dtype)
+    Kv = meas.apply(qd * net.forward(v))
+    return net.adjoint(qd * meas.adjoint(Kv)).to(torch.float64)
 
 
 def _preconditioned_step(Gw: Generator, meas: Measurement, supports: list[Tensor], q: Tensor, shift: Tensor,
                          L: Tensor, g: Tensor, iters: int, tol: float, dtype: torch.dtype) -> Tensor:
     """``dz`` (B, n_0) from ``iters`` conjugate-gradient iterations on ``(K^T K + shift I) dz = -g``,
     preconditioned by the Cholesky factor ``L`` of an approximation of that matrix."""
+    net = FrozenNetwork(Gw, supports, dtype)
+
     def apply(v: Tensor) -> Tensor:
-        return _gauss_newton_product(Gw, meas, supports, q, v, dtype) + shift[:, None] * v
+        return _gauss_newton_product(net, meas, q, v) + shift[:, None] * v
 
     def precond(v: Tensor) -> Tensor:
         return torch.cholesky_solve(v.unsqueeze(-1), L).squeeze(-1)
