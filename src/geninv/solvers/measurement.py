@@ -105,19 +105,19 @@ class Measurement(NamedTuple):
 
     def apply(self, p: Tensor) -> Tensor:
         """``A p`` for signals ``p`` of shape (B, n); (B, m) out."""
-        if self.kind == "identity":
-            return p
-        if self.kind == "diag":
-            return p * self.w.to(p.dtype)  # type: ignore[union-attr]
-        return self.op.forward(p)  # type: ignore[no-any-return]
+        return self._through(p, adjoint=False)
 
     def adjoint(self, r: Tensor) -> Tensor:
         """``A^T r`` for data-space ``r`` of shape (B, m); (B, n) out."""
+        return self._through(r, adjoint=True)
+
+    def _through(self, x: Tensor, *, adjoint: bool) -> Tensor:
+        # The identity and a pixel mask are diagonal, so A^T = A; an operator has both products.
         if self.kind == "identity":
-            return r
+            return x
         if self.kind == "diag":
-            return r * self.w.to(r.dtype)  # type: ignore[union-attr]
-        return self.op.adjoint(r)  # type: ignore[no-any-return]
+            return x * self.w.to(x.dtype)  # type: ignore[union-attr]
+        return self.op.adjoint(x) if adjoint else self.op.forward(x)  # type: ignore[no-any-return]
 
     def apply_cols(self, M: Tensor) -> Tensor:
         """``A M_b`` for a batch of matrices ``M`` of shape (B, n, k): the measurement applied to
