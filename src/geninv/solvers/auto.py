@@ -43,7 +43,8 @@ from geninv.solvers.measurement import (
     resolve_measurement,
 )
 from geninv.solvers.network import hidden_layers
-from geninv.solvers.per_sample import exact_samples
+from geninv.solvers.hidden_fit import hidden_target_fit, nearest_bank_latent
+from geninv.solvers.per_sample import exact_samples, image_test
 from geninv.solvers.refine import network_fit
 from geninv.solvers.result import SolveResult, finish
 from geninv.solvers.support_fit import bank_refine, support_refine
@@ -295,7 +296,8 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
 
     # 1. the exact path
     ts = time.perf_counter()
-    exact = exact_samples(G, y, meas)
+    test = image_test(G, y, meas)
+    exact = None if test is None else test.exact
     if exact is None:
         exact = torch.full((B,), exact_given, dtype=torch.bool, device=dev)
     if exact_given:
@@ -343,13 +345,23 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         # 2. the refinement for every other sample
         ts = time.perf_counter()
         todo = ~ok
-        fresh = todo & ~exact  # no pursuit estimate yet
+        fresh = todo & ~exact  # no estimate yet
+        if test is not None and bool(fresh.any()) and not stopped:
+            # Where the image layer determines x_L: z fitted to its estimate through the hidden layers.
+            ih = (fresh & test.determined).nonzero().squeeze(1)
+            if ih.numel():
+                xh = test.x_hat[ih]
+                z0 = nearest_bank_latent(G, xh, seed=seed, sigma_z=sigma_z, dtype=data_dt)
+                z[ih] = hidden_target_fit(G, xh, z0, jac_dtype=data_dt)
+                fresh = fresh & ~test.determined
+            seconds["hidden_fit"] = time.perf_counter() - ts
         if bool(fresh.any()) and not stopped:
+            ts = time.perf_counter()
             iff = fresh.nonzero().squeeze(1)
             res_p = latent_pursuit(G, y[iff], measure=meas.as_measure(iff), max_iter=pursuit_iter, debias=False)
             z[iff] = res_p.z.to(f64)
             n_iter[iff] = res_p.n_iter
-        seconds["pursuit"] = time.perf_counter() - ts
+            seconds["pursuit"] = time.perf_counter() - ts
     ts = time.perf_counter()
     idx = todo.nonzero().squeeze(1)
     robust = (todo & ~exact).nonzero().squeeze(1)

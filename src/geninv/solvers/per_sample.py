@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -28,7 +28,7 @@ from geninv.solvers.registry import MethodSpec
 from geninv.solvers.result import SolveResult, merge_results
 from geninv.solvers.verdict import estimated_noise_level, self_check
 
-__all__ = ["exact_or_noisy", "exact_samples", "exact_test", "judge", "result_rows"]
+__all__ = ["exact_or_noisy", "exact_samples", "exact_test", "image_test", "ImageTest", "judge", "result_rows"]
 
 
 def exact_test(G: Generator, y: Tensor, meas: Measurement) -> tuple[Tensor | None, ImageStart | None]:
@@ -47,24 +47,64 @@ def exact_test(G: Generator, y: Tensor, meas: Measurement) -> tuple[Tensor | Non
     form (the whole batch, or those samples where the batch mixes forms); a pursuit given it as
     ``image_start`` on those samples starts from it instead of computing it again.
     """
+    t = _image_test(G, y, meas)
+    return (None, None) if t is None else (t.exact, t.start)
+
+
+class ImageTest(NamedTuple):
+    """The per-sample exact test with the image layer's estimate of ``x_L`` (:func:`image_test`).
+
+    exact : Tensor of shape (B,), bool, or None
+        As :func:`exact_test` (None where the test is not available).
+    start : ImageStart or None
+        As :func:`exact_test`: the start of the samples ``rows``.
+    rows : Tensor of shape (k,), int64
+        The samples the start was computed for.
+    determined : Tensor of shape (B,), bool
+        Samples whose unsaturated observed pixels outnumber ``n_L``: there the start is the image
+        layer's least-squares solution (nonnegative part) and ``x_hat`` holds it.
+    x_hat : Tensor of shape (B, n_L)
+        That estimate of the last hidden layer (rows not ``determined``: zero).
+    """
+
+    exact: Tensor | None
+    start: ImageStart | None
+    rows: Tensor
+    determined: Tensor
+    x_hat: Tensor
+
+
+def image_test(G: Generator, y: Tensor, meas: Measurement) -> ImageTest | None:
+    """The exact test of :func:`exact_test` with the estimate of ``x_L`` it computed per sample
+    (:class:`ImageTest`); None where no sample has a pre-activation form with more than ``n_L``
+    unsaturated observed pixels."""
+    return _image_test(G, y, meas)
+
+
+def _image_test(G: Generator, y: Tensor, meas: Measurement) -> ImageTest | None:
     if G.n_hidden == 0 or not G.output_activation.invertible:
-        return None, None
+        return None
     domain, pre = choose_domains("auto", G, y, meas)
     if domain == "signal":
-        return None, None
+        return None
     idx = pre.nonzero().squeeze(1)
     yp = y if domain == "pre" else y[idx]
     mp = meas if domain == "pre" else meas.subset(idx)
     few = _few_equations(G, yp, mp)
     if bool(few.all()):  # no sample has more equations than n_L: the test would prove nothing
-        return None, None
+        return None
     start = image_start(G, yp, mp)
+    B, dev = y.shape[0], y.device
+    determined = torch.zeros(B, dtype=torch.bool, device=dev)
+    x_hat = torch.zeros(B, G.layers[-1].n_in, dtype=y.dtype, device=dev)
+    if start.x0 is not None:
+        determined[idx] = ~few
+        x_hat[idx] = start.x0
     if start.exact is None:
-        return None, start
-    ex = start.exact & ~few  # too few equations: an exact fit proves nothing
-    out = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
-    out[idx] = ex
-    return out, start
+        return ImageTest(None, start, idx, determined, x_hat)
+    out = torch.zeros(B, dtype=torch.bool, device=dev)
+    out[idx] = start.exact & ~few  # too few equations: an exact fit proves nothing
+    return ImageTest(out, start, idx, determined, x_hat)
 
 
 def exact_samples(G: Generator, y: Tensor, meas: Measurement) -> Tensor | None:
