@@ -4,19 +4,23 @@ signals outside the range of ``G``), and more starts of that refinement where th
 doubt (a wrong basin, a signal outside the range).
 
 Why this composition (measured on the shipped MNIST generator, float32, one thread;
-``python -m geninv.bench.noise_grid`` runs the whole grid): the noiseless Latent-Pursuit capped at
-20 iterations per stage, without its own debiasing, followed by Levenberg-Marquardt on the whole
-network (supports re-read at every step) reaches the end-to-end Oracle's median z SNR within
-0.1 dB from 30 dB up; the pursuit's estimate itself is poor (z SNR near 0 dB), but its supports
-put the refinement in the right basin for all but a few signals. Those few (1-2 in 64 on 8-bit
-data, 8 in 64 on compressed sensing, where the fit's residual is consistent with noise but its
-level is several times the batch's) and signals outside the range get the refinement from
-latents of a seeded bank whose images fit them best: on compressed sensing every one of them
-then reaches the Oracle's basin, where gradient descent from a random start rescued none; on
-real digits the best of 6 such starts comes within 0.05 dB of Adam with 10 restarts. The noise-aware pursuit
-(:func:`geninv.solvers.noise.noisy_pursuit`) reaches the same medians at several times the cost
-(its image-layer FISTA runs to its cap, its propagated noise levels take an eigen-decomposition
-per sample and layer), so it is an opt-in candidate.
+``python -m geninv.bench.noise_grid`` runs the whole grid): Levenberg-Marquardt on the whole
+network (supports re-read at every step) reaches the end-to-end Oracle's median z SNR from a start
+in the right basin, and converges quadratically there, so what it costs is the number of steps
+its start needs. Where the image layer determines the last hidden layer (more unsaturated observed
+pixels than ``n_L``), the start is ``z`` fitted through the hidden layers to the image layer's
+least-squares estimate of ``x_L`` (:mod:`geninv.solvers.hidden_fit`): on 512 8-bit signals the
+refinement then passes gd's final median after one step and stops after four, where from
+Latent-Pursuit's estimate (capped at 20 iterations per stage, no debiasing; z SNR near 1 dB) it
+needs seven; elsewhere (compressed sensing, a contracting image layer) the capped pursuit is the
+start. A few starts (1-2 in 64 on 8-bit data, 8 in 64 on compressed sensing, where the fit's
+residual is consistent with noise but its level is several times the batch's) and signals outside
+the range get the refinement from latents of a seeded bank whose images fit them best: on
+compressed sensing every one of them then reaches the Oracle's basin, where gradient descent from
+a random start rescued none; on real digits the best of 6 such starts comes within 0.05 dB of Adam
+with 10 restarts. The noise-aware pursuit (:func:`geninv.solvers.noise.noisy_pursuit`) reaches the
+same medians at several times the cost (its image-layer FISTA runs to its cap, its propagated noise
+levels take an eigen-decomposition per sample and layer), so it is an opt-in candidate.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from geninv.model.generator import Generator
 from geninv.solvers.auto_options import AutoOptions, noise_arg
 from geninv.solvers.checks import check_generator, check_informative, check_option
 from geninv.solvers.error_bound import z_error_bound
+from geninv.solvers.hidden_fit import hidden_target_fit, nearest_bank_latent
 from geninv.solvers.image_layer import data_dtype
 from geninv.solvers.loop import Callback
 from geninv.solvers.measurement import (
@@ -43,7 +48,6 @@ from geninv.solvers.measurement import (
     resolve_measurement,
 )
 from geninv.solvers.network import hidden_layers
-from geninv.solvers.hidden_fit import hidden_target_fit, nearest_bank_latent
 from geninv.solvers.per_sample import exact_samples, image_test
 from geninv.solvers.refine import network_fit
 from geninv.solvers.result import SolveResult, finish
@@ -116,9 +120,11 @@ def auto(
         Prior standard deviation of ``z`` (``z ~ N(0, sigma_z^2 I)``): with a given ``sigma`` the
         refinement is the Gaussian MAP fit, weight ``sigma^2 / sigma_z^2`` on ``1/2 ||z||^2``.
     pursuit_iter : int
-        Iteration cap of each Latent-Pursuit stage for the samples that are not exact (default 20:
-        the refinement only needs the right basin; on 512 8-bit and 30 dB MNIST-generator signals
-        20 and 50 gave the same median and 10 % quantile of z SNR to 0.01 dB).
+        Iteration cap of each Latent-Pursuit stage for the samples that are not exact and whose
+        image layer does not determine ``x_L`` (compressed sensing, too few observed pixels; default
+        20: the refinement only needs the right basin; on 512 8-bit and 30 dB MNIST-generator
+        signals started from the pursuit, 20 and 50 gave the same median and 10 % quantile of z SNR
+        to 0.01 dB).
     refine_iter : int
         Levenberg-Marquardt steps of the whole-network refinement (default 50).
     fallback : bool or sequence of {"gd", "adam"}
@@ -177,7 +183,7 @@ def auto(
     SolveResult
         ``z`` (B, n_0); ``layers``/``supports`` of ``G(z)``; ``info``: ``"stage"`` (B,) int, an
         index into ``STAGES`` (``"exact"``: Latent-Pursuit's exact path, the result is
-        Latent-Pursuit's own; ``"refined"``: the pursuit refined through the network;
+        Latent-Pursuit's own; ``"refined"``: the start of Notes, 2. refined through the network;
         ``"noisy_pursuit"``; ``"gd"``, ``"adam"``: a fallback; ``"multistart"``: the refinement
         from a bank start), ``"noise_level"`` (B,) float64 (the given sigma, the
         estimate ``||A (y - G(z_hat))|| / sqrt(m - n_0)``, 0 for exact samples), ``"noise_reference"``
@@ -197,8 +203,12 @@ def auto(
        its defaults; if every sample is exact (and ``fast_path=False`` or the fast path does not
        apply) the result *is* ``latent_pursuit(G, y)``. Its answer is kept where its residual is
        at rounding level.
-    2. **Refinement.** Every other sample: Latent-Pursuit (capped at ``pursuit_iter``, no
-       debiasing), then Levenberg-Marquardt on the whole network
+    2. **Refinement.** Every other sample gets a start: where the exact test's image layer
+       determines ``x_L`` (more unsaturated observed pixels than ``n_L``), ``z`` fitted through the
+       hidden layers to the image layer's least-squares estimate ``x_hat`` (the latent of a seeded
+       bank of 4096 prior draws whose ``x_L`` is nearest to it, then five Levenberg-Marquardt steps
+       on ``1/2 ||x_L(z) - x_hat||^2``: :mod:`geninv.solvers.hidden_fit`); elsewhere Latent-Pursuit
+       capped at ``pursuit_iter``, no debiasing. Then Levenberg-Marquardt on the whole network
        (:func:`geninv.solvers.support_fit.support_refine`) minimizing
        ``F = 1/2 ||A (y - G(z))||^2 + gamma/2 ||z||^2`` with ``gamma = sigma^2 / sigma_z^2`` (given
        ``sigma``), or 0 and then (``map_fit``) once more with the estimated ``sigma``. It stops on a statistical criterion: once a step lowers ``F`` by less than

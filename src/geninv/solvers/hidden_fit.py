@@ -24,6 +24,7 @@ from torch import Tensor
 from geninv.model.generator import Generator
 from geninv.model.layer_ops import cast
 from geninv.solvers.network import hidden_affine, hidden_layers
+from geninv.solvers.support_fit import hessian_dtype
 
 __all__ = ["hidden_target_fit", "nearest_bank_latent"]
 
@@ -71,8 +72,9 @@ def hidden_target_fit(G: Generator, x_hat: Tensor, z0: Tensor, *, steps: int = 5
         Steps per sample (accepted or not; default 5).
     jac_dtype : torch.dtype
         Precision of the hidden layers' Jacobian ``M_b`` (``x_L = M_b z + c_b`` with the supports
-        frozen; the data's precision is enough for a start); the residual, the gradient and the
-        damped normal equations are in float64, and a step is kept only where it lowers ``F``.
+        frozen), of the normal equations' products and of the gradient: the data's precision is
+        enough for a start. The residual, the damped solve and the acceptance test are in float64:
+        a step is kept only where it lowers ``F``.
 
     Notes
     -----
@@ -83,8 +85,9 @@ def hidden_target_fit(G: Generator, x_hat: Tensor, z0: Tensor, *, steps: int = 5
     """
     f64 = torch.float64
     G64 = G.to(dtype=f64) if G.dtype != f64 else G
-    Ws = [cast(W, jac_dtype) for W in G.maps[:-1]]
-    bs = [b.to(jac_dtype) for b in G.biases[:-1]]
+    md = hessian_dtype(jac_dtype, z0.device)  # bfloat16 where the device multiplies it natively
+    Ws = [cast(W, md) for W in G.maps[:-1]]
+    bs = [b.to(md) for b in G.biases[:-1]]
     xh = x_hat.to(f64)
     z = z0.to(f64).clone()
     B, n0 = z.shape
@@ -98,10 +101,9 @@ def hidden_target_fit(G: Generator, x_hat: Tensor, z0: Tensor, *, steps: int = 5
 
     sups, r, F = at(z)
     for _ in range(steps):
-        M, _ = hidden_affine(Ws, bs, sups, jac_dtype)  # (n_L, B, n_0)
-        M = M.transpose(0, 1).to(f64)  # (B, n_L, n_0)
-        H = M.transpose(1, 2) @ M
-        g = (M.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
+        M = hidden_affine(Ws, bs, sups, md)[0].transpose(0, 1).to(jac_dtype).contiguous()  # (B, n_L, n_0)
+        H = torch.bmm(M.transpose(1, 2), M).to(f64)
+        g = torch.bmm(r.to(jac_dtype).unsqueeze(1), M).squeeze(1).to(f64)
         sc = H.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(torch.finfo(f64).tiny)
         L, info = torch.linalg.cholesky_ex(H + (damp * sc)[:, None, None] * eye)
         z_new = z - torch.cholesky_solve(g.unsqueeze(-1), L).squeeze(-1)
