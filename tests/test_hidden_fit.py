@@ -9,6 +9,7 @@ import torch
 
 import geninv
 from geninv.metrics import snr
+from geninv.solvers.auto import auto
 from geninv.solvers.gradient_setup import initial_latent
 from geninv.solvers.hidden_fit import hidden_target_fit, nearest_bank_latent
 from geninv.solvers.measurement import resolve_measurement
@@ -104,3 +105,17 @@ def test_auto_starts_noisy_signals_from_the_hidden_fit_and_compressed_sensing_fr
     res_cs = geninv.invert(G, A.forward(y0) + 1e-3 * torch.randn(16, 120, generator=torch.Generator().manual_seed(13),
                                                                   dtype=F64), measure=A)
     assert "pursuit" in res_cs.info["seconds"] and "hidden_fit" not in res_cs.info["seconds"]
+
+
+def test_second_start_runs_below_its_snr_only_and_never_raises_the_objective() -> None:
+    G = _gen([8, 60, 160, 400], seed=17)
+    z, y0 = G.sample(16, seed=14)
+    y, _ = geninv.add_noise(y0, 15.0, seed=15)
+    off = auto(G, y, second_start_snr=0, starts=0)
+    on = auto(G, y, second_start_snr=60.0, starts=0)  # every fit consistent with noise is below 60 dB
+    assert "second_start" in on.info["seconds"] and "second_start" not in off.info["seconds"]
+    assert bool((on.info["objective"] <= off.info["objective"] * (1 + 1e-12)).all())
+    quiet = auto(G, geninv.add_noise(y0, 40.0, seed=16)[0], starts=0)  # default threshold 25 dB
+    assert "second_start" not in quiet.info["seconds"]
+    with pytest.raises(geninv.InputError, match="second_start_snr"):
+        auto(G, y, second_start_snr=-1.0)
