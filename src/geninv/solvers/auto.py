@@ -61,6 +61,13 @@ __all__ = ["auto", "AutoOptions", "STAGES", "exact_samples", "residual_noise_lev
 #: consistent with its noise level and a bank start replaced it.
 LEAD_ITER = 10
 
+#: Adam steps and step size (times ``sigma_z``) of the polish of fits no noise level explains
+#: (signals outside the range of ``G``). On 64 real MNIST digits (one thread) in place of 50
+#: Levenberg-Marquardt steps at the same cost: median projection SNR 12.3234 dB instead of 12.3196,
+#: 10 % quantile 9.718 instead of 9.700 (60 steps at 2e-2: 12.3229 dB in two thirds of the time).
+POLISH_STEPS = 100
+POLISH_LR = 1e-2
+
 #: Per-sample ``info["stage"]`` values: index into this tuple.
 STAGES = ("exact", "refined", "noisy_pursuit", "gd", "adam", "multistart")
 
@@ -213,7 +220,9 @@ def auto(
        ``sigma``), or 0 and then (``map_fit``) once more with the estimated ``sigma``. It stops on a statistical criterion: once a step lowers ``F`` by less than
        ``1e-2 n_0 / (m - n_0)`` of ``F``. For noisy data ``F ~ sigma^2 (m - n_0) / 2``, so that is
        a hundredth of the Oracle's expected excess ``E 1/2 ||K (z_hat - z)||^2 = n_0 sigma^2 / 2``;
-       exact data converge quadratically and run to the rounding level.
+       exact data converge quadratically and run to the rounding level. With ``starts``, a fit
+       that after ``LEAD_ITER`` steps has not stopped and is not consistent with a noise level
+       stops there and is finished in 4. as one of the starts.
     3. **Verdict.** The refined fit *fits* when its residual is consistent with a reference level
        (:func:`geninv.solvers.verdict.fit_verdict`): the given ``sigma``; with ``"auto"`` the
        robust level of the fit's own residual (:func:`residual_noise_level`, its median absolute
@@ -222,13 +231,17 @@ def auto(
        level.
     4. **Starts.** Where it does not fit, or where its noise level is more than
        ``suspect_ratio`` times the median level of the batch's refined fits (at least 8 of them):
-       the refinement from ``starts`` bank latents whose images fit the sample best, the lowest
-       data fit kept where it is lower than the refined one (then refit as the MAP with its own
-       estimated level). Candidates are compared on the data fit: a level estimated from a wrong
+       the refinement from ``starts`` bank latents whose images fit the sample best and from the
+       fit in hand (:func:`geninv.solvers.support_fit.bank_refine`), the lowest data fit kept
+       where it is lower than the refined one (then refit as the MAP with its own estimated level). Candidates are compared on the data fit: a level estimated from a wrong
        basin's residual is far too high and would weigh the prior too much.
     5. **Further candidates** (opt-in), where the fit is still in doubt: the noise-aware pursuit
        (``noisy_candidate``; :func:`geninv.solvers.noise.noisy_pursuit` with the reference
        ``sigma``), then the gradient ``fallback``; each refined and kept where its objective is lower.
+    6. **Polish.** A fit still not consistent with any noise level (a signal outside the range of
+       ``G``) gets ``POLISH_STEPS`` Adam steps on ``F``, the lowest ``F`` seen kept: its residual
+       is not noise, so no statistical stopping rule applies, and Levenberg-Marquardt stalls on
+       the boundary of a linear region of the network where Adam follows it.
 
     The reported ``noise_level`` for ``"auto"`` is ``||A (y - G(z_hat))|| / sqrt(m - n_0)``: near
     the right latent the residual is the noise projected off the ``n_0``-dimensional tangent
@@ -493,11 +506,11 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         need = need & (~judged() | suspect()) & (not report(STAGES.index(name), f"fallback_{name}", obj))
 
     # A fit no noise level explains: its residual is not noise, so the statistical stopping rule
-    # does not apply; run it on towards convergence (the best-fitting latent the method reports).
+    # does not apply; it is polished by Adam (the best-fitting latent the method reports).
     poor = (todo & ~judged()).nonzero().squeeze(1)
     if poor.numel() and not stopped:
         ts = time.perf_counter()
-        z, obj, conv_r, it_r = _refine(G64, y64, meas, z, poor, gam, refine_iter, data_dt, statistical=False)
+        z, obj, conv_r, it_r = _polish(G64, y64, meas, z, poor, gam, sigma_z, data_dt)
         n_iter[poor] += it_r
         converged[poor] = conv_r
         seconds["polish"] = time.perf_counter() - ts
@@ -554,12 +567,12 @@ def _map_refit(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: T
 
 
 def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tensor, gam: Tensor,
-            refine_iter: int, jac_dtype: torch.dtype, statistical: bool = True,
+            refine_iter: int, jac_dtype: torch.dtype,
             on_step: Callable[[int, Tensor, Tensor], bool] | None = None,
             checkpoint: tuple[int, Callable[[Tensor, Tensor], Tensor]] | None = None,
             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Levenberg-Marquardt on the whole network for the samples ``idx``, stopped at the noise level
-    (``statistical``) or at a hundredth of its relative decrease; ``on_step(k, z, objective)``
+    """Levenberg-Marquardt on the whole network for the samples ``idx``, stopped at the noise level;
+    ``on_step(k, z, objective)``
     after every step with the whole batch's ``z`` (B, n_0) and objective (B,), True to stop;
     ``checkpoint``: as in :func:`geninv.solvers.support_fit.support_refine` (``rows`` index ``idx``)."""
     obj = network_fit(G64, y64, z, meas, gam)
@@ -571,8 +584,6 @@ def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tens
     # expected excess n_0 sigma^2 / 2, with sigma^2 ~ 2 F / (m - n_0): rel_decrease below. What is
     # left then changes ||K (z_hat - z)|| by about a tenth of its size (0.04 dB of z SNR).
     rel = 1e-2 * n0 / max(1, y64.shape[1] - n0)
-    if not statistical:
-        rel *= 1e-2  # a residual that is not noise: run on to a hundredth of that decrease
     step_cb = None
     if on_step is not None:
         def step_cb(k: int, zr: Tensor, objr: Tensor) -> bool:
@@ -587,6 +598,54 @@ def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tens
     z[idx] = zr
     obj[idx] = objr
     return z, obj, conv, it
+
+
+def _polish(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tensor, gam: Tensor, sigma_z: float,
+            dtype: torch.dtype, steps: int = POLISH_STEPS, lr: float = POLISH_LR) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``steps`` Adam steps (step size ``lr sigma_z``) on ``F = 1/2 ||A G(z) - y||^2 + gam/2 ||z||^2``
+    for the samples ``idx`` from ``z``, in ``dtype`` (float64 through a general operator); per
+    sample the lowest ``F`` seen is kept where it is below the start's on the float64 network.
+    Returns ``z`` (B, n_0), the objective (B,), and per sample of ``idx`` ``converged`` (the lowest
+    ``F`` of the last ``steps // 5`` steps lowered it by at most ``1e-6`` of itself) and the steps.
+
+    Why Adam and not more Levenberg-Marquardt steps: a fit of a signal outside the range of ``G``
+    ends on the boundary of a linear region of the network (on 64 real MNIST digits one unit of a
+    hidden layer is then at zero for most of them), where a Gauss-Newton step of either region
+    leaves the valley along the boundary and is rejected; Adam's averaged gradients follow it.
+    """
+    if dtype != torch.float64 and meas.kind == "operator":
+        dtype = torch.float64
+    Gd = G64.to(dtype=dtype) if dtype != torch.float64 else G64
+    mi = meas.subset(idx)
+    yi, gi = y64[idx].to(dtype), gam[idx].to(dtype)
+    n = idx.numel()
+    late = max(1, steps // 5)
+    with torch.enable_grad():
+        zz = z[idx].to(dtype).clone().requires_grad_(True)
+        opt = torch.optim.Adam([zz], lr=lr * sigma_z)
+        best = zz.detach().clone()
+        f_best = torch.full((n,), math.inf, dtype=dtype, device=z.device)
+        f_late = f_best.clone()
+        for k in range(steps):
+            opt.zero_grad()
+            f = 0.5 * (mi.apply(Gd.forward_unchecked(zz)) - yi).square().sum(dim=1) + 0.5 * gi * zz.square().sum(dim=1)
+            with torch.no_grad():
+                low = f < f_best
+                best[low] = zz[low].detach()
+                f_best = torch.where(low, f.detach(), f_best)
+                if k == steps - late:
+                    f_late = f_best.clone()
+            f.sum().backward()
+            opt.step()
+    zb = best.to(torch.float64)
+    f0 = network_fit(G64, y64[idx], z[idx], mi, gam[idx])
+    f1 = network_fit(G64, y64[idx], zb, mi, gam[idx])
+    take = torch.isfinite(f1) & (f1 < f0)
+    z = z.clone()
+    z[idx[take]] = zb[take]
+    obj = network_fit(G64, y64, z, meas, gam)
+    conv = (f_late - f_best <= 1e-6 * f_best).to(torch.bool)
+    return z, obj, conv, torch.full((n,), steps, dtype=torch.int64, device=z.device)
 
 
 def _take(z: Tensor, obj: Tensor, stage: Tensor, converged: Tensor, n_iter: Tensor, G64: Generator, y64: Tensor,

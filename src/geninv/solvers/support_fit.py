@@ -337,10 +337,14 @@ def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam
     whose images fit the sample best (``||A (G(z_b) - y)||``: one network pass per bank entry,
     shared by every sample, and two products with the batch), so that the costly refinement
     only runs from starts already near the data; with ``incumbent`` (len(idx), n_0), a fit the
-    caller has in hand (possibly unfinished), that is one more start per sample. Every start gets
-    ``probe_iter`` steps; the ``finalists`` lowest per sample continue to ``max_iter`` (default 1:
-    on 64 real MNIST digits and 64 compressed-sensing signals 2 gave the same median and 10 %
-    quantile at a fifth more time).
+    caller has in hand (possibly unfinished), that is one more start per sample. The starts are
+    probed in rounds of ``probe_iter`` steps (an int: one round; a tuple: one round per entry,
+    each keeping the better half of the starts, the last the ``finalists`` lowest), and the
+    ``finalists`` continue to ``max_iter`` (default 1: on 64 real MNIST digits and 64
+    compressed-sensing signals 2 gave the same median and 10 % quantile at a fifth more time).
+    Default probing ``(3, 3)``: on 64 real MNIST digits with 6 starts and the incumbent (7 -> 4 -> 1)
+    the same median projection SNR as one round of 6 steps on all 7, in 0.61 s instead of 0.75 s;
+    ``(2, 2, 2)`` and one round of 3 or 4 steps lowered the median by 0.18 dB (a wrong start kept).
 
     Returns
     -------
