@@ -276,7 +276,7 @@ def test_bank_starts_alone_recover_planted_latents() -> None:
 
 @pytest.mark.parametrize("kind", ["identity", "operator"])
 def test_polish_never_raises_the_objective_and_lowers_a_stalled_fit(kind: str) -> None:
-    from geninv.solvers.auto import _polish
+    from geninv.solvers.polish import adam_polish as _polish
     from geninv.solvers.refine import network_fit
     from geninv.solvers.support_fit import support_refine
 

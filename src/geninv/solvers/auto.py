@@ -45,6 +45,7 @@ from geninv.solvers.measurement import (
 )
 from geninv.solvers.network import hidden_layers
 from geninv.solvers.per_sample import exact_samples, image_test
+from geninv.solvers.polish import adam_polish
 from geninv.solvers.refine import network_fit
 from geninv.solvers.result import SolveResult, finish
 from geninv.solvers.support_fit import bank_refine, support_refine
@@ -52,21 +53,11 @@ from geninv.solvers.verdict import fit_verdict
 
 __all__ = ["auto", "AutoOptions", "STAGES", "exact_samples", "residual_noise_level", "z_error_bound"]
 
-#: Levenberg-Marquardt steps of the first refinement after which a fit not consistent with a noise
-#: level stops and is left to the starts (it continues there as one of them). On 64 real MNIST
-#: digits (none in the range of ``G``, so every fit is such a one) the refinement ran 27 steps on
-#: average to its stopping rule, and for 47 of the 64 a bank start then won: with this checkpoint the
-#: refinement takes 0.13 s instead of 0.34 s (one thread). On 64 signals at 20 dB input SNR and 64
-#: compressed-sensing ones every z SNR is the one without it; after 8 steps one 20 dB fit was not yet
-#: consistent with its noise level and a bank start replaced it.
+#: Steps of the first refinement after which a fit not consistent with a noise level stops and joins
+#: the starts (4.). 64 real MNIST digits (all such fits; for 47 a bank start wins): the refinement
+#: 0.13 s instead of 0.34 s; 64 signals at 20 dB and 64 compressed-sensing ones: every z SNR as
+#: without it (after 8 steps one 20 dB fit was not yet consistent and a bank start replaced it).
 LEAD_ITER = 10
-
-#: Adam steps and step size (times ``sigma_z``) of the polish of fits no noise level explains
-#: (signals outside the range of ``G``). On 64 real MNIST digits (one thread) in place of 50
-#: Levenberg-Marquardt steps at the same cost: median projection SNR 12.3234 dB instead of 12.3196,
-#: 10 % quantile 9.718 instead of 9.700 (60 steps at 2e-2: 12.3229 dB in two thirds of the time).
-POLISH_STEPS = 100
-POLISH_LR = 1e-2
 
 #: Per-sample ``info["stage"]`` values: index into this tuple.
 STAGES = ("exact", "refined", "noisy_pursuit", "gd", "adam", "multistart")
@@ -239,9 +230,8 @@ def auto(
        (``noisy_candidate``; :func:`geninv.solvers.noise.noisy_pursuit` with the reference
        ``sigma``), then the gradient ``fallback``; each refined and kept where its objective is lower.
     6. **Polish.** A fit still not consistent with any noise level (a signal outside the range of
-       ``G``) gets ``POLISH_STEPS`` Adam steps on ``F``, the lowest ``F`` seen kept: its residual
-       is not noise, so no statistical stopping rule applies, and Levenberg-Marquardt stalls on
-       the boundary of a linear region of the network where Adam follows it.
+       ``G``; no statistical stopping rule applies) gets Adam steps on ``F``
+       (:func:`geninv.solvers.polish.adam_polish`), the lowest ``F`` seen kept.
 
     The reported ``noise_level`` for ``"auto"`` is ``||A (y - G(z_hat))|| / sqrt(m - n_0)``: near
     the right latent the residual is the noise projected off the ``n_0``-dimensional tangent
@@ -400,9 +390,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         return report(k, "levenberg_marquardt", oc, zc)
 
     gam = torch.zeros(B, dtype=f64, device=dev) if given is None else given.square() / sigma_z**2
-    # With starts, a fit that after LEAD_ITER steps has neither stopped nor is consistent with a
-    # noise level stops there: it is finished as one of the starts in 4., and runs on only if it is
-    # the best of them.
+    # With starts, a fit not consistent with a noise level after LEAD_ITER steps joins the starts (4.).
     def consistent(rows: Tensor, zr: Tensor) -> Tensor:
         """Whether the fits ``zr[rows]`` of the samples ``idx[rows]`` are consistent with a noise level."""
         zc = z.clone()
@@ -510,7 +498,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
     poor = (todo & ~judged()).nonzero().squeeze(1)
     if poor.numel() and not stopped:
         ts = time.perf_counter()
-        z, obj, conv_r, it_r = _polish(G64, y64, meas, z, poor, gam, sigma_z, data_dt)
+        z, obj, conv_r, it_r = adam_polish(G64, y64, meas, z, poor, gam, sigma_z, data_dt)
         n_iter[poor] += it_r
         converged[poor] = conv_r
         seconds["polish"] = time.perf_counter() - ts
@@ -567,14 +555,11 @@ def _map_refit(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: T
 
 
 def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tensor, gam: Tensor,
-            refine_iter: int, jac_dtype: torch.dtype,
-            on_step: Callable[[int, Tensor, Tensor], bool] | None = None,
-            checkpoint: tuple[int, Callable[[Tensor, Tensor], Tensor]] | None = None,
-            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            refine_iter: int, jac_dtype: torch.dtype, on_step: Callable[[int, Tensor, Tensor], bool] | None = None,
+            checkpoint: tuple[int, Callable[[Tensor, Tensor], Tensor]] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Levenberg-Marquardt on the whole network for the samples ``idx``, stopped at the noise level;
-    ``on_step(k, z, objective)``
-    after every step with the whole batch's ``z`` (B, n_0) and objective (B,), True to stop;
-    ``checkpoint``: as in :func:`geninv.solvers.support_fit.support_refine` (``rows`` index ``idx``)."""
+    ``on_step(k, z, objective)`` after every step with the whole batch's ``z`` (B, n_0) and
+    objective (B,), True to stop; ``checkpoint``: as in :func:`geninv.solvers.support_fit.support_refine` (``rows`` index ``idx``)."""
     obj = network_fit(G64, y64, z, meas, gam)
     n0 = z.shape[1]
     if idx.numel() == 0 or refine_iter == 0:
@@ -598,54 +583,6 @@ def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tens
     z[idx] = zr
     obj[idx] = objr
     return z, obj, conv, it
-
-
-def _polish(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tensor, gam: Tensor, sigma_z: float,
-            dtype: torch.dtype, steps: int = POLISH_STEPS, lr: float = POLISH_LR) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``steps`` Adam steps (step size ``lr sigma_z``) on ``F = 1/2 ||A G(z) - y||^2 + gam/2 ||z||^2``
-    for the samples ``idx`` from ``z``, in ``dtype`` (float64 through a general operator); per
-    sample the lowest ``F`` seen is kept where it is below the start's on the float64 network.
-    Returns ``z`` (B, n_0), the objective (B,), and per sample of ``idx`` ``converged`` (the lowest
-    ``F`` of the last ``steps // 5`` steps lowered it by at most ``1e-6`` of itself) and the steps.
-
-    Why Adam and not more Levenberg-Marquardt steps: a fit of a signal outside the range of ``G``
-    ends on the boundary of a linear region of the network (on 64 real MNIST digits one unit of a
-    hidden layer is then at zero for most of them), where a Gauss-Newton step of either region
-    leaves the valley along the boundary and is rejected; Adam's averaged gradients follow it.
-    """
-    if dtype != torch.float64 and meas.kind == "operator":
-        dtype = torch.float64
-    Gd = G64.to(dtype=dtype) if dtype != torch.float64 else G64
-    mi = meas.subset(idx)
-    yi, gi = y64[idx].to(dtype), gam[idx].to(dtype)
-    n = idx.numel()
-    late = max(1, steps // 5)
-    with torch.enable_grad():
-        zz = z[idx].to(dtype).clone().requires_grad_(True)
-        opt = torch.optim.Adam([zz], lr=lr * sigma_z)
-        best = zz.detach().clone()
-        f_best = torch.full((n,), math.inf, dtype=dtype, device=z.device)
-        f_late = f_best.clone()
-        for k in range(steps):
-            opt.zero_grad()
-            f = 0.5 * (mi.apply(Gd.forward_unchecked(zz)) - yi).square().sum(dim=1) + 0.5 * gi * zz.square().sum(dim=1)
-            with torch.no_grad():
-                low = f < f_best
-                best[low] = zz[low].detach()
-                f_best = torch.where(low, f.detach(), f_best)
-                if k == steps - late:
-                    f_late = f_best.clone()
-            f.sum().backward()
-            opt.step()
-    zb = best.to(torch.float64)
-    f0 = network_fit(G64, y64[idx], z[idx], mi, gam[idx])
-    f1 = network_fit(G64, y64[idx], zb, mi, gam[idx])
-    take = torch.isfinite(f1) & (f1 < f0)
-    z = z.clone()
-    z[idx[take]] = zb[take]
-    obj = network_fit(G64, y64, z, meas, gam)
-    conv = (f_late - f_best <= 1e-6 * f_best).to(torch.bool)
-    return z, obj, conv, torch.full((n,), steps, dtype=torch.int64, device=z.device)
 
 
 def _take(z: Tensor, obj: Tensor, stage: Tensor, converged: Tensor, n_iter: Tensor, G64: Generator, y64: Tensor,
