@@ -265,9 +265,39 @@ def test_bank_starts_alone_recover_planted_latents() -> None:
     yy, meas = resolve_measurement(None, None, G, y)
     idx = torch.arange(16)
     zero = torch.zeros(16, dtype=F64)
-    zb, conv, it = _multistart(G, yy, meas, idx, zero, 8, 1.0, 0, 50, F64)
+    zb, conv, it, own = _multistart(G, yy, meas, idx, zero, 8, 1.0, 0, 50, F64)
+    assert not bool(own.any())  # no incumbent given
     assert float(((zb - z).norm(dim=1) / z.norm(dim=1)).max()) < 1e-8
     assert bool(conv.all()) and bool((it > 0).all())
     # The kept start is the lowest fit: at the rounding level of the data.
     floor = 0.5 * (1e3 * torch.finfo(F64).eps * y.norm(dim=1)) ** 2
     assert bool((network_fit(G, yy, zb, meas) <= floor).all())
+
+
+@pytest.mark.parametrize("kind", ["identity", "operator"])
+def test_polish_never_raises_the_objective_and_lowers_a_stalled_fit(kind: str) -> None:
+    from geninv.solvers.polish import adam_polish as _polish
+    from geninv.solvers.refine import network_fit
+    from geninv.solvers.support_fit import support_refine
+
+    G = _gen([6, 40, 120], output="plu", seed=5)
+    gen = torch.Generator().manual_seed(8)
+    m = 120 if kind == "identity" else 80
+    y = torch.rand(10, m, generator=gen, dtype=F64) * 2 - 1  # not in the range of G
+    measure = None if kind == "identity" else geninv.GaussianMatrix(80, 120, seed=3, dtype=F64)
+    yy, meas = resolve_measurement(measure, None, G, y)
+    z0 = torch.randn(10, 6, generator=gen, dtype=F64)
+    gam = torch.zeros(10, dtype=F64)
+    gam[:3] = 1e-2  # the prior term is part of the objective
+    # Levenberg-Marquardt run until it stops (a stationary point or a stall on a region boundary).
+    zl, f_l, _, _ = support_refine(G, yy, meas, z0, gamma=gam, max_iter=200)
+    z, obj, conv, it = _polish(G, yy, meas, zl, torch.arange(10), gam, 1.0, torch.float32)
+    f_p = network_fit(G, yy, z, meas, gam)
+    assert torch.equal(obj, f_p)
+    assert bool((f_p <= f_l).all()) and bool((f_p < f_l * (1 - 1e-9)).any())
+    assert conv.dtype == torch.bool and bool((it == 100).all())
+    # Samples not passed are untouched.
+    z2, _, _, _ = _polish(G, yy, meas, zl, torch.tensor([1, 4]), gam, 1.0, torch.float32)
+    rest = torch.ones(10, dtype=torch.bool)
+    rest[[1, 4]] = False
+    assert torch.equal(z2[rest], zl[rest])
