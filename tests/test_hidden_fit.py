@@ -34,9 +34,10 @@ def test_planted_latent_is_recovered_from_a_nearby_start() -> None:
     z, _ = G.sample(16, seed=1)
     x_hat = hidden_layers(G, z)[-1]
     z0 = z + 0.05 * torch.randn(z.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
-    out = hidden_target_fit(G, x_hat, z0, steps=8)
+    out, rel = hidden_target_fit(G, x_hat, z0, steps=8)
     assert float(snr(z, out).min()) > 150
     assert float(_objective(G, out, x_hat).max()) < 1e-20 * float(x_hat.square().sum(dim=1).min())
+    assert float(rel.max()) < 1e-10
 
 
 @pytest.mark.parametrize("steps", [1, 3, 5])
@@ -47,8 +48,9 @@ def test_objective_never_increases_and_the_steps_make_progress(steps: int) -> No
                                                           dtype=F64)
     z0 = torch.randn(z.shape, generator=torch.Generator().manual_seed(5), dtype=F64)
     f0 = _objective(G, z0, x_hat)
-    out = hidden_target_fit(G, x_hat, z0, steps=steps)
+    out, rel = hidden_target_fit(G, x_hat, z0, steps=steps)
     f = _objective(G, out, x_hat)
+    assert torch.allclose(rel, torch.sqrt(2 * f) / x_hat.norm(dim=1), rtol=1e-12)
     assert bool((f <= f0).all())
     assert float(f.median()) < 0.5 * float(f0.median())
 
@@ -59,8 +61,8 @@ def test_float32_jacobian_start_agrees_with_the_float64_one() -> None:
     z, _ = G.sample(16, seed=6)
     x_hat = hidden_layers(G, z)[-1]
     z0 = z + 0.05 * torch.randn(z.shape, generator=torch.Generator().manual_seed(7), dtype=F64)
-    a = hidden_target_fit(G, x_hat, z0, steps=6, jac_dtype=torch.float64)
-    b = hidden_target_fit(G, x_hat, z0, steps=6, jac_dtype=torch.float32)
+    a, _ = hidden_target_fit(G, x_hat, z0, steps=6, jac_dtype=torch.float64)
+    b, _ = hidden_target_fit(G, x_hat, z0, steps=6, jac_dtype=torch.float32)
     assert float(snr(z, a).min()) > 150
     assert float(snr(z, b).min()) > 100
 
@@ -119,3 +121,17 @@ def test_second_start_runs_below_its_snr_only_and_never_raises_the_objective() -
     assert "second_start" not in quiet.info["seconds"]
     with pytest.raises(geninv.InputError, match="second_start_snr"):
         auto(G, y, second_start_snr=-1.0)
+
+
+def test_a_target_the_hidden_fit_leaves_unexplained_takes_the_pursuits_start() -> None:
+    # Signals outside the range of G: their image-layer estimate is no image of a latent, the
+    # hidden-layer fit leaves much of it unexplained, and the start is the capped pursuit's.
+    G = _gen([8, 60, 160, 400], seed=19)
+    _, y0 = G.sample(12, seed=17)
+    y_out = torch.roll(y0, 37, dims=1)  # the same pixel values, scrambled: not in the range
+    res = auto(G, y_out, starts=0)
+    assert "pursuit" in res.info["seconds"]
+    res_h = auto(G, y_out, starts=0, target_residual=1e9)  # every fit taken, whatever it leaves
+    assert "pursuit" not in res_h.info["seconds"] and "hidden_fit" in res_h.info["seconds"]
+    with pytest.raises(geninv.InputError, match="target_residual"):
+        auto(G, y_out, target_residual=-0.5)

@@ -29,7 +29,7 @@ import dataclasses
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -38,6 +38,7 @@ from torch import Tensor
 from geninv.exceptions import ConvergenceWarning
 from geninv.model.generator import Generator
 from geninv.solvers.auto_options import AutoOptions, noise_arg
+from geninv.solvers.auto_steps import map_refit, refine_subset, take_better
 from geninv.solvers.checks import check_generator, check_informative, check_option
 from geninv.solvers.error_bound import z_error_bound
 from geninv.solvers.hidden_fit import hidden_target_fit, nearest_bank_latent
@@ -56,12 +57,6 @@ from geninv.solvers.support_fit import bank_refine, support_refine
 from geninv.solvers.verdict import fit_verdict
 
 __all__ = ["auto", "AutoOptions", "STAGES", "exact_samples", "residual_noise_level", "z_error_bound"]
-
-#: Steps of the first refinement after which a fit not consistent with a noise level stops and joins
-#: the starts (4.). 64 real MNIST digits (all such fits; for 47 a bank start wins): the refinement
-#: 0.13 s instead of 0.34 s; 64 signals at 20 dB and 64 compressed-sensing ones: every z SNR as
-#: without it (after 8 steps one 20 dB fit was not yet consistent and a bank start replaced it).
-LEAD_ITER = 10
 
 #: Per-sample ``info["stage"]`` values: index into this tuple.
 STAGES = ("exact", "refined", "noisy_pursuit", "gd", "adam", "multistart")
@@ -108,6 +103,7 @@ def auto(
     starts: int = 6,
     noisy_candidate: bool = False,
     second_start_snr: float = 25.0,
+    target_residual: float = 0.6,
     fast_path: bool | str = "auto",
 ) -> SolveResult:
     """Invert ``y = A G(z) (+ e)`` doing the right thing per sample (the default of :func:`geninv.invert`).
@@ -182,6 +178,14 @@ def auto(
         20 dB input SNR, median / 10 % quantile of z SNR 0.20 / 0.88 dB below the end-to-end
         Oracle's from the hidden-layer fit alone, 0.03 / 0.68 dB with the second start, at about
         twice the time; from 30 dB up the one start is within 0.15 dB.
+    target_residual : float
+        The hidden-layer fit of Notes, 2. is the start where it leaves at most this fraction of
+        its target unexplained (``||x_L(z) - x_hat|| / ||x_hat||``; default 0.6); elsewhere the
+        target is mostly no image of a latent (a signal outside the range of ``G``, or noise
+        stronger than about 20 dB input SNR), and the capped pursuit is the start. Measured on 256
+        signals each: 8-bit 0.01-0.15, 30 dB 0.18-0.51, 20 dB 0.44-0.73, real digits 0.65-0.89; on
+        the digits the pursuit's start gives a median projection SNR of 12.75 dB, the hidden-layer
+        fit's 12.65.
     fast_path : bool or "auto"
         Try the fast exact path first (:mod:`geninv.solvers.exact_path`): where ``noise_level``
         is ``"auto"`` or 0, every hidden layer ReLU, the output invertible and unsaturated, no mask
@@ -223,7 +227,8 @@ def auto(
        determines ``x_L`` (more unsaturated observed pixels than ``n_L``), ``z`` fitted through the
        hidden layers to the image layer's least-squares estimate ``x_hat`` (the latent of a seeded
        bank of 4096 prior draws whose ``x_L`` is nearest to it, then five Levenberg-Marquardt steps
-       on ``1/2 ||x_L(z) - x_hat||^2``: :mod:`geninv.solvers.hidden_fit`); elsewhere Latent-Pursuit
+       on ``1/2 ||x_L(z) - x_hat||^2``: :mod:`geninv.solvers.hidden_fit`), where that fit leaves at
+       most ``target_residual`` of its target unexplained; elsewhere Latent-Pursuit
        capped at ``pursuit_iter``, no debiasing (and, below ``second_start_snr``, that estimate as a
        second start of the hidden-layer fit's samples). Then Levenberg-Marquardt on the whole network
        (:func:`geninv.solvers.support_fit.support_refine`) minimizing
@@ -231,9 +236,7 @@ def auto(
        ``sigma``), or 0 and then (``map_fit``) once more with the estimated ``sigma``. It stops on a statistical criterion: once a step lowers ``F`` by less than
        ``1e-2 n_0 / (m - n_0)`` of ``F``. For noisy data ``F ~ sigma^2 (m - n_0) / 2``, so that is
        a hundredth of the Oracle's expected excess ``E 1/2 ||K (z_hat - z)||^2 = n_0 sigma^2 / 2``;
-       exact data converge quadratically and run to the rounding level. With ``starts``, a fit
-       that after ``LEAD_ITER`` steps has not stopped and is not consistent with a noise level
-       stops there and is finished in 4. as one of the starts.
+       exact data converge quadratically and run to the rounding level.
     3. **Verdict.** The refined fit *fits* when its residual is consistent with a reference level
        (:func:`geninv.solvers.verdict.fit_verdict`): the given ``sigma``; with ``"auto"`` the
        robust level of the fit's own residual (:func:`residual_noise_level`, its median absolute
@@ -242,8 +245,8 @@ def auto(
        level.
     4. **Starts.** Where it does not fit, or where its noise level is more than
        ``suspect_ratio`` times the median level of the batch's refined fits (at least 8 of them):
-       the refinement from ``starts`` bank latents whose images fit the sample best and from the
-       fit in hand (:func:`geninv.solvers.support_fit.bank_refine`), the lowest data fit kept
+       the refinement from ``starts`` bank latents whose images fit the sample best
+       (:func:`geninv.solvers.support_fit.bank_refine`), the lowest data fit kept
        where it is lower than the refined one (then refit as the MAP with its own estimated level). Candidates are compared on the data fit: a level estimated from a wrong
        basin's residual is far too high and would weigh the prior too much.
     5. **Further candidates** (opt-in), where the fit is still in doubt: the noise-aware pursuit
@@ -272,7 +275,8 @@ def auto(
     opts = AutoOptions.checked(sigma_z=sigma_z, pursuit_iter=pursuit_iter, refine_iter=refine_iter, fallback=fallback,
                                fallback_iter=fallback_iter, seed=seed, suspect_ratio=suspect_ratio, map_fit=map_fit,
                                bound=bound, callback=callback, starts=starts,
-                               noisy_candidate=noisy_candidate, second_start_snr=second_start_snr)
+                               noisy_candidate=noisy_candidate, second_start_snr=second_start_snr,
+                               target_residual=target_residual)
     if fast_path == "auto":
         fast_path = any(layer.op is not None for layer in G.layers)
     fast_path = check_option("fast_path", fast_path, kind="bool")
@@ -385,9 +389,14 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
             if ih.numel():
                 xh = test.x_hat[ih]
                 z0 = nearest_bank_latent(G, xh, seed=seed, sigma_z=sigma_z, dtype=data_dt)
-                z[ih] = hidden_target_fit(G, xh, z0, jac_dtype=data_dt)
+                zh, rel = hidden_target_fit(G, xh, z0, jac_dtype=data_dt)
+                # A target mostly left unexplained is no image of a latent (a signal outside the
+                # range, or strong noise): there the capped pursuit's start reaches better fits.
+                ok_h = rel <= opts.target_residual
+                ih = ih[ok_h]
+                z[ih] = zh[ok_h]
                 hidden[ih] = True
-                fresh = fresh & ~test.determined
+                fresh[ih] = False
             seconds["hidden_fit"] = time.perf_counter() - ts
         if bool(fresh.any()) and not stopped:
             ts = time.perf_counter()
@@ -412,16 +421,8 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         return report(k, "levenberg_marquardt", oc, zc)
 
     gam = torch.zeros(B, dtype=f64, device=dev) if given is None else given.square() / sigma_z**2
-    # With starts, a fit not consistent with a noise level after LEAD_ITER steps joins the starts (4.).
-    def consistent(rows: Tensor, zr: Tensor) -> Tensor:
-        """Whether the fits ``zr[rows]`` of the samples ``idx[rows]`` are consistent with a noise level."""
-        zc = z.clone()
-        zc[idx] = zr
-        return verdict(zc, reference(zc))[1][idx[rows]]
-
-    hold = (LEAD_ITER, consistent) if opts.starts and LEAD_ITER < refine_iter else None
-    z, obj, conv_r, it_r = _refine(G64, y64, meas, z, idx, gam, 0 if stopped else refine_iter, data_dt,
-                                   on_step=on_step if callback is not None else None, checkpoint=hold)
+    z, obj, conv_r, it_r = refine_subset(G64, y64, meas, z, idx, gam, 0 if stopped else refine_iter, data_dt,
+                                   on_step=on_step if callback is not None else None)
     n_iter[idx] += it_r
     converged[idx] = conv_r
     if given is None and robust.numel() and map_fit:
@@ -431,7 +432,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         # fit is consistent with noise (elsewhere its residual is not noise, and no level applies).
         im = robust[verdict(z, reference(z))[1][robust]]
         if im.numel():
-            z, obj, conv_r, it_r = _map_refit(G64, y64, meas, z, im, gam, m_obs, sigma_z, refine_iter, data_dt,
+            z, obj, conv_r, it_r = map_refit(G64, y64, meas, z, im, gam, m_obs, sigma_z, refine_iter, data_dt,
                                               on_step=on_step if callback is not None else None)
             n_iter[im] += it_r
             converged[im] = conv_r
@@ -454,8 +455,8 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
                 res_p = latent_pursuit(G, y[iw], measure=meas.as_measure(iw), max_iter=pursuit_iter, debias=False)
             zc = z.clone()
             zc[iw] = res_p.z.to(f64)
-            zc, _, conv_c, it_c = _refine(G64, y64, meas, zc, iw, gam, refine_iter, data_dt)
-            _take(z, obj, stage, converged, n_iter, G64, y64, meas, gam, iw, zc[iw], conv_c, it_c + res_p.n_iter,
+            zc, _, conv_c, it_c = refine_subset(G64, y64, meas, zc, iw, gam, refine_iter, data_dt)
+            take_better(z, obj, stage, converged, n_iter, G64, y64, meas, gam, iw, zc[iw], conv_c, it_c + res_p.n_iter,
                   STAGES.index("refined"))
             seconds["second_start"] = time.perf_counter() - ts
 
@@ -479,22 +480,19 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         # Candidates are compared on the data fit (a level estimated from a wrong basin's fit
         # would weigh the prior far too much); with a given level, on the MAP objective.
         g_cmp = torch.zeros_like(gam[ineed]) if given is None else gam[ineed]
-        # The fit in hand is one more start (it continues only if it is the best of them).
-        zc, conv_c, it_c, own = bank_refine(G64, y64, meas, ineed, g_cmp, opts.starts, sigma_z, seed, refine_iter,
-                                            data_dt, incumbent=z[ineed])
-        better = own | (network_fit(G64, y64[ineed], zc, mi, g_cmp) < network_fit(G64, y64[ineed], z[ineed], mi,
-                                                                                  g_cmp))
+        zc, conv_c, it_c, _ = bank_refine(G64, y64, meas, ineed, g_cmp, opts.starts, sigma_z, seed, refine_iter,
+                                          data_dt)
+        better = network_fit(G64, y64[ineed], zc, mi, g_cmp) < network_fit(G64, y64[ineed], z[ineed], mi, g_cmp)
         gi = ineed[better]
         n_iter[ineed] += it_c
         if gi.numel():
-            z[gi], converged[gi] = zc[better], conv_c[better]
-            stage[ineed[better & ~own]] = STAGES.index("multistart")
+            z[gi], stage[gi], converged[gi] = zc[better], STAGES.index("multistart"), conv_c[better]
             gam[gi] = g_cmp[better]
             if given is None and map_fit:
                 # The MAP refit where the kept fit is consistent with noise (as in 2.).
                 gm = gi[verdict(z, reference(z))[1][gi]]
                 if gm.numel():
-                    z, obj, conv_r, it_r = _map_refit(G64, y64, meas, z, gm, gam, m_obs, sigma_z, refine_iter, data_dt)
+                    z, obj, conv_r, it_r = map_refit(G64, y64, meas, z, gm, gam, m_obs, sigma_z, refine_iter, data_dt)
                     n_iter[gm] += it_r
             obj[gi] = network_fit(G64, y64[gi], z[gi], meas.subset(gi), gam[gi])
         seconds["multistart"] = time.perf_counter() - ts
@@ -512,7 +510,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
             warnings.simplefilter("ignore", ConvergenceWarning)
             res_n = noisy_pursuit(G, y[ineed], measure=meas.as_measure(ineed), noise_level=sig_n, sigma_z=sigma_z,
                                   max_iter=max(pursuit_iter, 100), refine_iter=refine_iter)
-        _take(z, obj, stage, converged, n_iter, G64, y64, meas, gam, ineed, res_n.z.to(f64), res_n.converged,
+        take_better(z, obj, stage, converged, n_iter, G64, y64, meas, gam, ineed, res_n.z.to(f64), res_n.converged,
               res_n.n_iter, 2)
         seconds["noisy_pursuit"] = time.perf_counter() - ts
         need = need & (~judged() | suspect()) & (not report(2, "noisy_pursuit", obj))
@@ -528,7 +526,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
             res_g = fallback_solve(name, G, y, meas, ineed, seed, fallback_iter)
         zg, _, itg, cg = support_refine(G64, y64[ineed], meas.subset(ineed), res_g.z.to(f64), gamma=gam[ineed],
                                         max_iter=refine_iter, jac_dtype=data_dt)
-        _take(z, obj, stage, converged, n_iter, G64, y64, meas, gam, ineed, zg, res_g.converged | cg,
+        take_better(z, obj, stage, converged, n_iter, G64, y64, meas, gam, ineed, zg, res_g.converged | cg,
               res_g.n_iter + itg, STAGES.index(name))
         seconds[f"fallback_{name}"] = time.perf_counter() - ts
         need = need & (~judged() | suspect()) & (not report(STAGES.index(name), f"fallback_{name}", obj))
@@ -581,58 +579,3 @@ def _warn(fits: Tensor, residual: Tensor, converged: Tensor, level: str) -> None
         warnings.warn(
             f"auto: {int(slow.sum())} of {fits.numel()} sample(s) fit y but their refinement stopped at its step cap "
             "(raise refine_iter for a tighter fit; see result.converged)", ConvergenceWarning, stacklevel=3)
-
-
-def _map_refit(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tensor, gam: Tensor, m_obs: Tensor,
-               sigma_z: float, refine_iter: int, data_dt: torch.dtype,
-               on_step: Callable[[int, Tensor, Tensor], bool] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The Gaussian MAP refit of the samples ``idx``: their noise level estimated from the
-    least-squares fit's residual, ``gam = sigma^2 / sigma_z^2`` set in place, then refined."""
-    est = torch.sqrt(2.0 * network_fit(G64, y64[idx], z[idx], meas.subset(idx))
-                     / (m_obs[idx] - G64.latent_dim).clamp_min(1.0))
-    gam[idx] = est.square() / sigma_z**2
-    return _refine(G64, y64, meas, z, idx, gam, refine_iter, data_dt, on_step=on_step)
-
-
-def _refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tensor, gam: Tensor,
-            refine_iter: int, jac_dtype: torch.dtype, on_step: Callable[[int, Tensor, Tensor], bool] | None = None,
-            checkpoint: tuple[int, Callable[[Tensor, Tensor], Tensor]] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Levenberg-Marquardt on the whole network for the samples ``idx``, stopped at the noise level;
-    ``on_step(k, z, objective)`` after every step with the whole batch's ``z`` (B, n_0) and
-    objective (B,), True to stop; ``checkpoint``: as in :func:`geninv.solvers.support_fit.support_refine` (``rows`` index ``idx``)."""
-    obj = network_fit(G64, y64, z, meas, gam)
-    n0 = z.shape[1]
-    if idx.numel() == 0 or refine_iter == 0:
-        return z, obj, torch.ones(idx.numel(), dtype=torch.bool, device=z.device), \
-            torch.zeros(idx.numel(), dtype=torch.int64, device=z.device)
-    # Stop a noisy fit once a step lowers the objective by less than a hundredth of the Oracle's
-    # expected excess n_0 sigma^2 / 2, with sigma^2 ~ 2 F / (m - n_0): rel_decrease below. What is
-    # left then changes ||K (z_hat - z)|| by about a tenth of its size (0.04 dB of z SNR).
-    rel = 1e-2 * n0 / max(1, y64.shape[1] - n0)
-    step_cb = None
-    if on_step is not None:
-        def step_cb(k: int, zr: Tensor, objr: Tensor) -> bool:
-            zc, oc = z.clone(), obj.clone()
-            zc[idx], oc[idx] = zr, objr
-            return on_step(k, zc, oc)
-
-    zr, objr, it, conv = support_refine(G64, y64[idx], meas.subset(idx), z[idx], gamma=gam[idx],
-                                        max_iter=refine_iter, rel_decrease=rel, jac_dtype=jac_dtype,
-                                        step_callback=step_cb, checkpoint=checkpoint)
-    z = z.clone()
-    z[idx] = zr
-    obj[idx] = objr
-    return z, obj, conv, it
-
-
-def _take(z: Tensor, obj: Tensor, stage: Tensor, converged: Tensor, n_iter: Tensor, G64: Generator, y64: Tensor,
-          meas: Measurement, gam: Tensor, idx: Tensor, zc: Tensor, conv_c: Tensor, it_c: Tensor, k: int) -> None:
-    """Keep the candidate ``zc`` for the samples ``idx`` where its objective is lower (in place)."""
-    oc = network_fit(G64, y64[idx], zc, meas.subset(idx), gam[idx])
-    better = torch.isfinite(oc) & (oc < obj[idx])
-    gi = idx[better]
-    z[gi] = zc[better]
-    obj[gi] = oc[better]
-    stage[gi] = k
-    converged[gi] = conv_c[better]
-    n_iter[idx] += it_c

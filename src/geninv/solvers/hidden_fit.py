@@ -58,9 +58,9 @@ def nearest_bank_latent(G: Generator, x_hat: Tensor, *, bank: int = 4096, seed: 
 
 
 def hidden_target_fit(G: Generator, x_hat: Tensor, z0: Tensor, *, steps: int = 5,
-                      jac_dtype: torch.dtype = torch.float64) -> Tensor:
+                      jac_dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
     """``steps`` Levenberg-Marquardt steps on ``F(z) = 1/2 ||x_L(z) - x_hat||^2`` from ``z0``, the
-    supports of the hidden layers re-read at every step; returns ``z`` (B, n_0) float64.
+    supports of the hidden layers re-read at every step.
 
     Parameters
     ----------
@@ -76,6 +76,12 @@ def hidden_target_fit(G: Generator, x_hat: Tensor, z0: Tensor, *, steps: int = 5
         frozen), of the normal equations' products and of the gradient: the data's precision is
         enough for a start. The residual, the damped solve and the acceptance test are in float64:
         a step is kept only where it lowers ``F``.
+
+    Returns
+    -------
+    z : Tensor (B, n_0), float64
+    relative_residual : Tensor (B,), float64
+        ``||x_L(z) - x_hat|| / ||x_hat||``: how much of its target the fit leaves unexplained.
 
     Notes
     -----
@@ -115,4 +121,4 @@ def hidden_target_fit(G: Generator, x_hat: Tensor, z0: Tensor, *, steps: int = 5
         r = torch.where(acc[:, None], r_new, r)
         sups = [torch.where(acc[:, None], sn, so) for sn, so in zip(sups_new, sups)]
         damp = torch.where(acc, damp * 0.3, damp * 10.0).clamp(1e-12, 1e12)
-    return z
+    return z, r.norm(dim=1) / xh.norm(dim=1).clamp_min(torch.finfo(f64).tiny)
