@@ -480,8 +480,8 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         # Candidates are compared on the data fit (a level estimated from a wrong basin's fit
         # would weigh the prior far too much); with a given level, on the MAP objective.
         g_cmp = torch.zeros_like(gam[ineed]) if given is None else gam[ineed]
-        zc, conv_c, it_c, _ = bank_refine(G64, y64, meas, ineed, g_cmp, opts.starts, sigma_z, seed, refine_iter,
-                                          data_dt)
+        zc, conv_c, it_c = bank_refine(G64, y64, meas, ineed, g_cmp, opts.starts, sigma_z, seed, refine_iter,
+                                       data_dt)
         better = network_fit(G64, y64[ineed], zc, mi, g_cmp) < network_fit(G64, y64[ineed], z[ineed], mi, g_cmp)
         gi = ineed[better]
         n_iter[ineed] += it_c

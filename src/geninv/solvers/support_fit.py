@@ -46,7 +46,6 @@ def support_refine(
     cg_iter: int = 8,
     cg_tol: float = 1e-4,
     step_callback: Callable[[int, Tensor, Tensor], bool] | None = None,
-    checkpoint: tuple[int, Callable[[Tensor, Tensor], Tensor]] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Minimize ``F(z) = 1/2 ||A (y - G(z))||^2 + gamma/2 ||z||^2`` from ``z0``, supports re-read
     at every step, the products of a step in ``jac_dtype``.
@@ -83,11 +82,6 @@ def support_refine(
     step_callback : callable, optional
         ``step_callback(k, z, objective)`` after every step ``k`` (1, 2, ...) with the batch's
         ``z`` (B, n_0) and ``F`` (B,); returning True stops with what it has.
-    checkpoint : (int, callable), optional
-        ``(k, keep)``: after step ``k``, only the samples still running for which
-        ``keep(rows, z)`` is True continue (``rows`` (r,) their indices, ``z`` (B, n_0); returns
-        (r,) bool); the others stop there, not converged. The samples that continue keep their
-        damping, so their steps are those of a run without the checkpoint.
 
     Returns
     -------
@@ -201,8 +195,6 @@ def support_refine(
         stuck = damp[idx] >= 1e12
         converged[idx] = ok | stuck
         idx = idx[~(ok | stuck)]
-        if checkpoint is not None and k + 1 == checkpoint[0] and idx.numel():
-            idx = idx[checkpoint[1](idx, z)]
         if step_callback is not None and step_callback(k + 1, z, obj):
             break
     return z, obj, n_iter, converged
@@ -328,16 +320,15 @@ def _gauss_newton_matrix(J_all: Tensor, rows: Tensor, meas: Measurement, q: Tens
 
 def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam: Tensor, starts: int,
                 sigma_z: float, seed: int, max_iter: int, jac_dtype: torch.dtype, *, bank: int = 4096,
-                probe_iter: int | tuple[int, ...] = 6, finalists: int = 1, chunk: int = 1024,
-                incumbent: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                probe_iter: int | tuple[int, ...] = 6, finalists: int = 1,
+                chunk: int = 1024) -> tuple[Tensor, Tensor, Tensor]:
     """The whole-network refinement from ``starts`` starts for each sample ``idx``; per sample the
     start with the lowest objective (weight ``gam`` (len(idx),) on the prior term).
 
     The starts are the ``starts`` latents of a seeded bank of ``bank`` draws ``z ~ N(0, sigma_z^2 I)``
     whose images fit the sample best (``||A (G(z_b) - y)||``: one network pass per bank entry,
     shared by every sample, and two products with the batch), so that the costly refinement
-    only runs from starts already near the data; with ``incumbent`` (len(idx), n_0), a fit the
-    caller has in hand (possibly unfinished), that is one more start per sample. The starts are
+    only runs from starts already near the data. The starts are
     probed in rounds of ``probe_iter`` steps (an int: one round; a tuple: one round per entry,
     each keeping the better half of the starts, the last the ``finalists`` lowest), and the
     ``finalists`` continue to ``max_iter`` (default 1: on 64 real MNIST digits and 64
@@ -354,8 +345,6 @@ def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam
     converged : Tensor (len(idx),), bool
     n_iter : Tensor (len(idx),), int64
         The steps summed over the starts.
-    from_incumbent : Tensor (len(idx),), bool
-        Whether the kept start is ``incumbent`` (all False without it).
     """
     from geninv.solvers.gradient import initial_latent
 
@@ -376,14 +365,10 @@ def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam
         d = (P.square().sum(dim=1)[None] - 2.0 * yi @ P.T)
     top = d.topk(k, dim=1, largest=False).indices  # (n, k)
     z0_all = zb[top]  # (n, k, n_0)
-    if incumbent is not None:
-        z0_all = torch.cat([incumbent.to(torch.float64)[:, None], z0_all], dim=1)
-        k += 1
     z0_all = z0_all.reshape(n * k, n0)
     rel = 1e-2 * n0 / max(1, y64.shape[1] - n0)
     z_best = torch.empty(n, n0, dtype=torch.float64, device=dev)
     conv_best = torch.empty(n, dtype=torch.bool, device=dev)
-    kept = torch.empty(n, dtype=torch.int64, device=dev)
     it_sum = torch.zeros(n, dtype=torch.int64, device=dev)
     fin = min(finalists, k)
     per = max(1, chunk // k)
@@ -416,8 +401,7 @@ def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam
         best = of.argmin(dim=1)
         z_best[lo:hi] = zf.view(c, fin, n0)[rows, best]
         conv_best[lo:hi] = (cf | conv[sel]).view(c, fin)[rows, best]
-        kept[lo:hi] = (sel.view(c, fin)[rows, best] - rows * k)
-    return z_best, conv_best, it_sum, (kept == 0) & (incumbent is not None)
+    return z_best, conv_best, it_sum
 
 
 def _schedule(probe_iter: int | tuple[int, ...], k: int, fin: int) -> list[tuple[int, int]]:
