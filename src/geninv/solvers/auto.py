@@ -228,9 +228,9 @@ def auto(
        hidden layers to the image layer's least-squares estimate ``x_hat`` (the latent of a seeded
        bank of 4096 prior draws whose ``x_L`` is nearest to it, then five Levenberg-Marquardt steps
        on ``1/2 ||x_L(z) - x_hat||^2``: :mod:`geninv.solvers.hidden_fit`), where that fit leaves at
-       most ``target_residual`` of its target unexplained; elsewhere Latent-Pursuit
-       capped at ``pursuit_iter``, no debiasing (and, below ``second_start_snr``, that estimate as a
-       second start of the hidden-layer fit's samples). Then Levenberg-Marquardt on the whole network
+       most ``target_residual`` of its target unexplained; elsewhere Latent-Pursuit capped at
+       ``pursuit_iter``, no debiasing (and, below ``second_start_snr``, that estimate as a second
+       start of the hidden-layer fit's samples). Then Levenberg-Marquardt on the whole network
        (:func:`geninv.solvers.support_fit.support_refine`) minimizing
        ``F = 1/2 ||A (y - G(z))||^2 + gamma/2 ||z||^2`` with ``gamma = sigma^2 / sigma_z^2`` (given
        ``sigma``), or 0 and then (``map_fit``) once more with the estimated ``sigma``. It stops on a statistical criterion: once a step lowers ``F`` by less than
@@ -246,9 +246,10 @@ def auto(
     4. **Starts.** Where it does not fit, or where its noise level is more than
        ``suspect_ratio`` times the median level of the batch's refined fits (at least 8 of them):
        the refinement from ``starts`` bank latents whose images fit the sample best
-       (:func:`geninv.solvers.support_fit.bank_refine`), the lowest data fit kept
-       where it is lower than the refined one (then refit as the MAP with its own estimated level). Candidates are compared on the data fit: a level estimated from a wrong
-       basin's residual is far too high and would weigh the prior too much.
+       (:func:`geninv.solvers.support_fit.bank_refine`), the lowest data fit kept where it is
+       lower than the refined one (then refit as the MAP with its own estimated level).
+       Candidates are compared on the data fit: a level estimated from a wrong basin's residual
+       is far too high and would weigh the prior too much.
     5. **Further candidates** (opt-in), where the fit is still in doubt: the noise-aware pursuit
        (``noisy_candidate``; :func:`geninv.solvers.noise.noisy_pursuit` with the reference
        ``sigma``), then the gradient ``fallback``; each refined and kept where its objective is lower.
@@ -422,7 +423,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
 
     gam = torch.zeros(B, dtype=f64, device=dev) if given is None else given.square() / sigma_z**2
     z, obj, conv_r, it_r = refine_subset(G64, y64, meas, z, idx, gam, 0 if stopped else refine_iter, data_dt,
-                                   on_step=on_step if callback is not None else None)
+                                         on_step=on_step if callback is not None else None)
     n_iter[idx] += it_r
     converged[idx] = conv_r
     if given is None and robust.numel() and map_fit:
@@ -433,7 +434,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         im = robust[verdict(z, reference(z))[1][robust]]
         if im.numel():
             z, obj, conv_r, it_r = map_refit(G64, y64, meas, z, im, gam, m_obs, sigma_z, refine_iter, data_dt,
-                                              on_step=on_step if callback is not None else None)
+                                             on_step=on_step if callback is not None else None)
             n_iter[im] += it_r
             converged[im] = conv_r
     seconds["refine"] = time.perf_counter() - ts

@@ -18,8 +18,8 @@ __all__ = ["map_refit", "refine_subset", "take_better"]
 
 
 def map_refit(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tensor, gam: Tensor, m_obs: Tensor,
-               sigma_z: float, refine_iter: int, data_dt: torch.dtype,
-               on_step: Callable[[int, Tensor, Tensor], bool] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+              sigma_z: float, refine_iter: int, data_dt: torch.dtype,
+              on_step: Callable[[int, Tensor, Tensor], bool] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The Gaussian MAP refit of the samples ``idx``: their noise level estimated from the
     least-squares fit's residual, ``gam = sigma^2 / sigma_z^2`` set in place, then refined."""
     est = torch.sqrt(2.0 * network_fit(G64, y64[idx], z[idx], meas.subset(idx))
@@ -29,8 +29,8 @@ def map_refit(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Te
 
 
 def refine_subset(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tensor, gam: Tensor,
-            refine_iter: int, jac_dtype: torch.dtype,
-            on_step: Callable[[int, Tensor, Tensor], bool] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                  refine_iter: int, jac_dtype: torch.dtype,
+                  on_step: Callable[[int, Tensor, Tensor], bool] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Levenberg-Marquardt on the whole network for the samples ``idx``, stopped at the noise level;
     ``on_step(k, z, objective)`` after every step with the whole batch's ``z`` (B, n_0) and
     objective (B,), True to stop."""
@@ -60,7 +60,7 @@ def refine_subset(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx
 
 
 def take_better(z: Tensor, obj: Tensor, stage: Tensor, converged: Tensor, n_iter: Tensor, G64: Generator, y64: Tensor,
-          meas: Measurement, gam: Tensor, idx: Tensor, zc: Tensor, conv_c: Tensor, it_c: Tensor, k: int) -> None:
+                meas: Measurement, gam: Tensor, idx: Tensor, zc: Tensor, conv_c: Tensor, it_c: Tensor, k: int) -> None:
     """Keep the candidate ``zc`` for the samples ``idx`` where its objective is lower (in place)."""
     oc = network_fit(G64, y64[idx], zc, meas.subset(idx), gam[idx])
     better = torch.isfinite(oc) & (oc < obj[idx])
