@@ -256,7 +256,8 @@ def test_options_are_checked_once_and_a_callback_can_stop_after_a_stage() -> Non
     assert torch.equal(res1.z, first[0])
 
 
-def test_bank_starts_alone_recover_planted_latents() -> None:
+@pytest.mark.parametrize("probe_iter", [6, (3, 3)])  # one probing round (the default), two halving rounds
+def test_bank_starts_alone_recover_planted_latents(probe_iter: int | tuple[int, ...]) -> None:
     from geninv.solvers.refine import network_fit
     from geninv.solvers.support_fit import bank_refine as _multistart
 
@@ -265,7 +266,7 @@ def test_bank_starts_alone_recover_planted_latents() -> None:
     yy, meas = resolve_measurement(None, None, G, y)
     idx = torch.arange(16)
     zero = torch.zeros(16, dtype=F64)
-    zb, conv, it = _multistart(G, yy, meas, idx, zero, 8, 1.0, 0, 50, F64)
+    zb, conv, it = _multistart(G, yy, meas, idx, zero, 8, 1.0, 0, 50, F64, probe_iter=probe_iter)
     assert float(((zb - z).norm(dim=1) / z.norm(dim=1)).max()) < 1e-8
     assert bool(conv.all()) and bool((it > 0).all())
     # The kept start is the lowest fit: at the rounding level of the data.

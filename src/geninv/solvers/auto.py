@@ -38,7 +38,7 @@ from torch import Tensor
 from geninv.exceptions import ConvergenceWarning
 from geninv.model.generator import Generator
 from geninv.solvers.auto_options import AutoOptions, noise_arg
-from geninv.solvers.auto_steps import map_refit, refine_subset, take_better
+from geninv.solvers.auto_steps import fit_level, map_refit, refine_subset, take_better
 from geninv.solvers.checks import check_generator, check_informative, check_option
 from geninv.solvers.error_bound import z_error_bound
 from geninv.solvers.hidden_fit import hidden_target_fit, nearest_bank_latent
@@ -446,7 +446,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
     if opts.second_start_snr > 0 and bool(hidden.any()) and not stopped:
         # Strong noise: the refinement's basin depends on its start; the capped pursuit is a second one.
         F_data = network_fit(G64, y64, z, meas)
-        level = torch.sqrt(2.0 * F_data / (m_obs - G.latent_dim).clamp_min(1.0))
+        level = fit_level(F_data, m_obs, G.latent_dim)
         snr_in = 20.0 * torch.log10(y_norm / (level * m_obs.sqrt()).clamp_min(torch.finfo(f64).tiny))
         iw = (hidden & judged() & (snr_in < opts.second_start_snr)).nonzero().squeeze(1)
         if iw.numel():
@@ -458,7 +458,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
             zc[iw] = res_p.z.to(f64)
             zc, _, conv_c, it_c = refine_subset(G64, y64, meas, zc, iw, gam, refine_iter, data_dt)
             take_better(z, obj, stage, converged, n_iter, G64, y64, meas, gam, iw, zc[iw], conv_c, it_c + res_p.n_iter,
-                  STAGES.index("refined"))
+                        STAGES.index("refined"))
             seconds["second_start"] = time.perf_counter() - ts
 
     # 3.-5. second candidate and fallback where the fit is not consistent with the reference level
@@ -468,8 +468,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         wrong basin's residual is Gaussian too)."""
         out = torch.zeros(B, dtype=torch.bool, device=dev)
         if robust.numel() >= 8:
-            lvl = torch.sqrt(2.0 * network_fit(G64, y64[robust], z[robust], meas.subset(robust))
-                             / (m_obs[robust] - G.latent_dim).clamp_min(1.0))
+            lvl = fit_level(network_fit(G64, y64[robust], z[robust], meas.subset(robust)), m_obs[robust], G.latent_dim)
             out[robust[lvl > suspect_ratio * lvl.median()]] = True
         return out
 
@@ -505,8 +504,8 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
 
         ineed = need.nonzero().squeeze(1)
         sig_n = ref[ineed]
-        sig_n = torch.where(sig_n > 0, sig_n, torch.sqrt(2.0 * network_fit(G64, y64[ineed], z[ineed], meas.subset(ineed))
-                                                         / (m_obs[ineed] - G.latent_dim).clamp_min(1.0)))
+        sig_n = torch.where(sig_n > 0, sig_n, fit_level(network_fit(G64, y64[ineed], z[ineed], meas.subset(ineed)),
+                                                        m_obs[ineed], G.latent_dim))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             res_n = noisy_pursuit(G, y[ineed], measure=meas.as_measure(ineed), noise_level=sig_n, sigma_z=sigma_z,
@@ -543,7 +542,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         seconds["polish"] = time.perf_counter() - ts
     # The noise level per sample: given, or estimated from the final fit (0 for the exact path).
     F_data = network_fit(G64, y64, z, meas)
-    est = torch.sqrt(2.0 * F_data / (m_obs - G.latent_dim).clamp_min(1.0))
+    est = fit_level(F_data, m_obs, G.latent_dim)
     sigma = given.clone() if given is not None else torch.where(stage == 0, torch.zeros_like(est), est)
     ref = reference(z)
     residual, fits = fit_verdict(torch.sqrt(2.0 * F_data), y_norm, m_obs, data_dtype=data_dt, noise_level=ref)

@@ -14,7 +14,14 @@ from geninv.solvers.measurement import Measurement
 from geninv.solvers.refine import network_fit
 from geninv.solvers.support_fit import support_refine
 
-__all__ = ["map_refit", "refine_subset", "take_better"]
+__all__ = ["fit_level", "map_refit", "refine_subset", "take_better"]
+
+
+def fit_level(F: Tensor, m_obs: Tensor, n0: int) -> Tensor:
+    """The noise level a fit's data term ``F = 1/2 ||A (y - G(z))||^2`` implies on ``m_obs`` observed
+    entries, ``sqrt(2 F / (m - n_0))`` (near the right latent the residual is the noise projected off
+    the ``n_0``-dimensional tangent space)."""
+    return torch.sqrt(2.0 * F / (m_obs - n0).clamp_min(1.0))
 
 
 def map_refit(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tensor, gam: Tensor, m_obs: Tensor,
@@ -22,8 +29,7 @@ def map_refit(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Te
               on_step: Callable[[int, Tensor, Tensor], bool] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The Gaussian MAP refit of the samples ``idx``: their noise level estimated from the
     least-squares fit's residual, ``gam = sigma^2 / sigma_z^2`` set in place, then refined."""
-    est = torch.sqrt(2.0 * network_fit(G64, y64[idx], z[idx], meas.subset(idx))
-                     / (m_obs[idx] - G64.latent_dim).clamp_min(1.0))
+    est = fit_level(network_fit(G64, y64[idx], z[idx], meas.subset(idx)), m_obs[idx], G64.latent_dim)
     gam[idx] = est.square() / sigma_z**2
     return refine_subset(G64, y64, meas, z, idx, gam, refine_iter, data_dt, on_step=on_step)
 

@@ -25,7 +25,7 @@ from torch import Tensor
 from geninv.model.generator import Generator
 from geninv.model.layer_ops import cast
 from geninv.solvers.network import hidden_affine, hidden_layers
-from geninv.solvers.support_fit import hessian_dtype
+from geninv.solvers.support_fit import hessian_dtype, prior_bank
 
 __all__ = ["hidden_target_fit", "nearest_bank_latent"]
 
@@ -39,10 +39,8 @@ def nearest_bank_latent(G: Generator, x_hat: Tensor, *, bank: int = 4096, seed: 
     draw, shared by the batch) and compared with the batch by one matrix product per ``chunk``
     draws.
     """
-    from geninv.solvers.gradient_setup import initial_latent
-
     f64 = torch.float64
-    zb = sigma_z * initial_latent(bank, G.latent_dim, seed + 1, x_hat.to(f64))
+    zb = prior_bank(bank, G.latent_dim, seed, sigma_z, x_hat.to(f64))
     Gd = G.to(dtype=dtype) if G.dtype != dtype else G
     xh = x_hat.to(dtype)
     best = torch.full((x_hat.shape[0],), torch.inf, dtype=dtype, device=x_hat.device)

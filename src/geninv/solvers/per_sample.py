@@ -47,7 +47,7 @@ def exact_test(G: Generator, y: Tensor, meas: Measurement) -> tuple[Tensor | Non
     form (the whole batch, or those samples where the batch mixes forms); a pursuit given it as
     ``image_start`` on those samples starts from it instead of computing it again.
     """
-    t = _image_test(G, y, meas)
+    t = image_test(G, y, meas)
     return (None, None) if t is None else (t.exact, t.start)
 
 
@@ -78,10 +78,6 @@ def image_test(G: Generator, y: Tensor, meas: Measurement) -> ImageTest | None:
     """The exact test of :func:`exact_test` with the estimate of ``x_L`` it computed per sample
     (:class:`ImageTest`); None where no sample has a pre-activation form with more than ``n_L``
     unsaturated observed pixels."""
-    return _image_test(G, y, meas)
-
-
-def _image_test(G: Generator, y: Tensor, meas: Measurement) -> ImageTest | None:
     if G.n_hidden == 0 or not G.output_activation.invertible:
         return None
     domain, pre = choose_domains("auto", G, y, meas)

@@ -29,7 +29,7 @@ from geninv.solvers.measurement import Measurement
 from geninv.solvers.network import AffineCache, FrozenNetwork, hidden_layers, support_affine
 from geninv.solvers.refine import gauss_newton_refine, network_fit
 
-__all__ = ["support_refine", "bank_refine", "hessian_dtype"]
+__all__ = ["support_refine", "bank_refine", "prior_bank", "hessian_dtype"]
 
 
 def support_refine(
@@ -346,12 +346,10 @@ def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam
     n_iter : Tensor (len(idx),), int64
         The steps summed over the starts.
     """
-    from geninv.solvers.gradient import initial_latent
-
     n, n0 = idx.numel(), G64.latent_dim
     dev = y64.device
     k = min(starts, bank)
-    zb = sigma_z * initial_latent(bank, n0, seed + 1, y64)
+    zb = prior_bank(bank, n0, seed, sigma_z, y64)
     Gw = G64.to(dtype=jac_dtype) if jac_dtype != torch.float64 else G64
     P = Gw.forward_unchecked(zb.to(jac_dtype))  # (bank, n)
     yi = y64[idx].to(jac_dtype)
@@ -402,6 +400,15 @@ def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam
         z_best[lo:hi] = zf.view(c, fin, n0)[rows, best]
         conv_best[lo:hi] = (cf | conv[sel]).view(c, fin)[rows, best]
     return z_best, conv_best, it_sum
+
+
+def prior_bank(bank: int, n0: int, seed: int, sigma_z: float, like: Tensor) -> Tensor:
+    """The seeded bank of ``bank`` prior draws ``z ~ N(0, sigma_z^2 I)`` (bank, n_0) that the default
+    method's starts are chosen from (:func:`bank_refine`, :func:`geninv.solvers.hidden_fit.nearest_bank_latent`),
+    on ``like``'s device and dtype."""
+    from geninv.solvers.gradient_setup import initial_latent
+
+    return sigma_z * initial_latent(bank, n0, seed + 1, like)
 
 
 def _schedule(probe_iter: int | tuple[int, ...], k: int, fin: int) -> list[tuple[int, int]]:
