@@ -49,11 +49,15 @@ def hidden_affine(Ws: Sequence[LinearMap], bs: Sequence[Tensor], supports: Seque
     n0 = Ws[0].shape[1]
     s0 = supports[0].to(dtype)
     W0 = left_apply(Ws[0], torch.eye(n0, dtype=dtype, device=s0.device)) if not isinstance(Ws[0], Tensor) else Ws[0]
-    J = s0.T[:, :, None] * W0[:, None, :]
+    # The supports are 0 / 1, so every product below is exact; they are laid out in full (a
+    # broadcast product in bfloat16 is several times slower on CPU than a dense one).
+    wide = torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+    J = (s0.T.to(wide)[:, :, None] * W0.to(wide)[:, None, :]).to(dtype)
     c = s0 * bs[0][None]
     for i in range(1, len(supports)):
         si = supports[i].to(dtype)
-        J = si.T[:, :, None] * left_apply(Ws[i], J.reshape(J.shape[0], B * n0)).reshape(-1, B, n0)
+        J = left_apply(Ws[i], J.reshape(J.shape[0], B * n0)).reshape(-1, B, n0)
+        J = J * si.T[:, :, None].expand(-1, -1, n0).contiguous()
         c = si * apply(Ws[i], c, bs[i])
     return J, c
 
