@@ -17,8 +17,11 @@ start. A few starts (1-2 in 64 on 8-bit data, 8 in 64 on compressed sensing, whe
 residual is consistent with noise but its level is several times the batch's) and signals outside
 the range get the refinement from latents of a seeded bank whose images fit them best: on
 compressed sensing every one of them then reaches the Oracle's basin, where gradient descent from
-a random start rescued none; on real digits the best of 6 such starts comes within 0.05 dB of Adam
-with 10 restarts. The noise-aware pursuit (:func:`geninv.solvers.noise.noisy_pursuit`) reaches the
+a random start rescued none. A fit no noise level explains (a signal outside the range) stops
+refining early, takes half those starts, and is then searched around (seeded perturbations, each
+refined a few steps, kept where the fit is lower) and polished by Adam steps: on 256 real digits
+that reaches Adam's median projection SNR with 10 restarts x 1,000 steps in under a tenth of its
+time, where the best of 6 starts alone stayed 0.04 dB below it. The noise-aware pursuit (:func:`geninv.solvers.noise.noisy_pursuit`) reaches the
 same medians at several times the cost (its image-layer FISTA runs to its cap, its propagated noise
 levels take an eigen-decomposition per sample and layer), so it is an opt-in candidate.
 """
@@ -26,7 +29,6 @@ levels take an eigen-decomposition per sample and layer), so it is an opt-in can
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -38,7 +40,15 @@ from torch import Tensor
 from geninv.exceptions import ConvergenceWarning
 from geninv.model.generator import Generator
 from geninv.solvers.auto_options import AutoOptions, noise_arg
-from geninv.solvers.auto_steps import fit_level, map_refit, refine_subset, take_better
+from geninv.solvers.auto_steps import (
+    fit_level,
+    map_refit,
+    refine_subset,
+    residual_noise_level,
+    robust_level,
+    take_better,
+    warn_fits,
+)
 from geninv.solvers.checks import check_generator, check_informative, check_option
 from geninv.solvers.error_bound import z_error_bound
 from geninv.solvers.hidden_fit import hidden_target_fit, nearest_bank_latent
@@ -50,37 +60,21 @@ from geninv.solvers.measurement import (
 )
 from geninv.solvers.network import hidden_layers
 from geninv.solvers.per_sample import exact_samples, image_test
-from geninv.solvers.polish import adam_polish
+from geninv.solvers.polish import adam_polish, hop_refine
 from geninv.solvers.refine import network_fit
 from geninv.solvers.result import SolveResult, finish
 from geninv.solvers.support_fit import bank_refine, support_refine
-from geninv.solvers.verdict import fit_verdict
+from geninv.solvers.verdict import fit_verdict, noise_tol
 
 __all__ = ["auto", "AutoOptions", "STAGES", "exact_samples", "residual_noise_level", "z_error_bound"]
 
+#: A refinement step count and a residual multiple: from this many steps on, a fit whose residual
+#: is more than ``POOR_MARGIN`` times what its reference level allows stops refining (Notes, 2.).
+POOR_ITER = 10
+POOR_MARGIN = 1.5
+
 #: Per-sample ``info["stage"]`` values: index into this tuple.
 STAGES = ("exact", "refined", "noisy_pursuit", "gd", "adam", "multistart")
-
-
-def residual_noise_level(G: Generator, y: Tensor, meas: Measurement, z: Tensor) -> Tensor:
-    """A robust noise level from the residual of a fit: ``1.4826 median_j |r_j|`` (B,), float64.
-
-    ``r = A G(z) - y`` on the observed entries (for a general operator, all ``m`` entries). For
-    white Gaussian noise and a fit near the right latent this is a consistent estimate of
-    ``sigma`` (the median absolute deviation; relative standard deviation about ``1.17 / sqrt(m)``,
-    4 % for ``m = 784``; for uniform quantization noise it overestimates the standard deviation by
-    28 %, which only makes the verdict lenient). A fit in a wrong basin, or a signal outside the
-    range of ``G``, leaves a residual concentrated on the part of the signal it gets wrong: its
-    root mean square is then far above this level, which :func:`geninv.solvers.verdict.fit_verdict`
-    detects, although the fit's own least-squares estimate of ``sigma`` would explain it.
-    """
-    r = (meas.apply(G.to(dtype=torch.float64).forward_unchecked(z.to(torch.float64)))
-         - y.to(torch.float64)).abs()
-    if meas.kind == "diag":
-        assert meas.obs is not None
-        r = torch.where(meas.obs, r, torch.full_like(r, math.nan))
-        return 1.4826 * r.nanmedian(dim=1).values
-    return 1.4826 * r.median(dim=1).values
 
 
 def auto(
@@ -104,6 +98,7 @@ def auto(
     noisy_candidate: bool = False,
     second_start_snr: float = 25.0,
     target_residual: float = 0.6,
+    hops: int = 6,
     fast_path: bool | str = "auto",
 ) -> SolveResult:
     """Invert ``y = A G(z) (+ e)`` doing the right thing per sample (the default of :func:`geninv.invert`).
@@ -166,6 +161,12 @@ def auto(
         whose images fit the sample best; the lowest data fit is kept. On compressed sensing
         (MNIST generator, m = 300, sigma = 0.01) they reach the Oracle's basin for each of the 8
         of 64 signals where the pursuit's start did not.
+    hops : int
+        Rounds of the search around fits that no noise level explains (Notes, 6.; default 6; 0:
+        none, and those fits then take every start and refine to ``refine_iter``). Such fits sit
+        in one of many nearby local minima of ``F``; perturbing and refining finds lower ones. On
+        256 real MNIST digits against Adam with 10 restarts x 1,000 steps: median projection SNR
+        +0.01 dB and mean +0.05 dB (without: -0.04 / -0.05), in 0.08 of its time.
     noisy_candidate : bool
         Also try the noise-aware pursuit (:func:`geninv.solvers.noise.noisy_pursuit`, refined)
         where the fit is still in doubt after the starts (default False: on real digits it took a
@@ -236,7 +237,11 @@ def auto(
        ``sigma``), or 0 and then (``map_fit``) once more with the estimated ``sigma``. It stops on a statistical criterion: once a step lowers ``F`` by less than
        ``1e-2 n_0 / (m - n_0)`` of ``F``. For noisy data ``F ~ sigma^2 (m - n_0) / 2``, so that is
        a hundredth of the Oracle's expected excess ``E 1/2 ||K (z_hat - z)||^2 = n_0 sigma^2 / 2``;
-       exact data converge quadratically and run to the rounding level.
+       exact data converge quadratically and run to the rounding level. With ``hops``, a fit whose
+       residual after ``POOR_ITER`` (10) steps is more than ``POOR_MARGIN`` (1.5) times what its
+       reference level (3.) allows stops there: no noise level explains it, its further steps
+       creep along a region boundary (on 64 real MNIST digits, 27 steps on average for a few
+       hundredths of a dB), and 4. and 6. search around it instead.
     3. **Verdict.** The refined fit *fits* when its residual is consistent with a reference level
        (:func:`geninv.solvers.verdict.fit_verdict`): the given ``sigma``; with ``"auto"`` the
        robust level of the fit's own residual (:func:`residual_noise_level`, its median absolute
@@ -249,13 +254,17 @@ def auto(
        (:func:`geninv.solvers.support_fit.bank_refine`), the lowest data fit kept where it is
        lower than the refined one (then refit as the MAP with its own estimated level).
        Candidates are compared on the data fit: a level estimated from a wrong basin's residual
-       is far too high and would weigh the prior too much.
+       is far too high and would weigh the prior too much. With ``hops``, fits no level explains
+       take half the starts (6. searches around them).
     5. **Further candidates** (opt-in), where the fit is still in doubt: the noise-aware pursuit
        (``noisy_candidate``; :func:`geninv.solvers.noise.noisy_pursuit` with the reference
        ``sigma``), then the gradient ``fallback``; each refined and kept where its objective is lower.
-    6. **Polish.** A fit still not consistent with any noise level (a signal outside the range of
-       ``G``; no statistical stopping rule applies) gets Adam steps on ``F``
-       (:func:`geninv.solvers.polish.adam_polish`), the lowest ``F`` seen kept.
+    6. **Search and polish.** A fit still not consistent with any noise level (a signal outside
+       the range of ``G``; no statistical stopping rule applies) gets ``hops`` rounds of an
+       iterated local search (:func:`geninv.solvers.polish.hop_refine`: two seeded perturbations
+       of the fit, each refined a few steps, the better refined on, kept where ``F`` is lower),
+       then Adam steps on ``F`` (:func:`geninv.solvers.polish.adam_polish`), the lowest ``F`` seen
+       kept.
 
     The reported ``noise_level`` for ``"auto"`` is ``||A (y - G(z_hat))|| / sqrt(m - n_0)``: near
     the right latent the residual is the noise projected off the ``n_0``-dimensional tangent
@@ -277,7 +286,7 @@ def auto(
                                fallback_iter=fallback_iter, seed=seed, suspect_ratio=suspect_ratio, map_fit=map_fit,
                                bound=bound, callback=callback, starts=starts,
                                noisy_candidate=noisy_candidate, second_start_snr=second_start_snr,
-                               target_residual=target_residual)
+                               target_residual=target_residual, hops=hops)
     if fast_path == "auto":
         fast_path = any(layer.op is not None for layer in G.layers)
     fast_path = check_option("fast_path", fast_path, kind="bool")
@@ -421,9 +430,19 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
     def on_step(k: int, zc: Tensor, oc: Tensor) -> bool:
         return report(k, "levenberg_marquardt", oc, zc)
 
+    def hopeless(g: Tensor, zg: Tensor) -> Tensor:
+        """Samples ``g`` whose fit ``zg`` leaves more than ``POOR_MARGIN`` times the residual that
+        its reference level allows (never those judged at rounding level)."""
+        mg = meas.subset(g)
+        r = mg.apply(G64.forward_unchecked(zg)) - y64[g]
+        lvl = given[g] if given is not None else robust_level(r, mg)
+        return ~exact[g] & (r.norm(dim=1) > POOR_MARGIN * noise_tol(lvl, m_obs[g]))
+
+    give_up = (POOR_ITER, hopeless) if opts.hops and not exact_given else None
+
     gam = torch.zeros(B, dtype=f64, device=dev) if given is None else given.square() / sigma_z**2
     z, obj, conv_r, it_r = refine_subset(G64, y64, meas, z, idx, gam, 0 if stopped else refine_iter, data_dt,
-                                         on_step=on_step if callback is not None else None)
+                                         on_step=on_step if callback is not None else None, give_up=give_up)
     n_iter[idx] += it_r
     converged[idx] = conv_r
     if given is None and robust.numel() and map_fit:
@@ -480,8 +499,17 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         # Candidates are compared on the data fit (a level estimated from a wrong basin's fit
         # would weigh the prior far too much); with a given level, on the MAP objective.
         g_cmp = torch.zeros_like(gam[ineed]) if given is None else gam[ineed]
-        zc, conv_c, it_c = bank_refine(G64, y64, meas, ineed, g_cmp, opts.starts, sigma_z, seed, refine_iter,
-                                       data_dt)
+        # Fits no noise level explains take half the starts where the hops (6.) search around them.
+        poor_now = ~judged()[ineed] if opts.hops else torch.zeros_like(ineed, dtype=torch.bool)
+        zc = torch.empty(ineed.numel(), G.latent_dim, dtype=f64, device=dev)
+        conv_c = torch.empty(ineed.numel(), dtype=torch.bool, device=dev)
+        it_c = torch.empty(ineed.numel(), dtype=torch.int64, device=dev)
+        for grp, k in ((poor_now.nonzero().squeeze(1), max(1, opts.starts // 2)),
+                       ((~poor_now).nonzero().squeeze(1), opts.starts)):
+            if grp.numel():
+                gu = None if give_up is None else (POOR_ITER, lambda pos, zz, _g=grp: hopeless(ineed[_g[pos]], zz))
+                zc[grp], conv_c[grp], it_c[grp] = bank_refine(G64, y64, meas, ineed[grp], g_cmp[grp], k, sigma_z, seed,
+                                                              refine_iter, data_dt, give_up=gu)
         better = network_fit(G64, y64[ineed], zc, mi, g_cmp) < network_fit(G64, y64[ineed], z[ineed], mi, g_cmp)
         gi = ineed[better]
         n_iter[ineed] += it_c
@@ -536,6 +564,11 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
     poor = (todo & ~judged()).nonzero().squeeze(1)
     if poor.numel() and not stopped:
         ts = time.perf_counter()
+        if opts.hops:
+            z, obj, it_h = hop_refine(G64, y64, meas, z, poor, gam, sigma_z, data_dt, rounds=opts.hops, seed=seed)
+            n_iter[poor] += it_h
+            seconds["hops"] = time.perf_counter() - ts
+            ts = time.perf_counter()
         z, obj, conv_r, it_r = adam_polish(G64, y64, meas, z, poor, gam, sigma_z, data_dt)
         n_iter[poor] += it_r
         converged[poor] = conv_r
@@ -556,26 +589,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         # finish()'s "raise max_iter" is the wrong advice where the fit is the issue; said below.
         warnings.filterwarnings("ignore", message="auto: .* did not converge", category=ConvergenceWarning)
         res = finish("auto", G, z, layers, supports, converged, n_iter, history={}, t0=t0, info=info, dtype=dt)
-    level = ("the rounding level of exact data" if exact_given else "the given noise level" if given is not None
-             else "the noise level estimated from the residual")
-    _warn(res.info["fits"], residual, res.converged, level)
+    against = ("the rounding level of exact data" if exact_given else "the given noise level" if given is not None
+               else "the noise level estimated from the residual")
+    warn_fits(res.info["fits"], residual, res.converged, against)
     return res
-
-
-def _warn(fits: Tensor, residual: Tensor, converged: Tensor, level: str) -> None:
-    """One warning per kind of doubt, with counts: samples no latent explains, samples that fit but
-    whose last iteration did not meet its stopping test."""
-    bad = ~fits
-    if bool(bad.any()):
-        r = residual[bad]
-        warnings.warn(
-            f"auto: {int(bad.sum())} of {fits.numel()} sample(s) are not explained by G (relative residual "
-            f"{float(r.min()):.3g} to {float(r.max()):.3g}, more than {level} allows): the result is the "
-            "best-fitting latent found, "
-            "not a preimage of y; y is likely outside the range of G (see result.info['fits'], ['residual'])",
-            ConvergenceWarning, stacklevel=3)
-    slow = fits & ~converged
-    if bool(slow.any()):
-        warnings.warn(
-            f"auto: {int(slow.sum())} of {fits.numel()} sample(s) fit y but their refinement stopped at its step cap "
-            "(raise refine_iter for a tighter fit; see result.converged)", ConvergenceWarning, stacklevel=3)

@@ -35,13 +35,14 @@ class AutoOptions:
     noisy_candidate: bool = False
     second_start_snr: float = 25.0
     target_residual: float = 0.6
+    hops: int = 6
 
     @classmethod
     def checked(cls, *, sigma_z: Any = 1.0, pursuit_iter: Any = 20, refine_iter: Any = 50,
                 fallback: Any = (), fallback_iter: Any = 3000, seed: Any = 0, suspect_ratio: Any = 2.0,
                 map_fit: Any = True, bound: Any = False, callback: Any = None, starts: Any = 6,
                 noisy_candidate: Any = False, second_start_snr: Any = 25.0,
-                target_residual: Any = 0.6) -> AutoOptions:
+                target_residual: Any = 0.6, hops: Any = 6) -> AutoOptions:
         """The options from user values, each checked (:class:`geninv.exceptions.InputError` naming it)."""
         sz = check_option("sigma_z", sigma_z, kind="float", low=0.0)
         if sz == 0:
@@ -67,6 +68,7 @@ class AutoOptions:
             noisy_candidate=check_option("noisy_candidate", noisy_candidate, kind="bool"),
             second_start_snr=check_option("second_start_snr", second_start_snr, kind="float", low=0.0),
             target_residual=check_option("target_residual", target_residual, kind="float", low=0.0),
+            hops=check_option("hops", hops, kind="int", low=0),
         )
 
 

@@ -132,7 +132,7 @@ REGISTRY: dict[str, MethodSpec] = {s.name: s for s in (
     MethodSpec("auto", "geninv.solvers.auto", "auto",
                ("noise_level", "sigma_z", "pursuit_iter", "refine_iter", "fallback", "fallback_iter", "seed",
                 "suspect_ratio", "map_fit", "bound", "callback", "starts", "noisy_candidate", "second_start_snr",
-                "target_residual", "fast_path"),
+                "target_residual", "hops", "fast_path"),
                noise="own", noise_default="own"),
 )}
 

@@ -29,7 +29,7 @@ from geninv.solvers.measurement import Measurement
 from geninv.solvers.network import AffineCache, FrozenNetwork, hidden_layers, support_affine
 from geninv.solvers.refine import gauss_newton_refine, network_fit
 
-__all__ = ["support_refine", "bank_refine", "prior_bank", "hessian_dtype"]
+__all__ = ["support_refine", "bank_refine", "prior_bank", "hessian_dtype", "network_state"]
 
 
 def support_refine(
@@ -46,6 +46,8 @@ def support_refine(
     cg_iter: int = 8,
     cg_tol: float = 1e-4,
     step_callback: Callable[[int, Tensor, Tensor], bool] | None = None,
+    give_up: tuple[int, Callable[[Tensor, Tensor], Tensor]] | None = None,
+    acc_dtype: torch.dtype = torch.float64,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Minimize ``F(z) = 1/2 ||A (y - G(z))||^2 + gamma/2 ||z||^2`` from ``z0``, supports re-read
     at every step, the products of a step in ``jac_dtype``.
@@ -82,6 +84,16 @@ def support_refine(
     step_callback : callable, optional
         ``step_callback(k, z, objective)`` after every step ``k`` (1, 2, ...) with the batch's
         ``z`` (B, n_0) and ``F`` (B,); returning True stops with what it has.
+    give_up : (int, callable), optional
+        ``(after, poor)``: from step ``after`` on, the samples still iterating for which
+        ``poor(rows, z[rows])`` (rows: their indices in the batch) is True stop there, not converged
+        (the default method stops fits that no noise level explains, whose last steps only creep
+        along a region boundary, and searches around them instead).
+    acc_dtype : torch.dtype
+        Precision of the network passes of the residual, the gradient and the acceptance test
+        (default float64). A search that only ranks where its steps lead can take ``jac_dtype``
+        (float32 passes cost about a third of float64 ones on CPU); ``objective`` is then as
+        accurate as that precision.
 
     Returns
     -------
@@ -94,8 +106,8 @@ def support_refine(
     -----
     The step of :func:`geninv.solvers.hybrid.gauss_newton_refine` (same damping rule, same
     acceptance test, so ``F`` never increases) with ``K = A diag(phi'(a)) J``: the residual
-    ``r`` and gradient ``g = K^T r + gamma z`` in float64 by a forward and a backward pass through
-    the network with the supports frozen, ``H = K^T K`` from ``J`` kept per sample in
+    ``r`` and gradient ``g = K^T r + gamma z`` by a forward and a backward pass (in ``acc_dtype``,
+    float64 by default) through the network with the supports frozen, ``H = K^T K`` from ``J`` kept per sample in
     ``hess_dtype`` (rebuilt only for the samples whose supports changed; ``H`` only where ``J`` or
     ``phi'(a)`` changed), and the damped system
     ``(H + gamma I + d s I) dz = -g`` solved by a batched Cholesky factorization in float64. With
@@ -104,11 +116,12 @@ def support_refine(
     ``jac_dtype``) that factor preconditions conjugate-gradient iterations on the exact matrix
     (``cg_iter``, ``cg_tol``), whose product ``K^T K v``
     costs a forward and a backward pass in ``jac_dtype`` (``2 sum_i n_i n_{i-1}``, against
-    ``sum_i n_i n_{i-1} n_0`` for ``J``). Since ``g`` is exact, the step's fixed point is float64
-    stationarity whatever ``H``'s precision.
+    ``sum_i n_i n_{i-1} n_0`` for ``J``). Since ``g`` is exact, the step's fixed point is stationarity in
+    ``acc_dtype`` whatever ``H``'s precision.
     """
     G64 = G.to(dtype=torch.float64) if G.dtype != torch.float64 else G
     Gw = G.to(dtype=jac_dtype) if G.dtype != jac_dtype else G
+    Ga = G64 if acc_dtype == torch.float64 else Gw if acc_dtype == jac_dtype else G.to(dtype=acc_dtype)
     phi = G64.output_activation
     f64 = torch.float64
     y = y.to(f64)
@@ -117,11 +130,11 @@ def support_refine(
     dev = z.device
     gam = torch.as_tensor(gamma, dtype=f64, device=dev).flatten()
     gam = gam.expand(B).clone() if gam.numel() == 1 else gam.clone()
-    obj = network_fit(G64, y, z, meas, gam)
+    obj = network_fit(Ga, y.to(acc_dtype), z.to(acc_dtype), meas, gam.to(acc_dtype)).to(f64)
     n_iter = torch.zeros(B, dtype=torch.int64, device=dev)
     converged = torch.zeros(B, dtype=torch.bool, device=dev)
     y_obs = meas.observed(y)
-    floor = 0.5 * (64 * torch.finfo(f64).eps * y_obs.norm(dim=1)) ** 2
+    floor = 0.5 * (64 * torch.finfo(acc_dtype).eps * y_obs.norm(dim=1)) ** 2
     done0 = (obj <= floor) & (gam == 0)
     converged |= done0
     idx = (~done0).nonzero().squeeze(1)
@@ -138,7 +151,7 @@ def support_refine(
     # The network at the current z (supports, output pre-activation), carried from the
     # acceptance test's forward pass; and the Gauss-Newton matrix, formed again only where J
     # or phi'(a) changed.
-    sups_all, a_all = _forward(G64, z)
+    sups_all, a_all = network_state(Ga, z.to(acc_dtype))
     H_all = torch.zeros(B, n0, n0, dtype=f64, device=dev)
     q_all = torch.full_like(a_all, math.nan)
     for k in range(max_iter):
@@ -152,7 +165,7 @@ def support_refine(
         a = a_all[idx]
         r = mb.apply(phi(a)) - yb
         q = phi.derivative(a)
-        g = FrozenNetwork(G64, sups).adjoint(q * mb.adjoint(r)) + gb[:, None] * zb
+        g = FrozenNetwork(Ga, sups, acc_dtype).adjoint(q * mb.adjoint(r)).to(f64) + gb[:, None] * zb
         built = cache.refresh(idx, sups, lambda s, k: support_affine(G64, s, k, dtype=hd)[0])
         new_h = built | (q != q_all[idx]).any(dim=1)
         if bool(new_h.any()):
@@ -175,7 +188,7 @@ def support_refine(
             else:
                 dz = -torch.cholesky_solve(g.unsqueeze(-1), L).squeeze(-1)
         z_new = zb + dz
-        sups_new, a_new = _forward(G64, z_new)
+        sups_new, a_new = network_state(Ga, z_new.to(acc_dtype))
         o_new = _fit_from(phi, mb, yb, a_new, z_new, gb)
         obj_old = obj[idx]
         acc = (o_new <= obj_old) & torch.isfinite(o_new)
@@ -195,15 +208,18 @@ def support_refine(
         stuck = damp[idx] >= 1e12
         converged[idx] = ok | stuck
         idx = idx[~(ok | stuck)]
+        if give_up is not None and k + 1 >= give_up[0] and idx.numel():
+            idx = idx[~give_up[1](idx, z[idx])]
         if step_callback is not None and step_callback(k + 1, z, obj):
             break
     return z, obj, n_iter, converged
 
 
-def _forward(G64: Generator, z: Tensor) -> tuple[list[Tensor], Tensor]:
-    """The hidden supports ``[x_i > 0]`` and the output pre-activation ``a`` (B, n) of the network at ``z``."""
+def network_state(G64: Generator, z: Tensor) -> tuple[list[Tensor], Tensor]:
+    """The hidden supports ``[x_i > 0]`` and the output pre-activation ``a`` (B, n) of the network at ``z``
+    (in ``z``'s and the generator's dtype)."""
     xs = hidden_layers(G64, z)
-    return [x > 0 for x in xs], apply(G64.maps[-1], xs[-1], G64.biases[-1])
+    return [x > 0 for x in xs], apply(G64.maps[-1], xs[-1] if xs else z, G64.biases[-1])
 
 
 def _fit_from(phi: Activation, meas: Measurement, y: Tensor, a: Tensor, z: Tensor, gamma: Tensor) -> Tensor:
@@ -320,7 +336,8 @@ def _gauss_newton_matrix(J_all: Tensor, rows: Tensor, meas: Measurement, q: Tens
 
 def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam: Tensor, starts: int,
                 sigma_z: float, seed: int, max_iter: int, jac_dtype: torch.dtype, *, bank: int = 4096,
-                probe_iter: int | tuple[int, ...] = 6, finalists: int = 1,
+                probe_iter: int | tuple[int, ...] = 6, finalists: int = 1, probe_cg_iter: int = 0,
+                give_up: tuple[int, Callable[[Tensor, Tensor], Tensor]] | None = None,
                 chunk: int = 1024) -> tuple[Tensor, Tensor, Tensor]:
     """The whole-network refinement from ``starts`` starts for each sample ``idx``; per sample the
     start with the lowest objective (weight ``gam`` (len(idx),) on the prior term).
@@ -336,7 +353,12 @@ def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam
     Default probing, one round of 6 steps: on 256 real MNIST digits (6 starts) two halving rounds of
     3 steps (6 -> 3 -> 1) lowered the median projection SNR by 0.10 dB (12.75 to 12.65 dB; on 64 of
     them it was the same, at 10 % less time), and ``(2, 2, 2)`` or one round of 3 or 4 steps by 0.18
-    dB on 64 (a wrong start kept).
+    dB on 64 (a wrong start kept). The probing steps take ``probe_cg_iter`` conjugate-gradient
+    iterations on the exact Gauss-Newton matrix (:func:`support_refine`'s ``cg_iter``; default 0:
+    the step of its bfloat16 factor, which only ranks the starts; on 256 real MNIST digits this
+    took a fifth off the probing's time) and test their steps on the network in ``jac_dtype``
+    (``acc_dtype``); the finalists take the default 8 iterations and float64. ``give_up``
+    (:func:`support_refine`, with the rows of ``idx``) stops finalists early.
 
     Returns
     -------
@@ -382,7 +404,8 @@ def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam
             rep = idx[lo:hi].repeat_interleave(w)
             za, oa, ita, ca = support_refine(G64, y64[rep], meas.subset(rep), zr[alive],
                                              gamma=gam[lo:hi].repeat_interleave(w), max_iter=min(steps, max_iter),
-                                             rel_decrease=rel, jac_dtype=jac_dtype)
+                                             rel_decrease=rel, jac_dtype=jac_dtype, cg_iter=probe_cg_iter,
+                                             acc_dtype=jac_dtype)
             zr = zr.clone()
             zr[alive], conv[alive] = za, conv[alive] | ca
             it_sum[lo:hi] += ita.view(c, w).sum(dim=1)
@@ -391,9 +414,12 @@ def bank_refine(G64: Generator, y64: Tensor, meas: Measurement, idx: Tensor, gam
             w = keep
         sel = alive
         rep_f = idx[lo:hi].repeat_interleave(fin)
+        gu = None
+        if give_up is not None:
+            gu = (give_up[0], lambda rows, zz, _lo=lo: give_up[1](_lo + rows.div(fin, rounding_mode="floor"), zz))
         zf, of, itf, cf = support_refine(G64, y64[rep_f], meas.subset(rep_f), zr[sel],
                                          gamma=gam[lo:hi].repeat_interleave(fin), max_iter=max_iter,
-                                         rel_decrease=rel, jac_dtype=jac_dtype)
+                                         rel_decrease=rel, jac_dtype=jac_dtype, give_up=gu)
         it_sum[lo:hi] += itf.view(c, fin).sum(dim=1)
         of = torch.where(torch.isfinite(of), of, torch.full_like(of, math.inf)).view(c, fin)
         best = of.argmin(dim=1)
