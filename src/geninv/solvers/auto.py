@@ -21,9 +21,10 @@ a random start rescued none. A fit no noise level explains (a signal outside the
 refining early, takes half those starts, and is then searched around (seeded perturbations, each
 refined a few steps, kept where the fit is lower) and polished by Adam steps: on 256 real digits
 that reaches Adam's median projection SNR with 10 restarts x 1,000 steps in under a tenth of its
-time, where the best of 6 starts alone stayed 0.04 dB below it. The noise-aware pursuit (:func:`geninv.solvers.noise.noisy_pursuit`) reaches the
-same medians at several times the cost (its image-layer FISTA runs to its cap, its propagated noise
-levels take an eigen-decomposition per sample and layer), so it is an opt-in candidate.
+time, where the best of 6 starts alone stayed 0.04 dB below it. The noise-aware pursuit
+(:func:`geninv.solvers.noise.noisy_pursuit`) reaches the same medians at several times the cost
+(its image-layer FISTA runs to its cap, its propagated noise levels take an eigen-decomposition per
+sample and layer), so it is an opt-in candidate.
 """
 
 from __future__ import annotations
@@ -439,10 +440,17 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         return ~exact[g] & (r.norm(dim=1) > POOR_MARGIN * noise_tol(lvl, m_obs[g]))
 
     give_up = (POOR_ITER, hopeless) if opts.hops and not exact_given else None
+    crept = torch.zeros(B, dtype=torch.bool, device=dev)  # the refinement stopped early as unexplained
+
+    def hopeless_first(g: Tensor, zg: Tensor) -> Tensor:
+        out = hopeless(g, zg)
+        crept[g[out]] = True
+        return out
 
     gam = torch.zeros(B, dtype=f64, device=dev) if given is None else given.square() / sigma_z**2
     z, obj, conv_r, it_r = refine_subset(G64, y64, meas, z, idx, gam, 0 if stopped else refine_iter, data_dt,
-                                         on_step=on_step if callback is not None else None, give_up=give_up)
+                                         on_step=on_step if callback is not None else None,
+                                         give_up=None if give_up is None else (POOR_ITER, hopeless_first))
     n_iter[idx] += it_r
     converged[idx] = conv_r
     if given is None and robust.numel() and map_fit:
@@ -499,17 +507,20 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         # Candidates are compared on the data fit (a level estimated from a wrong basin's fit
         # would weigh the prior far too much); with a given level, on the MAP objective.
         g_cmp = torch.zeros_like(gam[ineed]) if given is None else gam[ineed]
-        # Fits no noise level explains take half the starts where the hops (6.) search around them.
-        poor_now = ~judged()[ineed] if opts.hops else torch.zeros_like(ineed, dtype=torch.bool)
+        # Fits whose refinement stopped early as unexplained, and that still are, take half the
+        # starts: the hops (6.) search around them. (Other unexplained fits, often a wrong basin of a
+        # signal in the range, take every start: the bank is what rescues them.)
+        poor_now = (crept & ~judged())[ineed]
         zc = torch.empty(ineed.numel(), G.latent_dim, dtype=f64, device=dev)
         conv_c = torch.empty(ineed.numel(), dtype=torch.bool, device=dev)
         it_c = torch.empty(ineed.numel(), dtype=torch.int64, device=dev)
-        for grp, k in ((poor_now.nonzero().squeeze(1), max(1, opts.starts // 2)),
-                       ((~poor_now).nonzero().squeeze(1), opts.starts)):
+        for grp, poor_grp in ((poor_now.nonzero().squeeze(1), True), ((~poor_now).nonzero().squeeze(1), False)):
             if grp.numel():
-                gu = None if give_up is None else (POOR_ITER, lambda pos, zz, _g=grp: hopeless(ineed[_g[pos]], zz))
-                zc[grp], conv_c[grp], it_c[grp] = bank_refine(G64, y64, meas, ineed[grp], g_cmp[grp], k, sigma_z, seed,
-                                                              refine_iter, data_dt, give_up=gu)
+                gu = None if give_up is None or not poor_grp else \
+                    (POOR_ITER, lambda pos, zz, _g=grp: hopeless(ineed[_g[pos]], zz))
+                zc[grp], conv_c[grp], it_c[grp] = bank_refine(
+                    G64, y64, meas, ineed[grp], g_cmp[grp], max(1, opts.starts // 2) if poor_grp else opts.starts,
+                    sigma_z, seed, refine_iter, data_dt, give_up=gu, search=poor_grp)
         better = network_fit(G64, y64[ineed], zc, mi, g_cmp) < network_fit(G64, y64[ineed], z[ineed], mi, g_cmp)
         gi = ineed[better]
         n_iter[ineed] += it_c
@@ -523,6 +534,18 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
                     z, obj, conv_r, it_r = map_refit(G64, y64, meas, z, gm, gam, m_obs, sigma_z, refine_iter, data_dt)
                     n_iter[gm] += it_r
             obj[gi] = network_fit(G64, y64[gi], z[gi], meas.subset(gi), gam[gi])
+        # A fit stopped early as unexplained that its own refinement keeps, and that a noise level
+        # explains after all, resumes its refinement (then its MAP refit, as in 2.).
+        back = ineed[poor_now & ~better]
+        back = back[judged()[back]]
+        if back.numel():
+            z, obj, conv_r, it_r = refine_subset(G64, y64, meas, z, back, gam, refine_iter, data_dt)
+            n_iter[back] += it_r
+            converged[back] = conv_r
+            if given is None and map_fit:
+                z, obj, conv_r, it_r = map_refit(G64, y64, meas, z, back, gam, m_obs, sigma_z, refine_iter, data_dt)
+                n_iter[back] += it_r
+                converged[back] = conv_r
         seconds["multistart"] = time.perf_counter() - ts
         need = need & (~judged() | suspect()) & (not report(STAGES.index("multistart"), "multistart", obj))
     ref = reference(z)
