@@ -160,3 +160,16 @@ def test_auto_searches_around_fits_no_level_explains_and_says_so() -> None:
     assert float(f_on.sum()) < float(f_off.sum())
     with pytest.raises(InputError, match="hops"):
         auto(G, y, hops=-1)
+
+
+def test_opt_in_candidates_run_on_the_fits_still_in_doubt() -> None:
+    # The noise-aware pursuit and the gradient fallbacks are tried where the fit is still
+    # unexplained after the starts; each candidate is kept only where its objective is lower.
+    G = _gen([10, 80, 300], seed=5)
+    y = _outside(G, 8, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = auto(G, y, noisy_candidate=True, fallback=("gd", "adam"), fallback_iter=50, hops=1)
+    sec = res.info["seconds"]
+    assert {"noisy_pursuit", "fallback_gd", "fallback_adam", "hops", "polish"} <= set(sec)
+    assert bool(torch.isfinite(res.z).all()) and not bool(res.info["fits"].any())

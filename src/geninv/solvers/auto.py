@@ -42,11 +42,15 @@ from geninv.exceptions import ConvergenceWarning
 from geninv.model.generator import Generator
 from geninv.solvers.auto_options import AutoOptions, noise_arg
 from geninv.solvers.auto_steps import (
+    fallback_candidate,
     fit_level,
     map_refit,
+    noisy_candidate,
     refine_subset,
     residual_noise_level,
+    resume_refine,
     robust_level,
+    suspect_fits,
     take_better,
     warn_fits,
 )
@@ -64,7 +68,7 @@ from geninv.solvers.per_sample import exact_samples, image_test
 from geninv.solvers.polish import adam_polish, hop_refine
 from geninv.solvers.refine import network_fit
 from geninv.solvers.result import SolveResult, finish
-from geninv.solvers.support_fit import bank_refine, support_refine
+from geninv.solvers.support_fit import bank_refine
 from geninv.solvers.verdict import fit_verdict, noise_tol
 
 __all__ = ["auto", "AutoOptions", "STAGES", "exact_samples", "residual_noise_level", "z_error_bound"]
@@ -242,7 +246,8 @@ def auto(
        residual after ``POOR_ITER`` (10) steps is more than ``POOR_MARGIN`` (1.5) times what its
        reference level (3.) allows stops there: no noise level explains it, its further steps
        creep along a region boundary (on 64 real MNIST digits, 27 steps on average for a few
-       hundredths of a dB), and 4. and 6. search around it instead.
+       hundredths of a dB), and 4. and 6. search around it instead. Where a noise level explains
+       it after the starts of 4. after all, and its own fit is kept, its refinement resumes.
     3. **Verdict.** The refined fit *fits* when its residual is consistent with a reference level
        (:func:`geninv.solvers.verdict.fit_verdict`): the given ``sigma``; with ``"auto"`` the
        robust level of the fit's own residual (:func:`residual_noise_level`, its median absolute
@@ -255,8 +260,10 @@ def auto(
        (:func:`geninv.solvers.support_fit.bank_refine`), the lowest data fit kept where it is
        lower than the refined one (then refit as the MAP with its own estimated level).
        Candidates are compared on the data fit: a level estimated from a wrong basin's residual
-       is far too high and would weigh the prior too much. With ``hops``, fits no level explains
-       take half the starts (6. searches around them).
+       is far too high and would weigh the prior too much. With ``hops``, fits that stopped early
+       in 2. and are still unexplained take half the starts, probed with float32 steps
+       (:func:`geninv.solvers.support_fit.bank_refine`'s ``search``; 6. searches around them);
+       other unexplained fits, often a wrong basin of a signal in the range, take every start.
     5. **Further candidates** (opt-in), where the fit is still in doubt: the noise-aware pursuit
        (``noisy_candidate``; :func:`geninv.solvers.noise.noisy_pursuit` with the reference
        ``sigma``), then the gradient ``fallback``; each refined and kept where its objective is lower.
@@ -490,14 +497,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
 
     # 3.-5. second candidate and fallback where the fit is not consistent with the reference level
     def suspect() -> Tensor:
-        """Fits whose noise level is more than ``suspect_ratio`` times the median of the batch's
-        refined fits: in doubt even where the residual looks white (through a general operator a
-        wrong basin's residual is Gaussian too)."""
-        out = torch.zeros(B, dtype=torch.bool, device=dev)
-        if robust.numel() >= 8:
-            lvl = fit_level(network_fit(G64, y64[robust], z[robust], meas.subset(robust)), m_obs[robust], G.latent_dim)
-            out[robust[lvl > suspect_ratio * lvl.median()]] = True
-        return out
+        return suspect_fits(G64, y64, meas, z, robust, m_obs, suspect_ratio)
 
     need = todo & (~judged() | suspect()) & (not stopped)
     if bool(need.any()) and opts.starts:
@@ -539,46 +539,28 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         back = ineed[poor_now & ~better]
         back = back[judged()[back]]
         if back.numel():
-            z, obj, conv_r, it_r = refine_subset(G64, y64, meas, z, back, gam, refine_iter, data_dt)
+            z, obj, converged[back], it_r = resume_refine(G64, y64, meas, z, back, gam, m_obs, sigma_z, refine_iter,
+                                                          data_dt, map_fit and given is None)
             n_iter[back] += it_r
-            converged[back] = conv_r
-            if given is None and map_fit:
-                z, obj, conv_r, it_r = map_refit(G64, y64, meas, z, back, gam, m_obs, sigma_z, refine_iter, data_dt)
-                n_iter[back] += it_r
-                converged[back] = conv_r
         seconds["multistart"] = time.perf_counter() - ts
         need = need & (~judged() | suspect()) & (not report(STAGES.index("multistart"), "multistart", obj))
     ref = reference(z)
     if bool(need.any()) and opts.noisy_candidate:
         ts = time.perf_counter()
-        from geninv.solvers.noise import noisy_pursuit
-
         ineed = need.nonzero().squeeze(1)
-        sig_n = ref[ineed]
-        sig_n = torch.where(sig_n > 0, sig_n, fit_level(network_fit(G64, y64[ineed], z[ineed], meas.subset(ineed)),
-                                                        m_obs[ineed], G.latent_dim))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            res_n = noisy_pursuit(G, y[ineed], measure=meas.as_measure(ineed), noise_level=sig_n, sigma_z=sigma_z,
-                                  max_iter=max(pursuit_iter, 100), refine_iter=refine_iter)
-        take_better(z, obj, stage, converged, n_iter, G64, y64, meas, gam, ineed, res_n.z.to(f64), res_n.converged,
-              res_n.n_iter, 2)
+        zn, conv_n, it_n = noisy_candidate(G, y, meas, ineed, ref[ineed], G64, y64, z, m_obs, sigma_z, pursuit_iter,
+                                           refine_iter)
+        take_better(z, obj, stage, converged, n_iter, G64, y64, meas, gam, ineed, zn, conv_n, it_n, 2)
         seconds["noisy_pursuit"] = time.perf_counter() - ts
         need = need & (~judged() | suspect()) & (not report(2, "noisy_pursuit", obj))
-    from geninv.solvers.hybrid import fallback_solve
-
     for name in fallback:
         if not bool(need.any()):
             break
         ts = time.perf_counter()
         ineed = need.nonzero().squeeze(1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            res_g = fallback_solve(name, G, y, meas, ineed, seed, fallback_iter)
-        zg, _, itg, cg = support_refine(G64, y64[ineed], meas.subset(ineed), res_g.z.to(f64), gamma=gam[ineed],
-                                        max_iter=refine_iter, jac_dtype=data_dt)
-        take_better(z, obj, stage, converged, n_iter, G64, y64, meas, gam, ineed, zg, res_g.converged | cg,
-              res_g.n_iter + itg, STAGES.index(name))
+        zg, conv_g, it_g = fallback_candidate(name, G, y, meas, ineed, seed, fallback_iter, G64, y64, gam, refine_iter,
+                                              data_dt)
+        take_better(z, obj, stage, converged, n_iter, G64, y64, meas, gam, ineed, zg, conv_g, it_g, STAGES.index(name))
         seconds[f"fallback_{name}"] = time.perf_counter() - ts
         need = need & (~judged() | suspect()) & (not report(STAGES.index(name), f"fallback_{name}", obj))
 

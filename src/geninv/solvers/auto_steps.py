@@ -18,8 +18,8 @@ from geninv.solvers.measurement import Measurement
 from geninv.solvers.refine import network_fit
 from geninv.solvers.support_fit import support_refine
 
-__all__ = ["fit_level", "map_refit", "refine_subset", "residual_noise_level", "robust_level", "take_better",
-           "warn_fits"]
+__all__ = ["fallback_candidate", "fit_level", "map_refit", "noisy_candidate", "refine_subset", "residual_noise_level",
+           "resume_refine", "robust_level", "suspect_fits", "take_better", "warn_fits"]
 
 
 def fit_level(F: Tensor, m_obs: Tensor, n0: int) -> Tensor:
@@ -73,6 +73,30 @@ def refine_subset(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx
     z[idx] = zr
     obj[idx] = objr
     return z, obj, conv, it
+
+
+def resume_refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tensor, gam: Tensor, m_obs: Tensor,
+                  sigma_z: float, refine_iter: int, data_dt: torch.dtype,
+                  map_fit: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The refinement of the samples ``idx`` run on to ``refine_iter`` steps, then (``map_fit``) their
+    MAP refit with the estimated level; ``(z, objective, converged (k,), n_iter (k,))``."""
+    z, obj, conv, it = refine_subset(G64, y64, meas, z, idx, gam, refine_iter, data_dt)
+    if map_fit:
+        z, obj, conv, it2 = map_refit(G64, y64, meas, z, idx, gam, m_obs, sigma_z, refine_iter, data_dt)
+        it = it + it2
+    return z, obj, conv, it
+
+
+def suspect_fits(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, robust: Tensor, m_obs: Tensor,
+                 ratio: float) -> Tensor:
+    """(B,) bool: the fits of ``robust`` whose noise level is more than ``ratio`` times the median of
+    theirs (at least 8 of them): in doubt even where the residual looks white (through a general
+    operator a wrong basin's residual is Gaussian too)."""
+    out = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
+    if robust.numel() >= 8:
+        lvl = fit_level(network_fit(G64, y64[robust], z[robust], meas.subset(robust)), m_obs[robust], z.shape[1])
+        out[robust[lvl > ratio * lvl.median()]] = True
+    return out
 
 
 def take_better(z: Tensor, obj: Tensor, stage: Tensor, converged: Tensor, n_iter: Tensor, G64: Generator, y64: Tensor,
@@ -131,3 +155,34 @@ def warn_fits(fits: Tensor, residual: Tensor, converged: Tensor, level: str) -> 
         warnings.warn(
             f"auto: {int(slow.sum())} of {fits.numel()} sample(s) fit y but their refinement stopped at its step cap "
             "(raise refine_iter for a tighter fit; see result.converged)", ConvergenceWarning, stacklevel=3)
+
+
+def noisy_candidate(G: Generator, y: Tensor, meas: Measurement, idx: Tensor, ref: Tensor, G64: Generator, y64: Tensor,
+                    z: Tensor, m_obs: Tensor, sigma_z: float, pursuit_iter: int,
+                    refine_iter: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The noise-aware pursuit's candidate for the samples ``idx`` (refined), at their reference
+    level ``ref`` where it is positive, else at the level their fit ``z`` implies."""
+    from geninv.solvers.noise import noisy_pursuit
+
+    sig = torch.where(ref > 0, ref, fit_level(network_fit(G64, y64[idx], z[idx], meas.subset(idx)), m_obs[idx],
+                                              G.latent_dim))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = noisy_pursuit(G, y[idx], measure=meas.as_measure(idx), noise_level=sig, sigma_z=sigma_z,
+                            max_iter=max(pursuit_iter, 100), refine_iter=refine_iter)
+    return res.z.to(torch.float64), res.converged, res.n_iter
+
+
+def fallback_candidate(name: str, G: Generator, y: Tensor, meas: Measurement, idx: Tensor, seed: int, max_iter: int,
+                       G64: Generator, y64: Tensor, gam: Tensor, refine_iter: int,
+                       jac_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """The gradient fallback ``name`` ("gd" or "adam") for the samples ``idx``, refined through the
+    whole network."""
+    from geninv.solvers.hybrid import fallback_solve
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = fallback_solve(name, G, y, meas, idx, seed, max_iter)
+    zg, _, itg, cg = support_refine(G64, y64[idx], meas.subset(idx), res.z.to(torch.float64), gamma=gam[idx],
+                                    max_iter=refine_iter, jac_dtype=jac_dtype)
+    return zg, res.converged | cg, res.n_iter + itg
