@@ -171,7 +171,7 @@ def auto(
         none, and those fits then take every start and refine to ``refine_iter``). Such fits sit
         in one of many nearby local minima of ``F``; perturbing and refining finds lower ones. On
         256 real MNIST digits against Adam with 10 restarts x 1,000 steps: median projection SNR
-        +0.01 dB and mean +0.05 dB (without: -0.04 / -0.05), in 0.08 of its time.
+        +0.01 dB and mean +0.05 dB in 0.088 of its time (``hops=0``: -0.02 / -0.02 dB, slower).
     noisy_candidate : bool
         Also try the noise-aware pursuit (:func:`geninv.solvers.noise.noisy_pursuit`, refined)
         where the fit is still in doubt after the starts (default False: on real digits it took a
