@@ -21,7 +21,7 @@ a random start rescued none. A fit no noise level explains (a signal outside the
 refining early, takes half those starts, and is then searched around (seeded perturbations, each
 refined a few steps, kept where the fit is lower) and polished by Adam steps: on 256 real digits
 that reaches Adam's median projection SNR with 10 restarts x 1,000 steps in under a tenth of its
-time, where the best of 6 starts alone stayed 0.04 dB below it. The noise-aware pursuit
+time, where the best of 6 starts alone ends 0.04 dB below it. The noise-aware pursuit
 (:func:`geninv.solvers.noise.noisy_pursuit`) reaches the same medians at several times the cost
 (its image-layer FISTA runs to its cap, its propagated noise levels take an eigen-decomposition per
 sample and layer), so it is an opt-in candidate.

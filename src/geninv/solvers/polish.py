@@ -8,7 +8,7 @@ digits the best of Levenberg-Marquardt from all 4,096 latents of the default met
 0.0015 dB below one of Adam's 10 random restarts; from the default method's fit, 1,000 Adam steps at
 ``1e-3 sigma_z`` gain only 0.002 dB on average, while perturbations of ``0.5 sigma_z`` refined a few
 steps find lower minima nearby. Measured on 256 real digits (one thread), against Adam with 10 restarts
-x 1,000 steps: without the search and with the polish at ``1e-2 sigma_z`` the mean projection SNR was
+x 1,000 steps: without the search and with the polish at ``1e-2 sigma_z`` the mean projection SNR is
 0.050 dB below Adam's; with 6 rounds of the search and the polish at ``0.1 sigma_z``, 0.047 dB above
 (2 rounds: 0.011 above; 4 rounds of probes of 6 and 10 steps: 0.048 above at a fifth more time).
 """
