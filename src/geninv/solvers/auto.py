@@ -446,7 +446,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         lvl = given[g] if given is not None else robust_level(r, mg)
         return ~exact[g] & (r.norm(dim=1) > POOR_MARGIN * noise_tol(lvl, m_obs[g]))
 
-    give_up = (POOR_ITER, hopeless) if opts.hops and not exact_given else None
+    searching = bool(opts.hops) and not exact_given  # the search of Notes, 6., and the early stop for it
     crept = torch.zeros(B, dtype=torch.bool, device=dev)  # the refinement stopped early as unexplained
 
     def hopeless_first(g: Tensor, zg: Tensor) -> Tensor:
@@ -457,7 +457,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
     gam = torch.zeros(B, dtype=f64, device=dev) if given is None else given.square() / sigma_z**2
     z, obj, conv_r, it_r = refine_subset(G64, y64, meas, z, idx, gam, 0 if stopped else refine_iter, data_dt,
                                          on_step=on_step if callback is not None else None,
-                                         give_up=None if give_up is None else (POOR_ITER, hopeless_first))
+                                         give_up=(POOR_ITER, hopeless_first) if searching else None)
     n_iter[idx] += it_r
     converged[idx] = conv_r
     if given is None and robust.numel() and map_fit:
@@ -499,7 +499,8 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
     def suspect() -> Tensor:
         return suspect_fits(G64, y64, meas, z, robust, m_obs, suspect_ratio)
 
-    need = todo & (~judged() | suspect()) & (not stopped)
+    fit_now = judged()
+    need = todo & (~fit_now | suspect()) & (not stopped)
     if bool(need.any()) and opts.starts:
         ts = time.perf_counter()
         ineed = need.nonzero().squeeze(1)
@@ -510,14 +511,13 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
         # Fits whose refinement stopped early as unexplained, and that still are, take half the
         # starts: the hops (6.) search around them. (Other unexplained fits, often a wrong basin of a
         # signal in the range, take every start: the bank is what rescues them.)
-        poor_now = (crept & ~judged())[ineed]
+        poor_now = (crept & ~fit_now)[ineed]
         zc = torch.empty(ineed.numel(), G.latent_dim, dtype=f64, device=dev)
         conv_c = torch.empty(ineed.numel(), dtype=torch.bool, device=dev)
         it_c = torch.empty(ineed.numel(), dtype=torch.int64, device=dev)
         for grp, poor_grp in ((poor_now.nonzero().squeeze(1), True), ((~poor_now).nonzero().squeeze(1), False)):
             if grp.numel():
-                gu = None if give_up is None or not poor_grp else \
-                    (POOR_ITER, lambda pos, zz, _g=grp: hopeless(ineed[_g[pos]], zz))
+                gu = (POOR_ITER, lambda pos, zz, _g=grp: hopeless(ineed[_g[pos]], zz)) if poor_grp else None
                 zc[grp], conv_c[grp], it_c[grp] = bank_refine(
                     G64, y64, meas, ineed[grp], g_cmp[grp], max(1, opts.starts // 2) if poor_grp else opts.starts,
                     sigma_z, seed, refine_iter, data_dt, give_up=gu, search=poor_grp)
@@ -570,7 +570,7 @@ def _run(G: Generator, y: Tensor, meas: Measurement, given: Tensor | None, opts:
     if poor.numel() and not stopped:
         ts = time.perf_counter()
         if opts.hops:
-            z, obj, it_h = hop_refine(G64, y64, meas, z, poor, gam, sigma_z, data_dt, rounds=opts.hops, seed=seed)
+            z, _, it_h = hop_refine(G64, y64, meas, z, poor, gam, sigma_z, data_dt, rounds=opts.hops, seed=seed)
             n_iter[poor] += it_h
             seconds["hops"] = time.perf_counter() - ts
             ts = time.perf_counter()

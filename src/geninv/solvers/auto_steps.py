@@ -16,7 +16,7 @@ from geninv.exceptions import ConvergenceWarning
 from geninv.model.generator import Generator
 from geninv.solvers.measurement import Measurement
 from geninv.solvers.refine import network_fit
-from geninv.solvers.support_fit import support_refine
+from geninv.solvers.support_fit import statistical_decrease, support_refine
 
 __all__ = ["fallback_candidate", "fit_level", "map_refit", "noisy_candidate", "refine_subset", "residual_noise_level",
            "resume_refine", "robust_level", "suspect_fits", "take_better", "warn_fits"]
@@ -53,10 +53,7 @@ def refine_subset(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx
     if idx.numel() == 0 or refine_iter == 0:
         return z, obj, torch.ones(idx.numel(), dtype=torch.bool, device=z.device), \
             torch.zeros(idx.numel(), dtype=torch.int64, device=z.device)
-    # Stop a noisy fit once a step lowers the objective by less than a hundredth of the Oracle's
-    # expected excess n_0 sigma^2 / 2, with sigma^2 ~ 2 F / (m - n_0): rel_decrease below. What is
-    # left then changes ||K (z_hat - z)|| by about a tenth of its size (0.04 dB of z SNR).
-    rel = 1e-2 * n0 / max(1, y64.shape[1] - n0)
+    rel = statistical_decrease(n0, y64.shape[1])  # stopped at the noise level
     step_cb = None
     if on_step is not None:
         def step_cb(k: int, zr: Tensor, objr: Tensor) -> bool:

@@ -24,7 +24,7 @@ from geninv.model.generator import Generator
 from geninv.solvers.measurement import Measurement
 from geninv.solvers.network import FrozenNetwork
 from geninv.solvers.refine import network_fit
-from geninv.solvers.support_fit import network_state, support_refine
+from geninv.solvers.support_fit import network_state, statistical_decrease, support_refine
 
 __all__ = ["adam_polish", "hop_refine", "POLISH_STEPS", "POLISH_LR", "HOP_ROUNDS"]
 
@@ -63,7 +63,7 @@ def hop_refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: T
     Returns
     -------
     z : Tensor (B, n_0), float64
-    objective : Tensor (B,), float64, ``F(z)`` on ``G64``
+    objective : Tensor (k,), float64, ``F(z[idx])`` on ``G64``
     n_iter : Tensor (k,), int64, the steps summed over the rounds
     """
     n, n0 = idx.numel(), z.shape[1]
@@ -74,8 +74,8 @@ def hop_refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: T
     yi, gi = y64[idx], gam[idx]
     f = network_fit(G64, yi, z[idx], mi, gi)
     if n == 0 or rounds == 0 or hops == 0:
-        return z, network_fit(G64, y64, z, meas, gam), n_iter
-    rel = 1e-2 * n0 / max(1, y64.shape[1] - n0)
+        return z, f, n_iter
+    rel = statistical_decrease(n0, y64.shape[1])
     gen = torch.Generator(device="cpu").manual_seed(seed)
     rep = torch.arange(n, device=dev).repeat_interleave(hops)
     mr = mi.subset(rep)
@@ -94,7 +94,7 @@ def hop_refine(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: T
         take = torch.isfinite(of) & (of < f)
         z[idx[take]] = zf[take]
         f = torch.where(take, of, f)
-    return z, network_fit(G64, y64, z, meas, gam), n_iter
+    return z, f, n_iter
 
 
 def adam_polish(G64: Generator, y64: Tensor, meas: Measurement, z: Tensor, idx: Tensor, gam: Tensor, sigma_z: float,
